@@ -1,0 +1,124 @@
+"""Tables. The database is the source of truth for every run; the broker is only transport."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so Alembic migrations diff cleanly on PostgreSQL and SQLite.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "diverged")
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "diverged")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    base: Mapped[dict[str, Any]] = mapped_column(JSON)  # the base ExperimentConfig
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"model.dropout.rate": [0.1, 0.5], ...}
+    seeds: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    runs: Mapped[list[Run]] = relationship(back_populates="sweep")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # validated ExperimentConfig
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # last send_task
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(200))  # worker id holding the run
+    host: Mapped[str | None] = mapped_column(String(200))
+    device: Mapped[str | None] = mapped_column(String(200))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1 of the planned steps
+    step: Mapped[int] = mapped_column(Integer, default=0)  # last probed optimizer step
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # 1 on the first claim, +1 per retry
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    layer_names: Mapped[list[str] | None] = mapped_column(JSON)  # BN layer names, by index
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
+
+
+class RunMetric(Base):
+    """Run-level values of one probe step (wide rows: the API serves them columnar)."""
+
+    __tablename__ = "run_metrics"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[float | None] = mapped_column(Float)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    train_acc: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_acc: Mapped[float | None] = mapped_column(Float)
+    val_acc_train_mode: Mapped[float | None] = mapped_column(Float)
+    lr: Mapped[float | None] = mapped_column(Float)
+
+
+class LayerStat(Base):
+    """One BN layer's statistics at one probe step (SCIENCE.md §1)."""
+
+    __tablename__ = "layer_stats"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    layer: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    train_mean: Mapped[float | None] = mapped_column(Float)
+    train_var: Mapped[float | None] = mapped_column(Float)
+    running_mean: Mapped[float | None] = mapped_column(Float)
+    running_var: Mapped[float | None] = mapped_column(Float)
+    eval_mean: Mapped[float | None] = mapped_column(Float)
+    eval_var: Mapped[float | None] = mapped_column(Float)
+    shift: Mapped[float | None] = mapped_column(Float)
+    grad_norm: Mapped[float | None] = mapped_column(Float)
+
+
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc_train_mode", "lr")
+LAYER_KEYS = (
+    "train_mean", "train_var", "running_mean", "running_var",
+    "eval_mean", "eval_var", "shift", "grad_norm",
+)
+
+
+class Upload(Base):
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(1024))  # under settings.uploads_dir
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    n_features: Mapped[int] = mapped_column(Integer)
+    n_classes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,128 @@
+"""ExperimentConfig: the one schema every part of bnlab speaks (see shared/DESIGN.md).
+
+Every field has a default, so `ExperimentConfig()` is a valid, small, fast experiment.
+Validation errors name the field path (pydantic's `loc`), which the API turns into a 422.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+LAYER_KINDS = ("linear", "conv", "dropout", "batchnorm", "activation")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos; refusing them names the field instead of silently ignoring it.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    name: Literal["digits", "mnist1d", "synthetic", "mnist", "fashion_mnist", "cifar10", "upload"] = "digits"
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # held out from the training split, seeded
+    path: str | None = None  # relative to BNLAB_DATASETS_DIR for mnist / fashion_mnist / cifar10
+    upload_id: str | None = None  # for name == "upload"
+    n_samples: int | None = Field(None, ge=64, le=2_000_000)  # synthetic / mnist1d size; None = generator default
+    limit: int | None = Field(None, ge=64)  # use only the first N training samples (quick runs)
+
+    @model_validator(mode="after")
+    def _source_present(self) -> DatasetConfig:
+        if self.name in ("mnist", "fashion_mnist", "cifar10") and not self.path:
+            raise ValueError(f"dataset.path is required for dataset '{self.name}'")
+        if self.name == "upload" and not self.upload_id:
+            raise ValueError("dataset.upload_id is required for dataset 'upload'")
+        return self
+
+
+class DropoutConfig(_Strict):
+    kind: Literal["bernoulli", "gaussian", "uniform"] = "bernoulli"
+    rate: Rate = 0.5  # drop probability r (bernoulli, gaussian: var r/(1-r)); beta for uniform
+    mask: Literal["per_sample", "per_batch"] = "per_sample"  # per_batch: one mask for the whole batch
+
+
+class BatchNormConfig(_Strict):
+    momentum: float | None = Field(0.1, gt=0.0, le=1.0)  # torch convention; None = cumulative average
+    eps: float = Field(1e-5, gt=0.0)
+    affine: bool = True
+    gamma_init: float = 1.0
+    beta_init: float = 0.0
+    impl: Literal["torch", "matrix"] = "torch"  # matrix: our autograd Function (SCIENCE.md §4)
+
+
+class ModelConfig(_Strict):
+    arch: Literal["mlp", "cnn"] = "mlp"
+    widths: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [256, 256, 256], min_length=1, max_length=64
+    )  # hidden units (mlp) or channels (cnn) per block
+    block: list[Literal["linear", "conv", "dropout", "batchnorm", "activation"]] = Field(
+        default_factory=lambda: ["linear", "dropout", "batchnorm", "activation"]
+    )  # layer order inside every hidden block
+    head_dropout: Rate | None = None  # one dropout of the same kind right before the classifier
+    activation: Literal["relu", "sigmoid", "tanh", "gaussian", "identity"] = "relu"
+    pooling: Literal["max", "avg"] = "max"  # cnn only: 2x2 pooling after each block
+    dropout: DropoutConfig = Field(default_factory=DropoutConfig)
+    batchnorm: BatchNormConfig = Field(default_factory=BatchNormConfig)
+
+    @field_validator("block")
+    @classmethod
+    def _block_order(cls, block: list[str]) -> list[str]:
+        dupes = sorted({k for k in block if block.count(k) > 1})
+        if dupes:
+            raise ValueError(f"each layer may appear at most once in a block, repeated: {dupes}")
+        if ("linear" in block) == ("conv" in block):
+            raise ValueError("a block needs exactly one of 'linear' or 'conv'")
+        return block
+
+    @model_validator(mode="after")
+    def _block_matches_arch(self) -> ModelConfig:
+        want = "linear" if self.arch == "mlp" else "conv"
+        if want not in self.block:
+            raise ValueError(f"model.block must use '{want}' for arch '{self.arch}'")
+        return self
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(5, ge=1)  # passes over the training split
+    batch_size: int = Field(128, ge=2, le=65536)  # BN needs at least 2 samples per batch
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0.0, le=10.0)  # per step, not scaled by batch size
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only
+    weight_decay: float = Field(0.0, ge=0.0)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto: first CUDA device, else CPU
+
+
+class ProbeConfig(_Strict):
+    every_steps: int = Field(20, ge=1)  # optimizer steps between two probes
+    eval_batches: int = Field(4, ge=1)  # held-out batches for the eval-mode statistics
+    train_mode_test_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 8, 64]
+    )  # "forgot model.eval()" accuracies at these test batch sizes
+    recalibrate: bool = True  # PreciseBN after training (dropout off, cumulative BN stats)
+    recalibrate_samples: int = Field(4096, ge=64)  # training samples for the recalibration pass
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field("experiment", max_length=200)
+    tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=32)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+
+def set_dotted(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """Return a deep copy of `data` with `path` ("model.dropout.rate") set to `value`."""
+    import copy
+
+    out = copy.deepcopy(data)
+    node = out
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"'{path}' does not lead to a config field")
+    node[leaf] = value
+    return out
