@@ -1,0 +1,44 @@
+"""The Celery client, configured from the one settings object. No task code is imported here:
+the API enqueues by name, so it never needs torch (STYLE.md rule 10)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from backend.settings import Settings, settings
+
+TRAIN_RUN = "bnlab.train_run"  # the one task name both sides know
+QUEUE = "bnlab"
+
+
+def make_celery(s: Settings = settings) -> Celery:
+    app = Celery("bnlab", broker=s.broker_url)
+    conf: dict = dict(
+        task_queues=[Queue(QUEUE)],
+        task_default_queue=QUEUE,
+        task_create_missing_queues=False,
+        task_routes={TRAIN_RUN: {"queue": QUEUE}},
+        task_ignore_result=True,  # results live in the database, not in a result backend
+        broker_connection_retry_on_startup=True,
+    )
+    if s.broker_url.startswith("filesystem"):
+        folder = s.broker_dir
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    app.conf.update(conf)
+    return app
+
+
+celery_app = make_celery()
+
+
+def enqueue_run(run_id: int, app: Celery | None = None) -> None:
+    """Hand a committed run to the workers (commit first: STYLE.md rule 13)."""
+    (app or celery_app).send_task(TRAIN_RUN, args=[run_id], queue=QUEUE)
