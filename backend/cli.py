@@ -1,0 +1,203 @@
+"""`bnlab`: the command line. serve the stack, run a config in-process, talk to a server.
+
+Backend modules are imported inside the commands: `serve --data-dir` must set the environment
+before the settings singleton is built, and `run` needs torch, which the API image lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="bnlab: run, watch and compare BatchNorm / Dropout experiments.",
+                  no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_URL = os.environ.get("BNLAB_URL", "http://127.0.0.1:8000")
+TERMINAL = ("succeeded", "failed", "cancelled", "diverged")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+          port: int = typer.Option(8000, help="HTTP port."),
+          data_dir: Optional[Path] = typer.Option(None, help="Data directory (default ~/.bnlab)."),
+          workers: int = typer.Option(1, min=0, help="Celery worker processes to supervise.")
+          ) -> None:
+    """The whole stack: migrate the database, supervise the worker(s), serve API + dashboard."""
+    if data_dir is not None:
+        os.environ["BNLAB_DATA_DIR"] = str(data_dir.expanduser().resolve())
+    from backend.supervisor import serve_stack
+
+    serve_stack(host=host, port=port, n_workers=workers)
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
+        out: Optional[Path] = typer.Option(None, help="Write config, metrics, layers, summary here.")
+        ) -> None:
+    """Train one experiment in this process, no server (needs the worker extra: torch)."""
+    try:
+        from worker.local import run_local
+    except ImportError as exc:
+        raise _fail(f"`bnlab run` needs torch (pip install 'bnlab[worker]'): {exc}", 1) from exc
+    try:
+        data = json.loads(config.read_text())
+    except json.JSONDecodeError as exc:
+        raise _fail(f"{config}: not valid JSON ({exc})") from exc
+    try:
+        run_local(data, out=out)
+    except Exception as exc:  # a config error names the field; anything else is reported plainly
+        if type(exc).__name__ in ("ConfigError", "ValidationError"):
+            raise _fail(f"invalid config: {exc}") from exc
+        raise
+
+
+def _client(url: str, token: Optional[str]):  # noqa: ANN202
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
+
+
+def _check(resp) -> dict:  # noqa: ANN001
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail", resp.text)
+        except ValueError:
+            detail = resp.text
+        if isinstance(detail, list):  # pydantic errors: name every field path
+            detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []) if p != 'body')}: "
+                               f"{d.get('msg')}" for d in detail)
+        raise _fail(f"{resp.request.method} {resp.request.url.path} → {resp.status_code}: {detail}")
+    return resp.json()
+
+
+URL = typer.Option(DEFAULT_URL, help="bnlab server (env BNLAB_URL).")
+TOKEN = typer.Option(None, envvar="BNLAB_API_TOKEN", help="API token for writes.")
+
+
+@app.command()
+def submit(config: Path = typer.Argument(..., exists=True, dir_okay=False),
+           url: str = URL, token: Optional[str] = TOKEN,
+           watch: bool = typer.Option(False, help="Show a progress bar until the run ends.")) -> None:
+    """Submit a config to a server; prints the run id."""
+    import httpx
+
+    try:
+        payload = json.loads(config.read_text())
+    except json.JSONDecodeError as exc:
+        raise _fail(f"{config}: not valid JSON ({exc})") from exc
+    try:
+        with _client(url, token) as client:
+            run = _check(client.post("/api/runs", json=payload))
+            console.print(f"run {run['id']} {run['status']}")
+            if watch:
+                _watch(client, run["id"])
+    except httpx.TransportError as exc:
+        raise _fail(f"cannot reach {url}: {exc}", 1) from exc
+
+
+def _watch(client, run_id: int) -> None:  # noqa: ANN001
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("run {task.fields[rid]} {task.fields[status]}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("run", total=1.0, rid=run_id, status="queued")
+        while True:
+            run = _check(client.get(f"/api/runs/{run_id}"))
+            bar.update(task, completed=run.get("progress") or 0.0, status=run["status"])
+            if run["status"] in TERMINAL:
+                break
+            time.sleep(1.0)
+    summary = run.get("summary") or {}
+    console.print(f"run {run_id} {run['status']}"
+                  + (f": test_acc_eval={summary['test_acc_eval']:.4f}"
+                     if summary.get("test_acc_eval") is not None else "")
+                  + (f" ({run['error']})" if run.get("error") else ""))
+    if run["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(url: str = URL, status: Optional[str] = typer.Option(None, help="Filter by status."),
+         limit: int = typer.Option(50, min=1, max=500)) -> None:
+    """List runs in a table."""
+    import httpx
+    from rich.table import Table
+
+    params = {"limit": limit, **({"status": status} if status else {})}
+    try:
+        with _client(url, None) as client:
+            page = _check(client.get("/api/runs", params=params))
+    except httpx.TransportError as exc:
+        raise _fail(f"cannot reach {url}: {exc}", 1) from exc
+    table = Table("id", "name", "status", "progress", "attempt", "device", "test acc", "created")
+    for r in page.get("data", []):
+        acc = (r.get("summary") or {}).get("test_acc_eval")
+        table.add_row(str(r["id"]), r["name"], r["status"], f"{100 * (r.get('progress') or 0):.0f}%",
+                      str(r.get("attempt", "")), r.get("device") or "",
+                      "" if acc is None else f"{acc:.4f}", str(r.get("created_at", ""))[:19])
+    console.print(table)
+    console.print(f"{len(page.get('data', []))} of {page.get('count', '?')} runs")
+
+
+@app.command()
+def export(run_id: int, fmt: str = typer.Option("npz", "--format", help="npz or onnx."),
+           out: Optional[Path] = typer.Option(None, help="Output file (default run-ID.FORMAT)."),
+           url: str = URL, token: Optional[str] = TOKEN) -> None:
+    """Download a finished run's weights (BN folded) as npz or ONNX."""
+    import httpx
+
+    if fmt not in ("npz", "onnx"):
+        raise _fail(f"--format must be npz or onnx, not {fmt!r}")
+    out = out or Path(f"run-{run_id}.{fmt}")
+    try:
+        with _client(url, token) as client:
+            resp = client.get(f"/api/runs/{run_id}/export", params={"format": fmt})
+            if resp.status_code >= 400:
+                _check(resp)
+    except httpx.TransportError as exc:
+        raise _fail(f"cannot reach {url}: {exc}", 1) from exc
+    out.write_bytes(resp.content)
+    console.print(f"wrote {out} ({len(resp.content)} bytes)")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the Alembic migrations to BNLAB_DATABASE_URL (default: SQLite in the data dir)."""
+    from backend.db.migrate import upgrade
+    from backend.settings import settings
+
+    upgrade(settings.database_url)
+    console.print(f"database at head: {_redact(settings.database_url)}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,108 @@
+"""`bnlab serve`: migrate, supervise real Celery worker subprocesses, serve the API.
+
+The worker is a separate process (the API never imports torch); the supervisor restarts it
+when it dies (OOM killer, kill -9, a crash), so a laptop stack heals itself like compose's
+`restart: unless-stopped` does. A run the dead worker held goes stale and the reconciler
+in the API requeues it; the restarted worker resumes it from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger("bnlab.supervisor")
+ROOT = Path(__file__).resolve().parent.parent  # holds the backend/ and worker/ packages
+
+
+def worker_command(name: str, loglevel: str = "INFO") -> list[str]:
+    """One Celery worker, one job at a time (solo pool: the task runs in the worker process)."""
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
+            "--pool", "solo", "--concurrency", "1", "-Q", "bnlab", "-n", name,
+            "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+class WorkerSupervisor:
+    """Keeps `n` worker subprocesses alive until `stop()`; restarts each one that exits."""
+
+    def __init__(self, n: int = 1, *, min_uptime_s: float = 10.0) -> None:
+        self.n, self.min_uptime_s = n, min_uptime_s
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> WorkerSupervisor:
+        for i in range(self.n):
+            t = threading.Thread(target=self._keep, args=(i,), name=f"supervise-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _spawn(self, i: int) -> subprocess.Popen:
+        name = f"bnlab{i}-{os.getpid()}@%h"
+        return subprocess.Popen(worker_command(name), env=worker_env(), cwd=str(ROOT))
+
+    def _keep(self, i: int) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            proc = self.procs[i] = self._spawn(i)
+            code = proc.wait()
+            if self._stop.is_set():
+                return
+            # A worker that dies at once (bad broker URL, import error) is retried slowly.
+            backoff = 1.0 if time.monotonic() - started > self.min_uptime_s else min(backoff * 2, 30)
+            self.restarts += 1
+            log.warning("worker %d exited with %s; restarting in %.0fs", i, code, backoff)
+            self._stop.wait(backoff)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Warm shutdown (SIGTERM lets a task finish its step), then SIGKILL after timeout."""
+        self._stop.set()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()  # its run goes stale and resumes from a checkpoint on next start
+                proc.wait()
+
+
+def prepare(settings) -> None:  # noqa: ANN001
+    """Folders and schema, before any process touches them."""
+    from backend.db.migrate import upgrade
+
+    for folder in (settings.data_dir, settings.datasets_dir, settings.checkpoints_dir,
+                   settings.uploads_dir, settings.exports_dir):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+
+
+def serve_stack(*, host: str, port: int, n_workers: int) -> None:
+    import uvicorn
+
+    from backend.settings import settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    prepare(settings)
+    supervisor = WorkerSupervisor(n_workers).start()
+    try:
+        uvicorn.run("backend.api.main:create_app", factory=True, host=host, port=port)
+    finally:
+        supervisor.stop()

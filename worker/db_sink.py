@@ -1,0 +1,167 @@
+"""DbSink: the engine's MetricSink that streams a run into the database.
+
+Probe records are buffered and written in batches through `insert_points` (an idempotent
+upsert, so a retried or repeated flush never duplicates a point). When the database is down
+(a PostgreSQL restart mid-run) the buffer is kept: probes retry later without blocking
+training, and epoch ends / the summary wait with backoff until the write lands, because the
+engine checkpoints at epoch end and a point not stored by then could be lost for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from backend.crud.ingest import insert_points
+from backend.crud.lifecycle import heartbeat
+from backend.db.models import Run
+
+log = logging.getLogger(__name__)
+DB_ERRORS = (OperationalError, DBAPIError)
+
+
+class OwnershipLost(RuntimeError):
+    """The run was taken from this worker (requeued as stale, or deleted)."""
+
+
+class DbSink:
+    """MetricSink writing to the runs / run_metrics / layer_stats tables of one claimed run."""
+
+    def __init__(self, *, run_id: int, worker_id: str, sessions: sessionmaker[Session],
+                 flush_s: float = 0.5, max_buffer: int = 200, retry_s: float = 300.0) -> None:
+        self.run_id, self.worker_id, self.sessions = run_id, worker_id, sessions
+        self.flush_s = flush_s  # seconds between two batched writes during training
+        self.max_buffer = max_buffer  # records: flush early when the buffer grows this big
+        self.retry_s = retry_s  # how long a blocking flush keeps retrying a down database
+        self.buffer: list[Any] = []
+        self.total_steps = 0
+        self.last_step = 0
+        self.lost = False  # True once the run is no longer ours: stop and write nothing more
+        self._cancel = False
+        self._check_due = True  # read cancel_requested at most once per probe
+        self._next_flush = 0.0
+        self._backoff = 0.5
+        self.flushes = 0  # successful batch writes (tests and benchmarks read it)
+
+    # --- MetricSink protocol ------------------------------------------------------------
+    def on_start(self, *, device: str, total_steps: int, layer_names: list[str]) -> None:
+        self.total_steps = total_steps
+        self.with_retry(self._write_run, device=device, layer_names=list(layer_names))
+
+    def on_probe(self, record: Any) -> None:
+        if self.lost:
+            return
+        self.buffer.append(record)
+        self.total_steps = record.total_steps or self.total_steps
+        self.last_step = max(self.last_step, record.step)
+        self._check_due = True
+        if time.monotonic() >= self._next_flush or len(self.buffer) >= self.max_buffer:
+            self._try_flush()
+
+    def on_epoch_end(self, *, epoch: int, step: int) -> None:
+        self.last_step = max(self.last_step, step)
+        self.flush()
+
+    def on_summary(self, summary: dict[str, Any]) -> None:
+        self.flush()
+
+    def should_stop(self) -> bool:
+        if self.lost or self._cancel:
+            return True
+        if not self._check_due:
+            return False
+        self._check_due = False
+        try:
+            with self.sessions() as s:
+                row = s.execute(select(Run.cancel_requested, Run.status, Run.claimed_by)
+                                .where(Run.id == self.run_id)).first()
+        except DB_ERRORS as exc:  # database down: keep training, ask again at the next probe
+            log.warning("run %s: cannot read cancel flag: %s", self.run_id, exc)
+            return False
+        if row is None or row.status != "running" or row.claimed_by != self.worker_id:
+            self.lost = True
+        self._cancel = bool(row and row.cancel_requested)
+        return self.lost or self._cancel
+
+    # --- writing ------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write everything buffered, retrying with backoff while the database is down."""
+        if self.buffer and not self.lost:
+            self.with_retry(self._flush_once)
+
+    def _try_flush(self) -> None:
+        try:
+            self._flush_once()
+            self._backoff = 0.5
+            self._next_flush = time.monotonic() + self.flush_s
+        except DB_ERRORS as exc:  # keep the buffer; try again later without stalling training
+            log.warning("run %s: flush failed, %d records kept: %s",
+                        self.run_id, len(self.buffer), exc)
+            self._next_flush = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 10.0)
+
+    def _flush_once(self) -> None:
+        batch = list(self.buffer)
+        progress = min(1.0, self.last_step / self.total_steps) if self.total_steps else 0.0
+        with self.sessions() as s, s.begin():
+            # Ownership first: a worker that lost the run must not write into a new attempt.
+            if not heartbeat(session=s, run_id=self.run_id, worker_id=self.worker_id,
+                             step=self.last_step, progress=progress):
+                self.lost, self.buffer = True, []
+                return
+            insert_points(session=s, run_id=self.run_id, records=batch)
+        del self.buffer[:len(batch)]
+        self.flushes += 1
+
+    def _write_run(self, **values: Any) -> None:
+        with self.sessions() as s, s.begin():
+            if not heartbeat(session=s, run_id=self.run_id, worker_id=self.worker_id, **values):
+                self.lost = True
+
+    def with_retry(self, fn, **kwargs: Any) -> None:  # noqa: ANN001
+        retrying = retry(
+            retry=retry_if_exception_type(DB_ERRORS),
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            stop=stop_after_delay(self.retry_s),
+            before_sleep=lambda state: log.warning(
+                "run %s: database write failed (attempt %d), retrying: %s", self.run_id,
+                state.attempt_number, state.outcome.exception() if state.outcome else None),
+            reraise=True,
+        )
+        retrying(fn)(**kwargs)
+
+
+class Heartbeat:
+    """Touches the run's heartbeat from a thread, so long stretches without a probe (data
+    loading, recalibration, export) never look like a dead worker."""
+
+    def __init__(self, sink: DbSink, interval_s: float) -> None:
+        self.sink, self.interval_s = sink, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-run-{sink.run_id}",
+                                        daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval_s + 5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                with self.sink.sessions() as s, s.begin():
+                    if not heartbeat(session=s, run_id=self.sink.run_id,
+                                     worker_id=self.sink.worker_id):
+                        self.sink.lost = True
+            except DB_ERRORS as exc:
+                log.warning("run %s: heartbeat failed: %s", self.sink.run_id, exc)

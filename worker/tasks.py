@@ -1,0 +1,117 @@
+"""The one task: `bnlab.train_run(run_id)`, a thin adapter between the broker, the database
+and the engine (STYLE.md rules 12-14). It asserts the world itself: it claims the run in the
+database first and returns without training when the claim fails, so a doubled or redelivered
+message never trains a run twice at once."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from backend.broker import TRAIN_RUN
+from backend.crud.lifecycle import claim_run, finish_run
+from backend.db.models import Run, utcnow
+from backend.db.session import get_sessionmaker
+from backend.schema.experiment import ExperimentConfig
+from backend.settings import settings
+from worker.celery_app import WORKER_ID, celery_app
+from worker.db_sink import DB_ERRORS, DbSink, Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+def _device_hint(device: str) -> str:
+    """What the engine will pick (it reports the exact name in on_start)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _claim(sessions, run_id: int) -> ExperimentConfig | str | None:  # noqa: ANN001
+    """Claim the run; the validated config, an error text if it no longer validates, or None."""
+    stale_before = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
+    with sessions() as s, s.begin():
+        run = s.get(Run, run_id)
+        if run is None:
+            return None
+        try:
+            cfg = ExperimentConfig.model_validate(run.config)
+            device = _device_hint(cfg.train.device)
+        except ValidationError as exc:
+            cfg, device = f"invalid config: {exc}", None
+        if not claim_run(session=s, run_id=run_id, worker_id=WORKER_ID,
+                         host=socket.gethostname(), device=device, stale_before=stale_before):
+            return None
+    return cfg
+
+
+def _paths(run_id: int) -> dict[str, Path]:
+    settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    return dict(datasets_root=settings.datasets_dir, uploads_dir=settings.uploads_dir,
+                checkpoint_path=settings.checkpoints_dir / f"run-{run_id}.pt",
+                export_dir=settings.exports_dir / f"run-{run_id}")
+
+
+def _record(sink: DbSink, **kwargs: object) -> bool:
+    """Write the final status with retries (the database may be restarting right now)."""
+    done = []
+
+    def write() -> None:
+        with sink.sessions() as s, s.begin():
+            done.append(finish_run(session=s, run_id=sink.run_id, worker_id=WORKER_ID, **kwargs))
+
+    sink.with_retry(write)
+    return bool(done and done[-1])
+
+
+@celery_app.task(name=TRAIN_RUN)
+def train_run(run_id: int) -> str:
+    """Claim → engine.train → record the final status. Returns the status (or "skipped")."""
+    sessions = get_sessionmaker()
+    cfg = _claim(sessions, run_id)
+    if cfg is None:
+        log.info("run %s: not claimable (taken, finished or gone), skipping", run_id)
+        return "skipped"
+    sink = DbSink(run_id=run_id, worker_id=WORKER_ID, sessions=sessions)
+    if isinstance(cfg, str):
+        _record(sink, status="failed", error=cfg)
+        return "failed"
+    from worker.engine import train  # torch is heavy: imported by the worker process only
+
+    paths = _paths(run_id)
+    try:
+        with Heartbeat(sink, settings.heartbeat_s):
+            result = train(cfg, sink, **paths)
+        sink.flush()
+    except DB_ERRORS as exc:  # the database stayed down longer than the sink retries
+        log.exception("run %s: database unavailable", run_id)
+        return _end(sink, paths, status="failed", error=f"database unavailable: {exc}")
+    except Exception as exc:  # any engine error ends the run failed with its text
+        log.exception("run %s failed", run_id)
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return _end(sink, paths, status="failed", error=text)
+    if sink.lost:  # requeued or deleted while we trained: the new owner writes the end
+        return "lost"
+    return _end(sink, paths, status=result.status, error=result.error, summary=result.summary)
+
+
+def _end(sink: DbSink, paths: dict[str, Path], **final: object) -> str:
+    try:
+        owned = _record(sink, **final)
+    except DB_ERRORS:
+        # Leave the checkpoint: the run is still `running`, goes stale and resumes elsewhere.
+        log.exception("run %s: could not record final status", sink.run_id)
+        return "unrecorded"
+    if owned:
+        paths["checkpoint_path"].unlink(missing_ok=True)
+    return str(final["status"]) if owned else "lost"
+
+
+__all__ = ["train_run"]
