@@ -1,0 +1,132 @@
+// The only module that talks to the server with fetch: one function per REST endpoint.
+// Writes carry `Authorization: Bearer <token>`; the token is asked once (on the first 401)
+// and kept in localStorage, so a researcher types it once per browser.
+
+const TOKEN_KEY = "bnlab.token";
+
+export class ApiError extends Error {
+  constructor(status, detail, message) {
+    super(message);
+    this.status = status;
+    this.detail = detail; // FastAPI's `detail`: a string or a list of {loc, msg}
+  }
+}
+
+let tokenPrompt = null; // async () => string | null, installed by main.js (a modal dialog)
+
+export function setTokenPrompt(fn) {
+  tokenPrompt = fn;
+}
+
+export function storedToken() {
+  return localStorage.getItem(TOKEN_KEY);
+}
+
+export function forgetToken() {
+  localStorage.removeItem(TOKEN_KEY);
+}
+
+function buildUrl(path, query) {
+  const url = new URL(path, window.location.origin);
+  for (const [key, value] of Object.entries(query || {})) {
+    if (value === undefined || value === null || value === "") continue;
+    url.searchParams.set(key, Array.isArray(value) ? value.join(",") : String(value));
+  }
+  return url;
+}
+
+function messageOf(status, detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail) && detail.length) {
+    return detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+  }
+  return `HTTP ${status}`;
+}
+
+async function send(method, path, { query, json, form, write } = {}) {
+  const headers = { Accept: "application/json" };
+  let body;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  } else if (form !== undefined) {
+    body = form; // the browser sets the multipart boundary
+  }
+  const token = storedToken();
+  if (write && token) headers.Authorization = `Bearer ${token}`;
+  return fetch(buildUrl(path, query), { method, headers, body });
+}
+
+async function parse(response) {
+  const text = await response.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+// A write that answers 401 asks for the token (once), stores it and tries again.
+async function request(method, path, options = {}) {
+  let response = await send(method, path, options);
+  if (response.status === 401 && options.write && tokenPrompt) {
+    const token = await tokenPrompt();
+    if (token) {
+      localStorage.setItem(TOKEN_KEY, token);
+      response = await send(method, path, options);
+    }
+  }
+  if (options.raw && response.ok) return response;
+  const data = await parse(response);
+  if (!response.ok) {
+    const detail = data && typeof data === "object" ? data.detail : data;
+    throw new ApiError(response.status, detail, messageOf(response.status, detail));
+  }
+  return data;
+}
+
+export const health = () => request("GET", "/api/health");
+export const presets = () => request("GET", "/api/presets");
+
+export const listRuns = (filters = {}) => request("GET", "/api/runs", { query: filters });
+export const getRun = (id) => request("GET", `/api/runs/${id}`);
+export const createRun = (config) => request("POST", "/api/runs", { json: config, write: true });
+export const createSweep = (sweep) => request("POST", "/api/sweeps", { json: sweep, write: true });
+export const cancelRun = (id) => request("POST", `/api/runs/${id}/cancel`, { write: true });
+export const retryRun = (id) => request("POST", `/api/runs/${id}/retry`, { write: true });
+export const deleteRun = (id) => request("DELETE", `/api/runs/${id}`, { write: true });
+
+// The raw point count of a downsampled metrics response travels in X-Raw-Points (the body
+// keeps DESIGN.md's columnar shape); it is returned beside the columns.
+export async function getMetrics(id, { keys, maxPoints } = {}) {
+  const response = await request("GET", `/api/runs/${id}/metrics`, {
+    query: { keys, max_points: maxPoints },
+    raw: true,
+  });
+  const columns = await response.json();
+  const raw = Number(response.headers.get("X-Raw-Points"));
+  return { columns, rawPoints: Number.isFinite(raw) && raw > 0 ? raw : null };
+}
+
+export const getLayers = (id, { maxPoints } = {}) =>
+  request("GET", `/api/runs/${id}/layers`, { query: { max_points: maxPoints } });
+
+export async function exportRun(id, format = "npz") {
+  const response = await request("GET", `/api/runs/${id}/export`, {
+    query: { format },
+    raw: true,
+  });
+  return response.blob();
+}
+
+export function uploadDataset(file) {
+  const form = new FormData();
+  form.append("file", file);
+  return request("POST", "/api/datasets", { form, write: true });
+}
+
+// EventSource cannot send headers and is not fetch; stream.js opens it on this URL.
+export function eventsUrl(query = {}) {
+  return buildUrl("/api/events", query).toString();
+}

@@ -1,0 +1,132 @@
+// Plotly wrappers. Every chart is drawn and redrawn through Plotly.react with a uirevision,
+// so a user's zoom survives live updates; traces are built from fresh arrays each time.
+// Traces switch to WebGL (scattergl) when they carry many points.
+
+import { plotText } from "./dom.js";
+
+/* global Plotly */
+
+// 20 distinguishable colours (Tableau 10 and its light partners, interleaved by contrast).
+export const PALETTE = [
+  "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+  "#7f7f7f", "#bcbd22", "#393b79", "#ad494a", "#637939", "#e7969c", "#6b6ecf", "#8c6d31",
+  "#ce6dbd", "#3182bd", "#fd8d3c", "#31a354",
+];
+
+export function colour(index) {
+  return PALETTE[index % PALETTE.length];
+}
+
+export const DASH = { train_var: "solid", eval_var: "dash", running_var: "dot" };
+
+// Above this many points in one trace, SVG gets sluggish; WebGL stays smooth.
+export const GL_POINTS = 1500;
+
+let glSupport = null;
+
+export function webglAvailable() {
+  if (glSupport === null) {
+    try {
+      const canvas = document.createElement("canvas");
+      glSupport = Boolean(canvas.getContext("webgl") || canvas.getContext("experimental-webgl"));
+    } catch {
+      glSupport = false;
+    }
+  }
+  return glSupport;
+}
+
+export function traceType(points) {
+  return points > GL_POINTS && webglAvailable() ? "scattergl" : "scatter";
+}
+
+// Debiased exponential moving average (TensorBoard's smoothing), skipping missing values.
+export function smooth(values, weight) {
+  if (!weight || weight <= 0) return values;
+  let last = 0;
+  let norm = 0;
+  return values.map((v) => {
+    if (v === null || v === undefined || !Number.isFinite(v)) return v;
+    last = last * weight + (1 - weight) * v;
+    norm = norm * weight + (1 - weight);
+    return last / norm;
+  });
+}
+
+export function line({ x, y, name, color, dash = "solid", width = 1.6, group, showlegend = true,
+  meta, hoverLabel, points }) {
+  return {
+    type: traceType(points ?? x.length),
+    mode: "lines",
+    x,
+    y,
+    name: plotText(name),
+    legendgroup: group,
+    showlegend,
+    line: { color, dash, width },
+    meta,
+    hovertemplate: `%{y:.4g}<extra>${plotText(hoverLabel ?? name)}</extra>`,
+  };
+}
+
+function rgba(hex, alpha) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
+}
+
+// A min/max band: the upper edge, then the lower edge filled up to it.
+export function band({ x, lo, hi, name, color, group, meta }) {
+  const common = {
+    type: traceType(x.length),
+    mode: "lines",
+    x,
+    name: plotText(name),
+    legendgroup: group,
+    showlegend: false,
+    hoverinfo: "skip",
+    line: { width: 0, color },
+    meta,
+  };
+  return [
+    { ...common, y: hi },
+    { ...common, y: lo, fill: "tonexty", fillcolor: rgba(color, 0.15) },
+  ];
+}
+
+export function layout({ title, xTitle = "step", yTitle, logy = false, showlegend = false,
+  height = 300, extra = {} }) {
+  return {
+    title: { text: plotText(title), font: { size: 13 }, x: 0.01, xanchor: "left" },
+    height,
+    margin: { l: 58, r: 12, t: 34, b: 40 },
+    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11 },
+    paper_bgcolor: "#ffffff",
+    plot_bgcolor: "#ffffff",
+    showlegend,
+    legend: { font: { size: 10 }, bgcolor: "rgba(255,255,255,0.7)" },
+    hovermode: "x",
+    xaxis: { title: { text: xTitle }, gridcolor: "#eceff3", zeroline: false },
+    yaxis: { title: { text: yTitle }, gridcolor: "#eceff3", zeroline: false,
+      type: logy ? "log" : "linear", exponentformat: "power" },
+    ...extra,
+  };
+}
+
+export function config(filename) {
+  return {
+    responsive: true,
+    displaylogo: false,
+    modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"],
+    toImageButtonOptions: { format: "png", filename, scale: 2 },
+  };
+}
+
+// uirevision keeps zoom/pan across redraws of the same view; a new key resets them.
+export function render(div, traces, chartLayout, { uirevision, filename = "bnlab-chart" } = {}) {
+  return Plotly.react(div, traces, { ...chartLayout, uirevision: uirevision ?? "keep" },
+    config(filename));
+}
+
+export function purgeAll(root) {
+  for (const div of root.querySelectorAll(".js-plotly-plot")) Plotly.purge(div);
+}

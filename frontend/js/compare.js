@@ -1,0 +1,343 @@
+// The compare view (/compare?runs=1,2,...): per BN layer, the train-time variance (solid)
+// against the inference-time variance (dashed) of every selected run, one colour per run;
+// the variance shift by layer; eval-mode versus train-mode accuracy; the config fields that
+// differ. Layer, log-y, smoothing, running_var and seed grouping are URL parameters.
+
+import * as api from "./api.js";
+import { DASH, band, colour, layout, line, purgeAll, render, smooth } from "./charts.js";
+import { aggregate, configValue, differingPaths, entries, lastFinite } from "./diff.js";
+import { el, fmt, isTerminal, notice, pct, statusBadge } from "./dom.js";
+import { shortValue } from "./fields.js";
+import { flagParam, param, runUrl, setParams } from "./state.js";
+import { watch } from "./stream.js";
+
+const MAX_POINTS = 1000; // per series and run: min/max buckets on the server keep every dip
+const REFRESH_MS = 1500; // live redraws at most this often
+
+export async function loadRunData(id, maxPoints) {
+  const [run, metrics, layers] = await Promise.all([
+    api.getRun(id),
+    api.getMetrics(id, { maxPoints }),
+    api.getLayers(id, { maxPoints }),
+  ]);
+  return { run, metrics: metrics.columns, metricsRaw: metrics.rawPoints,
+    layers: layers.layers ?? [], layersRaw: layers.raw_points ?? null };
+}
+
+function options() {
+  return {
+    layer: param("layer", "all"),
+    logy: flagParam("logy"),
+    smoothing: Math.min(0.99, Math.max(0, Number(param("smooth", "0")) || 0)),
+    running: flagParam("running"),
+    bySeed: flagParam("group"),
+  };
+}
+
+// ---- traces ----------------------------------------------------------------------------
+
+// One entry's curve for a series: a line per run, or mean + min/max band for a seed group.
+function curveTraces(entry, colourOf, getSeries, { key, dash, opts, legend, meta }) {
+  const series = entry.runs.map((run) => getSeries(run.id, key)).filter(Boolean);
+  if (!series.length) return [];
+  const color = colourOf(entry);
+  const name = entry.label;
+  const base = { name, color, dash, group: entry.key, showlegend: legend,
+    hoverLabel: `${name} · ${key}`, meta: { ...meta, series: key, runs: entry.runs.map((r) => r.id) } };
+  if (series.length === 1) {
+    return [line({ ...base, x: series[0].x, y: smooth(series[0].y, opts.smoothing) })];
+  }
+  const agg = aggregate(series);
+  return [
+    ...band({ x: agg.x, lo: smooth(agg.lo, opts.smoothing), hi: smooth(agg.hi, opts.smoothing),
+      name, color, group: entry.key, meta: { ...base.meta, band: true } }),
+    line({ ...base, x: agg.x, y: smooth(agg.mean, opts.smoothing) }),
+  ];
+}
+
+function layerTraces(ctx, layerIndex, opts, legend) {
+  const keys = ["train_var", "eval_var", ...(opts.running ? ["running_var"] : [])];
+  const getSeries = (id, key) => {
+    const layer = ctx.data.get(id)?.layers.find((l) => l.index === layerIndex);
+    return layer ? { x: layer.step, y: layer[key] } : null;
+  };
+  return ctx.entries.flatMap((entry) => keys.flatMap((key, k) =>
+    curveTraces(entry, ctx.colourOf, getSeries,
+      { key, dash: DASH[key], opts, legend: legend && k === 0, meta: { layer: layerIndex } })));
+}
+
+function accuracyTraces(ctx, opts) {
+  const getSeries = (id, key) => {
+    const m = ctx.data.get(id)?.metrics;
+    return m && m[key] ? { x: m.step, y: m[key] } : null;
+  };
+  return ctx.entries.flatMap((entry) => [
+    ...curveTraces(entry, ctx.colourOf, getSeries, { key: "val_acc", dash: "solid", opts, legend: true }),
+    ...curveTraces(entry, ctx.colourOf, getSeries,
+      { key: "val_acc_train_mode", dash: "dash", opts, legend: false }),
+  ]);
+}
+
+// Final shift per layer: the summary's value when the run ended, else the last probe's.
+function shiftOf(data, layer) {
+  const fromSummary = data.run.summary?.shift_by_layer?.[layer.name];
+  return Number.isFinite(fromSummary) ? fromSummary : lastFinite(layer.shift);
+}
+
+function shiftTraces(ctx, layerNames) {
+  return ctx.entries.map((entry) => {
+    const perRun = entry.runs.map((run) => {
+      const data = ctx.data.get(run.id);
+      return layerNames.map((_, i) => {
+        const layer = data?.layers.find((l) => l.index === i);
+        return layer ? shiftOf(data, layer) : null;
+      });
+    });
+    const y = layerNames.map((_, i) => {
+      const vs = perRun.map((r) => r[i]).filter((v) => v !== null);
+      return vs.length ? vs.reduce((a, b) => a + b, 0) / vs.length : null;
+    });
+    const trace = line({ x: layerNames, y, name: entry.label, color: ctx.colourOf(entry),
+      group: entry.key, meta: { series: "shift", runs: entry.runs.map((r) => r.id) } });
+    trace.type = "scatter";
+    trace.mode = "lines+markers";
+    if (entry.runs.length > 1) {
+      const lo = layerNames.map((_, i) => Math.min(...perRun.map((r) => r[i] ?? Infinity)));
+      const hi = layerNames.map((_, i) => Math.max(...perRun.map((r) => r[i] ?? -Infinity)));
+      trace.error_y = { type: "data", symmetric: false, array: hi.map((h, i) => h - y[i]),
+        arrayminus: lo.map((l, i) => y[i] - l), thickness: 1, width: 3 };
+    }
+    return trace;
+  });
+}
+
+// ---- panels ----------------------------------------------------------------------------
+
+function rawNote(raws, drawn) {
+  const counts = raws.filter((n) => Number.isFinite(n) && n > 0);
+  if (!counts.length) return "";
+  const max = Math.max(...counts);
+  const min = Math.min(...counts);
+  const range = min === max ? `${max}` : `${min}–${max}`;
+  return max > drawn
+    ? `${range} raw points per curve, drawn as ≤${drawn} (min/max buckets keep every dip)`
+    : `${range} raw points per curve, all drawn`;
+}
+
+function chartBox(id, title) {
+  const plot = el("div", { class: "chart", id, role: "img", "aria-label": title });
+  const note = el("div", { class: "chart-note" });
+  return { box: el("div", { class: "chart-box" }, plot, note), plot, note };
+}
+
+function legendPanel(ctx) {
+  return el("div", { class: "legend" },
+    el("div", { class: "legend-key" },
+      el("span", { class: "key-solid", text: "train (batch statistics)" }),
+      el("span", { class: "key-dash", text: "inference (eval-mode input)" }),
+      el("span", { class: "key-dot", text: "running estimate" })),
+    ctx.entries.map((entry) => el("span", { class: "legend-item" },
+      el("span", { class: "swatch", style: { background: ctx.colourOf(entry) } }),
+      entry.runs.map((run) => el("a", { href: runUrl(run.id), "data-link": true, class: "legend-run",
+        title: run.name, text: `#${run.id}` })),
+      el("span", { class: "legend-label", text: entry.label.replace(/^(#\d+,?)+ /, "") }),
+      entry.runs.map((run) => (isTerminal(run.status) ? null : statusBadge(run.status))))));
+}
+
+function diffTable(ctx) {
+  const runs = ctx.runs;
+  const paths = differingPaths(runs);
+  if (!paths.length) return el("p", { class: "hint", text: "The selected runs have the same config." });
+  return el("table", { class: "diff" },
+    el("thead", {}, el("tr", {}, el("th", { text: "field" }),
+      runs.map((run) => el("th", {}, el("span", { class: "swatch",
+        style: { background: ctx.colourOf(ctx.entryOf(run.id)) } }), `#${run.id}`)))),
+    el("tbody", {}, paths.map((p) => el("tr", {}, el("td", { class: "path", text: p }),
+      runs.map((run) => el("td", { text: shortValue(configValue(run, p) ?? null) }))))));
+}
+
+function summaryTable(ctx) {
+  const sizes = [...new Set(ctx.runs.flatMap((r) => Object.keys(r.summary?.test_acc_train_mode ?? {})))]
+    .sort((a, b) => Number(a) - Number(b));
+  return el("table", { class: "summary" },
+    el("thead", {}, el("tr", {}, ["run", "status", "test eval", ...sizes.map((s) => `train-mode @${s}`),
+      "recalibrated", "max shift"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, ctx.runs.map((run) => {
+      const s = run.summary ?? {};
+      const shifts = Object.values(s.shift_by_layer ?? {}).filter(Number.isFinite);
+      return el("tr", {},
+        el("td", {}, el("a", { href: runUrl(run.id), "data-link": true, text: `#${run.id} ` }),
+          el("span", { class: "run-name", text: run.name })),
+        el("td", {}, statusBadge(run.status)),
+        el("td", { class: "num", text: pct(s.test_acc_eval) }),
+        sizes.map((bs) => el("td", { class: "num", text: pct(s.test_acc_train_mode?.[bs]) })),
+        el("td", { class: "num", text: pct(s.test_acc_recalibrated) }),
+        el("td", { class: "num", text: shifts.length ? fmt(Math.max(...shifts)) : "–" }));
+    })));
+}
+
+function controls(ctx, layerNames, redraw) {
+  const opts = options();
+  const layer = el("select", { name: "layer", "aria-label": "layer" },
+    el("option", { value: "all", text: "all BN layers" }),
+    layerNames.map((n, i) => el("option", { value: String(i), text: `${i}: ${n}` })));
+  layer.value = layerNames[Number(opts.layer)] !== undefined ? opts.layer : "all";
+  const check = (name, label, on) => el("label", { class: "inline" },
+    el("input", { type: "checkbox", name, checked: on }), ` ${label}`);
+  const smoothing = el("input", { type: "range", name: "smooth", min: "0", max: "0.99", step: "0.01",
+    value: String(opts.smoothing), "aria-label": "smoothing" });
+  const smoothValue = el("span", { class: "smooth-value", text: opts.smoothing.toFixed(2) });
+  const bar = el("div", { class: "toolbar compare-controls" },
+    el("label", { class: "inline" }, "layer ", layer),
+    check("logy", "log y", opts.logy),
+    check("running", "running_var", opts.running),
+    check("group", "group seeds (mean + min/max)", opts.bySeed),
+    el("label", { class: "inline" }, "smoothing ", smoothing, smoothValue));
+  bar.addEventListener("input", (event) => {
+    const t = event.target;
+    if (t.name === "smooth") smoothValue.textContent = Number(t.value).toFixed(2);
+    setParams({ layer: layer.value === "all" ? null : layer.value,
+      logy: bar.querySelector('[name="logy"]').checked,
+      running: bar.querySelector('[name="running"]').checked,
+      group: bar.querySelector('[name="group"]').checked,
+      smooth: Number(smoothing.value) > 0 ? smoothing.value : null });
+    redraw(t.name === "group" || t.name === "layer");
+  });
+  return bar;
+}
+
+// ---- the view ----------------------------------------------------------------------------
+
+export function renderCompare(root, ids) {
+  const started = performance.now();
+  const ctx = { ids, runs: [], data: new Map(), entries: [], colourOf: () => "#888", entryOf: () => null };
+  let alive = true;
+  let stopStream = () => {};
+  let refreshTimer = null;
+  const dirty = new Set();
+
+  const header = el("div", { class: "view-head" }, el("h1", { text: `Compare ${ids.length} runs` }));
+  const body = el("div", { class: "compare-body" }, notice("loading…"));
+  root.append(header, body);
+  if (!ids.length) {
+    body.replaceChildren(notice("Select runs in the runs table, or open /compare?runs=1,2.", "info"));
+    return () => {};
+  }
+
+  function rebuildEntries() {
+    ctx.entries = entries(ctx.runs, { bySeed: options().bySeed });
+    const index = new Map(ctx.entries.map((e, i) => [e.key, i]));
+    ctx.colourOf = (entry) => colour(index.get(entry?.key) ?? 0);
+    ctx.entryOf = (id) => ctx.entries.find((e) => e.runs.some((r) => r.id === id));
+  }
+
+  function layerNames() {
+    let names = [];
+    for (const d of ctx.data.values()) {
+      if (d.layers.length > names.length) names = d.layers.map((l) => l.name);
+    }
+    return names;
+  }
+
+  let charts = null;
+
+  function build() {
+    rebuildEntries();
+    purgeAll(body);
+    const names = layerNames();
+    const opts = options();
+    const shown = opts.layer === "all" || names[Number(opts.layer)] === undefined
+      ? names.map((_, i) => i) : [Number(opts.layer)];
+    const layerCharts = shown.map((i) => ({ index: i, ...chartBox(`chart-layer-${i}`, `BN layer ${i}`) }));
+    const accuracy = chartBox("chart-accuracy", "accuracy");
+    const shift = chartBox("chart-shift", "variance shift by layer");
+    charts = { layerCharts, accuracy, shift, names };
+    body.replaceChildren(
+      controls(ctx, names, (rebuild) => (rebuild ? build() : draw())),
+      legendPanel(ctx),
+      el("div", { class: `chart-grid ${shown.length === 1 ? "single" : ""}` }, layerCharts.map((c) => c.box)),
+      el("div", { class: "chart-grid" }, shift.box, accuracy.box),
+      el("div", { class: "tables" },
+        el("section", { class: "panel" }, el("h2", { text: "Config fields that differ" }), diffTable(ctx)),
+        el("section", { class: "panel" }, el("h2", { text: "Test accuracy" }), summaryTable(ctx))));
+    if (!names.length) body.append(notice("No BN layer statistics yet (the first probe has not run).", "info"));
+    return draw();
+  }
+
+  function draw() {
+    const opts = options();
+    const { layerCharts, accuracy, shift, names } = charts;
+    const revision = `compare:${ids.join(",")}:${opts.layer}:${opts.logy}:${opts.bySeed}`;
+    const single = layerCharts.length === 1;
+    const layersRaw = [...ctx.data.values()].map((d) => d.layersRaw);
+    const drawing = [];
+    for (const c of layerCharts) {
+      drawing.push(render(c.plot, layerTraces(ctx, c.index, opts, single),
+        layout({ title: `BN layer ${c.index} · ${names[c.index]} — input variance`, yTitle: "variance",
+          logy: opts.logy, showlegend: single, height: single ? 460 : 300 }),
+        { uirevision: revision, filename: `bnlab-compare-layer${c.index}` }));
+      c.note.textContent = rawNote(layersRaw, MAX_POINTS);
+    }
+    drawing.push(render(shift.plot, shiftTraces(ctx, names),
+      layout({ title: "variance shift by layer (final; 1 = no shift)", xTitle: "BN layer", yTitle: "shift",
+        logy: opts.logy, showlegend: true }),
+      { uirevision: revision, filename: "bnlab-compare-shift" }));
+    drawing.push(render(accuracy.plot, accuracyTraces(ctx, opts),
+      layout({ title: "validation accuracy — eval mode (solid) vs train mode (dashed)", yTitle: "accuracy",
+        showlegend: true }),
+      { uirevision: revision, filename: "bnlab-compare-accuracy" }));
+    accuracy.note.textContent = rawNote([...ctx.data.values()].map((d) => d.metricsRaw), MAX_POINTS);
+    return Promise.all(drawing);
+  }
+
+  async function refreshDirty() {
+    refreshTimer = null;
+    const todo = [...dirty];
+    dirty.clear();
+    const fresh = await Promise.all(todo.map((id) => loadRunData(id, MAX_POINTS).catch(() => null)));
+    if (!alive) return;
+    for (const d of fresh) {
+      if (!d) continue;
+      ctx.data.set(d.run.id, d);
+      ctx.runs = ctx.runs.map((r) => (r.id === d.run.id ? d.run : r));
+    }
+    const before = charts?.names.length ?? 0;
+    if (layerNames().length !== before) build();
+    else draw();
+  }
+
+  function onEvent(event) {
+    dirty.add(event.runId);
+    if (!refreshTimer) refreshTimer = setTimeout(refreshDirty, REFRESH_MS);
+  }
+
+  (async () => {
+    const results = await Promise.allSettled(ids.map((id) => loadRunData(id, MAX_POINTS)));
+    if (!alive) return;
+    const missing = [];
+    results.forEach((r, i) => {
+      if (r.status === "fulfilled") ctx.data.set(ids[i], r.value);
+      else missing.push(`#${ids[i]}: ${r.reason.message}`);
+    });
+    ctx.runs = ids.filter((id) => ctx.data.has(id)).map((id) => ctx.data.get(id).run);
+    const fetched = performance.now();
+    if (!ctx.runs.length) {
+      body.replaceChildren(notice(`Nothing to compare. ${missing.join("; ")}`, "error"));
+      return;
+    }
+    await build();
+    if (missing.length) body.prepend(notice(`not loaded: ${missing.join("; ")}`, "warn"));
+    const live = ctx.runs.filter((r) => !isTerminal(r.status)).map((r) => r.id);
+    stopStream = watch(live, onEvent);
+    // Timings for benchmarks/bench_dashboard.py and the tests: data fetched, charts drawn.
+    window.__bnlabTimings = { fetch_ms: fetched - started, total_ms: performance.now() - started };
+    document.body.dataset.ready = "compare";
+  })();
+
+  return () => {
+    alive = false;
+    stopStream();
+    clearTimeout(refreshTimer);
+    delete document.body.dataset.ready;
+  };
+}

@@ -1,0 +1,64 @@
+// Wires the modules: the router renders one view into <main>, tearing the previous one down
+// (streams closed, Plotly figures purged); the header shows the service's health.
+
+import * as api from "./api.js";
+import { purgeAll } from "./charts.js";
+import { renderCompare } from "./compare.js";
+import { el } from "./dom.js";
+import { renderRun } from "./runpage.js";
+import { renderRuns } from "./runs.js";
+import { onRouteChange, route } from "./state.js";
+
+const main = document.getElementById("view");
+let teardown = () => {};
+
+function show(current) {
+  teardown();
+  purgeAll(main);
+  main.replaceChildren();
+  for (const link of document.querySelectorAll("nav a")) {
+    link.classList.toggle("active", link.dataset.view === current.view);
+  }
+  if (current.view === "run") {
+    document.title = `bnlab · run #${current.id}`;
+    teardown = renderRun(main, current.id);
+  } else if (current.view === "compare") {
+    document.title = `bnlab · compare ${current.ids.length} runs`;
+    teardown = renderCompare(main, current.ids);
+  } else {
+    document.title = "bnlab · runs";
+    teardown = renderRuns(main);
+  }
+}
+
+// The token dialog: asked once, on the first write refused with 401 (api.js stores it).
+function askToken() {
+  const dialog = document.getElementById("token-dialog");
+  const input = dialog.querySelector("input");
+  input.value = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      resolve(dialog.returnValue === "ok" && input.value.trim() ? input.value.trim() : null);
+    }, { once: true });
+    dialog.showModal();
+    input.focus();
+  });
+}
+
+async function showHealth() {
+  const box = document.getElementById("health");
+  try {
+    const h = await api.health();
+    const parts = Object.entries(h ?? {})
+      .filter(([, v]) => typeof v !== "object" || v === null)
+      .map(([k, v]) => `${k}: ${v}`);
+    box.replaceChildren(el("span", { class: "health-ok", text: parts.join(" · ") || "ok" }));
+  } catch (exc) {
+    box.replaceChildren(el("span", { class: "health-bad", text: `API: ${exc.message}` }));
+  }
+}
+
+api.setTokenPrompt(askToken);
+onRouteChange(show);
+show(route());
+showHealth();

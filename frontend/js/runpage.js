@@ -1,0 +1,239 @@
+// One run (/runs/ID): every curve it recorded, the per-channel variance-shift histogram of the
+// last probe, the summary, the error text, and cancel / retry / delete / export / CSV.
+
+import * as api from "./api.js";
+import { DASH, colour, layout, line, purgeAll, render } from "./charts.js";
+import { downloadBlob, el, fmt, isTerminal, notice, pct, plotText, progressBar, statusBadge } from "./dom.js";
+import { navigate, runUrl } from "./state.js";
+import { watch } from "./stream.js";
+
+const MAX_POINTS = 2000;
+const REFRESH_MS = 1500;
+
+// ---- CSV -------------------------------------------------------------------------------------
+
+function csvCell(value) {
+  if (value === null || value === undefined) return "";
+  const text = String(value);
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+export function metricsCsv(columns) {
+  const keys = ["step", ...Object.keys(columns).filter((k) => k !== "step")];
+  const rows = (columns.step ?? []).map((_, i) => keys.map((k) => csvCell(columns[k]?.[i])).join(","));
+  return [keys.join(","), ...rows].join("\n") + "\n";
+}
+
+export function layersCsv(layers) {
+  const keys = ["train_mean", "train_var", "running_mean", "running_var", "eval_mean", "eval_var",
+    "shift", "grad_norm"];
+  const lines = [["layer", "name", "step", ...keys].join(",")];
+  for (const layer of layers) {
+    layer.step.forEach((step, i) => {
+      lines.push([layer.index, csvCell(layer.name), step, ...keys.map((k) => csvCell(layer[k]?.[i]))].join(","));
+    });
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+async function downloadCsv(id) {
+  // The full series, not the downsampled view.
+  const [metrics, layers] = await Promise.all([api.getMetrics(id), api.getLayers(id)]);
+  downloadBlob(new Blob([metricsCsv(metrics.columns)], { type: "text/csv" }), `bnlab-run-${id}-metrics.csv`);
+  downloadBlob(new Blob([layersCsv(layers.layers ?? [])], { type: "text/csv" }), `bnlab-run-${id}-layers.csv`);
+}
+
+// ---- panels ------------------------------------------------------------------------------------
+
+function facts(run) {
+  const rows = [
+    ["status", statusBadge(run.status)],
+    ["progress", isTerminal(run.status) ? pct(run.progress) : el("span", {}, progressBar(run.progress),
+      ` ${pct(run.progress)} · step ${run.step ?? 0}`)],
+    ["attempt", String(run.attempt ?? 0)],
+    ["device", run.device ?? "–"],
+    ["host", run.host ?? "–"],
+    ["created", run.created_at ?? "–"],
+    ["started", run.started_at ?? "–"],
+    ["finished", run.finished_at ?? "–"],
+    ["tags", (run.tags ?? []).join(", ") || "–"],
+    ["sweep", run.sweep_id != null ? String(run.sweep_id) : "–"],
+  ];
+  return el("dl", { class: "facts" }, rows.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
+}
+
+function summaryPanel(run) {
+  const s = run.summary;
+  if (!s) return notice(isTerminal(run.status) ? "No summary recorded." : "The summary appears when the run ends.");
+  const modes = Object.entries(s.test_acc_train_mode ?? {}).sort(([a], [b]) => Number(a) - Number(b));
+  const rows = [
+    ["test accuracy, eval mode", pct(s.test_acc_eval)],
+    ...modes.map(([bs, v]) => [`test accuracy, train mode @ batch ${bs}`, pct(v)]),
+    ["test accuracy, BN recalibrated", pct(s.test_acc_recalibrated)],
+    ["steps / s", fmt(s.steps_per_s, 1)],
+    ["wall time", s.wall_s != null ? `${fmt(s.wall_s, 1)} s` : "–"],
+    ["device", s.device ?? "–"],
+  ];
+  const shifts = Object.entries(s.shift_by_layer ?? {});
+  return el("div", {},
+    el("table", { class: "kv" }, el("tbody", {}, rows.map(([k, v]) =>
+      el("tr", {}, el("th", { text: k }), el("td", { class: "num", text: v }))))),
+    shifts.length ? el("table", { class: "kv" },
+      el("thead", {}, el("tr", {}, el("th", { text: "BN layer" }), el("th", { text: "final shift" }))),
+      el("tbody", {}, shifts.map(([name, v]) =>
+        el("tr", {}, el("td", { text: name }), el("td", { class: "num", text: fmt(v) }))))) : null);
+}
+
+function actions(run, reload, setMessage) {
+  const act = (label, fn, { danger = false } = {}) => el("button", { text: label, class: danger ? "danger" : null,
+    onclick: async (event) => {
+      event.target.disabled = true;
+      try {
+        await fn();
+      } catch (exc) {
+        setMessage(notice(`${label}: ${exc.message}`, "error"));
+      } finally {
+        event.target.disabled = false;
+      }
+    } });
+  const live = !isTerminal(run.status);
+  return el("div", { class: "actions" },
+    live ? act("Cancel", async () => { await api.cancelRun(run.id); await reload(); }) : null,
+    act("Retry", async () => { const created = await api.retryRun(run.id); navigate(runUrl(created.id)); }),
+    !live ? act("Delete", async () => {
+      if (!window.confirm(`Delete run #${run.id} and its data?`)) return;
+      await api.deleteRun(run.id);
+      navigate("/");
+    }, { danger: true }) : null,
+    act("Series CSV", () => downloadCsv(run.id)),
+    run.status === "succeeded" ? act("Export .npz", async () =>
+      downloadBlob(await api.exportRun(run.id, "npz"), `bnlab-run-${run.id}.npz`)) : null,
+    run.status === "succeeded" ? act("Export .onnx", async () =>
+      downloadBlob(await api.exportRun(run.id, "onnx"), `bnlab-run-${run.id}.onnx`)) : null);
+}
+
+// ---- charts ------------------------------------------------------------------------------------
+
+function chart(id, title) {
+  return el("div", { class: "chart-box" }, el("div", { class: "chart", id, "aria-label": title }));
+}
+
+function drawCharts(grid, run, metrics, layers) {
+  const tag = `#${run.id}`;
+  const m = metrics;
+  const x = m.step ?? [];
+  const rev = `run:${run.id}`;
+  const mline = (key, color, dash = "solid") => (m[key] ? [line({ x, y: m[key], name: `${tag} ${key}`,
+    color, dash, meta: { run: run.id, series: key } })] : []);
+  const plots = [
+    ["chart-loss", [...mline("train_loss", colour(0)), ...mline("val_loss", colour(1))], "loss", "loss"],
+    ["chart-acc", [...mline("train_acc", colour(0)), ...mline("val_acc", colour(1)),
+      ...mline("val_acc_train_mode", colour(1), "dash")], "accuracy (dashed: validation in train mode)", "accuracy"],
+    ["chart-lr", mline("lr", colour(2)), "learning rate", "lr"],
+  ];
+  for (const layer of layers) {
+    plots.push([`chart-layer-${layer.index}`, ["train_var", "eval_var", "running_var"].map((key) =>
+      line({ x: layer.step, y: layer[key], name: `${tag} ${key}`, color: colour(layer.index), dash: DASH[key],
+        meta: { run: run.id, layer: layer.index, series: key } })),
+    `BN layer ${layer.index} · ${layer.name} — variance (solid train, dashed inference, dotted running)`, "variance"]);
+  }
+  const perLayer = (key, dash = "solid") => layers.map((layer) => line({ x: layer.step, y: layer[key],
+    name: `${tag} ${layer.name} ${key}`, color: colour(layer.index), dash,
+    meta: { run: run.id, layer: layer.index, series: key } }));
+  plots.push(["chart-means", [...perLayer("train_mean"), ...perLayer("eval_mean", "dash")],
+    "BN input mean per layer (solid train, dashed inference)", "mean"]);
+  plots.push(["chart-shift", perLayer("shift"), "variance shift per layer over training", "shift"]);
+  plots.push(["chart-grad", perLayer("grad_norm"), "gradient norm of each layer's preceding weight", "grad norm"]);
+  const histogram = shiftHistogram(run);
+
+  if (!grid.childElementCount) {
+    grid.append(...plots.map(([id, , title]) => chart(id, title)),
+      histogram ? chart("chart-hist", "per-channel shift") : null);
+  }
+  const drawing = plots.map(([id, traces, title, yTitle]) => render(grid.querySelector(`#${id}`), traces,
+    layout({ title, yTitle, showlegend: traces.length > 1 && traces.length <= 12 }), { uirevision: rev, filename: `bnlab-run${run.id}-${id.slice(6)}` }));
+  const histDiv = grid.querySelector("#chart-hist");
+  if (histogram && histDiv) {
+    drawing.push(render(histDiv, histogram, layout({ title: "per-channel variance shift, last probe",
+      xTitle: "shift", yTitle: "channels", showlegend: true, extra: { barmode: "overlay", hovermode: "closest" } }),
+    { uirevision: rev, filename: `bnlab-run${run.id}-shift-histogram` }));
+  }
+  return Promise.all(drawing);
+}
+
+function shiftHistogram(run) {
+  const perChannel = run.summary?.shift_per_channel;
+  if (!perChannel || !Object.keys(perChannel).length) return null;
+  return Object.entries(perChannel).map(([name, values], i) => ({
+    type: "histogram", x: values, name: plotText(`#${run.id} ${name}`), opacity: 0.6,
+    marker: { color: colour(i) }, nbinsx: 40, meta: { run: run.id, series: "shift_per_channel", layer: name },
+  }));
+}
+
+// ---- the view ----------------------------------------------------------------------------------
+
+export function renderRun(root, id) {
+  let alive = true;
+  let stopStream = () => {};
+  let timer = null;
+  const head = el("div", { class: "view-head" });
+  const message = el("div", { class: "message" });
+  const top = el("div", { class: "run-top" });
+  const grid = el("div", { class: "chart-grid" });
+  const config = el("pre", { class: "config" });
+  root.append(head, message, top, grid,
+    el("section", { class: "panel" }, el("h2", { text: "Config" }), config));
+
+  async function load() {
+    timer = null;
+    let run;
+    let metrics;
+    let layers;
+    try {
+      [run, metrics, layers] = await Promise.all([api.getRun(id), api.getMetrics(id, { maxPoints: MAX_POINTS }),
+        api.getLayers(id, { maxPoints: MAX_POINTS })]);
+    } catch (exc) {
+      if (alive) message.replaceChildren(notice(`could not load run #${id}: ${exc.message}`, "error"));
+      return;
+    }
+    if (!alive) return;
+    head.replaceChildren(el("h1", {}, el("span", { class: "run-id", text: `#${run.id} ` }),
+      el("span", { class: "run-name", text: run.name })), actions(run, load, (n) => message.replaceChildren(n)));
+    top.replaceChildren(
+      el("section", { class: "panel" }, el("h2", { text: "Run" }), facts(run),
+        run.error ? el("pre", { class: "error-text", text: run.error }) : null),
+      el("section", { class: "panel" }, el("h2", { text: "Summary" }), summaryPanel(run)));
+    config.textContent = JSON.stringify(run.config, null, 2);
+    const hadHistogram = Boolean(grid.querySelector("#chart-hist"));
+    if (!hadHistogram && run.summary?.shift_per_channel) {
+      purgeAll(grid);
+      grid.replaceChildren();
+    }
+    const layerCount = (layers.layers ?? []).length;
+    if (grid.dataset.layers !== String(layerCount)) {
+      purgeAll(grid);
+      grid.replaceChildren();
+      grid.dataset.layers = String(layerCount);
+    }
+    await drawCharts(grid, run, metrics.columns, layers.layers ?? []);
+    if (!alive) return;
+    document.body.dataset.ready = "run";
+    if (isTerminal(run.status)) {
+      stopStream();
+      stopStream = () => {};
+    } else if (!stopStream.live) {
+      stopStream = watch([run.id], () => {
+        if (!timer && alive) timer = setTimeout(load, REFRESH_MS);
+      });
+      stopStream.live = true;
+    }
+  }
+
+  load();
+  return () => {
+    alive = false;
+    stopStream();
+    clearTimeout(timer);
+    delete document.body.dataset.ready;
+  };
+}
