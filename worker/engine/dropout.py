@@ -1,0 +1,91 @@
+"""Dropout kinds as a functional form plus thin modules (timm drop.py style).
+
+- bernoulli: inverted dropout, y = x·m/q, m ~ Bernoulli(q) (Srivastava et al., JMLR 2014).
+- gaussian: multiplicative noise y = x·g, g ~ N(1, r/q) — same second moment as bernoulli.
+- uniform: Uout (Li et al., CVPR 2019, arXiv 1801.05134 §5), y = x + x·u, u ~ U(−β, β), β = rate.
+
+Masks are `per_sample` (one draw per element, what frameworks do) or `per_batch` (one draw
+per feature/channel, shape (1, C[, 1, 1]), shared by the whole batch; SCIENCE.md §6).
+Every kind is the identity in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+DROPOUT_KINDS = ("bernoulli", "gaussian", "uniform")
+MASK_KINDS = ("per_sample", "per_batch")
+
+
+def mask_shape(x: torch.Tensor, mask: str) -> tuple[int, ...]:
+    """Shape of the noise tensor: the input's, or (1, C, 1, ...) for a per-batch mask."""
+    if mask == "per_sample":
+        return tuple(x.shape)
+    return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+def noise(x: torch.Tensor, kind: str, rate: float, mask: str) -> torch.Tensor:
+    """The multiplicative factor of a train-mode dropout, broadcastable to x."""
+    shape, q = mask_shape(x, mask), 1.0 - rate
+    if kind == "bernoulli":
+        return torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(q).div_(q)
+    if kind == "gaussian":
+        # g ~ N(1, r/q): E[g] = 1, E[g²] = 1/q, like inverted bernoulli (SCIENCE.md §2)
+        return torch.randn(shape, device=x.device, dtype=x.dtype).mul_(math.sqrt(rate / q)).add_(1.0)
+    if kind == "uniform":
+        # 1 + u, u ~ U(−β, β): E[(1+u)²] = 1 + β²/3
+        return torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(-rate, rate).add_(1.0)
+    raise ValueError(f"model.dropout.kind must be one of {DROPOUT_KINDS}, got {kind!r}")
+
+
+def dropout(x: torch.Tensor, kind: str = "bernoulli", rate: float = 0.5,
+            mask: str = "per_sample", training: bool = True) -> torch.Tensor:
+    """Apply dropout of `kind` at `rate` (the drop probability; β for uniform)."""
+    if not training or rate == 0.0:
+        return x
+    return x * noise(x, kind, rate, mask)
+
+
+class Dropout(nn.Module):
+    """A dropout layer of any kind; identity in eval mode."""
+
+    kind = "bernoulli"
+
+    def __init__(self, rate: float = 0.5, mask: str = "per_sample") -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"model.dropout.rate must be in [0, 1), got {rate}")
+        if mask not in MASK_KINDS:
+            raise ValueError(f"model.dropout.mask must be one of {MASK_KINDS}, got {mask!r}")
+        self.rate, self.mask = float(rate), mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.kind, self.rate, self.mask, self.training)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, mask={self.mask}"
+
+
+class BernoulliDropout(Dropout):
+    kind = "bernoulli"
+
+
+class GaussianDropout(Dropout):
+    kind = "gaussian"
+
+
+class UniformDropout(Dropout):
+    kind = "uniform"
+
+
+_DROPOUTS = {"bernoulli": BernoulliDropout, "gaussian": GaussianDropout, "uniform": UniformDropout}
+
+
+def get_dropout_layer(kind: str, rate: float, mask: str = "per_sample") -> Dropout:
+    """Config string → dropout module (the one place kinds are mapped to classes)."""
+    if kind not in _DROPOUTS:
+        raise ValueError(f"model.dropout.kind must be one of {DROPOUT_KINDS}, got {kind!r}")
+    return _DROPOUTS[kind](rate, mask)
