@@ -1,0 +1,69 @@
+"""Exception handlers: bad input is a 4xx that names the field, an unreachable database a 503.
+Never a 500 for something the client can fix."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+
+from backend.crud.errors import Conflict, FieldError, NotFound, TooLarge
+
+log = logging.getLogger(__name__)
+DB_DOWN = {"detail": "database unavailable, retry shortly"}
+
+
+def field_path(loc: tuple | list) -> str:
+    """("body", "model", "dropout", "rate") → "model.dropout.rate" (the config's own path)."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+def _entry(loc: list, msg: str, kind: str) -> dict:
+    return {"loc": loc, "msg": msg, "type": kind, "field": field_path(loc)}
+
+
+async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [_entry(list(e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
+    message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
+    return JSONResponse({"detail": errors, "message": message}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def on_field_error(_: Request, exc: FieldError) -> JSONResponse:
+    entry = _entry(["body", *exc.field.split(".")], exc.reason, "value_error")
+    return JSONResponse({"detail": [entry], "message": exc.message},
+                        status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _plain(code: int):
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": getattr(exc, "message", str(exc))}, code)
+    return handler
+
+
+async def on_db_down(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return JSONResponse(DB_DOWN, status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
+
+
+async def on_db_data(_: Request, exc: DataError) -> JSONResponse:
+    # A value the database cannot hold (out of range, bad encoding): the client's input.
+    return JSONResponse({"detail": "a value is out of range for the database"},
+                        status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def install(app: FastAPI) -> None:
+    """Register every handler on `app`."""
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(FieldError, on_field_error)
+    app.add_exception_handler(NotFound, _plain(status.HTTP_404_NOT_FOUND))
+    app.add_exception_handler(Conflict, _plain(status.HTTP_409_CONFLICT))
+    app.add_exception_handler(TooLarge, _plain(status.HTTP_413_CONTENT_TOO_LARGE))
+    app.add_exception_handler(DataError, on_db_data)
+    app.add_exception_handler(OperationalError, on_db_down)
+    app.add_exception_handler(InterfaceError, on_db_down)

@@ -1,0 +1,98 @@
+"""The FastAPI app: routers under /api, the static dashboard at / (SPA fallback), Plotly from
+the installed wheel at /vendor/plotly.min.js, OpenAPI at /docs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+
+from backend.api import errors
+from backend.api.limits import UploadSizeLimit
+from backend.api.routes import exports, health, metrics, presets, runs, stream, sweeps, uploads
+from backend.settings import settings
+
+log = logging.getLogger(__name__)
+FRONTEND_DIR = Path(os.environ.get("BNLAB_FRONTEND_DIR", Path(__file__).resolve().parents[2] / "frontend"))
+
+
+def plotly_js() -> Path | None:
+    """plotly.min.js shipped inside the plotly wheel (clusters are often offline: no CDN)."""
+    try:
+        path = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+    except ModuleNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    try:
+        from backend import reconcile  # the worker helper's reaper/reconciler
+    except ImportError:
+        reconcile = None
+        log.info("backend.reconcile not available: no reconciler in this process")
+    if reconcile is not None:
+        reconcile.start_background(app)
+    yield
+    stop = getattr(reconcile, "stop_background", None)
+    if stop is not None:
+        stop(app)
+
+
+def api_router() -> APIRouter:
+    router = APIRouter(prefix="/api")
+    for module in (health, presets, runs, sweeps, metrics, exports, uploads, stream):
+        router.include_router(module.router)
+    return router
+
+
+def _frontend_file(path: str) -> Path:
+    """The file under frontend/ for `path`, or index.html (client-side routes like /runs/7)."""
+    root = FRONTEND_DIR.resolve()
+    candidate = (root / path).resolve()
+    if path and candidate.is_file() and root in candidate.parents:
+        return candidate
+    index = root / "index.html"
+    if not index.is_file():
+        raise HTTPException(404, "the dashboard is not installed (no frontend/index.html)")
+    return index
+
+
+def add_static(app: FastAPI) -> None:
+    @app.get("/vendor/plotly.min.js", include_in_schema=False)
+    def read_plotly() -> FileResponse:
+        path = plotly_js()
+        if path is None:
+            raise HTTPException(404, "plotly is not installed (pip install bnlab[api])")
+        return FileResponse(path, media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/{path:path}", include_in_schema=False)
+    def read_frontend(path: str) -> FileResponse:
+        if path == "api" or path.startswith("api/"):
+            raise HTTPException(404, f"no API endpoint /{path}")
+        return FileResponse(_frontend_file(path))
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="bnlab", version="0.1.0", lifespan=lifespan, docs_url="/docs",
+                  description="Run, watch and compare Batch Normalization / Dropout experiments.")
+    errors.install(app)
+    app.include_router(api_router())
+    add_static(app)
+    app.add_middleware(UploadSizeLimit)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])
+    return app
+
+
+app = create_app()

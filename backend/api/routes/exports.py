@@ -1,0 +1,32 @@
+"""Trained weights of a finished run (BN folded), written by the worker at the end of a run."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import FileResponse
+
+from backend.api.deps import RunDep
+from backend.settings import settings
+
+router = APIRouter(prefix="/runs", tags=["exports"])
+MEDIA = {"npz": "application/octet-stream", "onnx": "application/octet-stream"}
+
+
+def _missing(run_id: int, run_status: str, fmt: str) -> str:
+    if run_status != "succeeded":
+        return f"run {run_id} has no export: it is {run_status}; exports are written when a run succeeds"
+    if fmt == "onnx":
+        return f"run {run_id} has no ONNX export (onnx was not installed on its worker); try format=npz"
+    return f"run {run_id} has no {fmt} export on this server"
+
+
+@router.get("/{run_id}/export", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "no export"}})
+def read_export(run: RunDep, format: Annotated[Literal["npz", "onnx"], Query()] = "npz") -> FileResponse:
+    """model.npz (weights, BN folded) or model.onnx of a succeeded run."""
+    path = settings.exports_dir / f"run-{run.id}" / f"model.{format}"
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, _missing(run.id, run.status, format))
+    return FileResponse(path, media_type=MEDIA[format], filename=f"bnlab-run-{run.id}.{format}")

@@ -1,0 +1,59 @@
+"""Submission checks beyond the schema: caps, dataset path, upload id, storable values.
+
+They run before a run or sweep is stored, so a bad submission never reaches the queue.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from backend.crud.errors import FieldError
+from backend.db.models import Upload
+from backend.schema.experiment import ExperimentConfig
+from backend.schema.params import estimate_params
+from backend.schema.paths import resolve_dataset_path
+from backend.settings import settings
+
+
+def check_storable(value: Any, path: str = "") -> None:
+    """Refuse what the database or JSON cannot hold: NUL characters and non-finite numbers."""
+    if isinstance(value, str) and "\x00" in value:
+        raise FieldError(path or "config", "must not contain NUL characters")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldError(path or "config", "must be a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(key, path or "config")
+            check_storable(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for item in value:
+            check_storable(item, path)
+
+
+def _upload_spec(session: Session, cfg: ExperimentConfig) -> tuple[tuple[int, ...], int] | None:
+    if cfg.dataset.name != "upload":
+        return None
+    upload = session.get(Upload, cfg.dataset.upload_id)
+    if upload is None:
+        raise FieldError("dataset.upload_id", f"no uploaded dataset '{cfg.dataset.upload_id}'")
+    return (upload.n_features,), upload.n_classes
+
+
+def check_submission(*, session: Session, config: ExperimentConfig) -> None:
+    """Raise FieldError naming the field if `config` must not be queued."""
+    check_storable(config.model_dump(mode="python"))
+    if config.train.epochs > settings.max_epochs:
+        raise FieldError("train.epochs", f"{config.train.epochs} is above the cap of "
+                                         f"{settings.max_epochs} (BNLAB_MAX_EPOCHS)")
+    if config.dataset.path:
+        try:
+            resolve_dataset_path(settings.datasets_dir, config.dataset.path)
+        except (ValueError, OSError) as exc:  # OSError: e.g. a name too long for the filesystem
+            raise FieldError("dataset.path", str(exc)) from None
+    params = estimate_params(config, _upload_spec(session, config))
+    if params > settings.max_params:
+        raise FieldError("model.widths", f"the model would have about {params:,} parameters, "
+                                         f"above the cap of {settings.max_params:,} (BNLAB_MAX_PARAMS)")

@@ -1,0 +1,63 @@
+"""The seed studies: every `backend/presets/*.json` is a ready-to-submit config or sweep with
+the question it answers, where to look in the dashboard and what to expect (SCIENCE.md §7).
+
+A preset file: {"id", "title", "question", "look_at", "expected", "kind": "run" | "sweep",
+"config" (kind run) | "sweep" (kind sweep, a SweepCreate), "full": optional GPU-sized variant
+of the same kind}. Every file is validated on load, so a broken preset fails loudly and early.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from backend.crud.sweeps import cell_configs
+from backend.schema.experiment import ExperimentConfig
+from backend.schema.sweeps import SweepCreate
+
+PRESETS_DIR = Path(__file__).resolve().parent
+
+
+class Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str
+    question: str
+    look_at: str
+    expected: str
+    kind: Literal["run", "sweep"]
+    config: ExperimentConfig | None = None
+    sweep: SweepCreate | None = None
+    full: dict[str, Any] | None = None  # same kind as the preset; validated below
+
+    @model_validator(mode="after")
+    def _payload_matches_kind(self) -> Preset:
+        payload, other = (self.config, self.sweep) if self.kind == "run" else (self.sweep, self.config)
+        if payload is None or other is not None:
+            raise ValueError(f"a '{self.kind}' preset needs '{'config' if self.kind == 'run' else 'sweep'}' only")
+        if self.full is not None:
+            full = (ExperimentConfig if self.kind == "run" else SweepCreate).model_validate(self.full)
+            if isinstance(full, SweepCreate):
+                cell_configs(full)
+        if self.sweep is not None:
+            cell_configs(self.sweep)  # every cell must be a valid config, not only the base
+        return self
+
+
+def load_preset(path: Path) -> Preset:
+    """One preset file, validated; the id must match the file name."""
+    preset = Preset.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    if preset.id != path.stem:
+        raise ValueError(f"{path.name}: id '{preset.id}' must equal the file name")
+    return preset
+
+
+@lru_cache(maxsize=1)
+def load_presets(folder: Path = PRESETS_DIR) -> tuple[Preset, ...]:
+    """Every preset in `folder`, sorted by id."""
+    return tuple(load_preset(p) for p in sorted(folder.glob("*.json")))
