@@ -35,9 +35,12 @@ class DbSink:
     """MetricSink writing to the runs / run_metrics / layer_stats tables of one claimed run."""
 
     def __init__(self, *, run_id: int, worker_id: str, sessions: sessionmaker[Session],
-                 flush_s: float = 0.5, max_buffer: int = 200, retry_s: float = 300.0) -> None:
+                 flush_s: float = 0.0, max_buffer: int = 200, retry_s: float = 300.0) -> None:
         self.run_id, self.worker_id, self.sessions = run_id, worker_id, sessions
-        self.flush_s = flush_s  # seconds between two batched writes during training
+        # Seconds between two batched writes. 0 = every probe: the engine saves its epoch checkpoint
+        # before calling on_epoch_end, so a record still buffered at a kill -9 right after the
+        # checkpoint would never be re-emitted by the resumed run.
+        self.flush_s = flush_s
         self.max_buffer = max_buffer  # records: flush early when the buffer grows this big
         self.retry_s = retry_s  # how long a blocking flush keeps retrying a down database
         self.buffer: list[Any] = []

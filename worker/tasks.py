@@ -83,7 +83,7 @@ def train_run(run_id: int) -> str:
     if isinstance(cfg, str):
         _record(sink, status="failed", error=cfg)
         return "failed"
-    from worker.engine import train  # torch is heavy: imported by the worker process only
+    from worker.engine.train import train  # torch is heavy: imported by the worker process only
 
     paths = _paths(run_id)
     try:
