@@ -1,0 +1,137 @@
+"""Shared fixtures (STYLE.md rule 25): a fresh PostgreSQL database per test session, migrated
+once with Alembic; per-test savepoint sessions rolled back at teardown; a TestClient whose
+requests use that session; the real Redis (db 1) as broker; a temporary data directory.
+
+The settings singleton is patched in a session fixture (not through the environment at import
+time), so tests that build their own Settings (worker, reliability) are not affected. Only the
+tests that ask for `api_db` (directly or through `session` / `client`) create the database.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `from tests.utils... import` under plain `pytest`
+    sys.path.insert(0, str(ROOT))
+
+PG_ADMIN = os.environ.get("BNLAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("BNLAB_TEST_REDIS", "redis://127.0.0.1:6379/1")  # the API tests' db
+
+
+def _create_database(name: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _flush_redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def api_db(tmp_path_factory) -> Iterator[str]:
+    """URL of this session's database (`bnlab_api_<pid>`, at head); settings point at it."""
+    from backend import broker
+    from backend.db.migrate import upgrade
+    from backend.db.session import get_engine
+    from backend.settings import settings
+
+    name = f"bnlab_api_{os.getpid()}"
+    url = _create_database(name)
+    upgrade(url)
+    fields = ("data_dir", "database_url_", "broker_url_", "datasets_dir_", "api_token")
+    saved = {f: getattr(settings, f) for f in fields}
+    saved_celery = broker.celery_app
+    data_dir = tmp_path_factory.mktemp("bnlab-data")
+    settings.data_dir, settings.database_url_, settings.broker_url_ = data_dir, url, REDIS_URL
+    settings.datasets_dir_, settings.api_token = None, None
+    broker.celery_app = broker.make_celery(settings)
+    get_engine.cache_clear()
+    try:
+        yield url
+    finally:
+        get_engine(url).dispose()
+        get_engine.cache_clear()
+        for f, value in saved.items():
+            setattr(settings, f, value)
+        broker.celery_app = saved_celery
+        _drop_database(name)
+        _flush_redis()
+
+
+@pytest.fixture(scope="session")
+def engine(api_db):
+    """The session-wide SQLAlchemy engine on the test database."""
+    from backend.db.session import get_engine
+
+    return get_engine(api_db)
+
+
+@pytest.fixture
+def session(engine) -> Iterator:
+    """A session inside an outer transaction: its commits are savepoints, all rolled back after."""
+    from sqlalchemy.orm import Session
+
+    conn = engine.connect()
+    outer = conn.begin()
+    db = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield db
+    finally:
+        db.close()
+        outer.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def app(session):
+    """The FastAPI app with every request on the test's savepoint session."""
+    from backend.api.deps import get_session
+    from backend.api.main import create_app
+
+    application = create_app()
+    application.dependency_overrides[get_session] = lambda: session
+    return application
+
+
+@pytest.fixture
+def client(app) -> Iterator:
+    """A TestClient (lifespan not started: no background reconciler in unit tests)."""
+    from fastapi.testclient import TestClient
+
+    yield TestClient(app)
+
+
+@pytest.fixture
+def data_dir(api_db) -> Path:
+    """The temporary data directory the settings point at."""
+    from backend.settings import settings
+
+    return settings.data_dir
