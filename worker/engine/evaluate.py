@@ -1,0 +1,137 @@
+"""Evaluation modes, each a @torch.no_grad() function that sets the mode and restores it.
+
+- eval mode: BN on running statistics, dropout off (what inference does).
+- train-BN mode ("forgot model.eval()"): BN normalises each test batch by its own
+  statistics; dropout stays off so only BN's behaviour is measured. The model's running
+  statistics are saved and restored, so evaluation never changes the trained model.
+- PreciseBN recalibration (Wu & Johnson 2021, arXiv 2105.07576): on a copy of the model,
+  reset BN statistics, cumulative averaging (momentum=None), dropout off, BN in train
+  mode, training samples through the net without gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .dropout import Dropout
+
+
+def _bns(model: nn.Module) -> list[_BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, _BatchNorm)]
+
+
+@contextmanager
+def mode(model: nn.Module, *, bn_train: bool) -> Iterator[nn.Module]:
+    """Everything in eval mode except BN (train mode if bn_train); restores every module's mode."""
+    saved = [(m, m.training) for m in model.modules()]
+    model.eval()
+    for bn in _bns(model):
+        bn.train(bn_train)
+    try:
+        yield model
+    finally:
+        for m, training in saved:
+            m.training = training
+
+
+@contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Restore every BN buffer (running_mean, running_var, num_batches_tracked) on exit."""
+    saved = [(b, b.clone()) for bn in _bns(model) for b in bn.buffers()]
+    try:
+        yield
+    finally:
+        for b, copy_ in saved:
+            b.copy_(copy_)
+
+
+def _chunks(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size], y[i:i + batch_size]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Eval-mode logits (BN on running statistics, dropout off)."""
+    with mode(model, bn_train=False):
+        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, accuracy) in eval mode, as 0-d device tensors (no host sync)."""
+    logits = predict_logits(model, x, batch_size)
+    return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
+
+
+def _train_bn_logits(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
+    # A batch of one: BatchNorm1d refuses it in train mode. Two copies of the sample have
+    # exactly its statistics (mean = x, biased var = 0), and with dropout off they stay
+    # identical through the net, so every BN1d output collapses to β as SCIENCE.md §3 says.
+    if len(xb) == 1:
+        return model(torch.cat([xb, xb]))[:1]
+    return model(xb)
+
+
+@torch.no_grad()
+def evaluate_train_mode(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                        max_samples: int | None = None) -> torch.Tensor:
+    """Accuracy with BN on each test batch's own statistics ("forgot model.eval()").
+
+    Running statistics are left exactly as they were. max_samples caps the work at tiny
+    batch sizes (batch size 1 means one forward per sample).
+    """
+    if max_samples is not None:
+        x, y = x[:max_samples], y[:max_samples]
+    correct = torch.zeros((), device=x.device)
+    with mode(model, bn_train=True), frozen_bn_stats(model):
+        for xb, yb in _chunks(x, y, batch_size):
+            correct += (_train_bn_logits(model, xb).argmax(1) == yb).sum()
+    return correct / len(x)
+
+
+@torch.no_grad()
+def recalibrate(model: nn.Module, x_train: torch.Tensor, batch_size: int, n_samples: int) -> nn.Module:
+    """PreciseBN on a copy: population statistics over n_samples training samples, dropout off."""
+    model = copy.deepcopy(model)
+    for bn in _bns(model):
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative: every batch weighs the same
+    x = x_train[:n_samples]
+    with mode(model, bn_train=True):
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            if len(xb) >= 2:  # a last batch of one has no variance
+                model(xb)
+    return model
+
+
+def set_dropout(model: nn.Module, active: bool) -> None:
+    """Switch only the dropout layers (MC-dropout style)."""
+    for m in model.modules():
+        if isinstance(m, (Dropout, nn.Dropout)):
+            m.train(active)
+
+
+@torch.no_grad()
+def summary_accuracies(model: nn.Module, data, *, batch_size: int, train_mode_sizes: list[int],
+                       recalibrate_samples: int | None, max_train_mode_samples: int = 2000) -> dict:
+    """The summary's accuracies: eval mode, train-BN mode per test batch size, recalibrated."""
+    _, acc = evaluate(model, data.x_test, data.y_test)
+    out = {"test_acc_eval": acc}
+    out["test_acc_train_mode"] = {
+        str(b): evaluate_train_mode(model, data.x_test, data.y_test, b,
+                                    max_train_mode_samples if b < 64 else None)
+        for b in train_mode_sizes}
+    if recalibrate_samples:
+        recal = recalibrate(model, data.x_train, batch_size, recalibrate_samples)
+        out["test_acc_recalibrated"] = evaluate(recal, data.x_test, data.y_test)[1]
+    return out

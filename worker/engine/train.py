@@ -1,0 +1,248 @@
+"""train(cfg, sink): build, train, probe and evaluate one experiment (the loop on one screen).
+
+The hot loop is forward, loss, zero_grad, backward, step, plus two on-device adds for the
+probe window; every probe.every_steps steps the probe measures each BN layer and the sink
+gets a ProbeRecord. NaN/inf loss ends the run as `diverged`, a sink asking to stop as
+`cancelled`; neither raises. Epoch-end checkpoints make a crashed run resumable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+from torch import nn
+
+from backend.schema.experiment import ExperimentConfig
+
+from .checkpoint import config_fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import Data, batches, load_dataset, steps_per_epoch
+from .evaluate import evaluate_train_mode, summary_accuracies
+from .model import build_model
+from .probes import BNProbe
+from .sinks import MemorySink, MetricSink, ProbeRecord
+
+
+class ConfigError(ValueError):
+    """An invalid experiment config; the message names the field path."""
+
+
+@dataclass
+class TrainResult:
+    status: str  # succeeded | diverged | cancelled
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
+
+
+def validate_config(cfg: ExperimentConfig | dict) -> ExperimentConfig:
+    """ExperimentConfig from a dict (or as is); a ConfigError names each bad field."""
+    if isinstance(cfg, ExperimentConfig):
+        return cfg
+    try:
+        return ExperimentConfig.model_validate(cfg)
+    except ValidationError as e:
+        msgs = [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("invalid config: " + "; ".join(msgs)) from None
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto → first CUDA device, else CPU; cuda / cuda:N must exist."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"train.device: {name} is not available on this machine")
+    return dev
+
+
+def device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
+def make_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+class Window:
+    """Train loss/accuracy summed on the device over the steps since the last probe."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device)
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss.detach() * len(y)
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.n += len(y)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss": self.loss, "correct": self.correct, "n": self.n}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.loss.copy_(s["loss"]), self.correct.copy_(s["correct"])
+        self.n = int(s["n"])
+
+
+class Run:
+    """The state of one training run; train() below drives it."""
+
+    def __init__(self, cfg: ExperimentConfig, data: Data, device: torch.device, sink: MetricSink) -> None:
+        torch.manual_seed(cfg.train.seed)
+        self.cfg, self.data, self.device, self.sink = cfg, data, device, sink
+        self.model = build_model(cfg.model, data.in_shape, data.n_classes).to(device)
+        self.opt = make_optimizer(cfg, self.model)
+        self.probe = BNProbe(self.model)
+        self.window = Window(device)
+        self.batch = min(cfg.train.batch_size, len(data.x_train))  # samples per training batch
+        self.total_steps = cfg.train.epochs * steps_per_epoch(len(data.x_train), cfg.train.batch_size)
+        n_eval = cfg.probe.eval_batches * cfg.train.batch_size
+        self.x_eval, self.y_eval = data.x_val[:n_eval], data.y_val[:n_eval]
+        self.step = self.epoch = 0
+        self.train_s = 0.0  # seconds spent training (this process, without the final evaluation)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fingerprint": config_fingerprint(self.cfg), "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "rng": rng_state(), "step": self.step,
+                "epoch": self.epoch, "probe": self.probe.state_dict(), "window": self.window.state_dict()}
+
+    def resume(self, path: Path | None) -> bool:
+        """Continue from the checkpoint at path if it belongs to this config."""
+        state = load_checkpoint(path) if path else None
+        if state is None or state.get("fingerprint") != config_fingerprint(self.cfg):
+            return False
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.probe.load_state_dict({k: [t.to(self.device) for t in v] if isinstance(v, list) else v
+                                    for k, v in state["probe"].items()})
+        self.window.load_state_dict(state["window"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        set_rng_state(state["rng"])
+        return True
+
+    def probe_now(self) -> str | None:
+        """Measure and emit one ProbeRecord; returns 'diverged' | 'cancelled' | None."""
+        w = self.window
+        train_loss = (w.loss / max(w.n, 1)).item()  # CPU-GPU sync point
+        train_acc = (w.correct / max(w.n, 1)).item()  # CPU-GPU sync point
+        if not torch.isfinite(torch.tensor(train_loss)):
+            return "diverged"
+        logits, layers = self.probe.record(self.x_eval, self.batch)
+        metrics = {"epoch": self.step / steps_per_epoch(len(self.data.x_train), self.cfg.train.batch_size),
+                   "train_loss": train_loss, "train_acc": train_acc,
+                   "val_loss": F.cross_entropy(logits, self.y_eval).item(),  # CPU-GPU sync point
+                   "val_acc": (logits.argmax(1) == self.y_eval).float().mean().item(),
+                   "val_acc_train_mode": evaluate_train_mode(self.model, self.x_eval, self.y_eval, self.batch).item(),
+                   "lr": self.opt.param_groups[0]["lr"]}
+        self.window = Window(self.device)
+        self.sink.on_probe(ProbeRecord(self.step, self.total_steps, metrics, layers))
+        return "cancelled" if self.sink.should_stop() else None
+
+    def run_epoch(self, bar: Any) -> str | None:
+        """One pass over the training split; returns a terminal status or None."""
+        x, y, every = self.data.x_train, self.data.y_train, self.cfg.probe.every_steps
+        self.model.train()
+        for idx in batches(len(x), self.cfg.train.batch_size, self.device):
+            logits = self.model(x[idx])
+            loss = F.cross_entropy(logits, y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.window.add(loss, logits, y[idx])
+            self.step += 1
+            if bar is not None:
+                bar.update(1)
+            if self.step % every == 0 or self.step == self.total_steps:
+                status = self.probe_now()
+                if status:
+                    return status
+        return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(cfg: ExperimentConfig | dict, sink: MetricSink | None = None, *, datasets_root: Path | None = None,
+          uploads_dir: Path | None = None, checkpoint_path: Path | None = None, export_dir: Path | None = None,
+          progress: bool = False, data: Data | None = None) -> TrainResult:
+    """Train one experiment, streaming probe records to `sink`; see DESIGN.md for the summary."""
+    t0 = time.perf_counter()
+    cfg = validate_config(cfg)
+    sink = sink if sink is not None else MemorySink()
+    device = resolve_device(cfg.train.device)
+    data = (data or load_dataset(cfg.dataset, seed=cfg.train.seed, datasets_root=datasets_root,
+                                 uploads_dir=uploads_dir)).to(device)
+    run = Run(cfg, data, device, sink)
+    run.resume(checkpoint_path)
+    sink.on_start(device=device_name(device), total_steps=run.total_steps, layer_names=run.probe.names)
+    status, steps0 = None, run.step
+    bar = _progress_bar(run, cfg) if progress else None
+    try:
+        while run.epoch < cfg.train.epochs and status is None:
+            tic = time.perf_counter()
+            status = run.run_epoch(bar)
+            _sync(device)
+            run.train_s += time.perf_counter() - tic
+            if status is None:
+                run.epoch += 1
+                if checkpoint_path is not None:
+                    save_checkpoint(checkpoint_path, run.state_dict())
+                sink.on_epoch_end(epoch=run.epoch, step=run.step)
+    finally:
+        run.probe.detach()
+        if bar is not None:
+            bar.close()
+    return _finish(run, status or "succeeded", t0, steps0, export_dir)
+
+
+def _progress_bar(run: Run, cfg: ExperimentConfig) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.total_steps, initial=run.step, desc=cfg.name, unit="step")
+
+
+def _finish(run: Run, status: str, t0: float, steps0: int, export_dir: Path | None) -> TrainResult:
+    """Final evaluation (for a succeeded run), summary to the sink, optional export."""
+    cfg, data, error = run.cfg, run.data, None
+    summary: dict[str, Any] = {"device": device_name(run.device), "steps": run.step}
+    if status == "diverged":
+        error = f"loss became NaN or infinite by step {run.step} (try a smaller train.lr)"
+    elif status == "cancelled":
+        error = "cancelled"
+    else:
+        summary.update(_final_metrics(run))
+        if export_dir is not None:
+            from .export import export_all
+
+            export_all(run.model, cfg, data, Path(export_dir))
+    summary["wall_s"] = time.perf_counter() - t0
+    summary["steps_per_s"] = (run.step - steps0) / run.train_s if run.train_s > 0 else None
+    run.sink.on_summary(summary)
+    return TrainResult(status, error, summary, run.model)
+
+
+def _final_metrics(run: Run) -> dict[str, Any]:
+    cfg, data = run.cfg, run.data
+    acc = summary_accuracies(run.model, data, batch_size=run.batch,
+                             train_mode_sizes=cfg.probe.train_mode_test_batch_sizes,
+                             recalibrate_samples=cfg.probe.recalibrate_samples if cfg.probe.recalibrate else None)
+    out = {"test_acc_eval": acc["test_acc_eval"].item(),  # CPU-GPU sync point
+           "test_acc_train_mode": {k: v.item() for k, v in acc["test_acc_train_mode"].items()},
+           "test_acc_recalibrated": acc["test_acc_recalibrated"].item() if "test_acc_recalibrated" in acc else None}
+    # Final shift on the whole test set (more samples than a probe's held-out batches).
+    run.probe.record(data.x_test, run.batch)
+    per_channel = run.probe.last_shift_per_channel
+    out["shift_by_layer"] = {k: v.mean().item() for k, v in per_channel.items()}
+    out["shift_per_channel"] = {k: v.tolist() for k, v in per_channel.items()}
+    return out
