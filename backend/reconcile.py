@@ -120,3 +120,10 @@ def start_background(app: Any = None, s: Settings = settings) -> threading.Event
     if app is not None and hasattr(app, "state"):
         app.state.reconciler_stop = stop
     return stop
+
+
+def stop_background(app: Any) -> None:
+    """Stop the thread started by start_background(app) (API shutdown)."""
+    stop = getattr(getattr(app, "state", None), "reconciler_stop", None)
+    if stop is not None:
+        stop.set()

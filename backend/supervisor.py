@@ -34,6 +34,16 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM if `bnlab serve` dies, even by SIGKILL (no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker outlives a killed supervisor
+        pass
+
+
 class WorkerSupervisor:
     """Keeps `n` worker subprocesses alive until `stop()`; restarts each one that exits."""
 
@@ -53,7 +63,8 @@ class WorkerSupervisor:
 
     def _spawn(self, i: int) -> subprocess.Popen:
         name = f"bnlab{i}-{os.getpid()}@%h"
-        return subprocess.Popen(worker_command(name), env=worker_env(), cwd=str(ROOT))
+        return subprocess.Popen(worker_command(name), env=worker_env(), cwd=str(ROOT),
+                                preexec_fn=_die_with_parent)
 
     def _keep(self, i: int) -> None:
         backoff = 1.0
