@@ -49,10 +49,9 @@ async function showHealth() {
   const box = document.getElementById("health");
   try {
     const h = await api.health();
-    const parts = Object.entries(h ?? {})
-      .filter(([, v]) => typeof v !== "object" || v === null)
-      .map(([k, v]) => `${k}: ${v}`);
-    box.replaceChildren(el("span", { class: "health-ok", text: parts.join(" · ") || "ok" }));
+    const workers = Array.isArray(h.workers) ? h.workers.length : 0;
+    const text = `database ${h.database} · broker ${h.broker} · ${workers} worker${workers === 1 ? "" : "s"}`;
+    box.replaceChildren(el("span", { class: h.status === "ok" ? "health-ok" : "health-bad", text }));
   } catch (exc) {
     box.replaceChildren(el("span", { class: "health-bad", text: `API: ${exc.message}` }));
   }

@@ -94,7 +94,7 @@ function filterBar(onApply) {
 
 function currentFilters() {
   const sweep = param("sweep", "");
-  return { status: param("status"), tag: param("tag"), sweep_id: /^\d+$/.test(sweep) ? sweep : null,
+  return { status: param("status"), tag: param("tag"), sweep: /^\d+$/.test(sweep) ? sweep : null,
     text: param("q"), limit: PAGE };
 }
 

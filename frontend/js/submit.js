@@ -182,8 +182,11 @@ export function submitPanel({ onSubmitted } = {}) {
     const parts = preset ? presetParts(preset) : { base: DEFAULT_BASE, grid: {}, seeds: null };
     fill(parts.base);
     sweep.load(parts.grid, parts.seeds);
-    presetNote.textContent = preset ? [preset.question, preset.look_at ?? preset.what_to_look_at]
-      .filter(Boolean).join(" — ") : "";
+    presetNote.replaceChildren(...(preset ? [
+      el("strong", { text: preset.question ?? "" }),
+      preset.look_at ? el("div", { text: `Look at: ${preset.look_at}` }) : null,
+      preset.expected ? el("div", { text: `Expected: ${preset.expected}` }) : null,
+    ].filter(Boolean) : []));
     updateButton();
   });
   uploadInput.addEventListener("change", async () => {
@@ -324,10 +327,10 @@ function sweepBuilder(onChange) {
     return n * (s ? s.length : 1);
   }
 
-  function update() {
+  function update(notify = true) {
     const n = count_();
     count.textContent = `makes ${n} run${n === 1 ? "" : "s"}`;
-    onChange();
+    if (notify) onChange();
   }
 
   function read() {
@@ -360,7 +363,7 @@ function sweepBuilder(onChange) {
     update();
   }
 
-  update();
+  update(false); // the form is not built yet: it reads the count itself
   return { element, read, load, count: count_ };
 }
 
