@@ -1,0 +1,76 @@
+"""Evaluation modes (worker/engine/evaluate.py)."""
+
+import torch
+from torch import nn
+
+from backend.schema.experiment import ModelConfig
+from worker.engine.evaluate import evaluate, evaluate_train_mode, recalibrate
+from worker.engine.model import build_model
+
+
+def _trained_model(seed=0):
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(widths=[12, 12], dropout={"rate": 0.3}), (1, 1, 6), 3).train()
+    for _ in range(5):
+        model(torch.randn(32, 1, 1, 6) + 1)
+    return model
+
+
+def _buffers(model):
+    return [b.clone() for b in model.buffers()]
+
+
+def test_keep_running_stats_in_train_mode_eval():
+    """evaluate_train_mode leaves every BN buffer (incl. num_batches_tracked) bit-identical."""
+    model = _trained_model()
+    before = _buffers(model)
+    evaluate_train_mode(model, torch.randn(50, 1, 1, 6), torch.randint(0, 3, (50,)), batch_size=8)
+    assert all(torch.equal(a, b) for a, b in zip(before, _buffers(model)))
+
+
+def test_restore_module_modes_after_eval():
+    """Evaluation restores each module's training flag as it found it."""
+    model = _trained_model()
+    model.blocks[0].drop.eval()
+    flags = [m.training for m in model.modules()]
+    evaluate(model, torch.randn(10, 1, 1, 6), torch.randint(0, 3, (10,)))
+    evaluate_train_mode(model, torch.randn(10, 1, 1, 6), torch.randint(0, 3, (10,)), batch_size=4)
+    assert flags == [m.training for m in model.modules()]
+
+
+def test_collapse_to_constant_prediction_at_batch_size_one():
+    """With BN in train mode a batch of one collapses every BatchNorm1d output to β: all samples
+    get the same prediction, and the evaluation neither crashes nor changes the model."""
+    model = _trained_model()
+    x, y = torch.randn(40, 1, 1, 6) * 3, torch.randint(0, 3, (40,))
+    acc = evaluate_train_mode(model, x, y, batch_size=1).item()
+    with torch.no_grad():
+        model.eval()
+        for bn in (model.blocks[0].bn, model.blocks[1].bn):
+            bn.train()
+        constant = model(torch.cat([x[:1], x[:1]]))[0].argmax().item()  # any input: features = β
+    assert acc == (y == constant).float().mean().item()
+
+
+def test_match_recalibrated_stats_to_direct_computation():
+    """Recalibration sets the first BN's running stats to the population statistics of its input
+    (mean of batch means, mean of unbiased batch variances; dropout off), on a copy."""
+    model = _trained_model()
+    x = torch.randn(256, 1, 1, 6) * 2 + 0.5
+    before = _buffers(model)
+    recal = recalibrate(model, x, batch_size=64, n_samples=256)
+    with torch.no_grad():
+        h = model.blocks[0].linear(x.flatten(1)).view(4, 64, -1)  # BN input: linear → (dropout off) → BN
+    torch.testing.assert_close(recal.blocks[0].bn.running_mean, h.mean(1).mean(0))
+    torch.testing.assert_close(recal.blocks[0].bn.running_var, h.var(1, unbiased=True).mean(0))
+    assert all(torch.equal(a, b) for a, b in zip(before, _buffers(model))), "original model changed"
+
+
+def test_handle_conv_bn_batch_of_one():
+    """A CNN in train-BN mode evaluates at batch size 1 (BN2d uses the spatial positions)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="cnn", widths=[4], block=["conv", "batchnorm", "activation"]),
+                        (1, 4, 4), 3)
+    acc = evaluate_train_mode(model, torch.randn(6, 1, 4, 4), torch.randint(0, 3, (6,)), batch_size=1)
+    assert 0.0 <= acc.item() <= 1.0
+    assert isinstance(model.blocks[0].bn, nn.BatchNorm2d)
