@@ -24,13 +24,15 @@ def make_celery(s: Settings = settings) -> Celery:
     )
     if s.broker_url.startswith("filesystem"):
         folder = s.broker_dir
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            # kombu writes pidbox/exchange files to ./control by default: keep them in data_dir.
+            "control_folder": str(folder / "control"),
         }
     app.conf.update(conf)
     return app
