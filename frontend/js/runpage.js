@@ -45,6 +45,11 @@ async function downloadCsv(id) {
 
 // ---- panels ------------------------------------------------------------------------------------
 
+// "2026-11-23T19:25:56.340652+00:00" → "2026-11-23 19:25:56" (server time, as stored).
+function when(stamp) {
+  return stamp ? String(stamp).replace("T", " ").replace(/\.\d+/, "").replace(/\+00:00$|Z$/, " UTC") : "–";
+}
+
 function facts(run) {
   const rows = [
     ["status", statusBadge(run.status)],
@@ -53,9 +58,9 @@ function facts(run) {
     ["attempt", String(run.attempt ?? 0)],
     ["device", run.device ?? "–"],
     ["host", run.host ?? "–"],
-    ["created", run.created_at ?? "–"],
-    ["started", run.started_at ?? "–"],
-    ["finished", run.finished_at ?? "–"],
+    ["created", when(run.created_at)],
+    ["started", when(run.started_at)],
+    ["finished", when(run.finished_at)],
     ["tags", (run.tags ?? []).join(", ") || "–"],
     ["sweep", run.sweep_id != null ? String(run.sweep_id) : "–"],
   ];
@@ -147,8 +152,8 @@ function drawCharts(grid, run, metrics, layers) {
   const histogram = shiftHistogram(run);
 
   if (!grid.childElementCount) {
-    grid.append(...plots.map(([id, , title]) => chart(id, title)),
-      histogram ? chart("chart-hist", "per-channel shift") : null);
+    grid.append(...plots.map(([id, , title]) => chart(id, title)));
+    if (histogram) grid.append(chart("chart-hist", "per-channel shift"));
   }
   const drawing = plots.map(([id, traces, title, yTitle]) => render(grid.querySelector(`#${id}`), traces,
     layout({ title, yTitle, showlegend: traces.length > 1 && traces.length <= 12 }), { uirevision: rev, filename: `bnlab-run${run.id}-${id.slice(6)}` }));

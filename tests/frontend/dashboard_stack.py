@@ -111,6 +111,56 @@ def wait_for_workers(stack: Stack, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"no live worker after {timeout_s}s:\n{stack.log_tail()}")
 
 
+# ---- helpers for the browser tests ------------------------------------------------------
+
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+TINY = {  # a run that trains in seconds on one CPU thread
+    "dataset": {"name": "digits", "limit": 256},
+    "model": {"widths": [32]},
+    "train": {"epochs": 2, "batch_size": 32},
+    "probe": {"every_steps": 4, "eval_batches": 1, "train_mode_test_batch_sizes": [1, 8],
+              "recalibrate_samples": 128},
+}
+
+
+def screenshot(pg, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    pg.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def tiny_config(name: str, **overrides) -> dict:
+    import copy
+
+    from backend.schema.experiment import set_dotted
+
+    cfg = copy.deepcopy(TINY) | {"name": name}
+    for path, value in overrides.items():
+        cfg = set_dotted(cfg, path.replace("__", "."), value)
+    return cfg
+
+
+def submit(stack: Stack, config: dict) -> int:
+    with stack.client() as c:
+        r = c.post("/api/runs", json=config)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+def wait_finished(stack: Stack, run_id: int, timeout_s: float = 240.0) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    with stack.client() as c:
+        while time.monotonic() < deadline:
+            run = c.get(f"/api/runs/{run_id}").json()
+            if run["status"] in ("succeeded", "failed", "cancelled", "diverged"):
+                return run
+            time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish in {timeout_s}s:\n{stack.log_tail()}")
+
+
 # ---- synthetic runs ------------------------------------------------------------------------
 
 RATES = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -142,10 +192,10 @@ def seed_runs(database_url: str, *, n_runs: int = 20, n_layers: int = 8, n_steps
     """
     import numpy as np
     from sqlalchemy import insert
+    from sqlalchemy.orm import Session
 
     from backend.db.models import LayerStat, Run, RunMetric
     from backend.db.session import make_engine
-    from sqlalchemy.orm import Session
 
     engine = make_engine(database_url)
     combos = [(r, p, s) for s in range(max(1, math.ceil(n_runs / 10))) for p in PLACEMENTS for r in RATES]

@@ -1,0 +1,175 @@
+"""The dashboard in a real browser (Debian's Chromium via Playwright) against the real stack:
+submit through the form, watch the run finish live, compare runs from the page's Plotly data,
+user text shown as text, errors at the field, the token asked once."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from dashboard_stack import REPO, screenshot, start_stack, submit, tiny_config, wait_finished
+
+XSS_NAME = '<img src=x onerror="window.__xss=1;alert(1)">'
+RUN_DONE_MS = 240_000
+
+
+def open_form(page, url: str) -> None:
+    page.goto(url + "/")
+    page.wait_for_selector("table.runs")
+    if page.locator("form.submit-form").is_hidden():
+        page.get_by_role("button", name="New experiment").click()
+    page.wait_for_selector('select[name="preset"] option', state="attached")
+
+
+def fill_tiny(page, name: str) -> None:
+    page.fill('input[name="name"]', name)
+    page.select_option('select[name="dataset.name"]', "digits")
+    page.fill('input[name="dataset.limit"]', "256")
+    page.fill('input[name="model.widths"]', "32")
+    page.fill('input[name="train.epochs"]', "2")
+    page.fill('input[name="train.batch_size"]', "32")
+    page.fill('input[name="probe.every_steps"]', "4")
+    page.fill('input[name="probe.eval_batches"]', "1")
+    page.fill('input[name="probe.train_mode_test_batch_sizes"]', "1, 8")
+
+
+def submitted_id(page) -> int:
+    link = page.locator(".form-result a").first
+    link.wait_for(timeout=15_000)
+    return int(link.inner_text().lstrip("#"))
+
+
+@pytest.fixture(scope="module")
+def two_runs(stack):
+    """Two finished tiny runs that differ in where dropout sits (before BN vs head only)."""
+    ids = [submit(stack, tiny_config("dropout before BN", **{"model.widths": [32, 32]})),
+           submit(stack, tiny_config("head dropout only", **{
+               "model.widths": [32, 32], "model.block": ["linear", "batchnorm", "activation"],
+               "model.head_dropout": 0.5}))]
+    for run_id in ids:
+        assert wait_finished(stack, run_id)["status"] == "succeeded", stack.log_tail()
+    return ids
+
+
+def test_submit_run_through_form_finishes_without_reload(stack, page):
+    """A run submitted through the form appears in the table and reaches `succeeded` in place
+    (SSE/poll updates): the page is never reloaded."""
+    open_form(page, stack.url)
+    page.evaluate("window.__noReload = 'still here'")
+    fill_tiny(page, "form run")
+    page.get_by_role("button", name="Submit run").click()
+    run_id = submitted_id(page)
+    row = page.locator(f'tr[data-run-id="{run_id}"]')
+    row.wait_for(timeout=15_000)
+    page.wait_for_selector(f'tr[data-run-id="{run_id}"][data-status="succeeded"]', timeout=RUN_DONE_MS)
+    assert page.evaluate("window.__noReload") == "still here"
+    assert row.locator(".status").inner_text() == "succeeded"
+    assert not page.errors, page.errors
+    screenshot(page, "runs-table")
+
+
+def test_close_stream_when_run_ends(stack, page):
+    """The run page follows a live run over SSE and closes its EventSource once the run ends."""
+    run_id = submit(stack, tiny_config("streamed run"))
+    page.goto(f"{stack.url}/runs/{run_id}")
+    page.wait_for_function("window.__bnlabStreams && window.__bnlabStreams.open === 1", timeout=30_000)
+    page.wait_for_selector(".facts .status-succeeded", timeout=RUN_DONE_MS)
+    page.wait_for_function("window.__bnlabStreams.open === 0", timeout=10_000)
+    screenshot(page, "run-page")
+
+
+def test_draw_train_and_inference_traces_for_both_runs(stack, page, two_runs):
+    """The compare view of two runs draws, in every BN layer chart, a train_var (solid) and an
+    eval_var (dashed) trace for each run, named after the run."""
+    page.goto(f"{stack.url}/compare?runs={','.join(map(str, two_runs))}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    traces = page.evaluate("""() => [...document.querySelectorAll('[id^="chart-layer-"]')].map(div =>
+        div.data.map(t => ({name: t.name, runs: t.meta.runs, series: t.meta.series, dash: t.line.dash,
+                             n: t.x.length})))""")
+    assert traces, "no BN layer chart was drawn"
+    for chart in traces:
+        for run_id in two_runs:
+            mine = [t for t in chart if t["runs"] == [run_id]]
+            assert {(t["series"], t["dash"]) for t in mine} >= {("train_var", "solid"), ("eval_var", "dash")}
+            assert all(t["name"].startswith(f"#{run_id} ") and t["n"] > 0 for t in mine), mine
+    assert not page.errors, page.errors
+    shot = screenshot(page, "compare")
+    if REPO.joinpath("docs").is_dir():
+        shutil.copyfile(shot, REPO / "docs" / "screenshot-compare.png")
+
+
+def test_label_runs_by_differing_fields(stack, page, two_runs):
+    """The config diff lists only fields that differ, and the legend names runs by them."""
+    page.goto(f"{stack.url}/compare?runs={','.join(map(str, two_runs))}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    paths = page.locator("table.diff td.path").all_inner_texts()
+    assert set(paths) == {"model.block", "model.head_dropout"}, paths
+    labels = page.locator(".legend-label").all_inner_texts()
+    assert all("head_dropout=" in label for label in labels), labels
+
+
+def test_show_run_name_as_text(stack, page):
+    """A run named with HTML shows that HTML literally in the table, run page and compare view;
+    no element is injected and no script runs."""
+    run_id = submit(stack, tiny_config(XSS_NAME, tags=["<b>bold</b>"]))
+    for path in ("/", f"/runs/{run_id}", f"/compare?runs={run_id}"):
+        page.goto(stack.url + path)
+        page.wait_for_selector(".run-name", timeout=20_000)
+        assert XSS_NAME in page.locator(".run-name").all_inner_texts(), path
+        assert page.locator('img[src="x"]').count() == 0, path
+        assert page.locator("b").count() == 0, path
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__xss") is None
+    assert not page.dialogs, page.dialogs
+
+
+def test_show_server_error_at_field(stack, page):
+    """A value the server refuses (422) is reported next to the field its path names."""
+    open_form(page, stack.url)
+    fill_tiny(page, "bad rate")
+    page.fill('input[name="model.dropout.rate"]', "1.5")
+    page.get_by_role("button", name="Submit run").click()
+    error = page.locator('.field[data-path="model.dropout.rate"] .field-error')
+    error.wait_for(timeout=10_000)
+    assert "less than 1" in error.inner_text()
+    assert page.locator(".form-error").inner_text() == ""  # at the field, not only at the top
+    assert page.locator(".form-result a").count() == 0
+
+
+def test_count_sweep_runs(stack, page):
+    """The sweep builder shows how many runs the grid x seeds makes."""
+    open_form(page, stack.url)
+    page.get_by_role("button", name="+ field").click()
+    row = page.locator(".sweep-row").last
+    row.locator(".sweep-path").fill("model.dropout.rate")
+    row.locator(".sweep-values").fill("0.1, 0.3, 0.5")
+    page.fill('input[name="sweep.seeds"]', "0, 1")
+    assert page.locator(".sweep-count").inner_text() == "makes 6 runs"
+    assert page.get_by_role("button", name="Submit sweep (6 runs)").is_visible()
+
+
+@pytest.fixture(scope="module")
+def token_stack(tmp_path_factory):
+    """A second stack with BNLAB_API_TOKEN set (no worker: only writes are exercised)."""
+    s = start_stack(tmp_path_factory.mktemp("dashboard-token"), token="t0ken-for-tests", workers=0)
+    yield s
+    s.stop()
+
+
+def test_ask_token_once_for_writes(token_stack, page):
+    """With a token required, the first write asks for it; it is kept and sent with later
+    writes without asking again."""
+    open_form(page, token_stack.url)
+    fill_tiny(page, "needs token")
+    page.get_by_role("button", name="Submit run").click()
+    dialog = page.locator("#token-dialog")
+    dialog.wait_for(state="visible", timeout=10_000)
+    dialog.locator("input").fill("t0ken-for-tests")
+    dialog.get_by_role("button", name="Save").click()
+    first = submitted_id(page)
+    page.get_by_role("button", name="Submit run").click()
+    page.wait_for_function(f"() => [...document.querySelectorAll('.form-result a')]"
+                           f".some(a => a.textContent !== '#{first}')", timeout=10_000)
+    assert submitted_id(page) != first
+    assert page.evaluate("localStorage.getItem('bnlab.token')") == "t0ken-for-tests"
+    assert dialog.is_hidden()
