@@ -20,11 +20,50 @@ Columns = dict[str, np.ndarray]
 
 
 def _table(rows: Sequence[tuple], width: int) -> np.ndarray:
-    """Rows of numbers/None → a (width, n) float array with NaN for None."""
+    """Rows of numbers/None → a (width, n) float array with NaN for None (portable path)."""
     if not rows:
         return np.empty((width, 0))
-    # Contiguous rows: each series is then a contiguous 1-d array (orjson needs that).
-    return np.ascontiguousarray(np.array(rows, dtype=np.float64).T)
+    # Column by column: numpy converts a flat tuple of floats far faster than a list of rows.
+    return np.array([np.array(col, dtype=np.float64) for col in zip(*rows)])
+
+
+def _is_pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def _decode_copy(data: bytes, width: int) -> np.ndarray:
+    """PostgreSQL binary COPY of `width` non-null float8 columns → a (width, n) array.
+
+    Every row has the same size (int16 field count, then per field int32 length + 8 bytes), so
+    numpy reads the whole stream in one call instead of making one Python float per value.
+    """
+    if not data.startswith(COPY_SIGNATURE):
+        raise ValueError("not a PostgreSQL binary COPY stream")
+    start = 19 + int.from_bytes(data[15:19], "big")  # signature, flags, header extension
+    row = np.dtype([("fields", ">i2")] + [(f, t) for i in range(width)
+                                          for f, t in ((f"n{i}", ">i4"), (f"v{i}", ">f8"))])
+    count = (len(data) - start - 2) // row.itemsize  # the trailer is an int16 -1
+    rows = np.frombuffer(data, dtype=row, count=count, offset=start)
+    return np.array([rows[f"v{i}"] for i in range(width)], dtype=np.float64).reshape(width, count)
+
+
+def _pg_table(session: Session, table: str, columns: Sequence[str], run_id: int) -> np.ndarray:
+    """PostgreSQL fast path: the run's rows as a (len(columns), n) array via binary COPY.
+
+    ~10x faster than fetching rows: 80k values cost a few numpy calls. NULL becomes NaN in
+    the database, so every row has the same size. `columns` come from the model's whitelists.
+    """
+    cols = ", ".join(f"coalesce({c}::float8, 'NaN'::float8)" for c in columns)
+    order = "layer, step" if "layer" in columns else "step"
+    sql = (f"COPY (SELECT {cols} FROM {table} WHERE run_id = {int(run_id)} ORDER BY {order}) "
+           "TO STDOUT (FORMAT binary)")
+    dbapi = session.connection().connection.driver_connection
+    with dbapi.cursor() as cur, cur.copy(sql) as copy:
+        data = b"".join(bytes(chunk) for chunk in copy)
+    return _decode_copy(data, len(columns))
 
 
 def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
@@ -50,10 +89,13 @@ def read_metrics(*, session: Session, run_id: int, keys: Sequence[str] | None = 
                  max_points: int | None = None) -> tuple[Columns, int]:
     """Run-level series {"step", *keys} and the number of stored points."""
     keys = parse_keys(keys)
-    cols = [RunMetric.step, *(getattr(RunMetric, k) for k in keys)]
-    rows = session.execute(select(*cols).where(RunMetric.run_id == run_id)
-                           .order_by(RunMetric.step)).all()
-    table = _table(rows, len(cols))
+    if _is_pg(session):
+        table = _pg_table(session, "run_metrics", ["step", *keys], run_id)
+    else:
+        cols = [RunMetric.step, *(getattr(RunMetric, k) for k in keys)]
+        rows = session.execute(select(*cols).where(RunMetric.run_id == run_id)
+                               .order_by(RunMetric.step)).all()
+        table = _table(rows, len(cols))
     return _columns(table[0], table[1:], keys, max_points), table.shape[1]
 
 
@@ -62,19 +104,26 @@ def layer_name(run: Run, index: int) -> str:
     return names[index] if 0 <= index < len(names) else f"layer{index}"
 
 
+def _layer_tables(session: Session, run_id: int) -> list[tuple[int, np.ndarray]]:
+    """(layer index, (1 + len(LAYER_KEYS), n) array of step and values) per layer."""
+    if _is_pg(session):
+        table = _pg_table(session, "layer_stats", ["layer", "step", *LAYER_KEYS], run_id)
+    else:
+        cols = [LayerStat.layer, LayerStat.step, *(getattr(LayerStat, k) for k in LAYER_KEYS)]
+        rows = session.execute(select(*cols).where(LayerStat.run_id == run_id)
+                               .order_by(LayerStat.layer, LayerStat.step)).all()
+        table = _table(rows, len(cols))
+    if not table.shape[1]:
+        return []
+    # Rows are sorted by layer, so each layer is one contiguous slice.
+    bounds = np.flatnonzero(np.diff(table[0])) + 1
+    return [(int(part[0, 0]), part[1:]) for part in np.split(table, bounds, axis=1)]
+
+
 def read_layers(*, session: Session, run: Run, max_points: int | None = None
                 ) -> tuple[list[tuple[int, str, int, Columns]], int]:
     """Per BN layer (index, name, stored points, columns) and the most stored points of a layer."""
-    cols = [LayerStat.layer, LayerStat.step, *(getattr(LayerStat, k) for k in LAYER_KEYS)]
-    rows = session.execute(select(*cols).where(LayerStat.run_id == run.id)
-                           .order_by(LayerStat.layer, LayerStat.step)).all()
-    table = _table(rows, len(cols))
-    layers, raw = [], 0
-    # Rows are sorted by layer, so each layer is one contiguous slice.
-    bounds = np.flatnonzero(np.diff(table[0])) + 1 if table.shape[1] else np.array([], dtype=int)
-    for part in np.split(table, bounds, axis=1) if table.shape[1] else []:
-        index = int(part[0, 0])
-        layers.append((index, layer_name(run, index), part.shape[1],
-                       _columns(part[1], part[2:], LAYER_KEYS, max_points)))
-        raw = max(raw, part.shape[1])
-    return layers, raw
+    layers = [(index, layer_name(run, index), part.shape[1],
+               _columns(part[0], part[1:], LAYER_KEYS, max_points))
+              for index, part in _layer_tables(session, run.id)]
+    return layers, max((n for _, _, n, _ in layers), default=0)

@@ -54,8 +54,10 @@ def add_points(session: Session, run_id: int, *, n_steps: int, n_layers: int, ev
     metric_rows = [{"run_id": run_id, "step": s, **{k: _value(k, i, rng) for k in METRIC_KEYS}}
                    for i, s in enumerate(steps)]
     session.execute(insert(RunMetric), metric_rows)
+    base = [{k: _value(k, i, rng) for k in LAYER_KEYS} for i in range(n_steps)]
+    # Layer L's stats are (L + 1) times layer 0's: tests can tell the layers apart.
     layer_rows = [{"run_id": run_id, "layer": layer, "step": s,
-                   **{k: _value(k, i, rng) * (1 + layer) for k in LAYER_KEYS}}
+                   **{k: v * (1 + layer) for k, v in base[i].items()}}
                   for layer in range(n_layers) for i, s in enumerate(steps)]
     if layer_rows:
         session.execute(insert(LayerStat), layer_rows)

@@ -1,0 +1,168 @@
+"""API read speed on PostgreSQL, through a real uvicorn server on loopback.
+
+Targets (issue 3): GET /api/runs/{id}/layers for a run of 8 layers x 1000 steps under 20 ms;
+the 20 runs a compare view needs (per run: the run, its metrics and its layers with
+max_points=1000, as frontend/js/compare.js asks) under 150 ms in total.
+
+    python benchmarks/bench_api.py [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test]
+
+Creates a scratch database `bnlab_api_bench_<pid>`, fills it, serves it, measures, drops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backend.db.migrate import upgrade  # noqa: E402
+from backend.db.models import LAYER_KEYS, METRIC_KEYS, LayerStat, Run, RunMetric  # noqa: E402
+
+
+def scratch_db(admin_url: str, name: str) -> str:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return url
+
+
+def drop_db(admin_url: str, name: str) -> None:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def fill(url: str, runs: int, layers: int, steps: int) -> list[int]:
+    """`runs` succeeded runs, each with `steps` probe steps of metrics and of `layers` layers."""
+    engine = create_engine(url)
+    ids = []
+    with Session(engine) as session:
+        for r in range(runs):
+            run = Run(name=f"bench {r}", status="succeeded", config={"name": f"bench {r}"}, tags=[],
+                      progress=1.0, step=steps * 20, attempt=1, cancel_requested=False,
+                      layer_names=[f"blocks.{i}.bn" for i in range(layers)])
+            session.add(run)
+            session.flush()
+            ids.append(run.id)
+            session.execute(insert(RunMetric), [
+                {"run_id": run.id, "step": 20 * s, **{k: 1.0 / (s + 1) + r for k in METRIC_KEYS}}
+                for s in range(steps)])
+            session.execute(insert(LayerStat), [
+                {"run_id": run.id, "layer": i, "step": 20 * s, **{k: 1.0 + s * 1e-3 + i for k in LAYER_KEYS}}
+                for i in range(layers) for s in range(steps)])
+        session.commit()
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+        conn.commit()
+    engine.dispose()
+    return ids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "BNLAB_DATABASE_URL": url, "BNLAB_DATA_DIR": data_dir,
+           "BNLAB_BROKER_URL": os.environ.get("BNLAB_BENCH_BROKER", "redis://127.0.0.1:6379/1")}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "backend.api.main:app", "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/presets", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("uvicorn did not start")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def compare_view(client: httpx.Client, ids: list[int], pool: ThreadPoolExecutor | None) -> None:
+    paths = [p for i in ids for p in (f"/api/runs/{i}", f"/api/runs/{i}/metrics?max_points=1000",
+                                      f"/api/runs/{i}/layers?max_points=1000")]
+    def get(path: str) -> None:
+        client.get(path).raise_for_status()
+    if pool is None:
+        for path in paths:
+            get(path)
+    else:
+        list(pool.map(get, paths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pg", default=os.environ.get("BNLAB_TEST_PG",
+                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+
+    name = f"bnlab_api_bench_{os.getpid()}"
+    url = scratch_db(args.pg, name)
+    proc = None
+    try:
+        ids = fill(url, args.runs, args.layers, args.steps)
+        with tempfile.TemporaryDirectory() as data_dir:
+            proc, base = serve(url, data_dir)
+            with httpx.Client(base_url=base, timeout=30) as client, ThreadPoolExecutor(6) as pool:
+                body = client.get(f"/api/runs/{ids[0]}/layers").json()
+                assert len(body["layers"]) == args.layers and len(body["layers"][0]["step"]) == args.steps
+                for _ in range(3):  # warm up connections and caches
+                    compare_view(client, ids, pool)
+                layers = [timed(lambda: client.get(f"/api/runs/{ids[0]}/layers").raise_for_status())
+                          for _ in range(args.repeat)]
+                seq = [timed(lambda: compare_view(client, ids, None)) for _ in range(max(3, args.repeat // 5))]
+                par = [timed(lambda: compare_view(client, ids, pool)) for _ in range(max(3, args.repeat // 5))]
+        report(args, layers, seq, par)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        drop_db(args.pg, name)
+
+
+def report(args, layers: list[float], seq: list[float], par: list[float]) -> None:
+    med = statistics.median
+    print(f"GET /api/runs/{{id}}/layers ({args.layers} layers x {args.steps} steps, PostgreSQL): "
+          f"median {med(layers):.1f} ms, best {min(layers):.1f} ms (target < 20 ms: "
+          f"{'OK' if med(layers) < 20 else 'MISSED'}, ratio {med(layers) / 20:.2f})")
+    print(f"compare view, {args.runs} runs x (run + metrics + layers, max_points=1000): "
+          f"6 parallel connections median {med(par):.0f} ms, one connection median {med(seq):.0f} ms "
+          f"(target < 150 ms: {'OK' if med(par) < 150 else 'MISSED'}, ratio {med(par) / 150:.2f})")
+
+
+if __name__ == "__main__":
+    main()
