@@ -42,6 +42,8 @@ class Data:
     y_test: torch.Tensor
     n_classes: int
     name: str = "data"
+    input_mean: np.ndarray | None = None  # (C,) per-channel standardisation of raw inputs
+    input_std: np.ndarray | None = None
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
@@ -298,7 +300,8 @@ def assemble(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, *, va
     norm = lambda a: torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))  # noqa: E731
     label = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))  # noqa: E731
     n_classes = int(max(y.max(), yt.max())) + 1
-    return Data(norm(x[tr]), label(y[tr]), norm(x[va]), label(y[va]), norm(xt), label(yt), n_classes, name)
+    return Data(norm(x[tr]), label(y[tr]), norm(x[va]), label(y[va]), norm(xt), label(yt), n_classes, name,
+                mean.reshape(-1), std.reshape(-1))
 
 
 def load_dataset(cfg: Any, *, seed: int = 0, device: torch.device | str = "cpu",

@@ -194,6 +194,8 @@ def train(cfg: ExperimentConfig | dict, sink: MetricSink | None = None, *, datas
             status = run.run_epoch(bar)
             _sync(device)
             run.train_s += time.perf_counter() - tic
+            if status is None and not torch.isfinite(run.window.loss):  # CPU-GPU sync point (per epoch)
+                status = "diverged"
             if status is None:
                 run.epoch += 1
                 if checkpoint_path is not None:
