@@ -19,21 +19,33 @@ export function colour(index) {
 
 export const DASH = { train_var: "solid", eval_var: "dash", running_var: "dot" };
 
-// Above this many points in one trace, SVG gets sluggish; WebGL stays smooth.
-export const GL_POINTS = 1500;
+// Above this many points in one figure, SVG gets sluggish; WebGL stays smooth.
+export const GL_POINTS = 5000;
 
 let glSupport = null;
 
+// WebGL only where it is hardware-accelerated: a software rasteriser (SwiftShader, llvmpipe:
+// headless or GPU-less browsers) draws many points far slower than SVG does. `?gl=1` / `?gl=0`
+// in the URL force the choice (benchmarks/bench_dashboard.py measures both).
 export function webglAvailable() {
   if (glSupport === null) {
-    try {
-      const canvas = document.createElement("canvas");
-      glSupport = Boolean(canvas.getContext("webgl") || canvas.getContext("experimental-webgl"));
-    } catch {
-      glSupport = false;
-    }
+    const forced = new URL(window.location.href).searchParams.get("gl");
+    glSupport = forced === "1" ? true : forced === "0" ? false : hardwareWebgl();
   }
   return glSupport;
+}
+
+function hardwareWebgl() {
+  try {
+    const gl = document.createElement("canvas").getContext("webgl");
+    if (!gl) return false;
+    const info = gl.getExtension("WEBGL_debug_renderer_info");
+    const renderer = info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
+    gl.getExtension("WEBGL_lose_context")?.loseContext(); // give the context back at once
+    return !/swiftshader|llvmpipe|software|basic render/i.test(renderer);
+  } catch {
+    return false;
+  }
 }
 
 export function traceType(points) {
@@ -121,9 +133,17 @@ export function config(filename) {
   };
 }
 
+// A figure with many points in total draws all its lines with WebGL (one context per figure).
+function preferGl(traces) {
+  const lines = traces.filter((t) => t.type === "scatter" && t.mode === "lines");
+  const points = lines.reduce((n, t) => n + (t.x?.length ?? 0), 0);
+  if (points <= GL_POINTS || !webglAvailable()) return traces;
+  return traces.map((t) => (lines.includes(t) ? { ...t, type: "scattergl" } : t));
+}
+
 // uirevision keeps zoom/pan across redraws of the same view; a new key resets them.
 export function render(div, traces, chartLayout, { uirevision, filename = "bnlab-chart" } = {}) {
-  return Plotly.react(div, traces, { ...chartLayout, uirevision: uirevision ?? "keep" },
+  return Plotly.react(div, preferGl(traces), { ...chartLayout, uirevision: uirevision ?? "keep" },
     config(filename));
 }
 
