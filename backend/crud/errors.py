@@ -12,7 +12,7 @@ class CrudError(Exception):
         self.message = message
 
 
-class FieldError(CrudError):
+class FieldError(CrudError, ValueError):
     """A submitted value is not acceptable (422); `field` is its dotted path (`model.widths`)."""
 
     def __init__(self, field: str, message: str) -> None:

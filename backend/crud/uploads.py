@@ -11,6 +11,7 @@ import io
 import os
 import tempfile
 import uuid
+import warnings
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -81,8 +82,10 @@ def parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
             header = fh.readline().strip().split(",")
             if len(header) < 2:
                 raise _bad("the .csv needs a header row and at least one feature and a label column")
-            table = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2,
-                               max_rows=MAX_ROWS + 1)
+            with warnings.catch_warnings():  # "no data" is reported below as a clear message
+                warnings.simplefilter("ignore", UserWarning)
+                table = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2,
+                                   max_rows=MAX_ROWS + 1)
     except UnicodeDecodeError:
         raise _bad("the .csv is not UTF-8 text") from None
     except ValueError as exc:  # numpy names the row and column of the bad value
@@ -115,7 +118,8 @@ def _check_shapes(X: np.ndarray, y: np.ndarray) -> None:
 def validate_arrays(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Normalised (X float32, y int64, classes) or a FieldError naming the problem."""
     _check_shapes(X, y)
-    X32 = X.astype(np.float32)  # checked after the cast: huge float64 values become inf here
+    with np.errstate(over="ignore"):  # checked after the cast: huge float64 values become inf
+        X32 = X.astype(np.float32)
     if not np.all(np.isfinite(X32)):
         raise _bad("X contains NaN or infinite values (or values too large for float32)")
     if y.min() < 0:
