@@ -28,8 +28,8 @@ def worker_command(name: str, loglevel: str = "INFO") -> list[str]:
             "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
 
 
-def worker_env() -> dict[str, str]:
-    env = dict(os.environ)
+def worker_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 
@@ -47,8 +47,9 @@ def _die_with_parent() -> None:
 class WorkerSupervisor:
     """Keeps `n` worker subprocesses alive until `stop()`; restarts each one that exits."""
 
-    def __init__(self, n: int = 1, *, min_uptime_s: float = 10.0) -> None:
-        self.n, self.min_uptime_s = n, min_uptime_s
+    def __init__(self, n: int = 1, *, min_uptime_s: float = 10.0,
+                 env: dict[str, str] | None = None) -> None:
+        self.n, self.min_uptime_s, self.env = n, min_uptime_s, env
         self.procs: dict[int, subprocess.Popen] = {}
         self.restarts = 0
         self._stop = threading.Event()
@@ -63,7 +64,7 @@ class WorkerSupervisor:
 
     def _spawn(self, i: int) -> subprocess.Popen:
         name = f"bnlab{i}-{os.getpid()}@%h"
-        return subprocess.Popen(worker_command(name), env=worker_env(), cwd=str(ROOT),
+        return subprocess.Popen(worker_command(name), env=worker_env(self.env), cwd=str(ROOT),
                                 preexec_fn=_die_with_parent)
 
     def _keep(self, i: int) -> None:

@@ -21,6 +21,9 @@ from backend.schema.experiment import ExperimentConfig
 from backend.settings import settings
 from worker.celery_app import WORKER_ID, celery_app
 from worker.db_sink import DB_ERRORS, DbSink, Heartbeat
+# Imported at worker start, not inside the task: importing torch takes seconds, and a claimed
+# run must not go without heartbeats that long (the reconciler would think its worker dead).
+from worker.engine.train import train
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +86,6 @@ def train_run(run_id: int) -> str:
     if isinstance(cfg, str):
         _record(sink, status="failed", error=cfg)
         return "failed"
-    from worker.engine.train import train  # torch is heavy: imported by the worker process only
-
     paths = _paths(run_id)
     try:
         with Heartbeat(sink, settings.heartbeat_s):

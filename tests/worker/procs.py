@@ -23,6 +23,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from backend.broker import enqueue_run, make_celery
 from backend.db.migrate import upgrade
@@ -96,7 +97,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
 def scratch_pg_database(admin_url: str = ADMIN_PG, prefix: str = "bnlab_wk_") -> Iterator[str]:
     """A fresh database at head on the server of `admin_url`, dropped afterwards."""
     name = f"{prefix}{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # NullPool: a fresh connection each time (the server may have been restarted in between).
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
@@ -225,7 +227,7 @@ class Stack:
             "BNLAB_BROKER_URL": self.broker_url,
             "BNLAB_DATA_DIR": str(self.data_dir),
             "BNLAB_HEARTBEAT_S": "0.5",
-            "BNLAB_HEARTBEAT_TIMEOUT_S": "4",
+            "BNLAB_HEARTBEAT_TIMEOUT_S": "6",
             "BNLAB_RECONCILE_S": "1",
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
@@ -323,3 +325,27 @@ def make_stack(kind: str, tmp: Path) -> Iterator[Stack]:
             yield stack
         finally:
             stack.stop_workers()
+
+
+@contextmanager
+def database_sessions(kind: str, tmp: Path) -> Iterator[Any]:
+    """A sessionmaker on a migrated scratch database: "postgresql" or "sqlite"."""
+    from sqlalchemy.orm import sessionmaker
+
+    from backend.db.session import make_engine
+
+    if kind == "postgresql":
+        with scratch_pg_database() as url:
+            engine = make_engine(url)
+            try:
+                yield sessionmaker(bind=engine, expire_on_commit=False)
+            finally:
+                engine.dispose()
+    else:
+        url = f"sqlite:///{tmp / 'scratch.db'}"
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            yield sessionmaker(bind=engine, expire_on_commit=False)
+        finally:
+            engine.dispose()

@@ -1,0 +1,41 @@
+"""Fault tests: each breaks one real part (a worker process, Redis, PostgreSQL) and checks what
+bnlab promises under that fault. Private servers on free ports keep the machine's shared
+PostgreSQL and Redis up while they are restarted."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.worker.procs import (  # noqa: E402
+    PrivatePostgres, PrivateRedis, Stack, make_stack,
+)
+
+
+@pytest.fixture(params=["pg_redis", "sqlite_fs"])
+def stack(request, tmp_path) -> Iterator[Stack]:
+    """A fresh stack of each kind, no worker yet."""
+    yield from make_stack(request.param, tmp_path)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.cleanup()
