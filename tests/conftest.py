@@ -135,3 +135,13 @@ def data_dir(api_db) -> Path:
     from backend.settings import settings
 
     return settings.data_dir
+
+
+def free_port_url() -> str:
+    """A PostgreSQL URL on a local port where nothing listens (a database that is down)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/nothing?connect_timeout=2"

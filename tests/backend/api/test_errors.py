@@ -1,0 +1,49 @@
+"""Error handling: an unreachable database is a 503 with a clear message, never a 500 or a hang."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.api.deps import get_session
+from backend.api.main import create_app
+from tests.conftest import free_port_url
+
+
+@pytest.fixture
+def dead_db_client():
+    """The app with sessions on a PostgreSQL port where nothing listens."""
+    from sqlalchemy.orm import sessionmaker
+
+    from backend.db.session import make_engine
+
+    engine = make_engine(free_port_url())
+    maker = sessionmaker(bind=engine)
+    app = create_app()
+
+    def dead_session():
+        with maker() as s:
+            yield s
+
+    app.dependency_overrides[get_session] = dead_session
+    yield TestClient(app, raise_server_exceptions=False)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/api/runs"), ("GET", "/api/runs/1"),
+                                         ("GET", "/api/runs/1/layers"), ("POST", "/api/runs")])
+def test_database_down_is_503(dead_db_client, method, path):
+    """Reads and writes answer 503 "database unavailable, retry shortly" quickly."""
+    start = time.monotonic()
+    res = dead_db_client.request(method, path, json={} if method == "POST" else None)
+    assert res.status_code == 503, res.text
+    assert res.json() == {"detail": "database unavailable, retry shortly"}
+    assert time.monotonic() - start < 10
+
+
+def test_health_reports_database_down(dead_db_client):
+    """/api/health still answers (200) and says the database is not ok."""
+    body = dead_db_client.get("/api/health").json()
+    assert body["database"].startswith("error") and body["status"] == "degraded"
