@@ -4,6 +4,7 @@ user text shown as text, errors at the field, the token asked once."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -41,11 +42,12 @@ def submitted_id(page) -> int:
 
 @pytest.fixture(scope="module")
 def two_runs(stack):
-    """Two finished tiny runs that differ in where dropout sits (before BN vs head only)."""
-    ids = [submit(stack, tiny_config("dropout before BN", **{"model.widths": [32, 32]})),
-           submit(stack, tiny_config("head dropout only", **{
-               "model.widths": [32, 32], "model.block": ["linear", "batchnorm", "activation"],
-               "model.head_dropout": 0.5}))]
+    """Two finished small runs that differ in where dropout sits (before BN vs head only)."""
+    common = {"dataset.limit": 1024, "model.widths": [64, 64], "train.epochs": 3,
+              "probe.every_steps": 6}
+    ids = [submit(stack, tiny_config("dropout before BN", **common)),
+           submit(stack, tiny_config("head dropout only", **common, **{
+               "model.block": ["linear", "batchnorm", "activation"], "model.head_dropout": 0.5}))]
     for run_id in ids:
         assert wait_finished(stack, run_id)["status"] == "succeeded", stack.log_tail()
     return ids
@@ -69,13 +71,15 @@ def test_submit_run_through_form_finishes_without_reload(stack, page):
 
 
 def test_close_stream_when_run_ends(stack, page):
-    """The run page follows a live run over SSE and closes its EventSource once the run ends."""
-    run_id = submit(stack, tiny_config("streamed run"))
+    """The run page follows a live run over SSE; its Cancel button ends the run, the page shows
+    `cancelled` without a reload and closes its EventSource."""
+    run_id = submit(stack, tiny_config("long run to cancel", **{"train.epochs": 200}))
     page.goto(f"{stack.url}/runs/{run_id}")
     page.wait_for_function("window.__bnlabStreams && window.__bnlabStreams.open === 1", timeout=30_000)
-    page.wait_for_selector(".facts .status-succeeded", timeout=RUN_DONE_MS)
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_selector(".facts .status-cancelled", timeout=60_000)
     page.wait_for_function("window.__bnlabStreams.open === 0", timeout=10_000)
-    screenshot(page, "run-page")
+    assert not page.errors, page.errors
 
 
 def test_draw_train_and_inference_traces_for_both_runs(stack, page, two_runs):
@@ -94,7 +98,7 @@ def test_draw_train_and_inference_traces_for_both_runs(stack, page, two_runs):
             assert all(t["name"].startswith(f"#{run_id} ") and t["n"] > 0 for t in mine), mine
     assert not page.errors, page.errors
     shot = screenshot(page, "compare")
-    if REPO.joinpath("docs").is_dir():
+    if os.environ.get("BNLAB_DOCS_SCREENSHOT") == "1":  # refresh the README's picture on request
         shutil.copyfile(shot, REPO / "docs" / "screenshot-compare.png")
 
 
@@ -173,3 +177,19 @@ def test_ask_token_once_for_writes(token_stack, page):
     assert submitted_id(page) != first
     assert page.evaluate("localStorage.getItem('bnlab.token')") == "t0ken-for-tests"
     assert dialog.is_hidden()
+
+
+def test_draw_shift_histogram_on_run_page(stack, page, two_runs):
+    """The run page draws the per-channel shift histogram of the last probe, one histogram per
+    BN layer of summary.shift_per_channel, next to every recorded curve."""
+    run_id = two_runs[0]
+    with stack.client() as c:
+        per_channel = c.get(f"/api/runs/{run_id}").json()["summary"]["shift_per_channel"]
+    page.goto(f"{stack.url}/runs/{run_id}")
+    page.wait_for_selector("body[data-ready=run]", timeout=30_000)
+    hist = page.evaluate("""() => document.getElementById('chart-hist').data.map(t =>
+        ({type: t.type, layer: t.meta.layer, n: t.x.length}))""")
+    assert {h["layer"]: h["n"] for h in hist} == {k: len(v) for k, v in per_channel.items()}
+    assert {h["type"] for h in hist} == {"histogram"}
+    assert page.locator('[id^="chart-layer-"]').count() == len(per_channel)
+    screenshot(page, "run-page")
