@@ -9,6 +9,7 @@ PostgreSQL: COPY into a temporary table, then one `INSERT ... SELECT ... ON CONF
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table
@@ -20,27 +21,33 @@ METRIC_COLS = ("run_id", "step", *METRIC_KEYS)
 LAYER_COLS = ("run_id", "layer", "step", *LAYER_KEYS)
 
 
-def _get(record: Any, key: str) -> Any:
-    """Records are ProbeRecord-like objects or plain dicts (the backend never imports worker)."""
-    return record[key] if isinstance(record, Mapping) else getattr(record, key)
+_layer_values = itemgetter(*LAYER_KEYS)
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
+def _parts(record: Any) -> tuple[int, Mapping[str, Any], Iterable[Mapping[str, Any]]]:
+    """(step, metrics, layers) of a ProbeRecord-like object or a plain dict (the backend never
+    imports the worker, so records are duck-typed)."""
+    if isinstance(record, Mapping):
+        return int(record["step"]), record.get("metrics") or {}, record.get("layers") or ()
+    return int(record.step), record.metrics or {}, record.layers or ()
 
 
 def split_records(run_id: int, records: Iterable[Any]) -> tuple[list[tuple], list[tuple]]:
     """Probe records → (metric rows, layer rows) as tuples in METRIC_COLS / LAYER_COLS order.
-    The last record of a step wins, so one batch never holds a key twice."""
+    The last record of a step wins, so one batch never holds a key twice. Values pass through
+    unconverted (the hot loop of ingest: psycopg adapts Python and NumPy numbers alike)."""
     metrics: dict[int, tuple] = {}
     layers: dict[tuple[int, int], tuple] = {}
     for rec in records:
-        step = int(_get(rec, "step"))
-        m = _get(rec, "metrics") or {}
-        metrics[step] = (run_id, step, *(_num(m.get(k)) for k in METRIC_KEYS))
-        for i, layer in enumerate(_get(rec, "layers") or []):
-            index = int(layer.get("index", i))
-            layers[(index, step)] = (run_id, index, step, *(_num(layer.get(k)) for k in LAYER_KEYS))
+        step, m, layer_dicts = _parts(rec)
+        metrics[step] = (run_id, step, *[m.get(k) for k in METRIC_KEYS])
+        for i, layer in enumerate(layer_dicts):
+            index = layer.get("index", i)
+            try:
+                values = _layer_values(layer)
+            except KeyError:  # a partial layer dict: missing statistics are NULL
+                values = tuple(layer.get(k) for k in LAYER_KEYS)
+            layers[(index, step)] = (run_id, index, step, *values)
     return list(metrics.values()), list(layers.values())
 
 
@@ -64,7 +71,9 @@ def _executemany_upsert(session: Session, table: Table, cols: tuple[str, ...],
         index_elements=list(keys),
         set_={c: stmt.excluded[c] for c in cols if c not in keys},
     )
-    session.execute(stmt, [dict(zip(cols, row)) for row in rows])
+    # sqlite3 binds only Python numbers: convert NumPy scalars here (not in the PostgreSQL path).
+    session.execute(stmt, [{c: v if v is None or type(v) in (int, float) else float(v)
+                            for c, v in zip(cols, row)} for row in rows])
 
 
 def _copy_upsert(session: Session, table: Table, cols: tuple[str, ...],

@@ -66,3 +66,18 @@ def test_store_non_finite_values_without_error(sessions) -> None:
     with sessions() as s:
         row = s.scalars(select(LayerStat).where(LayerStat.run_id == run_id)).first()
         assert (row.shift, row.eval_var) == (math.inf, None)
+
+
+def test_store_numpy_scalars_as_floats(sessions) -> None:
+    """NumPy scalars (float32 from a GPU tensor) are stored as numbers on both databases."""
+    import numpy as np
+
+    run_id = run_id_in(sessions)
+    batch = [{"step": 1, "metrics": {"val_acc": np.float32(0.25)},
+              "layers": [{"index": 0, "shift": np.float32(1.5), "train_var": np.float64(2.0)}]}]
+    with sessions() as s, s.begin():
+        insert_points(session=s, run_id=run_id, records=batch)
+    with sessions() as s:
+        row = s.scalars(select(LayerStat).where(LayerStat.run_id == run_id)).one()
+        acc = s.scalar(select(RunMetric.val_acc).where(RunMetric.run_id == run_id))
+        assert (row.shift, row.train_var, acc) == (1.5, 2.0, 0.25)
