@@ -269,22 +269,24 @@ export function renderCompare(root, ids) {
     const { layerCharts, accuracy, shift, names } = charts;
     const revision = `compare:${ids.join(",")}:${opts.layer}:${opts.logy}:${opts.bySeed}`;
     const single = layerCharts.length === 1;
+    // Past a handful of runs, Plotly legends would squeeze the plots: the HTML legend names them.
+    const legend = ctx.entries.length <= 6;
     const layersRaw = [...ctx.data.values()].map((d) => d.layersRaw);
     const drawing = [];
     for (const c of layerCharts) {
-      drawing.push(render(c.plot, layerTraces(ctx, c.index, opts, single),
+      drawing.push(render(c.plot, layerTraces(ctx, c.index, opts, single && legend),
         layout({ title: `BN layer ${c.index} · ${names[c.index]} — input variance`, yTitle: "variance",
-          logy: opts.logy, showlegend: single, height: single ? 460 : 300 }),
+          logy: opts.logy, showlegend: single && legend, height: single ? 460 : 300 }),
         { uirevision: revision, filename: `bnlab-compare-layer${c.index}` }));
       c.note.textContent = rawNote(layersRaw, MAX_POINTS);
     }
     drawing.push(render(shift.plot, shiftTraces(ctx, names),
       layout({ title: "variance shift by layer (final; 1 = no shift)", xTitle: "BN layer", yTitle: "shift",
-        logy: opts.logy, showlegend: true }),
+        logy: opts.logy, showlegend: legend }),
       { uirevision: revision, filename: "bnlab-compare-shift" }));
     drawing.push(render(accuracy.plot, accuracyTraces(ctx, opts),
       layout({ title: "validation accuracy — eval mode (solid) vs train mode (dashed)", yTitle: "accuracy",
-        showlegend: true }),
+        showlegend: legend }),
       { uirevision: revision, filename: "bnlab-compare-accuracy" }));
     accuracy.note.textContent = rawNote([...ctx.data.values()].map((d) => d.metricsRaw), MAX_POINTS);
     return Promise.all(drawing);

@@ -8,7 +8,15 @@ import os
 import shutil
 
 import pytest
-from dashboard_stack import REPO, screenshot, start_stack, submit, tiny_config, wait_finished
+from dashboard_stack import (
+    REPO,
+    screenshot,
+    seed_runs,
+    start_stack,
+    submit,
+    tiny_config,
+    wait_finished,
+)
 
 XSS_NAME = '<img src=x onerror="window.__xss=1;alert(1)">'
 RUN_DONE_MS = 240_000
@@ -193,3 +201,38 @@ def test_draw_shift_histogram_on_run_page(stack, page, two_runs):
     assert {h["type"] for h in hist} == {"histogram"}
     assert page.locator('[id^="chart-layer-"]').count() == len(per_channel)
     screenshot(page, "run-page")
+
+
+@pytest.fixture(scope="module")
+def synthetic_runs(stack):
+    """20 finished synthetic runs (5 rates x 2 placements x 2 seeds), 2 BN layers, 1500 probe
+    steps each, written straight into the stack's database."""
+    return seed_runs(stack.database_url, n_runs=20, n_layers=2, n_steps=1500, name_prefix="grp ")
+
+
+def test_group_seeds_into_mean_and_band(stack, page, synthetic_runs):
+    """With group=1, runs that differ only in seed become one mean line plus a min/max band:
+    10 groups of 2 runs, each drawn as an upper edge, a filled lower edge and the mean."""
+    page.goto(f"{stack.url}/compare?runs={','.join(map(str, synthetic_runs))}&group=1")
+    page.wait_for_selector("body[data-ready=compare]", timeout=60_000)
+    traces = page.evaluate("""() => document.getElementById('chart-layer-0').data.map(t =>
+        ({runs: t.meta.runs, series: t.meta.series, band: Boolean(t.meta.band), fill: t.fill || ""}))""")
+    train = [t for t in traces if t["series"] == "train_var"]
+    groups = {tuple(t["runs"]) for t in train}
+    assert len(groups) == 10 and all(len(g) == 2 for g in groups), groups
+    for group in groups:
+        kinds = sorted((t["band"], t["fill"]) for t in train if tuple(t["runs"]) == group)
+        assert kinds == [(False, ""), (True, ""), (True, "tonexty")], kinds
+    assert page.locator(".legend-item").count() == 10
+
+
+def test_note_raw_points_when_downsampled(stack, page, synthetic_runs):
+    """Series longer than the chart's max_points are drawn downsampled, and the chart says how
+    many raw points each curve stands for."""
+    ids = synthetic_runs[:2]
+    page.goto(f"{stack.url}/compare?runs={','.join(map(str, ids))}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=60_000)
+    drawn = page.evaluate("() => Math.max(...document.getElementById('chart-layer-0').data.map(t => t.x.length))")
+    note = page.locator("#chart-layer-0 + .chart-note").inner_text()
+    assert drawn < 1500
+    assert note.startswith("1500 raw points per curve, drawn as ≤"), note
