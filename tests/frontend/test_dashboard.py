@@ -236,3 +236,66 @@ def test_note_raw_points_when_downsampled(stack, page, synthetic_runs):
     note = page.locator("#chart-layer-0 + .chart-note").inner_text()
     assert drawn < 1500
     assert note.startswith("1500 raw points per curve, drawn as ≤"), note
+
+
+def test_seed_form_from_preset(stack, page):
+    """Choosing a preset fills the form with its base config and its sweep grid, and the sweep
+    builder counts the runs the preset makes (grid cells x seeds)."""
+    with stack.client() as c:
+        preset = next(p for p in c.get("/api/presets").json() if p["kind"] == "sweep")
+    sweep = preset["sweep"]
+    expected = len(sweep.get("seeds") or [None])
+    for values in sweep["grid"].values():
+        expected *= len(values)
+    open_form(page, stack.url)
+    page.select_option('select[name="preset"]', label=preset["title"])
+    assert page.input_value('input[name="name"]') == sweep["base"]["name"]
+    assert page.locator(".sweep-count").inner_text() == f"makes {expected} runs"
+    assert page.locator(".sweep-row").count() == len(sweep["grid"])
+
+
+def test_show_sweep_error_at_grid_row(stack, page):
+    """A sweep value the server refuses is reported at the sweep row of that field."""
+    open_form(page, stack.url)
+    fill_tiny(page, "bad sweep")
+    page.get_by_role("button", name="+ field").click()
+    row = page.locator(".sweep-row").last
+    row.locator(".sweep-path").fill("model.dropout.rate")
+    row.locator(".sweep-values").fill("0.1, 1.5")
+    page.get_by_role("button", name="Submit sweep (2 runs)").click()
+    error = row.locator(".field-error")
+    error.wait_for(timeout=10_000)
+    assert error.inner_text().strip() != ""
+    assert page.locator(".form-result a").count() == 0
+
+
+def test_keep_view_options_in_url(stack, page, two_runs):
+    """Log-y, smoothing and the layer choice change the charts and live in the URL, so a shared
+    link opens the same view."""
+    page.goto(f"{stack.url}/compare?runs={','.join(map(str, two_runs))}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    page.check('input[name="logy"]')
+    page.select_option('select[name="layer"]', "1")
+    page.wait_for_function("document.getElementById('chart-layer-1')?.layout?.yaxis?.type === 'log'")
+    assert page.locator('[id^="chart-layer-"]').count() == 1
+    url = page.url
+    assert "logy=1" in url and "layer=1" in url
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    assert page.evaluate("document.getElementById('chart-layer-1').layout.yaxis.type") == "log"
+    assert page.is_checked('input[name="logy"]')
+
+
+def test_download_run_series_as_csv(stack, page, two_runs):
+    """The run page's CSV button downloads the run's full metric series."""
+    run_id = two_runs[0]
+    with stack.client() as c:
+        steps = c.get(f"/api/runs/{run_id}/metrics").json()["step"]
+    page.goto(f"{stack.url}/runs/{run_id}")
+    page.wait_for_selector("body[data-ready=run]", timeout=30_000)
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Series CSV").click()
+    text = open(info.value.path(), encoding="utf-8").read().splitlines()
+    assert info.value.suggested_filename == f"bnlab-run-{run_id}-metrics.csv"
+    assert text[0].startswith("step,")
+    assert [int(line.split(",")[0]) for line in text[1:]] == steps
