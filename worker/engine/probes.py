@@ -50,21 +50,27 @@ def _dims(x: torch.Tensor) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def eval_pass(model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm | None], batch_size: int = 4096
-              ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, int] | None]]:
+def eval_pass(model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_size: int = 4096
+              ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, int]]]:
     """Eval-mode forward of x (every dropout off, BN on running stats); returns the logits and,
-    per BN, (Σx, Σx², count) per channel of what the BN layer receives (float64)."""
+    per BN, (mean, biased var, count) per channel of what the BN layer receives."""
     acc: dict[int, list] = {}
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
-        h = args[0].double()  # (B, C[, H, W]); float64 against cancellation in E[x²] − E[x]²
-        d = _dims(h)
-        s = acc.setdefault(id(module), [0.0, 0.0, 0])
-        s[0] = s[0] + h.sum(d)
-        s[1] = s[1] + (h * h).sum(d)
-        s[2] += h.numel() // h.shape[1]
+        h = args[0]  # (B, C[, H, W])
+        var, mean = torch.var_mean(h, dim=_dims(h), unbiased=False)  # one fused pass per chunk
+        nb = h.numel() // h.shape[1]
+        if id(module) not in acc:
+            acc[id(module)] = [mean.double(), var.double() * nb, nb]
+            return
+        s = acc[id(module)]  # merge chunks (Chan et al.): float64 on C-length vectors only
+        n = s[2] + nb
+        delta = mean.double() - s[0]
+        s[0] = s[0] + delta * nb / n
+        s[1] = s[1] + var.double() * nb + delta * delta * s[2] * nb / n
+        s[2] = n
 
-    handles = [bn.register_forward_pre_hook(pre_hook) for bn in bns if bn is not None]
+    handles = [bn.register_forward_pre_hook(pre_hook) for bn in bns]
     was_training = model.training
     model.eval()
     try:
@@ -73,7 +79,7 @@ def eval_pass(model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm | None], b
         model.train(was_training)
         for h in handles:
             h.remove()
-    return logits, [acc.get(id(bn)) if bn is not None else None for bn in bns]
+    return logits, [(acc[id(bn)][0], acc[id(bn)][1] / acc[id(bn)][2], acc[id(bn)][2]) for bn in bns]
 
 
 def shift_per_channel(eval_var: torch.Tensor, running_var: torch.Tensor, eps: float) -> torch.Tensor:
@@ -178,12 +184,11 @@ class BNProbe:
         ns = [train_batch * (int(s[2]) // len(x_eval)) for s in sums]  # batch × H × W
         per_bn, self.last_shift_per_channel = [], {}
         bn_units = [u for u in self.units if u.bn is not None]
-        for unit, bn, (tmean, tvar), (s1, s2, cnt) in zip(bn_units, self.bns, self.train_stats(ns), sums):
-            emean = s1 / cnt
-            evar = (s2 / cnt - emean * emean).clamp_min(0.0).float()
+        for unit, bn, (tmean, tvar), (emean, evar, _) in zip(bn_units, self.bns, self.train_stats(ns), sums):
+            evar = evar.float()
             shift = shift_per_channel(evar, bn.running_var, bn.eps)
-            per_bn.append(torch.stack([tmean.mean(), tvar.mean(), bn.running_mean.mean(), bn.running_var.mean(),
-                                       emean.float().mean(), evar.mean(), shift.mean()]))
+            per_bn.append(torch.stack([tmean, tvar, bn.running_mean, bn.running_var, emean.float(), evar,
+                                       shift]).mean(1))  # (7,): channel means
             self.last_shift_per_channel[unit.name] = shift
         grads = [u.weight.grad.norm() if u.weight is not None and u.weight.grad is not None
                  else torch.tensor(float("nan"), device=logits.device) for u in self.units]

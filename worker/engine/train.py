@@ -8,6 +8,7 @@ gets a ProbeRecord. NaN/inf loss ends the run as `diverged`, a sink asking to st
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,17 +133,17 @@ class Run:
     def probe_now(self) -> str | None:
         """Measure and emit one ProbeRecord; returns 'diverged' | 'cancelled' | None."""
         w = self.window
-        train_loss = (w.loss / max(w.n, 1)).item()  # CPU-GPU sync point
-        train_acc = (w.correct / max(w.n, 1)).item()  # CPU-GPU sync point
-        if not torch.isfinite(torch.tensor(train_loss)):
+        n = max(w.n, 1)
+        train_loss, train_acc = torch.stack([w.loss / n, w.correct / n]).tolist()  # CPU-GPU sync point
+        if not math.isfinite(train_loss):
             return "diverged"
         logits, layers = self.probe.record(self.x_eval, self.batch)
+        val = torch.stack([F.cross_entropy(logits, self.y_eval), (logits.argmax(1) == self.y_eval).float().mean(),
+                           evaluate_train_mode(self.model, self.x_eval, self.y_eval, self.batch)])
+        val_loss, val_acc, val_acc_train_mode = val.tolist()  # CPU-GPU sync point
         metrics = {"epoch": self.step / steps_per_epoch(len(self.data.x_train), self.cfg.train.batch_size),
-                   "train_loss": train_loss, "train_acc": train_acc,
-                   "val_loss": F.cross_entropy(logits, self.y_eval).item(),  # CPU-GPU sync point
-                   "val_acc": (logits.argmax(1) == self.y_eval).float().mean().item(),
-                   "val_acc_train_mode": evaluate_train_mode(self.model, self.x_eval, self.y_eval, self.batch).item(),
-                   "lr": self.opt.param_groups[0]["lr"]}
+                   "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+                   "val_acc_train_mode": val_acc_train_mode, "lr": self.opt.param_groups[0]["lr"]}
         self.window = Window(self.device)
         self.sink.on_probe(ProbeRecord(self.step, self.total_steps, metrics, layers))
         return "cancelled" if self.sink.should_stop() else None

@@ -126,3 +126,17 @@ def test_stay_near_one_with_head_dropout_only():
     # ~10 batches of 64 is biased above 1 by its sampling noise and the weights' drift.
     assert all(s < 1.25 for s in head.values()), f"head-dropout-only shift {head}"
     assert before["blocks.0.bn"] > 1.5, f"dropout-before-BN shift {before}"
+
+
+def test_merge_eval_chunks_exactly():
+    """The eval pass gives the same per-channel mean/var whether x goes through in one chunk or many."""
+    from worker.engine.probes import eval_pass
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, C), nn.BatchNorm1d(C)).eval()
+    x = torch.randn(1000, 4) * 3 + 2
+    _, [(m1, v1, n1)] = eval_pass(net, x, [net[1]], batch_size=4096)
+    _, [(m2, v2, n2)] = eval_pass(net, x, [net[1]], batch_size=97)
+    assert n1 == n2 == 1000
+    torch.testing.assert_close(m2, m1, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(v2, v1, rtol=1e-5, atol=1e-6)
