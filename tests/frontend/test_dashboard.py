@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from pathlib import Path
 
 import pytest
 from dashboard_stack import (
@@ -74,6 +76,7 @@ def test_submit_run_through_form_finishes_without_reload(stack, page):
     page.wait_for_selector(f'tr[data-run-id="{run_id}"][data-status="succeeded"]', timeout=RUN_DONE_MS)
     assert page.evaluate("window.__noReload") == "still here"
     assert row.locator(".status").inner_text() == "succeeded"
+    page.wait_for_function("window.__bnlabStreams.open === 0", timeout=10_000)  # nothing live: closed
     assert not page.errors, page.errors
     screenshot(page, "runs-table")
 
@@ -295,7 +298,56 @@ def test_download_run_series_as_csv(stack, page, two_runs):
     page.wait_for_selector("body[data-ready=run]", timeout=30_000)
     with page.expect_download() as info:
         page.get_by_role("button", name="Series CSV").click()
-    text = open(info.value.path(), encoding="utf-8").read().splitlines()
+    text = Path(info.value.path()).read_text(encoding="utf-8").splitlines()
     assert info.value.suggested_filename == f"bnlab-run-{run_id}-metrics.csv"
     assert text[0].startswith("step,")
     assert [int(line.split(",")[0]) for line in text[1:]] == steps
+
+
+def test_filter_runs_by_text(stack, page, two_runs):
+    """The text filter narrows the table to matching names and is kept in the URL."""
+    page.goto(stack.url + "/")
+    page.wait_for_selector("table.runs tbody tr")
+    page.fill('input[name="q"]', "head dropout")
+    page.wait_for_function("() => [...document.querySelectorAll('table.runs tbody .run-name')]"
+                           ".every(a => a.textContent.includes('head dropout'))", timeout=10_000)
+    names = page.locator("table.runs tbody .run-name").all_inner_texts()
+    assert names and all("head dropout" in n for n in names), names
+    assert "q=head+dropout" in page.url or "q=head%20dropout" in page.url
+
+
+@pytest.fixture
+def long_run(stack):
+    """A run long enough to watch while it trains; cancelled afterwards to free the CPU."""
+    run_id = submit(stack, tiny_config("long live run", **{"dataset.limit": 1024, "train.epochs": 100}))
+    yield run_id
+    with stack.client() as c:
+        c.post(f"/api/runs/{run_id}/cancel")
+    wait_finished(stack, run_id, timeout_s=60)
+
+
+def test_move_progress_bar_of_running_run(stack, page, long_run):
+    """The runs table shows a progress bar for a running run and moves it without a reload."""
+    page.goto(stack.url + "/")
+    bar = f'tr[data-run-id="{long_run}"] .progress'
+    page.wait_for_selector(bar, timeout=30_000)
+    page.wait_for_function(f"Number(document.querySelector('{bar}')?.getAttribute('aria-valuenow')) > 0",
+                           timeout=60_000)
+    first = int(page.get_attribute(bar, "aria-valuenow"))
+    page.wait_for_function(f"Number(document.querySelector('{bar}')?.getAttribute('aria-valuenow')) > {first}",
+                           timeout=60_000)
+
+
+def test_update_compare_view_while_run_trains(stack, page, two_runs, long_run):
+    """In the compare view, a running run's curves grow in place as probes arrive."""
+    with stack.client() as c:
+        deadline = time.monotonic() + 60
+        while not c.get(f"/api/runs/{long_run}/layers").json()["layers"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+    page.goto(f"{stack.url}/compare?runs={two_runs[0]},{long_run}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    count = f"""() => Math.max(0, ...document.getElementById('chart-layer-0').data
+        .filter(t => t.meta.runs[0] === {long_run} && t.meta.series === 'train_var').map(t => t.x.length))"""
+    before = page.evaluate(count)
+    assert before > 0
+    page.wait_for_function(f"({count})() > {before}", timeout=60_000)
