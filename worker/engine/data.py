@@ -19,9 +19,10 @@ import math
 import pickle
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -297,8 +298,8 @@ def assemble(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, *, va
         raise ValueError("dataset.limit: fewer than 2 training samples after the validation split")
     mean = x[tr].mean(axis=(0, 2, 3), keepdims=True)
     std = x[tr].std(axis=(0, 2, 3), keepdims=True) + 1e-6  # per channel
-    norm = lambda a: torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))  # noqa: E731
-    label = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))  # noqa: E731
+    norm = lambda a: torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))
+    label = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
     n_classes = int(max(y.max(), yt.max())) + 1
     return Data(norm(x[tr]), label(y[tr]), norm(x[va]), label(y[va]), norm(xt), label(yt), n_classes, name,
                 mean.reshape(-1), std.reshape(-1))

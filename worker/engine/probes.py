@@ -120,7 +120,7 @@ class BNProbe:
     def __enter__(self) -> BNProbe:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
     @property

@@ -21,7 +21,13 @@ from torch import nn
 
 from backend.schema.experiment import ExperimentConfig
 
-from .checkpoint import config_fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    config_fingerprint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .data import Data, batches, load_dataset, steps_per_epoch
 from .evaluate import evaluate_train_mode, summary_accuracies
 from .model import build_model

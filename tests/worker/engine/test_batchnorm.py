@@ -4,7 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from worker.engine.batchnorm import MatrixBatchNorm1d, MatrixBatchNorm2d, get_norm_layer, matrix_batch_norm
+from worker.engine.batchnorm import (
+    MatrixBatchNorm1d,
+    MatrixBatchNorm2d,
+    get_norm_layer,
+    matrix_batch_norm,
+)
 
 CASES = [(nn.BatchNorm1d, MatrixBatchNorm1d, (32, 6)), (nn.BatchNorm2d, MatrixBatchNorm2d, (8, 4, 5, 5))]
 

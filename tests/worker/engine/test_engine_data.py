@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from backend.schema.experiment import DatasetConfig
-from tests.utils.datasets import (IDX_NAMES, write_cifar, write_crafted_pickle, write_csv, write_idx, write_mnist,
-                                  write_npz)
+from tests.utils.datasets import (
+    IDX_NAMES,
+    write_cifar,
+    write_crafted_pickle,
+    write_csv,
+    write_idx,
+    write_mnist,
+    write_npz,
+)
 from worker.engine.data import batches, load_dataset, read_idx
 
 

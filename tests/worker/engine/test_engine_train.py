@@ -138,3 +138,26 @@ def test_run_with_progress_bar(capsys):
     r2, _ = _run(TINY)
     assert "step" in capsys.readouterr().err
     assert r1.summary["test_acc_eval"] == r2.summary["test_acc_eval"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_refuse_missing_cuda_device_naming_field():
+    """train.device 'cuda:0' on a machine without CUDA is a ConfigError naming train.device."""
+    with pytest.raises(ConfigError, match=r"train\.device"):
+        train({**TINY, "train": {**TINY["train"], "device": "cuda:0"}})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_with_data_on_cuda():
+    """On CUDA the run trains with its data resident on the GPU and reports the device name."""
+    result, _ = _run({**TINY, "train": {**TINY["train"], "device": "cuda"}})
+    assert result.status == "succeeded" and result.summary["device"] != "cpu"
+
+
+def test_train_alike_with_matrix_bn():
+    """impl 'matrix' trains like torch's BN: same probe steps, train loss within float32 drift."""
+    _, s_torch = _run(TINY)
+    _, s_matrix = _run({**TINY, "model": {**TINY["model"], "batchnorm": {"impl": "matrix"}}})
+    a, b = s_torch.metrics()["train_loss"], s_matrix.metrics()["train_loss"]
+    assert s_torch.metrics()["step"] == s_matrix.metrics()["step"]
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3, (a, b)
