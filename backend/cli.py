@@ -27,7 +27,8 @@ TERMINAL = ("succeeded", "failed", "cancelled", "diverged")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    # markup off: messages carry user text and pydantic's "[type=...]", not rich markup.
+    err.print(f"error: {message}", style="red", highlight=False, markup=False)
     return typer.Exit(code)
 
 
@@ -57,15 +58,18 @@ def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Ex
     except ImportError as exc:
         raise _fail(f"`bnlab run` needs torch (pip install 'bnlab[worker]'): {exc}", 1) from exc
     try:
-        data = json.loads(config.read_text())
-    except json.JSONDecodeError as exc:
-        raise _fail(f"{config}: not valid JSON ({exc})") from exc
-    try:
-        run_local(data, out=out)
-    except Exception as exc:  # a config error names the field; anything else is reported plainly
+        result = run_local(config, out)
+    except Exception as exc:  # ConfigError names the field path; anything else propagates
         if type(exc).__name__ in ("ConfigError", "ValidationError"):
             raise _fail(f"invalid config: {exc}") from exc
         raise
+    summary = result.get("summary") or {}
+    acc = summary.get("test_acc_eval")
+    console.print(f"{result.get('status')}" + (f": test_acc_eval={acc:.4f}" if acc is not None else "")
+                  + (f" ({result['error']})" if result.get("error") else "")
+                  + (f"; wrote {out}" if out else ""))
+    if result.get("status") != "succeeded":
+        raise typer.Exit(1)
 
 
 def _client(url: str, token: Optional[str]):  # noqa: ANN202
@@ -151,6 +155,7 @@ def runs(url: str = URL, status: Optional[str] = typer.Option(None, help="Filter
     except httpx.TransportError as exc:
         raise _fail(f"cannot reach {url}: {exc}", 1) from exc
     table = Table("id", "name", "status", "progress", "attempt", "device", "test acc", "created")
+    table.columns[1].overflow = "fold"  # names are what users look for: wrap, never cut
     for r in page.get("data", []):
         acc = (r.get("summary") or {}).get("test_acc_eval")
         table.add_row(str(r["id"]), r["name"], r["status"], f"{100 * (r.get('progress') or 0):.0f}%",

@@ -1,0 +1,139 @@
+"""The `bnlab` CLI: `run` in-process, and `serve` as a real process (uvicorn + a supervised
+Celery worker) driven over HTTP by `submit --watch`, `runs` and `export`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from backend.cli import app
+from tests.worker.procs import ROOT, free_port, tiny_config, wait_for
+
+runner = CliRunner()
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_refuse_invalid_config_naming_the_field(tmp_path) -> None:
+    """`bnlab run` with an invalid value exits 2 with a message naming the field path."""
+    result = runner.invoke(app, ["run", str(write(tmp_path, tiny_config(train__epochs=0)))])
+    assert result.exit_code == 2 and "train.epochs" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_run_config_in_process_and_write_results(tmp_path) -> None:
+    """`bnlab run CONFIG --out FILE` trains and writes config, metrics, layers and summary."""
+    out = tmp_path / "results.json"
+    result = runner.invoke(app, ["run", str(write(tmp_path, tiny_config())), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert {"config", "metrics", "layers", "summary"} <= set(data)
+    assert len(data["metrics"]["step"]) > 0 and data["summary"]["test_acc_eval"] > 0.5
+
+
+class Served:
+    """`python -m backend.cli serve` on a free port with its own data directory."""
+
+    def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / "serve.log"
+        env = {**os.environ, "BNLAB_HEARTBEAT_S": "0.5", "BNLAB_HEARTBEAT_TIMEOUT_S": "6",
+               "BNLAB_RECONCILE_S": "1", "OMP_NUM_THREADS": "1", **(extra_env or {})}
+        for key in ("BNLAB_DATABASE_URL", "BNLAB_BROKER_URL", "BNLAB_API_TOKEN"):
+            if extra_env is None or key not in extra_env:
+                env.pop(key, None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", "serve", "--port", str(self.port),
+             "--data-dir", str(tmp / "data")], env=env, cwd=str(ROOT),
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        wait_for(self.worker_pids, 90, f"serve with a live worker\n{self.tail()}", every=0.5)
+
+    def health(self) -> dict:
+        try:
+            return httpx.get(f"{self.url}/api/health", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    def worker_pids(self) -> list[int]:
+        return [w["pid"] for w in self.health().get("workers", [])]
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "backend.cli", *args, "--url", self.url],
+                              capture_output=True, text=True, cwd=str(ROOT), timeout=300,
+                              env={**os.environ, "COLUMNS": "200"})
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[Served]:
+    server = Served(tmp_path_factory.mktemp("serve"))
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_submit_and_watch_run_to_success(served: Served, tmp_path) -> None:
+    """`bnlab submit CONFIG --watch` sends the run over REST and follows it to `succeeded`."""
+    result = served.cli("submit", str(write(tmp_path, tiny_config(name="cli-watch"))), "--watch")
+    assert result.returncode == 0 and "succeeded" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_refuse_submit_of_invalid_config_naming_the_field(served: Served, tmp_path) -> None:
+    """`bnlab submit` of an invalid config exits 2 and names the field the API rejected."""
+    result = served.cli("submit", str(write(tmp_path, tiny_config(train__batch_size=1))))
+    assert result.returncode == 2 and "train.batch_size" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_list_runs_in_table(served: Served, tmp_path) -> None:
+    """`bnlab runs` shows the submitted run by name."""
+    served.cli("submit", str(write(tmp_path, tiny_config(name="listed-run"))))
+    result = served.cli("runs")
+    assert result.returncode == 0 and "listed-run" in result.stdout, result.stdout
+
+
+@pytest.mark.slow
+def test_export_finished_run_as_npz(served: Served, tmp_path) -> None:
+    """`bnlab export RUN_ID` downloads the trained weights as a loadable npz."""
+    import numpy as np
+
+    submitted = served.cli("submit", str(write(tmp_path, tiny_config(name="exported"))), "--watch")
+    run_id = submitted.stdout.split()[1]
+    out = tmp_path / "model.npz"
+    result = served.cli("export", run_id, "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(np.load(out, allow_pickle=False).files) > 0
+
+
+@pytest.mark.slow
+def test_restart_worker_when_it_dies(served: Served) -> None:
+    """Breaks: the worker process of `bnlab serve` is killed with SIGKILL.
+    Must hold: serve's supervisor starts a new worker, which shows up live in /api/health."""
+    [pid] = served.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: (pids := served.worker_pids()) and pid not in pids, 90,
+             f"a new worker\n{served.tail()}", every=0.5)
