@@ -10,6 +10,7 @@ import { submitPanel } from "./submit.js";
 
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "diverged"];
 const PAGE = 100;
+const MAX_LIMIT = 500; // the API's page cap
 const POLL_MS = 5000; // safety net beside SSE while runs are live; stops when none are
 
 export function runList(data) {
@@ -26,6 +27,12 @@ function trainModeAcc(summary) {
   return { text: sizes.length ? `${pct(modes[sizes[0]])} @${sizes[0]}` : "–", title };
 }
 
+// [64, 64, 64, 64, 64] → "5×64": deep nets stay readable.
+function widthsText(widths) {
+  const same = widths.length > 3 && widths.every((w) => w === widths[0]);
+  return same ? `${widths.length}×${widths[0]}` : shortValue(widths);
+}
+
 function configCells(config) {
   const m = config?.model ?? {};
   const d = m.dropout ?? {};
@@ -35,7 +42,7 @@ function configCells(config) {
     : "none";
   return [
     config?.dataset?.name ?? "–",
-    `${m.arch ?? ""} ${shortValue(m.widths ?? [])}`,
+    `${m.arch ?? ""} ${widthsText(m.widths ?? [])}`,
     shortValue(m.block ?? []),
     dropout,
     bn.momentum === null ? "cumul." : fmt(bn.momentum, 2),
@@ -92,10 +99,10 @@ function filterBar(onApply) {
   return el("div", { class: "filters" }, status, tag, sweep, text);
 }
 
-function currentFilters() {
+function currentFilters(limit) {
   const sweep = param("sweep", "");
   return { status: param("status"), tag: param("tag"), sweep: /^\d+$/.test(sweep) ? sweep : null,
-    text: param("q"), limit: PAGE };
+    text: param("q"), limit };
 }
 
 export function renderRuns(root) {
@@ -104,6 +111,7 @@ export function renderRuns(root) {
   let stopStream = () => {};
   let pollTimer = null;
   let liveKey = "";
+  let limit = PAGE;
   let alive = true;
 
   const compareButton = el("button", { class: "primary", disabled: true,
@@ -119,6 +127,11 @@ export function renderRuns(root) {
     newButton.setAttribute("aria-expanded", String(!formHost.hidden));
   });
 
+  const selectAll = el("input", { type: "checkbox", "aria-label": "select all shown runs",
+    onchange: (e) => {
+      for (const run of runs) toggle(run.id, e.target.checked);
+      draw();
+    } });
   const updateCompare = () => {
     compareButton.textContent = `Compare selected (${selected.size})`;
     compareButton.disabled = selected.size === 0;
@@ -135,7 +148,8 @@ export function renderRuns(root) {
     formHost,
     el("div", { class: "table-wrap" },
       el("table", { class: "runs" },
-        el("thead", {}, el("tr", {}, HEADERS.map((h) => el("th", { text: h })))), tbody)),
+        el("thead", {}, el("tr", {}, el("th", {}, selectAll), HEADERS.slice(1).map((h) => el("th", { text: h })))),
+        tbody)),
     status);
   updateCompare();
 
@@ -184,11 +198,17 @@ export function renderRuns(root) {
   async function load() {
     clearTimeout(pollTimer);
     try {
-      const { runs: page, count } = runList(await api.listRuns(currentFilters()));
+      const { runs: page, count } = runList(await api.listRuns(currentFilters(limit)));
       if (!alive) return;
       runs = page;
       draw();
-      status.replaceChildren(count > runs.length ? `showing ${runs.length} of ${count} runs` : `${count} runs`);
+      status.replaceChildren(count > runs.length ? `showing ${runs.length} of ${count} runs ` : `${count} runs`);
+      if (count > runs.length && limit < MAX_LIMIT) {
+        status.append(el("button", { text: "show more", onclick: () => {
+          limit = Math.min(MAX_LIMIT, limit + PAGE);
+          load();
+        } }));
+      }
       if (!count && !param("status") && !param("q") && !param("tag") && !param("sweep")) {
         formHost.hidden = false;
         status.replaceChildren(notice("No runs yet: submit one below or start from a preset.", "info"));
