@@ -202,7 +202,7 @@ export function renderRuns(root) {
       if (!alive) return;
       runs = page;
       draw();
-      status.replaceChildren(count > runs.length ? `showing ${runs.length} of ${count} runs ` : `${count} runs`);
+      status.replaceChildren(count > runs.length ? `showing ${runs.length} of ${count} runs ` : `${count} run${count === 1 ? "" : "s"}`);
       if (count > runs.length && limit < MAX_LIMIT) {
         status.append(el("button", { text: "show more", onclick: () => {
           limit = Math.min(MAX_LIMIT, limit + PAGE);
