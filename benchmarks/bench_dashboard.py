@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "frontend")]  # backend + the stack helper
-from dashboard_stack import CHROMIUM, CHROMIUM_ARGS, seed_runs, start_stack  # noqa: E402
+from dashboard_stack import CHROMIUM, CHROMIUM_ARGS, seed_runs, start_stack
 
 COUNT_JS = """() => {
   const divs = [...document.querySelectorAll('.js-plotly-plot')];

@@ -176,7 +176,7 @@ function summaryTable(ctx) {
     })));
 }
 
-function controls(ctx, layerNames, redraw) {
+function controls(layerNames, redraw) {
   const opts = options();
   const layer = el("select", { name: "layer", "aria-label": "layer" },
     el("option", { value: "all", text: "all BN layers" }),
@@ -253,7 +253,7 @@ export function renderCompare(root, ids) {
     const shift = chartBox("chart-shift", "variance shift by layer");
     charts = { layerCharts, accuracy, shift, names };
     body.replaceChildren(
-      controls(ctx, names, (rebuild) => (rebuild ? build() : draw())),
+      controls(names, (rebuild) => (rebuild ? build() : draw())),
       legendPanel(ctx),
       el("div", { class: `chart-grid ${shown.length === 1 ? "single" : ""}` }, layerCharts.map((c) => c.box)),
       el("div", { class: "chart-grid" }, shift.box, accuracy.box),
