@@ -351,3 +351,13 @@ def test_update_compare_view_while_run_trains(stack, page, two_runs, long_run):
     before = page.evaluate(count)
     assert before > 0
     page.wait_for_function(f"({count})() > {before}", timeout=60_000)
+
+
+def test_draw_dense_charts_with_webgl(stack, page, synthetic_runs):
+    """Where WebGL is allowed (forced here: headless Chromium only has a software rasteriser,
+    on which the dashboard picks SVG), figures with many points draw their lines as scattergl."""
+    page.goto(f"{stack.url}/compare?runs={','.join(map(str, synthetic_runs[:6]))}&gl=1")
+    page.wait_for_selector("body[data-ready=compare]", timeout=120_000)
+    types = page.evaluate("() => document.getElementById('chart-layer-0').data.map(t => t.type)")
+    assert set(types) == {"scattergl"}, set(types)
+    assert not page.errors, page.errors
