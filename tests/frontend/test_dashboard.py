@@ -361,3 +361,13 @@ def test_draw_dense_charts_with_webgl(stack, page, synthetic_runs):
     types = page.evaluate("() => document.getElementById('chart-layer-0').data.map(t => t.type)")
     assert set(types) == {"scattergl"}, set(types)
     assert not page.errors, page.errors
+
+
+def test_export_chart_as_png(stack, page, two_runs):
+    """Every compare chart offers the PNG download button, and Plotly renders the figure to PNG."""
+    page.goto(f"{stack.url}/compare?runs={','.join(map(str, two_runs))}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    charts = page.locator(".js-plotly-plot").count()
+    assert page.locator('.js-plotly-plot .modebar-btn[data-title*="png" i]').count() == charts
+    png = page.evaluate("Plotly.toImage(document.getElementById('chart-layer-0'), {format: 'png'})")
+    assert png.startswith("data:image/png;base64,") and len(png) > 10_000
