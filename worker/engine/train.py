@@ -8,6 +8,7 @@ gets a ProbeRecord. NaN/inf loss ends the run as `diverged`, a sink asking to st
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from .evaluate import evaluate_train_mode, summary_accuracies
 from .model import build_model
 from .probes import BNProbe
 from .sinks import MemorySink, MetricSink, ProbeRecord
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -124,8 +127,12 @@ class Run:
 
     def resume(self, path: Path | None) -> bool:
         """Continue from the checkpoint at path if it belongs to this config."""
-        state = load_checkpoint(path) if path else None
-        if state is None or state.get("fingerprint") != config_fingerprint(self.cfg):
+        try:
+            state = load_checkpoint(path) if path else None
+        except Exception as e:  # unreadable (or refused by weights_only): start afresh, don't fail every retry
+            log.warning("ignoring unreadable checkpoint %s: %s", path, e)
+            return False
+        if not isinstance(state, dict) or state.get("fingerprint") != config_fingerprint(self.cfg):
             return False
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])

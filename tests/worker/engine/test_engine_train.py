@@ -161,3 +161,14 @@ def test_train_alike_with_matrix_bn():
     a, b = s_torch.metrics()["train_loss"], s_matrix.metrics()["train_loss"]
     assert s_torch.metrics()["step"] == s_matrix.metrics()["step"]
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3, (a, b)
+
+
+def test_start_afresh_from_unreadable_checkpoint(tmp_path):
+    """A corrupt checkpoint (or one holding pickled objects weights_only refuses) is ignored, not fatal."""
+    import pickle
+
+    ckpt = tmp_path / "run.pt"
+    ckpt.write_bytes(pickle.dumps({"model": object()}))
+    result, sink = _run({**TINY, "train": {**TINY["train"], "epochs": 1}}, checkpoint_path=ckpt)
+    assert result.status == "succeeded" and sink.records[0].step == 3
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1  # replaced by a good one
