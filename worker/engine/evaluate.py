@@ -31,15 +31,15 @@ def _bns(model: nn.Module) -> list[_BatchNorm]:
 def mode(model: nn.Module, *, bn_train: bool) -> Iterator[nn.Module]:
     """Everything in eval mode except BN (train mode if bn_train); restores every module's mode."""
     saved = [(m, m.training) for m in model.modules()]
-    # Set the flags directly: model.eval() recurses through Module.train() per module, which
-    # costs more than a small eval pass at every probe. None of our modules overrides train().
+    # Set the plain `training` attribute directly: model.eval() recurses through Module.train()
+    # and Module.__setattr__ per module, a visible cost at every probe. (Nothing here overrides train().)
     for m, _ in saved:
-        m.training = isinstance(m, _BatchNorm) and bn_train
+        object.__setattr__(m, "training", isinstance(m, _BatchNorm) and bn_train)
     try:
         yield model
     finally:
         for m, training in saved:
-            m.training = training
+            object.__setattr__(m, "training", training)
 
 
 @contextmanager
