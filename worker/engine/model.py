@@ -137,6 +137,12 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+# (input shape (C, H, W), classes) of each built-in dataset, for estimate_params without loading data.
+# Uploads: (1, 1, D) for (N, D) features, (1, s, s) when D = s², (1, H, W) / (C, H, W) for images.
+DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist1d": ((1, 1, 40), 10), "synthetic": ((1, 8, 8), 10),
+                  "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
+
+
 def estimate_params(model_cfg: Any, in_shape: int | tuple[int, ...], n_classes: int) -> int:
     """Parameter count of build_model(model_cfg, in_shape, n_classes) without torch (for API caps).
 

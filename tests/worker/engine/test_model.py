@@ -73,3 +73,14 @@ def test_init_bn_affine_from_config():
                      (1, 1, 4), 2).blocks[2].bn
     assert torch.all(bn.weight == 1.41) and torch.all(bn.bias == -1.0) and bn.momentum is None
     assert build_model(ModelConfig(batchnorm={"affine": False}), (1, 1, 4), 2).blocks[0].bn.weight is None
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist1d", "synthetic"])
+def test_know_shapes_of_builtin_datasets(name):
+    """DATASET_SHAPES (for parameter caps without loading data) matches what the loader produces."""
+    from backend.schema.experiment import DatasetConfig
+    from worker.engine.data import load_dataset
+    from worker.engine.model import DATASET_SHAPES
+
+    data = load_dataset(DatasetConfig(name=name))
+    assert (data.in_shape, data.n_classes) == DATASET_SHAPES[name]
