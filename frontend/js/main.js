@@ -7,7 +7,7 @@ import { renderCompare } from "./compare.js";
 import { el } from "./dom.js";
 import { renderRun } from "./runpage.js";
 import { renderRuns } from "./runs.js";
-import { onRouteChange, route } from "./state.js";
+import { compareUrl, onRouteChange, route } from "./state.js";
 
 const main = document.getElementById("view");
 let teardown = () => {};
@@ -24,6 +24,8 @@ function show(current) {
     teardown = renderRun(main, current.id);
   } else if (current.view === "compare") {
     document.title = `bnlab · compare ${current.ids.length} runs`;
+    // The Compare tab returns to the last compared selection.
+    if (current.ids.length) document.querySelector('nav a[data-view="compare"]').setAttribute("href", compareUrl(current.ids));
     teardown = renderCompare(main, current.ids);
   } else {
     document.title = "bnlab · runs";

@@ -105,8 +105,10 @@ function currentFilters(limit) {
     text: param("q"), limit };
 }
 
+// The selection outlives the view: back from a compare view, the same runs are still ticked.
+const selected = new Set();
+
 export function renderRuns(root) {
-  const selected = new Set();
   let runs = [];
   let stopStream = () => {};
   let pollTimer = null;
