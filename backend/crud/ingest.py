@@ -1,9 +1,10 @@
 """Bulk, idempotent writes of probe points: one run-level row per (run, step), one row per
 (run, layer, step). A retried flush overwrites the same rows, so no point is ever stored twice.
 
-PostgreSQL: COPY into a temporary table, then one `INSERT ... SELECT ... ON CONFLICT DO UPDATE`
-(COPY is the fastest way in; the upsert makes it idempotent). SQLite: executemany of
-`INSERT ... ON CONFLICT DO UPDATE`.
+PostgreSQL: binary COPY. When a batch only adds steps after the run's last stored one (a run
+appending), straight into the table; otherwise into a temporary table, then one
+`INSERT ... SELECT ... ON CONFLICT DO UPDATE` (the upsert makes retries idempotent).
+SQLite: executemany of `INSERT ... ON CONFLICT DO UPDATE`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ LAYER_COLS = ("run_id", "layer", "step", *LAYER_KEYS)
 
 
 _layer_values = itemgetter(*LAYER_KEYS)
+_PG_TYPES = {"Integer": "int4", "Float": "float8"}
 
 
 def _parts(record: Any) -> tuple[int, Mapping[str, Any], Iterable[Mapping[str, Any]]]:
@@ -80,16 +82,48 @@ def _copy_upsert(session: Session, table: Table, cols: tuple[str, ...],
                  keys: tuple[str, ...], rows: list[tuple]) -> None:
     # The raw psycopg 3 connection inside the session's transaction: COPY needs the driver API.
     dbapi = session.connection().connection.driver_connection
-    tmp = f"_ingest_{table.name}"
-    col_list = ", ".join(cols)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keys)
+    types = [_PG_TYPES[type(table.c[c].type).__name__] for c in cols]
     with dbapi.cursor() as cur:
-        # ON COMMIT DROP: the temp table lives for this transaction only; retries start clean.
+        if _only_new_steps(cur, table.name, cols, rows):
+            # The common case, a run appending its next steps: COPY straight into the table
+            # (about 2x the upsert's rate). Nothing can conflict, so it is still idempotent.
+            _copy(cur, table.name, cols, types, rows)
+            return
+        tmp = f"_ingest_{table.name}"
+        # One temp table per connection, emptied at every commit: creating it per flush would
+        # write the catalog each time (that halved the rate of small flushes).
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} "
-                    f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DROP")
-        cur.execute(f"TRUNCATE {tmp}")
-        with cur.copy(f"COPY {tmp} ({col_list}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+                    f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        cur.execute(f"DELETE FROM {tmp}")  # a flush earlier in this same transaction
+        _copy(cur, tmp, cols, types, rows)
+        col_list = ", ".join(cols)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keys)
         cur.execute(f"INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {tmp} "
                     f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
+
+
+def _copy(cur: Any, target: str, cols: tuple[str, ...], types: list[str], rows: list[tuple]) -> None:
+    with cur.copy(f"COPY {target} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)  # binary: about 2x less client CPU than text
+        for row in rows:
+            copy.write_row(row)
+
+
+def _only_new_steps(cur: Any, table: str, cols: tuple[str, ...], rows: list[tuple]) -> bool:
+    """True when no stored row of this run has a step at or after the batch's first step (an
+    index range scan on the primary key). A retried flush, or a run resumed from a checkpoint,
+    re-sends stored steps and takes the upsert path instead. Writers of one run are serialized
+    by the DbSink's ownership UPDATE on the run row, taken earlier in the same transaction."""
+    run_ids = {row[0] for row in rows}
+    if len(run_ids) != 1:
+        return False
+    step_at = cols.index("step")
+    first = min(row[step_at] for row in rows)
+    if "layer" in cols:
+        layers = sorted({row[cols.index("layer")] for row in rows})
+        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE run_id = %s "
+                    f"AND layer = ANY(%s) AND step >= %s)", (run_ids.pop(), layers, first))
+    else:
+        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE run_id = %s AND step >= %s)",
+                    (run_ids.pop(), first))
+    return not cur.fetchone()[0]
