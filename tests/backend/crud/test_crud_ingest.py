@@ -81,3 +81,18 @@ def test_store_numpy_scalars_as_floats(sessions) -> None:
         row = s.scalars(select(LayerStat).where(LayerStat.run_id == run_id)).one()
         acc = s.scalar(select(RunMetric.val_acc).where(RunMetric.run_id == run_id))
         assert (row.shift, row.train_var, acc) == (1.5, 2.0, 0.25)
+
+
+def test_store_each_point_once_when_batch_overlaps_stored_steps(sessions) -> None:
+    """A resumed run re-sends steps it stored before along with new ones: old steps are
+    overwritten, new ones added, none doubled (the append fast path must not be taken)."""
+    run_id = run_id_in(sessions)
+    with sessions() as s, s.begin():
+        insert_points(session=s, run_id=run_id, records=records(range(0, 50, 10)))
+    with sessions() as s, s.begin():
+        insert_points(session=s, run_id=run_id, records=records(range(30, 80, 10), shift=0.7))
+    assert counts(sessions, run_id) == (8, 24)
+    with sessions() as s:
+        shifts = s.scalars(select(LayerStat.shift).where(LayerStat.run_id == run_id,
+                                                         LayerStat.step >= 30)).all()
+        assert shifts == [0.7] * 15
