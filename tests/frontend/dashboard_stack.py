@@ -55,18 +55,28 @@ class Stack:
         except OSError:
             return ""
 
-    def stop(self) -> None:
-        """SIGTERM the stack's own process group (uvicorn + its worker), SIGKILL if it lingers."""
-        if self.proc.poll() is not None:
-            return
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM the stack's own process group (serve + its Celery worker), then SIGKILL
+        whatever of that group is left after `timeout_s` (a worker's warm shutdown waits
+        for its task)."""
+        group = self.proc.pid  # start_new_session: the group id is serve's pid
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+            os.killpg(group, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.proc.poll()
+            try:
+                os.killpg(group, 0)  # raises once no process of the group is left
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        try:
+            os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        self.proc.wait(timeout=10)
 
 
 def start_stack(data_dir: Path, *, token: str | None = None, workers: int = 1,
