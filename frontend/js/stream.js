@@ -5,6 +5,7 @@
 import { eventsUrl } from "./api.js";
 import { isTerminal } from "./dom.js";
 
+const MAX_FILTER_IDS = 200;
 const EVENT_NAMES = ["message", "status", "run", "probe", "progress", "metrics", "step"];
 
 // Events may be named or not, and carry `run_id` or `id`: normalise to one shape.
@@ -29,7 +30,8 @@ export function normalise(type, raw) {
 export function watch(ids, onEvent, { onClose } = {}) {
   const pending = ids ? new Set(ids.map(Number)) : null;
   if (pending && pending.size === 0) return () => {};
-  const query = ids ? { runs: ids.join(",") } : {};
+  // The server filters by id up to 200 runs; beyond that, take every event and filter here.
+  const query = ids && ids.length <= MAX_FILTER_IDS ? { runs: ids.join(",") } : {};
   const source = new EventSource(eventsUrl(query));
   window.__bnlabStreams.open += 1;
   let closed = false;
