@@ -187,13 +187,15 @@ def export(run_id: int, fmt: str = typer.Option("npz", "--format", help="npz or 
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Apply the Alembic migrations to BNLAB_DATABASE_URL (default: SQLite in the data dir)."""
+def db_upgrade(database_url: Optional[str] = typer.Option(
+        None, help="Default: BNLAB_DATABASE_URL, else SQLite in the data dir.")) -> None:
+    """Apply the Alembic migrations (create or bring the schema to head)."""
     from backend.db.migrate import upgrade
     from backend.settings import settings
 
-    upgrade(settings.database_url)
-    console.print(f"database at head: {_redact(settings.database_url)}")
+    url = database_url or settings.database_url
+    upgrade(url)
+    console.print(f"database at head: {_redact(url)}")
 
 
 def _redact(url: str) -> str:

@@ -16,7 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
-from tests.worker.procs import ROOT, free_port, tiny_config, wait_for
+from tests.worker.procs import (
+    ROOT, SHARED_REDIS, flush_redis, free_port, scratch_pg_database, slow_config, tiny_config,
+    wait_for,
+)
 
 runner = CliRunner()
 
@@ -69,7 +72,9 @@ class Served:
             return {}
 
     def worker_pids(self) -> list[int]:
-        return [w["pid"] for w in self.health().get("workers", [])]
+        """Pids of live workers (a SIGKILLed one keeps its row until the heartbeat timeout)."""
+        return [w["pid"] for w in self.health().get("workers", [])
+                if Path(f"/proc/{w['pid']}").exists()]
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -87,11 +92,21 @@ class Served:
             self.proc.kill()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[Served]:
-    server = Served(tmp_path_factory.mktemp("serve"))
-    yield server
-    server.stop()
+@pytest.fixture(scope="module", params=["sqlite_fs", "pg_redis"])
+def served(request, tmp_path_factory) -> Iterator[Served]:
+    """`bnlab serve` on the embedded default, and on PostgreSQL (scratch db) + Redis db 2."""
+    tmp = tmp_path_factory.mktemp("serve")
+    if request.param == "sqlite_fs":
+        server = Served(tmp)
+        yield server
+        server.stop()
+        return
+    flush_redis(SHARED_REDIS)
+    with scratch_pg_database() as url:
+        server = Served(tmp, {"BNLAB_DATABASE_URL": url, "BNLAB_BROKER_URL": SHARED_REDIS})
+        yield server
+        server.stop()
+    flush_redis(SHARED_REDIS)
 
 
 @pytest.mark.slow
@@ -137,3 +152,31 @@ def test_restart_worker_when_it_dies(served: Served) -> None:
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: (pids := served.worker_pids()) and pid not in pids, 90,
              f"a new worker\n{served.tail()}", every=0.5)
+
+
+@pytest.mark.slow
+def test_resume_run_when_serve_worker_killed(served: Served, tmp_path) -> None:
+    """Breaks: the worker of `bnlab serve` is SIGKILLed after the run's first epoch checkpoint.
+    Must hold, with nothing but serve itself repairing it: the supervisor restarts the worker,
+    the API's reconciler requeues the stale run, and it resumes and ends `succeeded` on
+    attempt 2 while the API keeps answering."""
+    cfg = write(tmp_path, slow_config(name="killed-in-serve", train__epochs=4))
+    run_id = json.loads(served.cli("submit", str(cfg)).stdout.split()[1])
+    get = lambda: httpx.get(f"{served.url}/api/runs/{run_id}", timeout=5).json()  # noqa: E731
+    wait_for(lambda: get()["progress"] > 0.3, 120, "the first epoch", every=0.2)
+    [pid] = served.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    run = wait_for(lambda: (r := get())["status"] in ("succeeded", "failed") and r, 180,
+                   f"the run to end\n{served.tail()}", every=0.5)
+    assert (run["status"], run["attempt"]) == ("succeeded", 2), run
+
+
+def test_upgrade_database_to_head(tmp_path) -> None:
+    """`bnlab db upgrade` creates every table, the workers table of migration 0002 included."""
+    from sqlalchemy import create_engine, inspect
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    result = runner.invoke(app, ["db", "upgrade", "--database-url", url])
+    assert result.exit_code == 0, result.output
+    tables = set(inspect(create_engine(url)).get_table_names())
+    assert {"runs", "run_metrics", "layer_stats", "workers"} <= tables
