@@ -327,6 +327,7 @@ export function renderCompare(root, ids) {
       body.replaceChildren(notice(`Nothing to compare. ${missing.join("; ")}`, "error"));
       return;
     }
+    header.firstChild.textContent = `Compare ${ctx.runs.length} run${ctx.runs.length === 1 ? "" : "s"}`;
     await build();
     if (missing.length) body.prepend(notice(`not loaded: ${missing.join("; ")}`, "warn"));
     const live = ctx.runs.filter((r) => !isTerminal(r.status)).map((r) => r.id);
