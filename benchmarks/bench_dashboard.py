@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -45,17 +46,20 @@ def measure(url: str, ids: list[int], repeats: int, gl: str = "auto") -> dict:
     loads = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        for _ in range(repeats + 1):  # the first load warms the HTTP cache of plotly.min.js
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # One context, as a returning user: the first (cold) load fills the HTTP and code caches
+        # (plotly.min.js is 4.8 MB); it is reported apart from the warm loads.
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        for _ in range(repeats + 1):
+            page = context.new_page()
             page.goto(f"{url}/compare?runs={','.join(map(str, ids))}{GL_PARAM[gl]}")
             page.wait_for_selector("body[data-ready=compare]", timeout=120_000)
             loads.append({**page.evaluate("window.__bnlabTimings"), **page.evaluate(COUNT_JS),
                           "webgl_renderer": page.evaluate(RENDERER_JS)})
             page.close()
         browser.close()
-    loads = loads[1:]
+    cold, loads = loads[0], loads[1:]
     ready = [x["ready_ms"] for x in loads]
-    return {"ready_ms_median": statistics.median(ready), "ready_ms_min": min(ready),
+    return {"cold_ready_ms": cold["ready_ms"], "ready_ms_median": statistics.median(ready), "ready_ms_min": min(ready),
             "ready_ms_max": max(ready), "fetch_ms_median": statistics.median(x["fetch_ms"] for x in loads),
             "view_ms_median": statistics.median(x["total_ms"] for x in loads),
             "charts": loads[0]["charts"], "traces": loads[0]["traces"],
@@ -86,8 +90,10 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print(f"compare view, {args.runs} runs x {args.layers} layers x {args.points} points: "
           f"{result['ready_ms_median']:.0f} ms median from navigation to all charts drawn "
-          f"({result['fetch_ms_median']:.0f} ms of it fetching), {result['traces']} traces, "
-          f"{result['points_drawn']} points ({result['gl_traces']} WebGL traces), over {len(loads)} loads")
+          f"({result['fetch_ms_median']:.0f} ms of it fetching; first, cold load "
+          f"{result['cold_ready_ms']:.0f} ms), {result['traces']} traces, "
+          f"{result['points_drawn']} points ({result['gl_traces']} WebGL traces), over {len(loads)} warm loads; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if args.json:
         args.json.write_text(json.dumps({**result, "loads": loads}, indent=2))
 
