@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.db.migrate import upgrade  # noqa: E402
-from backend.db.models import LAYER_KEYS, METRIC_KEYS, LayerStat, Run, RunMetric  # noqa: E402
+from backend.db.migrate import upgrade
+from backend.db.models import LAYER_KEYS, METRIC_KEYS, LayerStat, Run, RunMetric
 
 
 def scratch_db(admin_url: str, name: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,11 @@ def session(engine) -> Iterator:
         conn.close()
 
 
+@asynccontextmanager
+async def _no_lifespan(_app):
+    yield
+
+
 @pytest.fixture
 def app(session):
     """The FastAPI app with every request on the test's savepoint session."""
@@ -118,6 +124,7 @@ def app(session):
 
     application = create_app()
     application.dependency_overrides[get_session] = lambda: session
+    application.router.lifespan_context = _no_lifespan  # no background reconciler in API tests
     return application
 
 

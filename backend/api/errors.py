@@ -4,16 +4,37 @@ Never a 500 for something the client can fix."""
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
 from backend.crud.errors import Conflict, FieldError, NotFound, TooLarge
 
 log = logging.getLogger(__name__)
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 DB_DOWN = {"detail": "database unavailable, retry shortly"}
+
+
+class ErrorPublic(BaseModel):
+    """Every non-validation error body."""
+
+    detail: str
+
+
+WHY = {400: "malformed request (a body that is not JSON or multipart)",
+       401: "missing or wrong API token (writes, when BNLAB_API_TOKEN is set)",
+       404: "not found", 409: "not possible in the run's current state",
+       413: "larger than BNLAB_MAX_UPLOAD_MB", 503: "database unavailable, retry shortly"}
+
+
+def responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI documentation of the error answers a route may give."""
+    return {code: {"model": ErrorPublic, "description": WHY[code]} for code in codes}
 
 
 def field_path(loc: tuple | list) -> str:
@@ -35,7 +56,7 @@ async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse
 
 
 async def on_field_error(_: Request, exc: FieldError) -> JSONResponse:
-    entry = _entry(["body", *exc.field.split(".")], exc.reason, "value_error")
+    entry = _entry([exc.location, *exc.field.split(".")], exc.reason, "value_error")
     return JSONResponse({"detail": [entry], "message": exc.message},
                         status.HTTP_422_UNPROCESSABLE_CONTENT)
 
@@ -57,8 +78,27 @@ async def on_db_data(_: Request, exc: DataError) -> JSONResponse:
                         status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI schema documents for `path` (templates like /api/runs/{run_id})."""
+    methods: set[str] = set()
+    for template, item in app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {m.upper() for m in item if m in HTTP_METHODS}
+    return sorted(methods)
+
+
+async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's 405 lists only the first route's methods; list every method of the path."""
+    headers = dict(exc.headers or {})
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+    return JSONResponse({"detail": exc.detail}, exc.status_code, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     """Register every handler on `app`."""
+    app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(FieldError, on_field_error)
     app.add_exception_handler(NotFound, _plain(status.HTTP_404_NOT_FOUND))

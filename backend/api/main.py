@@ -48,7 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def api_router() -> APIRouter:
-    router = APIRouter(prefix="/api")
+    router = APIRouter(prefix="/api", responses=errors.responses(400, 503))
     for module in (health, presets, runs, sweeps, metrics, exports, uploads, stream):
         router.include_router(module.router)
     return router
@@ -78,8 +78,30 @@ def add_static(app: FastAPI) -> None:
     @app.get("/{path:path}", include_in_schema=False)
     def read_frontend(path: str) -> FileResponse:
         if path == "api" or path.startswith("api/"):
+            # An API path that exists for other methods is a 405, not a page (e.g. GET /api/sweeps).
+            methods = errors.allowed_methods(app, f"/{path}")
+            if methods:
+                raise HTTPException(405, "Method Not Allowed", headers={"Allow": ", ".join(methods)})
             raise HTTPException(404, f"no API endpoint /{path}")
         return FileResponse(_frontend_file(path))
+
+
+def document_auth(app: FastAPI) -> None:
+    """OpenAPI says what this server enforces: without BNLAB_API_TOKEN the bearer token of the
+    write routes is optional (`security: [{}, {HTTPBearer: []}]`), with it, required."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        spec = build()
+        optional = not settings.api_token
+        for item in spec.get("paths", {}).values():
+            for op in item.values():
+                security = op.get("security") if isinstance(op, dict) else None
+                if security is not None:
+                    op["security"] = [s for s in security if s] + ([{}] if optional else [])
+        return spec
+
+    app.openapi = openapi
 
 
 def create_app() -> FastAPI:
@@ -88,6 +110,7 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.include_router(api_router())
     add_static(app)
+    document_auth(app)
     app.add_middleware(UploadSizeLimit)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -15,10 +15,11 @@ class CrudError(Exception):
 class FieldError(CrudError, ValueError):
     """A submitted value is not acceptable (422); `field` is its dotted path (`model.widths`)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, location: str = "body") -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message
+        self.location = location  # "body" or "query": where the field was sent
 
 
 class NotFound(CrudError):

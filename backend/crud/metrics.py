@@ -81,7 +81,7 @@ def parse_keys(keys: Sequence[str] | None) -> list[str]:
     wanted = [k.strip() for item in keys or [] for k in item.split(",") if k.strip()]
     unknown = [k for k in wanted if k not in METRIC_KEYS and k != "step"]
     if unknown:
-        raise FieldError("keys", f"unknown metric keys {unknown}; known: {list(METRIC_KEYS)}")
+        raise FieldError("keys", f"unknown metric keys {unknown}; known: {list(METRIC_KEYS)}", "query")
     return [k for k in dict.fromkeys(wanted) if k != "step"] or list(METRIC_KEYS)
 
 

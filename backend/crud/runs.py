@@ -26,7 +26,8 @@ def send_run(*, session: Session, run: Run) -> bool:
     (the run stays `queued` with no stamp and the reconciler sends it later)."""
     try:
         broker.enqueue_run(run.id)
-    except Exception as exc:  # any broker failure: the database row is the truth, not the message
+    # Any broker failure: the database row is the truth, not the message.
+    except Exception as exc:  # noqa: BLE001
         log.warning("could not enqueue run %s (%s); the reconciler will retry", run.id, type(exc).__name__)
         return False
     run.enqueued_at = utcnow()

@@ -8,9 +8,10 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 
 from backend.api.deps import RunDep
+from backend.api.errors import responses
 from backend.settings import settings
 
-router = APIRouter(prefix="/runs", tags=["exports"])
+router = APIRouter(prefix="/runs", tags=["exports"], responses=responses(404))
 MEDIA = {"npz": "application/octet-stream", "onnx": "application/octet-stream"}
 
 
@@ -23,7 +24,7 @@ def _missing(run_id: int, run_status: str, fmt: str) -> str:
 
 
 @router.get("/{run_id}/export", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "no export"}})
+            responses={200: {"content": {"application/octet-stream": {}}}})
 def read_export(run: RunDep, format: Annotated[Literal["npz", "onnx"], Query()] = "npz") -> FileResponse:
     """model.npz (weights, BN folded) or model.onnx of a succeeded run."""
     path = settings.exports_dir / f"run-{run.id}" / f"model.{format}"

@@ -28,7 +28,7 @@ def check_database(session: SessionDep) -> str:
     try:
         session.execute(text("SELECT 1"))
         return "ok"
-    except Exception as exc:  # health reports failures instead of raising them
+    except Exception as exc:  # noqa: BLE001 - health reports failures instead of raising them
         session.rollback()
         return f"error: {type(exc).__name__}"
 
@@ -39,7 +39,7 @@ def check_broker() -> str:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
                                    timeout=BROKER_TIMEOUT_S)
         return "ok"
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         return f"error: {type(exc).__name__}"
 
 
@@ -50,7 +50,7 @@ def live_workers(session: SessionDep) -> list[dict[str, Any]]:
         return []
     try:
         return [w if isinstance(w, dict) else _as_dict(w) for w in read_workers(session=session)]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         session.rollback()
         log.warning("could not list workers: %s", type(exc).__name__)
         return []

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query
 
 from backend.api.deps import RunDep, SessionDep
 from backend.api.encode import SeriesResponse
+from backend.api.errors import responses
 from backend.crud import metrics as crud
 from backend.crud.downsample import MIN_POINTS
 from backend.db.models import METRIC_KEYS
 from backend.schema.metrics import LayersPublic, MetricsPublic
 
-router = APIRouter(prefix="/runs", tags=["metrics"])
+router = APIRouter(prefix="/runs", tags=["metrics"], responses=responses(404))
 MaxPoints = Annotated[int | None, Query(ge=MIN_POINTS, le=1_000_000,
                                         description="downsample to at most this many points")]
 RAW_HEADER = "X-Raw-Points"  # stored points before downsampling

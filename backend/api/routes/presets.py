@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Path, status
 
+from backend.api.errors import responses
 from backend.presets import Preset, load_presets
 
-router = APIRouter(prefix="/presets", tags=["presets"])
+router = APIRouter(prefix="/presets", tags=["presets"], responses=responses(404))
 
 
 @router.get("", response_model=list[Preset])

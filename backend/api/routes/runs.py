@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from backend.api.deps import MAX_ID, RunDep, SessionDep, TokenDep
+from backend.api.errors import responses
 from backend.crud import runs as crud
 from backend.crud.errors import FieldError
 from backend.db.models import RUN_STATUSES, Run
 from backend.schema.runs import RunCreate, RunPublic, RunsPublic
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"], responses=responses(401, 404, 409))
 NoNul = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
 
@@ -21,7 +22,7 @@ def parse_status(values: list[str] | None) -> list[str]:
     wanted = [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in RUN_STATUSES]
     if unknown:
-        raise FieldError("status", f"unknown status {unknown}; known: {list(RUN_STATUSES)}")
+        raise FieldError("status", f"unknown status {unknown}; known: {list(RUN_STATUSES)}", "query")
     return wanted
 
 

@@ -74,7 +74,7 @@ async def _events(request: Request, watch: Watch) -> AsyncIterator[dict[str, Any
     while not await request.is_disconnected():
         try:
             rows = await anyio.to_thread.run_sync(watch.poll)
-        except Exception as exc:  # database briefly unreachable: keep the stream, try again
+        except Exception as exc:  # noqa: BLE001 - database briefly unreachable: keep the stream, try again
             log.warning("event poll failed: %s", type(exc).__name__)
             rows = []
         for event in watch.changes(rows):

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from backend.api.deps import SessionDep, TokenDep
+from backend.api.errors import responses
 from backend.crud import sweeps as crud
 from backend.db.models import Sweep
 from backend.schema.sweeps import SweepCreate, SweepPublic
 
-router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=responses(401))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepPublic,

@@ -5,15 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, UploadFile, status
 
 from backend.api.deps import SessionDep, TokenDep
+from backend.api.errors import responses
 from backend.crud import uploads as crud
 from backend.schema.uploads import UploadPublic
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=responses(401, 413))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadPublic,
-             dependencies=[TokenDep],
-             responses={413: {"description": "larger than BNLAB_MAX_UPLOAD_MB"}})
+             dependencies=[TokenDep])
 def create_upload(session: SessionDep, file: UploadFile) -> UploadPublic:
     """Validate and store a dataset; use the id as `dataset.upload_id` with name `upload`."""
     row = crud.store_upload(session=session, filename=file.filename or "", stream=file.file)

@@ -1,0 +1,32 @@
+"""The API fuzzed from its own OpenAPI schema (schemathesis, bounded examples): no 5xx, and
+every response matches what the schema documents (issue 7.5). The SSE stream never ends, so it
+is left to test_api_stream.py.
+
+`positive_data_acceptance` is left out: it expects every schema-valid body to be accepted, but
+the config has cross-field rules JSON Schema cannot express (a block needs exactly one of
+linear/conv, caps, paths that must exist), which rightly answer 422 naming the field."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import settings as hsettings
+
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/api/events")
+
+
+@pytest.fixture
+def api_schema(app, monkeypatch):
+    from backend.settings import settings
+
+    # Small caps keep each generated sweep to a handful of runs: the bound is on time, not coverage.
+    monkeypatch.setattr(settings, "max_sweep_runs", 4)
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+@schema.parametrize()
+@hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_openapi(case):
+    """Generated requests never get a 5xx and responses conform to the documented schema."""
+    case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
