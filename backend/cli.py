@@ -10,7 +10,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -35,7 +34,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           port: int = typer.Option(8000, help="HTTP port."),
-          data_dir: Optional[Path] = typer.Option(None, help="Data directory (default ~/.bnlab)."),
+          data_dir: Path | None = typer.Option(None, help="Data directory (default ~/.bnlab)."),
           workers: int = typer.Option(1, min=0, help="Celery worker processes to supervise.")
           ) -> None:
     """The whole stack: migrate the database, supervise the worker(s), serve API + dashboard."""
@@ -48,7 +47,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
 
 @app.command()
 def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
-        out: Optional[Path] = typer.Option(None, help="Write config, metrics, layers, summary here.")
+        out: Path | None = typer.Option(None, help="Write config, metrics, layers, summary here.")
         ) -> None:
     """Train one experiment in this process, no server (needs the worker extra: torch)."""
     import importlib
@@ -72,14 +71,14 @@ def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Ex
         raise typer.Exit(1)
 
 
-def _client(url: str, token: Optional[str]):  # noqa: ANN202
+def _client(url: str, token: str | None):
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
 
 
-def _check(resp) -> dict:  # noqa: ANN001
+def _check(resp) -> dict:
     if resp.status_code >= 400:
         try:
             detail = resp.json().get("detail", resp.text)
@@ -98,7 +97,7 @@ TOKEN = typer.Option(None, envvar="BNLAB_API_TOKEN", help="API token for writes.
 
 @app.command()
 def submit(config: Path = typer.Argument(..., exists=True, dir_okay=False),
-           url: str = URL, token: Optional[str] = TOKEN,
+           url: str = URL, token: str | None = TOKEN,
            watch: bool = typer.Option(False, help="Show a progress bar until the run ends.")) -> None:
     """Submit a config to a server; prints the run id."""
     import httpx
@@ -117,7 +116,7 @@ def submit(config: Path = typer.Argument(..., exists=True, dir_okay=False),
         raise _fail(f"cannot reach {url}: {exc}", 1) from exc
 
 
-def _watch(client, run_id: int) -> None:  # noqa: ANN001
+def _watch(client, run_id: int) -> None:
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -142,7 +141,7 @@ def _watch(client, run_id: int) -> None:  # noqa: ANN001
 
 
 @app.command()
-def runs(url: str = URL, status: Optional[str] = typer.Option(None, help="Filter by status."),
+def runs(url: str = URL, status: str | None = typer.Option(None, help="Filter by status."),
          limit: int = typer.Option(50, min=1, max=500)) -> None:
     """List runs in a table."""
     import httpx
@@ -167,8 +166,8 @@ def runs(url: str = URL, status: Optional[str] = typer.Option(None, help="Filter
 
 @app.command()
 def export(run_id: int, fmt: str = typer.Option("npz", "--format", help="npz or onnx."),
-           out: Optional[Path] = typer.Option(None, help="Output file (default run-ID.FORMAT)."),
-           url: str = URL, token: Optional[str] = TOKEN) -> None:
+           out: Path | None = typer.Option(None, help="Output file (default run-ID.FORMAT)."),
+           url: str = URL, token: str | None = TOKEN) -> None:
     """Download a finished run's weights (BN folded) as npz or ONNX."""
     import httpx
 
@@ -187,7 +186,7 @@ def export(run_id: int, fmt: str = typer.Option("npz", "--format", help="npz or 
 
 
 @db_app.command("upgrade")
-def db_upgrade(database_url: Optional[str] = typer.Option(
+def db_upgrade(database_url: str | None = typer.Option(
         None, help="Default: BNLAB_DATABASE_URL, else SQLite in the data dir.")) -> None:
     """Apply the Alembic migrations (create or bring the schema to head)."""
     from backend.db.migrate import upgrade

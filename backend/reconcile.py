@@ -82,7 +82,7 @@ def broker_run_ids(app: Celery, s: Settings = settings) -> set[int] | None:
 def reconcile_once(app: Celery | None = None, s: Settings = settings) -> dict[str, list[int]]:
     """One pass: requeue stale runs, re-send lost messages. Returns what it changed."""
     app = app or broker.celery_app
-    enqueue = lambda run_id: broker.enqueue_run(run_id, app)  # noqa: E731
+    enqueue = lambda run_id: broker.enqueue_run(run_id, app)
     sessions = get_sessionmaker(s.database_url)
     with sessions() as session:
         out = requeue_stale_runs(session=session, timeout_s=s.heartbeat_timeout_s,

@@ -96,7 +96,7 @@ class WorkerSupervisor:
                 proc.wait()
 
 
-def prepare(settings) -> None:  # noqa: ANN001
+def prepare(settings) -> None:
     """Folders and schema, before any process touches them."""
     from backend.db.migrate import upgrade
 

@@ -27,15 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
-from backend.crud.ingest import insert_points  # noqa: E402
-from backend.db.migrate import upgrade  # noqa: E402
-from backend.db.models import LAYER_KEYS, Run  # noqa: E402
-from backend.db.session import make_engine  # noqa: E402
+from backend.crud.ingest import insert_points
+from backend.db.migrate import upgrade
+from backend.db.models import LAYER_KEYS, Run
+from backend.db.session import make_engine
 
 ADMIN = os.environ.get("BNLAB_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

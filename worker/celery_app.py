@@ -66,4 +66,4 @@ def _on_worker_shutdown(**_kwargs: object) -> None:
         log.warning("could not deregister worker: %s", exc)
 
 
-import worker.tasks  # noqa: E402,F401  registers bnlab.train_run
+import worker.tasks  # noqa: F401  registers bnlab.train_run

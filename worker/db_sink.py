@@ -128,7 +128,7 @@ class DbSink:
             if not heartbeat(session=s, run_id=self.run_id, worker_id=self.worker_id, **values):
                 self.lost = True
 
-    def with_retry(self, fn, **kwargs: Any) -> None:  # noqa: ANN001
+    def with_retry(self, fn, **kwargs: Any) -> None:
         retrying = retry(
             retry=retry_if_exception_type(DB_ERRORS),
             wait=wait_exponential(multiplier=0.2, max=5.0),

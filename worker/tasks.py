@@ -21,6 +21,7 @@ from backend.schema.experiment import ExperimentConfig
 from backend.settings import settings
 from worker.celery_app import WORKER_ID, celery_app
 from worker.db_sink import DB_ERRORS, DbSink, Heartbeat
+
 # Imported at worker start, not inside the task: importing torch takes seconds, and a claimed
 # run must not go without heartbeats that long (the reconciler would think its worker dead).
 from worker.engine.train import train
@@ -37,7 +38,7 @@ def _device_hint(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _claim(sessions, run_id: int) -> ExperimentConfig | str | None:  # noqa: ANN001
+def _claim(sessions, run_id: int) -> ExperimentConfig | str | None:
     """Claim the run; the validated config, an error text if it no longer validates, or None."""
     stale_before = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
     with sessions() as s, s.begin():

@@ -17,7 +17,13 @@ from typer.testing import CliRunner
 
 from backend.cli import app
 from tests.worker.procs import (
-    ROOT, SHARED_REDIS, flush_redis, free_port, scratch_pg_database, slow_config, tiny_config,
+    ROOT,
+    SHARED_REDIS,
+    flush_redis,
+    free_port,
+    scratch_pg_database,
+    slow_config,
+    tiny_config,
     wait_for,
 )
 
@@ -162,7 +168,7 @@ def test_resume_run_when_serve_worker_killed(served: Served, tmp_path) -> None:
     attempt 2 while the API keeps answering."""
     cfg = write(tmp_path, slow_config(name="killed-in-serve", train__epochs=4))
     run_id = json.loads(served.cli("submit", str(cfg)).stdout.split()[1])
-    get = lambda: httpx.get(f"{served.url}/api/runs/{run_id}", timeout=5).json()  # noqa: E731
+    get = lambda: httpx.get(f"{served.url}/api/runs/{run_id}", timeout=5).json()
     wait_for(lambda: get()["progress"] > 0.3, 120, "the first epoch", every=0.2)
     [pid] = served.worker_pids()
     os.kill(pid, signal.SIGKILL)

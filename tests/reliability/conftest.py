@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.worker.procs import (  # noqa: E402
-    PrivatePostgres, PrivateRedis, Stack, make_stack,
+from tests.worker.procs import (
+    PrivatePostgres,
+    PrivateRedis,
+    Stack,
+    make_stack,
 )
 
 

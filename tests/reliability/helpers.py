@@ -14,7 +14,7 @@ def expected_steps(total: int, every: int) -> list[int]:
     return sorted(set(range(every, total + 1, every)) | {total})
 
 
-def reconcile_until(stack: Stack, done, timeout: float = 120.0) -> None:  # noqa: ANN001
+def reconcile_until(stack: Stack, done, timeout: float = 120.0) -> None:
     """Run the reconciler (as the API does every reconcile_s) until `done()` holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

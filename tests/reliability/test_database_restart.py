@@ -8,7 +8,13 @@ import pytest
 
 from tests.reliability.helpers import expected_steps
 from tests.worker.procs import (
-    SHARED_REDIS, PrivatePostgres, Stack, flush_redis, scratch_pg_database, slow_config, wait_for,
+    SHARED_REDIS,
+    PrivatePostgres,
+    Stack,
+    flush_redis,
+    scratch_pg_database,
+    slow_config,
+    wait_for,
 )
 
 pytestmark = pytest.mark.slow

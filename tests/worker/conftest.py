@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `from tests.worker.procs import ...` under plain `pytest` too
     sys.path.insert(0, str(ROOT))
 
-from tests.worker.procs import Stack, make_stack  # noqa: E402
+from tests.worker.procs import Stack, make_stack
 
 
 @pytest.fixture(scope="module", params=["pg_redis", "sqlite_fs"])

@@ -142,7 +142,7 @@ def test_read_cancel_flag_at_most_once_per_probe(sessions) -> None:
     sink.on_probe(record(10))
     selects: list[str] = []
     engine = sessions.kw["bind"]
-    listen = lambda *a, **k: selects.append(a[2]) if a[2].lstrip().upper().startswith("SELECT") else None  # noqa: E731
+    listen = lambda *a, **k: selects.append(a[2]) if a[2].lstrip().upper().startswith("SELECT") else None
     event.listen(engine, "before_cursor_execute", listen)
     try:
         for _ in range(50):

@@ -7,7 +7,12 @@ from datetime import timedelta
 import pytest
 
 from backend.crud.lifecycle import (
-    WORKER_LOST, claim_run, finish_run, heartbeat, reconcile_queued, requeue_stale_runs,
+    WORKER_LOST,
+    claim_run,
+    finish_run,
+    heartbeat,
+    reconcile_queued,
+    requeue_stale_runs,
 )
 from backend.crud.workers import live_workers, register_worker
 from backend.db.models import Run, Worker, utcnow
@@ -81,7 +86,7 @@ def test_requeue_stale_run_and_enqueue_after_commit(sessions) -> None:
     run_id = new_run(sessions, status="running", claimed_by="dead", attempt=1,
                      heartbeat_at=utcnow() - timedelta(seconds=60))
     seen: list[str] = []
-    enqueue = lambda i: seen.append(get(sessions, i).status)  # noqa: E731
+    enqueue = lambda i: seen.append(get(sessions, i).status)
     with sessions() as s:
         out = requeue_stale_runs(session=s, timeout_s=30, max_attempts=3, enqueue=enqueue)
     assert out["queued"] == [run_id] and seen == ["queued"]
