@@ -85,6 +85,14 @@ def eval_pass(model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_si
     return logits, out
 
 
+def predicted_shift(kind: str, rate: float, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """SCIENCE.md §2 train var / eval var per channel for Dropout(kind, rate) right before BN,
+    from the dropout input's eval-mode mean μ and variance v (m2 = v + μ²)."""
+    m2, mu2 = var + mean * mean, mean * mean
+    train_m2 = m2 * (1 + rate * rate / 3) if kind == "uniform" else m2 / (1 - rate)
+    return (train_m2 - mu2) / var.clamp_min(1e-12)
+
+
 def shift_per_channel(eval_var: torch.Tensor, running_var: torch.Tensor, eps: float) -> torch.Tensor:
     """max(eval/running, running/eval) per channel (≥ 1); eps (BN's own) guards dead channels."""
     ratio = (eval_var + eps) / (running_var + eps)
@@ -185,7 +193,7 @@ class BNProbe:
         """
         logits, sums = eval_pass(self.model, x_eval, self.bns)
         ns = [train_batch * (int(s[2]) // len(x_eval)) for s in sums]  # batch × H × W
-        per_bn, self.last_shift_per_channel = [], {}
+        per_bn, self.last_shift_per_channel, self.last_eval = [], {}, {}
         bn_units = [u for u in self.units if u.bn is not None]
         for unit, bn, (tmean, tvar), (emean, evar, _) in zip(bn_units, self.bns, self.train_stats(ns), sums):
             evar = evar.float()
@@ -193,6 +201,7 @@ class BNProbe:
             per_bn.append(torch.stack([tmean, tvar, bn.running_mean, bn.running_var, emean.float(), evar,
                                        shift]).mean(1))  # (7,): channel means
             self.last_shift_per_channel[unit.name] = shift
+            self.last_eval[unit.name] = (emean, evar)  # per channel, what inference feeds the layer
         grads = [u.weight.grad.norm() if u.weight is not None and u.weight.grad is not None
                  else torch.tensor(float("nan"), device=logits.device) for u in self.units]
         stats = torch.stack(per_bn).tolist() if per_bn else []  # CPU-GPU sync point

@@ -32,7 +32,7 @@ from .checkpoint import (
 from .data import Data, batches, load_dataset, steps_per_epoch
 from .evaluate import evaluate_train_mode, summary_accuracies
 from .model import build_model
-from .probes import BNProbe
+from .probes import BNProbe, predicted_shift
 from .sinks import MemorySink, MetricSink, ProbeRecord
 
 log = logging.getLogger(__name__)
@@ -261,4 +261,19 @@ def _final_metrics(run: Run) -> dict[str, Any]:
     per_channel = run.probe.last_shift_per_channel
     out["shift_by_layer"] = {k: v.mean().item() for k, v in per_channel.items()}
     out["shift_per_channel"] = {k: v.tolist() for k, v in per_channel.items()}
+    out["shift_predicted_by_layer"] = _predicted_shifts(run)
     return out
+
+
+def _predicted_shifts(run: Run) -> dict[str, float]:
+    """SCIENCE.md §2's ratio for each BN whose block puts dropout right before it (else absent).
+
+    In eval mode the BN input is the dropout's input, so its measured per-channel mean and
+    variance give m2 and μ; the per-layer value is the channel mean, like `shift`. Only the
+    first such BN should match `shift`: deeper ones also inherit the shift of the layers above.
+    """
+    block, drop = run.cfg.model.block, run.cfg.model.dropout
+    if not ("dropout" in block and "batchnorm" in block and block.index("batchnorm") == block.index("dropout") + 1):
+        return {}
+    return {name: predicted_shift(drop.kind, drop.rate, m, v).mean().item()
+            for name, (m, v) in run.probe.last_eval.items()}

@@ -172,3 +172,23 @@ def test_start_afresh_from_unreadable_checkpoint(tmp_path):
     result, sink = _run({**TINY, "train": {**TINY["train"], "epochs": 1}}, checkpoint_path=ckpt)
     assert result.status == "succeeded" and sink.records[0].step == 3
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1  # replaced by a good one
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "uniform"])
+def test_predict_first_layer_shift_in_trained_net(kind):
+    """In a trained Dropout(0.4) → BN net the first BN's measured shift is within 10 % of the
+    SCIENCE.md §2 ratio computed from its measured input statistics (EMA momentum 0.1, so the
+    running variance reflects recent weights; 10 % covers the EMA's drift and sampling noise)."""
+    cfg = {"dataset": {"name": "synthetic", "n_samples": 3000},
+           "model": {"widths": [64, 64], "dropout": {"rate": 0.4, "kind": kind}},
+           "train": {"epochs": 3, "batch_size": 64, "lr": 0.02},
+           "probe": {"every_steps": 50, "train_mode_test_batch_sizes": [64], "recalibrate": False}}
+    summary = train(cfg).summary
+    measured, predicted = summary["shift_by_layer"]["blocks.0.bn"], summary["shift_predicted_by_layer"]["blocks.0.bn"]
+    assert abs(measured / predicted - 1) < 0.1, (measured, predicted)
+
+
+def test_predict_nothing_without_dropout_before_bn():
+    """No block with dropout right before BN: no predicted shift is reported."""
+    cfg = {**TINY, "model": {"widths": [16], "block": ["linear", "batchnorm", "activation"], "head_dropout": 0.5}}
+    assert train(cfg).summary["shift_predicted_by_layer"] == {}
