@@ -166,12 +166,13 @@ class Run:
         x, y, every = self.data.x_train, self.data.y_train, self.cfg.probe.every_steps
         self.model.train()
         for idx in batches(len(x), self.cfg.train.batch_size, self.device):
-            logits = self.model(x[idx])
-            loss = F.cross_entropy(logits, y[idx])
+            xb, yb = x[idx], y[idx]  # (B, C, H, W), (B,): gathered on the device
+            logits = self.model(xb)
+            loss = F.cross_entropy(logits, yb)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            self.window.add(loss, logits, y[idx])
+            self.window.add(loss, logits, yb)  # two on-device adds, no sync
             self.step += 1
             if bar is not None:
                 bar.update(1)
