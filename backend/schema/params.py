@@ -1,8 +1,9 @@
 """Pure-python parameter count of the model an ExperimentConfig builds (for BNLAB_MAX_PARAMS).
 
-An estimate that errs high: it counts every weight and bias, BN's affine pair, and for a CNN a
-classifier on the flattened last feature map (no global pooling assumed). It needs no torch, so
-the API can refuse an oversized model before it is queued.
+It mirrors `worker.engine.model.estimate_params` (which the backend may not import: no torch,
+no worker code in the API) and a test checks the two agree: every linear/3x3-conv weight and
+bias, BN's affine pair on the channels it normalises, and the classifier (CNNs end in a global
+average pool, so the classifier sees only the last width).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import math
 
 from backend.schema.experiment import ExperimentConfig
 
-# dataset name -> (input shape without the batch axis, number of classes)
+# dataset name -> (input shape (C, H, W), classes); the same table as the engine's.
 DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
-    "digits": ((64,), 10),  # scikit-learn 8x8 digits, flattened
+    "digits": ((1, 8, 8), 10),  # scikit-learn 8x8 digits
     "mnist": ((1, 28, 28), 10),
     "fashion_mnist": ((1, 28, 28), 10),
     "cifar10": ((3, 32, 32), 10),
-    "mnist1d": ((40,), 10),
-    "synthetic": ((32,), 10),  # seeded Gaussian clusters: 32 features, 10 classes
+    "mnist1d": ((1, 1, 40), 10),
+    "synthetic": ((1, 8, 8), 10),  # seeded Gaussian clusters: 64 features, 10 classes
 }
 
 
@@ -32,35 +33,20 @@ def input_spec(cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], int] 
     return DATASET_SHAPES[cfg.dataset.name]
 
 
-def _bn(cfg: ExperimentConfig, width: int) -> int:
-    has_bn = "batchnorm" in cfg.model.block and cfg.model.batchnorm.affine
-    return 2 * width if has_bn else 0
-
-
-def _mlp_params(cfg: ExperimentConfig, shape: tuple[int, ...], classes: int) -> int:
-    fan_in, total = math.prod(shape), 0
-    for width in cfg.model.widths:
-        total += fan_in * width + width + _bn(cfg, width)
-        fan_in = width
-    return total + fan_in * classes + classes
-
-
-def _cnn_params(cfg: ExperimentConfig, shape: tuple[int, ...], classes: int) -> int:
-    # A flat input is treated as one channel whose spatial area is the feature count.
-    channels, area = (shape[0], math.prod(shape[1:])) if len(shape) > 1 else (1, shape[0])
-    side_h, side_w = (shape[1], shape[2]) if len(shape) == 3 else (area, 1)
-    total = 0
-    for width in cfg.model.widths:
-        total += channels * width * 9 + width + _bn(cfg, width)  # 3x3 conv + bias + BN affine
-        channels = width
-        side_h, side_w = max(1, side_h // 2), max(1, side_w // 2)  # 2x2 pooling after each block
-    return total + channels * side_h * side_w * classes + classes
-
-
 def estimate_params(cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], int] | None = None
                     ) -> int:
-    """Trainable parameters of `cfg`'s model (an upper-leaning estimate)."""
+    """Trainable parameters of `cfg`'s model. Uploads: ((features,), classes) means one channel."""
     shape, classes = input_spec(cfg, upload_shape)
-    if cfg.model.arch == "cnn":
-        return _cnn_params(cfg, shape, classes)
-    return _mlp_params(cfg, shape, classes)
+    shape = (1, 1, *shape) if len(shape) == 1 else shape
+    model, mlp = cfg.model, cfg.model.arch == "mlp"
+    weight = "linear" if mlp else "conv"
+    affine = "batchnorm" in model.block and model.batchnorm.affine
+    bn_before = affine and model.block.index("batchnorm") < model.block.index(weight)
+    channels, total = (math.prod(shape) if mlp else shape[0]), 0
+    for width in model.widths:
+        fan_in = channels if mlp else channels * 9  # 3x3 kernels
+        total += fan_in * width + width
+        if affine:
+            total += 2 * (channels if bn_before else width)
+        channels = width
+    return total + channels * classes + classes
