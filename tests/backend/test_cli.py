@@ -186,3 +186,20 @@ def test_upgrade_database_to_head(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     tables = set(inspect(create_engine(url)).get_table_names())
     assert {"runs", "run_metrics", "layer_stats", "workers"} <= tables
+
+
+@pytest.mark.slow
+def test_read_sane_series_over_http_after_training(served: Served, tmp_path) -> None:
+    """A run submitted over REST trains in the real worker; its metrics and per-layer stats
+    come back through the API, columnar, one value per probe step, in their ranges."""
+    submitted = served.cli("submit", str(write(tmp_path, tiny_config(name="http-series"))),
+                           "--watch")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    run_id = submitted.stdout.split()[1]
+    metrics = httpx.get(f"{served.url}/api/runs/{run_id}/metrics", timeout=10).json()
+    layers = httpx.get(f"{served.url}/api/runs/{run_id}/layers", timeout=10).json()["layers"]
+    steps = metrics["step"]
+    assert len(steps) >= 5 and steps == sorted(set(steps))
+    assert all(0.0 <= a <= 1.0 for a in metrics["val_acc"])
+    assert layers and all(layer["step"] == steps for layer in layers)
+    assert all(v > 0 for layer in layers for v in layer["train_var"] + layer["running_var"])
