@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from backend.api.deps import RunDep, SessionDep
-from backend.api.encode import SeriesResponse
 from backend.api.errors import responses
+from backend.api.series_cache import serve_series
 from backend.crud import metrics as crud
 from backend.crud.downsample import MIN_POINTS
 from backend.db.models import METRIC_KEYS
@@ -18,23 +18,34 @@ router = APIRouter(prefix="/runs", tags=["metrics"], responses=responses(404))
 MaxPoints = Annotated[int | None, Query(ge=MIN_POINTS, le=1_000_000,
                                         description="downsample to at most this many points")]
 RAW_HEADER = "X-Raw-Points"  # stored points before downsampling
+KeysQuery = Annotated[list[str] | None, Query(description="comma-separated subset of "
+                                               + ", ".join(METRIC_KEYS))]
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic,
             responses={200: {"headers": {RAW_HEADER: {"schema": {"type": "integer"}}}}})
-def read_metrics(session: SessionDep, run: RunDep,
-                 keys: Annotated[list[str] | None, Query(description="comma-separated subset of "
-                                                         + ", ".join(METRIC_KEYS))] = None,
-                 max_points: MaxPoints = None) -> SeriesResponse:
+def read_metrics(request: Request, session: SessionDep, run: RunDep, keys: KeysQuery = None,
+                 max_points: MaxPoints = None) -> Response:
     """Run-level series: {"step": [...], "<key>": [...]}; X-Raw-Points has the stored count."""
-    columns, raw = crud.read_metrics(session=session, run_id=run.id, keys=keys, max_points=max_points)
-    return SeriesResponse(columns, headers={RAW_HEADER: str(raw)})
+    wanted = tuple(crud.parse_keys(keys))  # validated before anything is cached
+
+    def build():
+        columns, raw = crud.read_metrics(session=session, run_id=run.id, keys=wanted,
+                                         max_points=max_points)
+        return columns, {RAW_HEADER: str(raw)}
+
+    return serve_series(request, run, "metrics", (wanted, max_points), build)
 
 
 @router.get("/{run_id}/layers", response_model=LayersPublic)
-def read_layers(session: SessionDep, run: RunDep, max_points: MaxPoints = None) -> SeriesResponse:
-    """Per-BN-layer series, columnar per layer."""
-    layers, raw = crud.read_layers(session=session, run=run, max_points=max_points)
-    body = {"layers": [{"index": i, "name": name, "raw_points": n, **cols}
-                       for i, name, n, cols in layers], "raw_points": raw}
-    return SeriesResponse(body, headers={RAW_HEADER: str(raw)})
+def read_layers(request: Request, session: SessionDep, run: RunDep,
+                max_points: MaxPoints = None) -> Response:
+    """Per-BN-layer series, columnar per layer; `raw_points` has the stored count."""
+
+    def build():
+        layers, raw = crud.read_layers(session=session, run=run, max_points=max_points)
+        body = {"layers": [{"index": i, "name": name, "raw_points": n, **cols}
+                           for i, name, n, cols in layers], "raw_points": raw}
+        return body, {RAW_HEADER: str(raw)}
+
+    return serve_series(request, run, "layers", (max_points,), build)

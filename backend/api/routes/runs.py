@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from backend.api.deps import MAX_ID, RunDep, SessionDep, TokenDep
 from backend.api.errors import responses
+from backend.api.series_cache import cache as series_cache
 from backend.crud import runs as crud
 from backend.crud.errors import FieldError
 from backend.db.models import RUN_STATUSES, Run
@@ -71,5 +72,7 @@ def retry_run(session: SessionDep, run: RunDep) -> Run:
 @router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[TokenDep])
 def delete_run(session: SessionDep, run: RunDep) -> Response:
     """Remove an ended run, its series and its exports (409 while it is queued or running)."""
+    run_id = run.id
     crud.delete_run(session=session, run=run)
+    series_cache.drop_run(run_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

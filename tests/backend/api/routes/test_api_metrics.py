@@ -115,3 +115,32 @@ def test_read_layers_of_running_run_grows(client, session):
 def test_read_layers_missing_run_is_404(client):
     """Series of an unknown run are a 404."""
     assert client.get("/api/runs/987654/layers").status_code == 404
+
+
+def test_read_layers_of_ended_run_has_etag_and_304(client, session):
+    """An ended run's series carry an ETag; revalidating with it answers 304 without a body."""
+    run = create_random_run(session, status="succeeded", n_steps=5, n_layers=2)
+    first = client.get(f"/api/runs/{run.id}/layers")
+    etag = first.headers["ETag"]
+    again = client.get(f"/api/runs/{run.id}/layers", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert client.get(f"/api/runs/{run.id}/layers").json() == first.json()
+
+
+def test_read_metrics_of_running_run_is_not_cached(client, session):
+    """A running run's series are never cached (no ETag, no-store)."""
+    run = create_random_run(session, status="running", n_steps=5)
+    res = client.get(f"/api/runs/{run.id}/metrics")
+    assert "ETag" not in res.headers and res.headers["Cache-Control"] == "no-store"
+
+
+def test_read_metrics_cache_follows_run_row(client, session):
+    """When the run row changes (a late flush moves `step`), the ETag and the body change too."""
+    run = create_random_run(session, status="succeeded", n_steps=3)
+    before = client.get(f"/api/runs/{run.id}/metrics")
+    add_points(session, run.id, n_steps=1, n_layers=0, start=5000)
+    run.step = 5000
+    session.commit()
+    after = client.get(f"/api/runs/{run.id}/metrics", headers={"If-None-Match": before.headers["ETag"]})
+    assert after.status_code == 200 and after.json()["step"][-1] == 5000
+    assert after.headers["ETag"] != before.headers["ETag"]
