@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.db.models import Run, utcnow
@@ -36,7 +36,9 @@ def claim_run(*, session: Session, run_id: int, worker_id: str, host: str, devic
                  or_(Run.heartbeat_at < stale_before, Run.claimed_by == worker_id)),
         ))
         .values(status="running", claimed_by=worker_id, host=host, device=device,
-                attempt=Run.attempt + 1, started_at=now, heartbeat_at=now, error=None,
+                # started_at keeps the first attempt's start: wall time spans every attempt.
+                attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, now),
+                heartbeat_at=now, error=None,
                 finished_at=None)
         .execution_options(synchronize_session=False)
     )
