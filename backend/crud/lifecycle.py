@@ -136,7 +136,9 @@ def reconcile_queued(*, session: Session, in_broker: Iterable[int] | None, older
     cutoff = now - timedelta(seconds=older_than_s)
     candidates = session.scalars(
         select(Run.id).where(Run.status == "queued", Run.cancel_requested.is_(False),
-                             or_(Run.enqueued_at < cutoff, Run.enqueued_at.is_(None)))
+                             # never sent (broker was down at submit): age by created_at
+                             or_(Run.enqueued_at < cutoff,
+                                 and_(Run.enqueued_at.is_(None), Run.created_at < cutoff)))
     ).all()
     lost = [run_id for run_id in candidates if run_id not in present]
     if lost:
