@@ -145,3 +145,12 @@ def test_list_only_recently_seen_workers(sessions) -> None:
         s.add(Worker(id="gone", host="h", pid=2, last_seen=utcnow() - timedelta(seconds=600)))
     with sessions() as s:
         assert [w.id for w in live_workers(s, timeout_s=30)] == ["alive"]
+
+
+def test_resend_run_never_sent_once_old_enough(sessions) -> None:
+    """A run stored while the broker was down (no enqueued_at) is sent once it is older than
+    the threshold, and not while its submit may still be sending it."""
+    stale = new_run(sessions, created_at=utcnow() - timedelta(seconds=120))
+    new_run(sessions)  # just created: its submit may be sending it right now
+    with sessions() as s:
+        assert reconcile_queued(session=s, in_broker=set(), older_than_s=30) == [stale]
