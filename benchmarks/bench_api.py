@@ -105,6 +105,12 @@ def serve(url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("uvicorn did not start")
 
 
+def cpu_ms(pid: int) -> float:
+    """User + system CPU time of a process so far, in ms (load-independent, unlike wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -147,11 +153,17 @@ def main() -> None:
                 for _ in range(3):  # warm up connections (and the cache for max_points=1000)
                     compare_view(client, ids, pool)
                 fresh = iter(range(args.steps + 1, 10**6))  # a new cache key every cold request
+                cpu0 = cpu_ms(proc.pid)
                 cold = [timed(lambda: client.get(f"/api/runs/{ids[0]}/layers?max_points={next(fresh)}")
                               .raise_for_status()) for _ in range(args.repeat)]
+                cpu_cold = (cpu_ms(proc.pid) - cpu0) / args.repeat
                 warm = [timed(lambda: client.get(f"/api/runs/{ids[0]}/layers?max_points=1000")
                               .raise_for_status()) for _ in range(args.repeat)]
                 n = max(3, args.repeat // 5)
+                cpu0 = cpu_ms(proc.pid)
+                for _ in range(n):
+                    compare_view(client, ids, None, next(fresh))
+                cpu_view = (cpu_ms(proc.pid) - cpu0) / n
                 views = {
                     "cold, 6 connections": [timed(lambda: compare_view(client, ids, pool, next(fresh))) for _ in range(n)],
                     "cold, 1 connection": [timed(lambda: compare_view(client, ids, None, next(fresh))) for _ in range(n)],
@@ -159,6 +171,8 @@ def main() -> None:
                     "warm, 1 connection": [timed(lambda: compare_view(client, ids, None)) for _ in range(n)],
                 }
         report(args, cold, warm, views)
+        print(f"API process CPU time (load-independent): cold layers request {cpu_cold:.1f} ms, "
+              f"cold compare view {cpu_view:.0f} ms (PostgreSQL's own CPU not included)")
     finally:
         if proc is not None:
             proc.terminate()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from backend.crud.downsample import bucket_indices
@@ -31,39 +31,23 @@ def _is_pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-
-
-def _decode_copy(data: bytes, width: int) -> np.ndarray:
-    """PostgreSQL binary COPY of `width` non-null float8 columns → a (width, n) array.
-
-    Every row has the same size (int16 field count, then per field int32 length + 8 bytes), so
-    numpy reads the whole stream in one call instead of making one Python float per value.
-    """
-    if not data.startswith(COPY_SIGNATURE):
-        raise ValueError("not a PostgreSQL binary COPY stream")
-    start = 19 + int.from_bytes(data[15:19], "big")  # signature, flags, header extension
-    row = np.dtype([("fields", ">i2")] + [(f, t) for i in range(width)
-                                          for f, t in ((f"n{i}", ">i4"), (f"v{i}", ">f8"))])
-    count = (len(data) - start - 2) // row.itemsize  # the trailer is an int16 -1
-    rows = np.frombuffer(data, dtype=row, count=count, offset=start)
-    return np.array([rows[f"v{i}"] for i in range(width)], dtype=np.float64).reshape(width, count)
-
-
 def _pg_table(session: Session, table: str, columns: Sequence[str], run_id: int) -> np.ndarray:
-    """PostgreSQL fast path: the run's rows as a (len(columns), n) array via binary COPY.
+    """PostgreSQL fast path: the run's rows as a (len(columns), n) array from one bytea.
 
-    ~10x faster than fetching rows: 80k values cost a few numpy calls. NULL becomes NaN in
-    the database, so every row has the same size. `columns` come from the model's whitelists.
+    The database packs every row's values as big-endian float8 into a single bytea (one
+    aggregate, one sort), which numpy reads in one call: about 4x less API CPU than a binary
+    COPY (psycopg yields one Python chunk per row) and 10x less than fetching rows. NULL becomes
+    NaN in the database, so every row has the same size. `columns` come from the models' whitelists.
     """
-    cols = ", ".join(f"coalesce({c}::float8, 'NaN'::float8)" for c in columns)
+    packed = " || ".join(f"float8send(coalesce({c}::float8, 'NaN'::float8))" for c in columns)
     order = "layer, step" if "layer" in columns else "step"
-    sql = (f"COPY (SELECT {cols} FROM {table} WHERE run_id = {int(run_id)} ORDER BY {order}) "
-           "TO STDOUT (FORMAT binary)")
-    dbapi = session.connection().connection.driver_connection
-    with dbapi.cursor() as cur, cur.copy(sql) as copy:
-        data = b"".join(bytes(chunk) for chunk in copy)
-    return _decode_copy(data, len(columns))
+    sql = text(f"SELECT string_agg({packed}, ''::bytea ORDER BY {order}) FROM {table} "
+               "WHERE run_id = :run_id")
+    buf = session.execute(sql, {"run_id": run_id}).scalar()
+    if not buf:
+        return np.empty((len(columns), 0))
+    rows = np.frombuffer(buf, dtype=">f8").reshape(-1, len(columns))
+    return np.ascontiguousarray(rows.T, dtype=np.float64)
 
 
 def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
