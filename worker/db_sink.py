@@ -15,16 +15,22 @@ import time
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from backend.crud.ingest import insert_points
 from backend.crud.lifecycle import heartbeat
 from backend.db.models import Run
 
 log = logging.getLogger(__name__)
-DB_ERRORS = (OperationalError, DBAPIError)
+DB_ERRORS = (OperationalError, InterfaceError)  # the database is unreachable or restarting
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A connection problem worth retrying (not a bad statement or a constraint violation)."""
+    return isinstance(exc, DB_ERRORS) or (isinstance(exc, DBAPIError)
+                                          and bool(exc.connection_invalidated))
 
 
 class OwnershipLost(RuntimeError):
@@ -85,7 +91,9 @@ class DbSink:
             with self.sessions() as s:
                 row = s.execute(select(Run.cancel_requested, Run.status, Run.claimed_by)
                                 .where(Run.id == self.run_id)).first()
-        except DB_ERRORS as exc:  # database down: keep training, ask again at the next probe
+        except DBAPIError as exc:  # database down: keep training, ask again at the next probe
+            if not is_transient(exc):
+                raise
             log.warning("run %s: cannot read cancel flag: %s", self.run_id, exc)
             return False
         if row is None or row.status != "running" or row.claimed_by != self.worker_id:
@@ -104,7 +112,9 @@ class DbSink:
             self._flush_once()
             self._backoff = 0.5
             self._next_flush = time.monotonic() + self.flush_s
-        except DB_ERRORS as exc:  # keep the buffer; try again later without stalling training
+        except DBAPIError as exc:  # keep the buffer; try again later without stalling training
+            if not is_transient(exc):
+                raise
             log.warning("run %s: flush failed, %d records kept: %s",
                         self.run_id, len(self.buffer), exc)
             self._next_flush = time.monotonic() + self._backoff
@@ -130,7 +140,7 @@ class DbSink:
 
     def with_retry(self, fn, **kwargs: Any) -> None:
         retrying = retry(
-            retry=retry_if_exception_type(DB_ERRORS),
+            retry=retry_if_exception(is_transient),
             wait=wait_exponential(multiplier=0.2, max=5.0),
             stop=stop_after_delay(self.retry_s),
             before_sleep=lambda state: log.warning(
@@ -166,5 +176,5 @@ class Heartbeat:
                     if not heartbeat(session=s, run_id=self.sink.run_id,
                                      worker_id=self.sink.worker_id):
                         self.sink.lost = True
-            except DB_ERRORS as exc:
+            except DBAPIError as exc:  # never kill the thread: the next beat tries again
                 log.warning("run %s: heartbeat failed: %s", self.sink.run_id, exc)

@@ -92,9 +92,11 @@ def train_run(run_id: int) -> str:
         with Heartbeat(sink, settings.heartbeat_s):
             result = train(cfg, sink, **paths)
         sink.flush()
-    except DB_ERRORS as exc:  # the database stayed down longer than the sink retries
-        log.exception("run %s: database unavailable", run_id)
-        return _end(sink, paths, status="failed", error=f"database unavailable: {exc}")
+    except DB_ERRORS:
+        # The database stayed down longer than the sink retries. Leave the run `running` with
+        # its checkpoint: it goes stale, and the reconciler requeues it to resume elsewhere.
+        log.exception("run %s: database unavailable; leaving it to be requeued", run_id)
+        return "unrecorded"
     except Exception as exc:  # any engine error ends the run failed with its text
         log.exception("run %s failed", run_id)
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
