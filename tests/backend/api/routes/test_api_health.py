@@ -29,3 +29,16 @@ def test_read_health_broker_down_fast(client, monkeypatch):
     assert body["broker"].startswith("error") and body["status"] == "degraded"
     assert body["database"] == "ok"
     assert time.monotonic() - start < 10
+
+
+def test_read_health_lists_live_workers_only(client, session):
+    """A worker seen just now is listed; one silent past the heartbeat timeout is not."""
+    from datetime import timedelta
+
+    from backend.db.models import Worker, utcnow
+
+    session.add_all([Worker(id="h:1:live", host="h", pid=1, last_seen=utcnow()),
+                     Worker(id="h:2:gone", host="h", pid=2, last_seen=utcnow() - timedelta(hours=1))])
+    session.commit()
+    ids = [w["id"] for w in client.get("/api/health").json()["workers"]]
+    assert "h:1:live" in ids and "h:2:gone" not in ids

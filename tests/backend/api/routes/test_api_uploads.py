@@ -165,3 +165,20 @@ def test_create_upload_db_failure_leaves_no_file(client, monkeypatch, data_dir):
     with pytest.raises(RuntimeError):
         _post(client, _npz(**_good()))
     assert _leftovers(data_dir) == files
+
+
+def test_create_upload_chunked_over_cap_is_413(client, monkeypatch):
+    """Without a Content-Length (chunked), the body is counted as it streams and cut at the cap."""
+    from backend.settings import settings
+
+    monkeypatch.setattr(settings, "max_upload_mb", 1)
+    def body():
+        head = b'--B\r\nContent-Disposition: form-data; name="file"; filename="d.npz"\r\n\r\n'
+        yield head
+        for _ in range(64):  # 4 MB in 64 KB pieces
+            yield b"\0" * 65536
+
+    res = client.post("/api/datasets", content=body(),
+                      headers={"Content-Type": "multipart/form-data; boundary=B"})
+    assert res.status_code == 413
+    assert "Content-Length" not in res.request.headers
