@@ -35,19 +35,20 @@ def _pg_table(session: Session, table: str, columns: Sequence[str], run_id: int)
     """PostgreSQL fast path: the run's rows as a (len(columns), n) array from one bytea.
 
     The database packs every row's values as big-endian float8 into a single bytea (one
-    aggregate, one sort), which numpy reads in one call: about 4x less API CPU than a binary
-    COPY (psycopg yields one Python chunk per row) and 10x less than fetching rows. NULL becomes
-    NaN in the database, so every row has the same size. `columns` come from the models' whitelists.
+    aggregate), which numpy reads in one call: about 4x less API CPU than a binary COPY (psycopg
+    yields one Python chunk per row) and 10x less than fetching rows. Rows are sorted here, not
+    in the aggregate (cheaper in numpy). NULL becomes NaN in the database, so every row has the
+    same size. `columns` come from the models' whitelists; the sort keys are the leading ones.
     """
     packed = " || ".join(f"float8send(coalesce({c}::float8, 'NaN'::float8))" for c in columns)
-    order = "layer, step" if "layer" in columns else "step"
-    sql = text(f"SELECT string_agg({packed}, ''::bytea ORDER BY {order}) FROM {table} "
-               "WHERE run_id = :run_id")
+    sql = text(f"SELECT string_agg({packed}, ''::bytea) FROM {table} WHERE run_id = :run_id")
     buf = session.execute(sql, {"run_id": run_id}).scalar()
     if not buf:
         return np.empty((len(columns), 0))
-    rows = np.frombuffer(buf, dtype=">f8").reshape(-1, len(columns))
-    return np.ascontiguousarray(rows.T, dtype=np.float64)
+    table_ = np.frombuffer(buf, dtype=">f8").reshape(-1, len(columns)).T.astype(np.float64)
+    keys = 2 if "layer" in columns else 1  # (layer, step) or (step,)
+    order = np.lexsort(table_[keys - 1::-1])  # lexsort's last key is the primary one
+    return np.ascontiguousarray(table_[:, order])
 
 
 def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
