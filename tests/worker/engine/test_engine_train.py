@@ -163,6 +163,7 @@ def test_train_alike_with_matrix_bn():
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3, (a, b)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_start_afresh_from_unreadable_checkpoint(tmp_path):
     """A corrupt checkpoint (or one holding pickled objects weights_only refuses) is ignored, not fatal."""
     import pickle
