@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.crud.errors import Conflict, FieldError, NotFound, TooLarge
@@ -107,3 +108,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DataError, on_db_data)
     app.add_exception_handler(OperationalError, on_db_down)
     app.add_exception_handler(InterfaceError, on_db_down)
+    app.add_exception_handler(PoolTimeout, on_db_down)  # every pooled connection busy too long
