@@ -115,11 +115,21 @@ def recalibrate(model: nn.Module, x_train: torch.Tensor, batch_size: int, n_samp
     return model
 
 
-def set_dropout(model: nn.Module, active: bool) -> None:
-    """Switch only the dropout layers (MC-dropout style)."""
-    for m in model.modules():
-        if isinstance(m, (Dropout, nn.Dropout)):
-            m.train(active)
+@torch.no_grad()
+def evaluate_mc_dropout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int = 10,
+                        batch_size: int = 4096) -> torch.Tensor:
+    """Accuracy of the mean softmax over `passes` forwards with dropout on and BN on running stats
+    (MC dropout, Gal & Ghahramani 2016)."""
+    saved = [(m, m.training) for m in model.modules()]
+    for m, _ in saved:
+        object.__setattr__(m, "training", isinstance(m, (Dropout, nn.Dropout)))
+    try:
+        probs = sum(torch.cat([model(x[i:i + batch_size]).softmax(1) for i in range(0, len(x), batch_size)])
+                    for _ in range(passes))
+    finally:
+        for m, training in saved:
+            object.__setattr__(m, "training", training)
+    return (probs.argmax(1) == y).float().mean()
 
 
 @torch.no_grad()

@@ -74,3 +74,17 @@ def test_handle_conv_bn_batch_of_one():
     acc = evaluate_train_mode(model, torch.randn(6, 1, 4, 4), torch.randint(0, 3, (6,)), batch_size=1)
     assert 0.0 <= acc.item() <= 1.0
     assert isinstance(model.blocks[0].bn, nn.BatchNorm2d)
+
+
+def test_equal_eval_mode_in_mc_dropout_without_dropout():
+    """MC dropout uses BN's running stats: with every dropout rate at 0 it gives eval-mode accuracy,
+    and it restores every module's mode."""
+    from worker.engine.evaluate import evaluate_mc_dropout
+
+    model = _trained_model()
+    x, y = torch.randn(200, 1, 1, 6), torch.randint(0, 3, (200,))
+    for block in model.blocks:
+        block.drop.rate = 0.0
+    flags = [m.training for m in model.modules()]
+    assert evaluate_mc_dropout(model, x, y, passes=3).item() == evaluate(model, x, y)[1].item()
+    assert flags == [m.training for m in model.modules()]
