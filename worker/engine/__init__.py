@@ -24,6 +24,7 @@ from .train import ConfigError, TrainResult, resolve_device, train, validate_con
 __all__ = [
     "BNProbe", "ConfigError", "Data", "JsonlSink", "MatrixBatchNorm1d", "MatrixBatchNorm2d", "MemorySink",
     "MetricSink", "ProbeRecord", "TrainResult", "build_model", "count_params", "estimate_params", "evaluate",
-    "evaluate_mc_dropout", "evaluate_train_mode", "export_all", "export_npz", "export_onnx", "get_dropout_layer", "get_norm_layer", "load_dataset", "predict_logits",
-    "recalibrate", "resolve_device", "summary_accuracies", "train", "validate_config",
+    "evaluate_mc_dropout", "evaluate_train_mode", "export_all", "export_npz", "export_onnx",
+    "get_dropout_layer", "get_norm_layer", "load_dataset", "predict_logits", "recalibrate",
+    "resolve_device", "summary_accuracies", "train", "validate_config",
 ]
