@@ -30,9 +30,15 @@ def load_config_file(config_path: str | Path) -> dict[str, Any]:
     return data
 
 
-def run_local(config_path: str | Path, out_path: str | Path | None = None, progress: bool = True, *,
-              datasets_root: Path | None = None, uploads_dir: Path | None = None,
-              export_dir: Path | None = None) -> dict[str, Any]:
+def run_local(
+    config_path: str | Path,
+    out_path: str | Path | None = None,
+    progress: bool = True,
+    *,
+    datasets_root: Path | None = None,
+    uploads_dir: Path | None = None,
+    export_dir: Path | None = None,
+) -> dict[str, Any]:
     """Validate, train with a MemorySink and write {"config","metrics","layers","summary"} to out_path.
 
     datasets_root / uploads_dir default to the Settings' directories (BNLAB_DATASETS_DIR ...).
@@ -47,8 +53,14 @@ def run_local(config_path: str | Path, out_path: str | Path | None = None, progr
         uploads_dir = uploads_dir or Path(settings.uploads_dir)
     sink = MemorySink()
     try:
-        result = train(cfg, sink, datasets_root=datasets_root, uploads_dir=uploads_dir,
-                       export_dir=export_dir, progress=progress)
+        result = train(
+            cfg,
+            sink,
+            datasets_root=datasets_root,
+            uploads_dir=uploads_dir,
+            export_dir=export_dir,
+            progress=progress,
+        )
     except ValueError as e:  # bad dataset files etc.: the message names the field
         raise ConfigError(str(e)) from None
     out = sink.as_dict(cfg.model_dump(mode="json"))

@@ -16,14 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """The IDX encoding of a uint8 array."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    return (
+        bytes([0, 0, 0x08, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
 
 
 def write_idx(path: Path, array: np.ndarray, *, gz: bool = False) -> Path:
@@ -33,8 +41,15 @@ def write_idx(path: Path, array: np.ndarray, *, gz: bool = False) -> Path:
     return path
 
 
-def write_mnist(folder: Path, n_train: int = 120, n_test: int = 40, *, gz: bool = False,
-                seed: int = 0, n_classes: int = 10) -> tuple[np.ndarray, ...]:
+def write_mnist(
+    folder: Path,
+    n_train: int = 120,
+    n_test: int = 40,
+    *,
+    gz: bool = False,
+    seed: int = 0,
+    n_classes: int = 10,
+) -> tuple[np.ndarray, ...]:
     """Four IDX files with 28×28 images whose brightness pattern depends on the label."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -53,8 +68,12 @@ def cifar_batch(n: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n).tolist()
     data = rng.integers(0, 256, (n, 3072)).astype(np.uint8)
-    return {b"batch_label": b"training batch 1 of 5", b"labels": labels, b"data": data,
-            b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+    return {
+        b"batch_label": b"training batch 1 of 5",
+        b"labels": labels,
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
 
 
 def write_cifar(folder: Path, n_per_batch: int = 20, n_batches: int = 5) -> dict[str, dict]:

@@ -45,14 +45,17 @@ class MatrixBatchNormFn(Function):
         sum_dy_xhat = (dy * xhat).sum(dims)  # dγ = Σ dy·x̂
         gamma = torch.ones_like(sigma) if weight is None else weight
         # dx = (γ / (N σ)) · (N·dy − Σ dy − x̂ · Σ(dy·x̂))   (SCIENCE.md §4)
-        dx = (gamma / (n * sigma)).view(view) * (n * dy - sum_dy.view(view) - xhat * sum_dy_xhat.view(view))
+        dx = (gamma / (n * sigma)).view(view) * (
+            n * dy - sum_dy.view(view) - xhat * sum_dy_xhat.view(view)
+        )
         dgamma = sum_dy_xhat if weight is not None and ctx.needs_input_grad[1] else None
         dbeta = sum_dy if weight is not None and ctx.needs_input_grad[2] else None
         return dx, dgamma, dbeta, None
 
 
-def matrix_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                      eps: float = 1e-5) -> torch.Tensor:
+def matrix_batch_norm(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-5
+) -> torch.Tensor:
     """Train-mode BN with the matrix-form backward (functional form, for gradcheck)."""
     return MatrixBatchNormFn.apply(x, weight, bias, eps)[0]
 
@@ -63,10 +66,13 @@ class _MatrixBatchNorm:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         if not self.training:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                False, 0.0, self.eps)
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
         if x.numel() // x.shape[1] < 2:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input size {x.shape}"
+            )
         y, mean, var = MatrixBatchNormFn.apply(x, self.weight, self.bias, self.eps)
         self._update_running(mean, var, x.numel() // x.shape[1])
         return y
@@ -94,16 +100,30 @@ class MatrixBatchNorm2d(_MatrixBatchNorm, nn.BatchNorm2d):
     """BatchNorm2d whose backward is the matrix form of SCIENCE.md §4."""
 
 
-_NORMS = {("torch", 1): nn.BatchNorm1d, ("torch", 2): nn.BatchNorm2d,
-          ("matrix", 1): MatrixBatchNorm1d, ("matrix", 2): MatrixBatchNorm2d}
+_NORMS = {
+    ("torch", 1): nn.BatchNorm1d,
+    ("torch", 2): nn.BatchNorm2d,
+    ("matrix", 1): MatrixBatchNorm1d,
+    ("matrix", 2): MatrixBatchNorm2d,
+}
 
 
-def get_norm_layer(impl: str, dim: int, num_features: int, *, eps: float = 1e-5,
-                   momentum: float | None = 0.1, affine: bool = True,
-                   gamma_init: float = 1.0, beta_init: float = 0.0) -> nn.modules.batchnorm._BatchNorm:
+def get_norm_layer(
+    impl: str,
+    dim: int,
+    num_features: int,
+    *,
+    eps: float = 1e-5,
+    momentum: float | None = 0.1,
+    affine: bool = True,
+    gamma_init: float = 1.0,
+    beta_init: float = 0.0,
+) -> nn.modules.batchnorm._BatchNorm:
     """Config → BN module (impl 'torch' | 'matrix', dim 1 for MLPs, 2 for CNNs)."""
     if (impl, dim) not in _NORMS:
-        raise ValueError(f"model.batchnorm.impl must be 'torch' or 'matrix' (dim 1|2), got {impl!r}, {dim}")
+        raise ValueError(
+            f"model.batchnorm.impl must be 'torch' or 'matrix' (dim 1|2), got {impl!r}, {dim}"
+        )
     layer = _NORMS[impl, dim](num_features, eps=eps, momentum=momentum, affine=affine)
     if affine:
         with torch.no_grad():
@@ -114,4 +134,6 @@ def get_norm_layer(impl: str, dim: int, num_features: int, *, eps: float = 1e-5,
 
 def bn_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
     """Every BN layer of `model` with its named_modules() path, in forward order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [
+        (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]

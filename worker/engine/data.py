@@ -51,17 +51,26 @@ class Data:
         return tuple(self.x_train.shape[1:])
 
     def to(self, device: torch.device | str) -> Data:
-        t = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        t = {
+            k: getattr(self, k).to(device)
+            for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+        }
         return replace(self, **t)
 
 
-def batches(n: int, batch_size: int, device: torch.device | str, *, shuffle: bool = True,
-            drop_last: bool = True) -> Iterator[torch.Tensor]:
+def batches(
+    n: int,
+    batch_size: int,
+    device: torch.device | str,
+    *,
+    shuffle: bool = True,
+    drop_last: bool = True,
+) -> Iterator[torch.Tensor]:
     """Index slices of one epoch. drop_last keeps every batch at batch_size (BN needs N ≥ 2)."""
     idx = torch.randperm(n).to(device) if shuffle else torch.arange(n, device=device)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for i in range(0, stop, batch_size):
-        yield idx[i:i + batch_size]
+        yield idx[i : i + batch_size]
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -69,6 +78,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 # ---------------------------------------------------------------- generators and bundled sets
+
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled 8×8 digits: (1797, 1, 8, 8), pixel values 0..16."""
@@ -79,16 +89,29 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 # Ten hand-drawn 12-point strokes, one per class (the MNIST-1D idea: a digit as a 1-D signal).
-_TEMPLATES = np.array([
-    [5, 6, 7, 8, 9, 9, 9, 8, 7, 6, 5, 5], [0, 0, 0, 9, 9, 9, 9, 9, 0, 0, 0, 0],
-    [0, 2, 5, 8, 6, 3, 0, -3, -6, -8, -5, 0], [8, 4, 0, 4, 8, 4, 0, 4, 8, 4, 0, 0],
-    [-6, -6, -6, -6, 6, 6, 6, 6, -6, -6, 0, 0], [9, 7, 5, 3, 1, -1, -3, -5, -7, -9, 0, 0],
-    [0, -9, 0, 9, 0, -9, 0, 9, 0, -9, 0, 9], [0, 3, 6, 9, 9, 9, 6, 3, 0, 0, -9, -9],
-    [4, -4, 4, -4, 4, -4, 4, -4, 4, -4, 4, -4], [-9, -7, -5, -3, -1, 1, 3, 5, 7, 9, 0, 0],
-], dtype=np.float32) / 9.0
+_TEMPLATES = (
+    np.array(
+        [
+            [5, 6, 7, 8, 9, 9, 9, 8, 7, 6, 5, 5],
+            [0, 0, 0, 9, 9, 9, 9, 9, 0, 0, 0, 0],
+            [0, 2, 5, 8, 6, 3, 0, -3, -6, -8, -5, 0],
+            [8, 4, 0, 4, 8, 4, 0, 4, 8, 4, 0, 0],
+            [-6, -6, -6, -6, 6, 6, 6, 6, -6, -6, 0, 0],
+            [9, 7, 5, 3, 1, -1, -3, -5, -7, -9, 0, 0],
+            [0, -9, 0, 9, 0, -9, 0, 9, 0, -9, 0, 9],
+            [0, 3, 6, 9, 9, 9, 6, 3, 0, 0, -9, -9],
+            [4, -4, 4, -4, 4, -4, 4, -4, 4, -4, 4, -4],
+            [-9, -7, -5, -3, -1, 1, 3, 5, 7, 9, 0, 0],
+        ],
+        dtype=np.float32,
+    )
+    / 9.0
+)
 
 
-def make_mnist1d(n_samples: int = 4000, length: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_mnist1d(
+    n_samples: int = 4000, length: int = 40, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """MNIST-1D-style signals: a class template, randomly stretched, shifted, sheared and noised.
 
     Returns (n, 1, 1, length) float32 and labels; seeded, offline, vectorised.
@@ -117,8 +140,13 @@ def vector_shape(d: int) -> tuple[int, int, int]:
     return (1, s, s) if s * s == d else (1, 1, d)
 
 
-def make_synthetic(n_samples: int = 4000, n_features: int = 64, n_classes: int = 10,
-                   seed: int = 0, separation: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic(
+    n_samples: int = 4000,
+    n_features: int = 64,
+    n_classes: int = 10,
+    seed: int = 0,
+    separation: float = 0.45,
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded Gaussian clusters: class means ~ N(0, separation²), unit noise. 784 features = MNIST-sized."""
     rng = np.random.default_rng(seed)
     means = rng.normal(0, separation, (n_classes, n_features)).astype(np.float32)
@@ -129,8 +157,12 @@ def make_synthetic(n_samples: int = 4000, n_features: int = 64, n_classes: int =
 
 # ---------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
 
-_IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-              "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+_IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -141,10 +173,12 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
         raise ValueError(f"dataset.path: {path.name} is not an unsigned-byte IDX file")
     ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != math.prod(dims):
-        raise ValueError(f"dataset.path: {path.name} is truncated ({data.size} of {math.prod(dims)} bytes)")
+        raise ValueError(
+            f"dataset.path: {path.name} is truncated ({data.size} of {math.prod(dims)} bytes)"
+        )
     return data.reshape(dims)
 
 
@@ -162,11 +196,16 @@ def load_idx_folder(folder: Path) -> tuple[np.ndarray, ...]:
     for split in ("train", "test"):
         if arrays[f"{split}_x"].ndim != 3 or len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise ValueError(f"dataset.path: {split} images and labels do not match")
-    return (arrays["train_x"].astype(np.float32)[:, None], arrays["train_y"].astype(np.int64),
-            arrays["test_x"].astype(np.float32)[:, None], arrays["test_y"].astype(np.int64))
+    return (
+        arrays["train_x"].astype(np.float32)[:, None],
+        arrays["train_y"].astype(np.int64),
+        arrays["test_x"].astype(np.float32)[:, None],
+        arrays["test_y"].astype(np.int64),
+    )
 
 
 # ---------------------------------------------------------------- CIFAR-10 python pickles
+
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Admits only what a CIFAR-10 batch holds: containers, strings, numbers, numpy arrays.
@@ -175,9 +214,15 @@ class RestrictedUnpickler(pickle.Unpickler):
     a crafted pickle (os.system in __reduce__) raises instead of running.
     """
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
@@ -196,7 +241,12 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"dataset.path: {path.name} is not a CIFAR-10 batch (not a dict)")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
     data, labels = d.get("data"), d.get("labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+    ):
         raise ValueError(f"dataset.path: {path.name} has no uint8 'data' array of shape (N, 3072)")
     if not isinstance(labels, list) or len(labels) != len(data):
         raise ValueError(f"dataset.path: {path.name} has no 'labels' list matching its data")
@@ -244,7 +294,9 @@ def _check_upload(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     if x.dtype.kind not in "fiub" or y.dtype.kind not in "fiu":
         raise ValueError("dataset.upload_id: X must be numeric and y integer class labels")
     if x.ndim not in (2, 3, 4) or y.ndim != 1 or len(x) != len(y) or len(x) < 2:
-        raise ValueError("dataset.upload_id: X must be (N, D), (N, H, W) or (N, C, H, W) with y (N,)")
+        raise ValueError(
+            "dataset.upload_id: X must be (N, D), (N, H, W) or (N, C, H, W) with y (N,)"
+        )
     if not np.isfinite(x).all():
         raise ValueError("dataset.upload_id: X holds NaN or infinite values")
     if (y < 0).any() or (y != np.round(y)).any():
@@ -256,13 +308,16 @@ def _check_upload(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 # ---------------------------------------------------------------- assembling the splits
 
+
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     k = max(1, int(round(n * fraction)))
     return perm[k:], perm[:k]
 
 
-def raw_arrays(cfg: Any, *, datasets_root: Path | None, uploads_dir: Path | None) -> tuple[np.ndarray, ...]:
+def raw_arrays(
+    cfg: Any, *, datasets_root: Path | None, uploads_dir: Path | None
+) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_test, y_test) for dataset config `cfg`, before standardisation."""
     name = cfg.name
     if name in ("mnist", "fashion_mnist", "cifar10"):
@@ -288,8 +343,17 @@ def raw_arrays(cfg: Any, *, datasets_root: Path | None, uploads_dir: Path | None
     return x[tr], y[tr], x[te], y[te]
 
 
-def assemble(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, *, val_fraction: float,
-             seed: int, limit: int | None = None, name: str = "data") -> Data:
+def assemble(
+    x: np.ndarray,
+    y: np.ndarray,
+    xt: np.ndarray,
+    yt: np.ndarray,
+    *,
+    val_fraction: float,
+    seed: int,
+    limit: int | None = None,
+    name: str = "data",
+) -> Data:
     """Limit, seeded validation split, per-channel standardisation with training statistics."""
     if limit:
         x, y = x[:limit], y[:limit]
@@ -301,13 +365,31 @@ def assemble(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, *, va
     norm = lambda a: torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))
     label = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
     n_classes = int(max(y.max(), yt.max())) + 1
-    return Data(norm(x[tr]), label(y[tr]), norm(x[va]), label(y[va]), norm(xt), label(yt), n_classes, name,
-                mean.reshape(-1), std.reshape(-1))
+    return Data(
+        norm(x[tr]),
+        label(y[tr]),
+        norm(x[va]),
+        label(y[va]),
+        norm(xt),
+        label(yt),
+        n_classes,
+        name,
+        mean.reshape(-1),
+        std.reshape(-1),
+    )
 
 
-def load_dataset(cfg: Any, *, seed: int = 0, device: torch.device | str = "cpu",
-                 datasets_root: Path | None = None, uploads_dir: Path | None = None) -> Data:
+def load_dataset(
+    cfg: Any,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    datasets_root: Path | None = None,
+    uploads_dir: Path | None = None,
+) -> Data:
     """The dataset of config `cfg` (a DatasetConfig) as tensors on `device`."""
     x, y, xt, yt = raw_arrays(cfg, datasets_root=datasets_root, uploads_dir=uploads_dir)
-    data = assemble(x, y, xt, yt, val_fraction=cfg.val_fraction, seed=seed, limit=cfg.limit, name=cfg.name)
+    data = assemble(
+        x, y, xt, yt, val_fraction=cfg.val_fraction, seed=seed, limit=cfg.limit, name=cfg.name
+    )
     return data.to(device)

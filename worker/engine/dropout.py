@@ -34,15 +34,22 @@ def noise(x: torch.Tensor, kind: str, rate: float, mask: str) -> torch.Tensor:
         return torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(q).div_(q)
     if kind == "gaussian":
         # g ~ N(1, r/q): E[g] = 1, E[g²] = 1/q, like inverted bernoulli (SCIENCE.md §2)
-        return torch.randn(shape, device=x.device, dtype=x.dtype).mul_(math.sqrt(rate / q)).add_(1.0)
+        return (
+            torch.randn(shape, device=x.device, dtype=x.dtype).mul_(math.sqrt(rate / q)).add_(1.0)
+        )
     if kind == "uniform":
         # 1 + u, u ~ U(−β, β): E[(1+u)²] = 1 + β²/3
         return torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(-rate, rate).add_(1.0)
     raise ValueError(f"model.dropout.kind must be one of {DROPOUT_KINDS}, got {kind!r}")
 
 
-def dropout(x: torch.Tensor, kind: str = "bernoulli", rate: float = 0.5,
-            mask: str = "per_sample", training: bool = True) -> torch.Tensor:
+def dropout(
+    x: torch.Tensor,
+    kind: str = "bernoulli",
+    rate: float = 0.5,
+    mask: str = "per_sample",
+    training: bool = True,
+) -> torch.Tensor:
     """Apply dropout of `kind` at `rate` (the drop probability; β for uniform)."""
     if not training or rate == 0.0:
         return x

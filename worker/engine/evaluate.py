@@ -53,21 +53,24 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             b.copy_(copy_)
 
 
-def _chunks(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _chunks(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for i in range(0, len(x), batch_size):
-        yield x[i:i + batch_size], y[i:i + batch_size]
+        yield x[i : i + batch_size], y[i : i + batch_size]
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Eval-mode logits (BN on running statistics, dropout off)."""
     with mode(model, bn_train=False):
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, accuracy) in eval mode, as 0-d device tensors (no host sync)."""
     logits = predict_logits(model, x, batch_size)
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
@@ -83,8 +86,13 @@ def _train_bn_logits(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_train_mode(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                        max_samples: int | None = None) -> torch.Tensor:
+def evaluate_train_mode(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    max_samples: int | None = None,
+) -> torch.Tensor:
     """Accuracy with BN on each test batch's own statistics ("forgot model.eval()").
 
     Running statistics are left exactly as they were. max_samples caps the work at tiny
@@ -100,7 +108,9 @@ def evaluate_train_mode(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
 
 
 @torch.no_grad()
-def recalibrate(model: nn.Module, x_train: torch.Tensor, batch_size: int, n_samples: int) -> nn.Module:
+def recalibrate(
+    model: nn.Module, x_train: torch.Tensor, batch_size: int, n_samples: int
+) -> nn.Module:
     """PreciseBN on a copy: population statistics over n_samples training samples, dropout off."""
     model = copy.deepcopy(model)
     for bn in _bns(model):
@@ -109,23 +119,28 @@ def recalibrate(model: nn.Module, x_train: torch.Tensor, batch_size: int, n_samp
     x = x_train[:n_samples]
     with mode(model, bn_train=True):
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
+            xb = x[i : i + batch_size]
             if len(xb) >= 2:  # a last batch of one has no variance
                 model(xb)
     return model
 
 
 @torch.no_grad()
-def evaluate_mc_dropout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int = 10,
-                        batch_size: int = 4096) -> torch.Tensor:
+def evaluate_mc_dropout(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int = 10, batch_size: int = 4096
+) -> torch.Tensor:
     """Accuracy of the mean softmax over `passes` forwards with dropout on and BN on running stats
     (MC dropout, Gal & Ghahramani 2016)."""
     saved = [(m, m.training) for m in model.modules()]
     for m, _ in saved:
         object.__setattr__(m, "training", isinstance(m, (Dropout, nn.Dropout)))
     try:
-        probs = sum(torch.cat([model(x[i:i + batch_size]).softmax(1) for i in range(0, len(x), batch_size)])
-                    for _ in range(passes))
+        probs = sum(
+            torch.cat(
+                [model(x[i : i + batch_size]).softmax(1) for i in range(0, len(x), batch_size)]
+            )
+            for _ in range(passes)
+        )
     finally:
         for m, training in saved:
             object.__setattr__(m, "training", training)
@@ -133,15 +148,24 @@ def evaluate_mc_dropout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pass
 
 
 @torch.no_grad()
-def summary_accuracies(model: nn.Module, data, *, batch_size: int, train_mode_sizes: list[int],
-                       recalibrate_samples: int | None, max_train_mode_samples: int = 2000) -> dict:
+def summary_accuracies(
+    model: nn.Module,
+    data,
+    *,
+    batch_size: int,
+    train_mode_sizes: list[int],
+    recalibrate_samples: int | None,
+    max_train_mode_samples: int = 2000,
+) -> dict:
     """The summary's accuracies: eval mode, train-BN mode per test batch size, recalibrated."""
     _, acc = evaluate(model, data.x_test, data.y_test)
     out = {"test_acc_eval": acc}
     out["test_acc_train_mode"] = {
-        str(b): evaluate_train_mode(model, data.x_test, data.y_test, b,
-                                    max_train_mode_samples if b < 64 else None)
-        for b in train_mode_sizes}
+        str(b): evaluate_train_mode(
+            model, data.x_test, data.y_test, b, max_train_mode_samples if b < 64 else None
+        )
+        for b in train_mode_sizes
+    }
     if recalibrate_samples:
         recal = recalibrate(model, data.x_train, batch_size, recalibrate_samples)
         out["test_acc_recalibrated"] = evaluate(recal, data.x_test, data.y_test)[1]

@@ -25,7 +25,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .model import ACTIVATIONS, Net
 
-TEST_SET_MAX_BYTES = 32 * 2**20  # store the test set + its eval-mode logits (for verification) up to this size
+TEST_SET_MAX_BYTES = (
+    32 * 2**20
+)  # store the test set + its eval-mode logits (for verification) up to this size
 
 
 def _act_name(m: nn.Module) -> str | None:
@@ -41,7 +43,9 @@ def inference_ops(model: Net) -> list[tuple[str, str, dict[str, np.ndarray]]]:
     if model.arch == "mlp":
         ops.append(("flatten", "input", {}))
     for name, m in model.named_modules():
-        arrays = {k: v.detach().cpu().double().numpy() for k, v in m.named_parameters(recurse=False)}
+        arrays = {
+            k: v.detach().cpu().double().numpy() for k, v in m.named_parameters(recurse=False)
+        }
         if isinstance(m, nn.Linear):
             ops.append(("linear", name, arrays))
         elif isinstance(m, nn.Conv2d):
@@ -67,8 +71,13 @@ def _bn_arrays(bn: _BatchNorm) -> dict[str, np.ndarray]:
     c = bn.num_features
     gamma = bn.weight.detach().cpu().double().numpy() if bn.affine else np.ones(c)
     beta = bn.bias.detach().cpu().double().numpy() if bn.affine else np.zeros(c)
-    return {"running_mean": bn.running_mean.cpu().double().numpy(), "running_var": bn.running_var.cpu().double().numpy(),
-            "gamma": gamma, "beta": beta, "eps": np.array(bn.eps)}
+    return {
+        "running_mean": bn.running_mean.cpu().double().numpy(),
+        "running_var": bn.running_var.cpu().double().numpy(),
+        "gamma": gamma,
+        "beta": beta,
+        "eps": np.array(bn.eps),
+    }
 
 
 def _scale(bn: dict[str, np.ndarray]) -> np.ndarray:
@@ -97,7 +106,11 @@ def fold_ops(ops: list, arch: str) -> tuple[list, dict[str, str]]:
             nxt[2]["weight"] = w * s[None, :]
             notes[name] = f"folded into {nxt[1]} (BN before it)"
         else:
-            why = "zero padding of the next conv" if nxt and nxt[0] == "conv" else "a nonlinearity or pooling on both sides"
+            why = (
+                "zero padding of the next conv"
+                if nxt and nxt[0] == "conv"
+                else "a nonlinearity or pooling on both sides"
+            )
             notes[name] = f"not folded: {why}"
             out.append((kind, name, arrays))
     return out, notes
@@ -108,9 +121,12 @@ def npz_arrays(model: Net, cfg: Any, data: Any = None) -> dict[str, np.ndarray]:
     ops = inference_ops(model)
     folded, notes = fold_ops(ops, model.arch)
     out: dict[str, np.ndarray] = {
-        "format": np.array("bnlab-npz-1"), "arch": np.array(model.arch),
-        "block": np.array(list(cfg.model.block)), "activation": np.array(cfg.model.activation),
-        "pooling": np.array(cfg.model.pooling), "config": np.array(json.dumps(cfg.model_dump(mode="json"))),
+        "format": np.array("bnlab-npz-1"),
+        "arch": np.array(model.arch),
+        "block": np.array(list(cfg.model.block)),
+        "activation": np.array(cfg.model.activation),
+        "pooling": np.array(cfg.model.pooling),
+        "config": np.array(json.dumps(cfg.model_dump(mode="json"))),
     }
     for prefix, seq in (("", ops), ("folded.", folded)):
         out[f"{prefix}ops"] = np.array([k for k, _, _ in seq])
@@ -120,7 +136,9 @@ def npz_arrays(model: Net, cfg: Any, data: Any = None) -> dict[str, np.ndarray]:
     out.update({f"fold.{k}": np.array(v) for k, v in notes.items()})
     if data is not None:
         out["input_mean"], out["input_std"] = data.input_mean, data.input_std
-        if data.x_test.numel() * 4 <= TEST_SET_MAX_BYTES:  # MNIST's 10000 test images fit; CIFAR-10's do not
+        if (
+            data.x_test.numel() * 4 <= TEST_SET_MAX_BYTES
+        ):  # MNIST's 10000 test images fit; CIFAR-10's do not
             from .evaluate import predict_logits
 
             out["test.x"] = data.x_test.cpu().numpy()
@@ -150,8 +168,15 @@ def export_onnx(model: Net, in_shape: tuple[int, ...], path: Path) -> Path | Non
     # The TorchScript exporter needs no onnxscript (not installed); torch flags it as legacy.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (dummy,), str(path), input_names=["x"], output_names=["logits"],
-                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
     return Path(path)
 
 

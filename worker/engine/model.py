@@ -17,7 +17,13 @@ from torch import nn
 from .batchnorm import get_norm_layer
 from .dropout import get_dropout_layer
 
-ROLES = {"linear": "linear", "conv": "conv", "dropout": "drop", "batchnorm": "bn", "activation": "act"}
+ROLES = {
+    "linear": "linear",
+    "conv": "conv",
+    "dropout": "drop",
+    "batchnorm": "bn",
+    "activation": "act",
+}
 
 
 class Gaussian(nn.Module):
@@ -27,8 +33,13 @@ class Gaussian(nn.Module):
         return torch.exp(-x * x)
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gaussian": Gaussian,
-               "identity": nn.Identity}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "gaussian": Gaussian,
+    "identity": nn.Identity,
+}
 
 
 def _get(cfg: Any, key: str) -> Any:
@@ -62,8 +73,9 @@ class Block(nn.Module):
 class Net(nn.Module):
     """Hidden blocks, then [global average pool for CNNs] → head_drop → classifier."""
 
-    def __init__(self, blocks: list[Block], head_drop: nn.Module | None, classifier: nn.Linear,
-                 arch: str) -> None:
+    def __init__(
+        self, blocks: list[Block], head_drop: nn.Module | None, classifier: nn.Linear, arch: str
+    ) -> None:
         super().__init__()
         self.arch = arch
         self.blocks = nn.ModuleList(blocks)
@@ -93,13 +105,22 @@ def _layer(kind: str, cfg: Any, arch: str, c_in: int, c_out: int) -> nn.Module:
         return get_dropout_layer(_get(d, "kind"), _get(d, "rate"), _get(d, "mask"))
     if kind == "batchnorm":
         b = _get(cfg, "batchnorm")
-        return get_norm_layer(_get(b, "impl"), 1 if arch == "mlp" else 2, c_in, eps=_get(b, "eps"),
-                              momentum=_get(b, "momentum"), affine=_get(b, "affine"),
-                              gamma_init=_get(b, "gamma_init"), beta_init=_get(b, "beta_init"))
+        return get_norm_layer(
+            _get(b, "impl"),
+            1 if arch == "mlp" else 2,
+            c_in,
+            eps=_get(b, "eps"),
+            momentum=_get(b, "momentum"),
+            affine=_get(b, "affine"),
+            gamma_init=_get(b, "gamma_init"),
+            beta_init=_get(b, "beta_init"),
+        )
     return ACTIVATIONS[_get(cfg, "activation")]()
 
 
-def _block(cfg: Any, arch: str, c_in: int, c_out: int, hw: tuple[int, int]) -> tuple[Block, tuple[int, int]]:
+def _block(
+    cfg: Any, arch: str, c_in: int, c_out: int, hw: tuple[int, int]
+) -> tuple[Block, tuple[int, int]]:
     layers, c = [], c_in
     for kind in _get(cfg, "block"):
         layers.append((ROLES[kind], _layer(kind, cfg, arch, c, c_out)))
@@ -139,8 +160,14 @@ def count_params(model: nn.Module) -> int:
 
 # (input shape (C, H, W), classes) of each built-in dataset, for estimate_params without loading data.
 # Uploads: (1, 1, D) for (N, D) features, (1, s, s) when D = s², (1, H, W) / (C, H, W) for images.
-DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist1d": ((1, 1, 40), 10), "synthetic": ((1, 8, 8), 10),
-                  "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
+DATASET_SHAPES = {
+    "digits": ((1, 8, 8), 10),
+    "mnist1d": ((1, 1, 40), 10),
+    "synthetic": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
 
 
 def estimate_params(model_cfg: Any, in_shape: int | tuple[int, ...], n_classes: int) -> int:

@@ -38,17 +38,23 @@ def _pool(h: np.ndarray, kernel: np.ndarray, reduce) -> np.ndarray:
 def _bn(h: np.ndarray, a: dict, sqrt: bool) -> np.ndarray:
     shape = (1, -1) + (1,) * (h.ndim - 2)
     denom = np.sqrt(a["running_var"] + a["eps"]) if sqrt else a["running_var"] + a["eps"]
-    return (a["gamma"].reshape(shape) * (h - a["running_mean"].reshape(shape)) / denom.reshape(shape)
-            + a["beta"].reshape(shape))
+    return a["gamma"].reshape(shape) * (h - a["running_mean"].reshape(shape)) / denom.reshape(
+        shape
+    ) + a["beta"].reshape(shape)
 
 
-ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-               "tanh": np.tanh, "gaussian": lambda x: np.exp(-x * x), "identity": lambda x: x}
+ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0),
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "tanh": np.tanh,
+    "gaussian": lambda x: np.exp(-x * x),
+    "identity": lambda x: x,
+}
 
 
 def _arrays(f, prefix: str, name: str) -> dict:
     head = f"{prefix}{name}."
-    return {k[len(head):]: f[k] for k in f.files if k.startswith(head)}
+    return {k[len(head) :]: f[k] for k in f.files if k.startswith(head)}
 
 
 def _as_images(x: np.ndarray) -> np.ndarray:
@@ -59,9 +65,15 @@ def _as_images(x: np.ndarray) -> np.ndarray:
     return x[:, None] if x.ndim == 3 else x
 
 
-def predict(npz, x: np.ndarray, folded: bool = False, *, sqrt: bool = True, raw: bool = False) -> np.ndarray:
+def predict(
+    npz, x: np.ndarray, folded: bool = False, *, sqrt: bool = True, raw: bool = False
+) -> np.ndarray:
     """Eval-mode logits (N, classes) of the exported network for inputs x (float64 numpy)."""
-    f = np.load(npz, allow_pickle=False) if isinstance(npz, (str, bytes)) or hasattr(npz, "__fspath__") else npz
+    f = (
+        np.load(npz, allow_pickle=False)
+        if isinstance(npz, (str, bytes)) or hasattr(npz, "__fspath__")
+        else npz
+    )
     prefix = "folded." if folded else ""
     h = _as_images(x)
     if raw:
@@ -97,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", help="model.npz exported by bnlab")
     p.add_argument("inputs", help=".npy array of inputs")
     p.add_argument("--folded", action="store_true", help="use the BN-folded network")
-    p.add_argument("--raw", action="store_true", help="standardise inputs with the stored training statistics")
+    p.add_argument(
+        "--raw", action="store_true", help="standardise inputs with the stored training statistics"
+    )
     p.add_argument("--logits", action="store_true", help="print logits instead of classes")
     args = p.parse_args(argv)
-    logits = predict(args.model, np.load(args.inputs, allow_pickle=False), args.folded, raw=args.raw)
+    logits = predict(
+        args.model, np.load(args.inputs, allow_pickle=False), args.folded, raw=args.raw
+    )
     if args.logits:
         np.savetxt(sys.stdout, logits, fmt="%.7g")
     else:

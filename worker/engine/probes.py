@@ -42,7 +42,13 @@ def units(model: nn.Module) -> list[Unit]:
         for i, block in enumerate(model.blocks):
             bn = getattr(block, "bn", None)
             role = "linear" if hasattr(block, "linear") else "conv"
-            out.append(Unit(f"blocks.{i}.{'bn' if bn is not None else role}", bn, getattr(block, role).weight))
+            out.append(
+                Unit(
+                    f"blocks.{i}.{'bn' if bn is not None else role}",
+                    bn,
+                    getattr(block, role).weight,
+                )
+            )
         return out
     return [Unit(n, m, None) for n, m in model.named_modules() if isinstance(m, _BatchNorm)]
 
@@ -52,8 +58,9 @@ def _dims(x: torch.Tensor) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def eval_pass(model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_size: int = 4096
-              ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, int]]]:
+def eval_pass(
+    model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_size: int = 4096
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, int]]]:
     """Eval-mode forward of x (every dropout off, BN on running stats); returns the logits and,
     per BN, (mean, biased var, count) per channel of what the BN layer receives (float64)."""
     acc: dict[int, list] = {}
@@ -73,7 +80,7 @@ def eval_pass(model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_si
     handles = [bn.register_forward_pre_hook(pre_hook) for bn in bns]
     try:
         with mode(model, bn_train=False):
-            logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+            logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         for h in handles:
             h.remove()
@@ -81,7 +88,13 @@ def eval_pass(model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_si
     for bn in bns:
         s1, s2, n = acc[id(bn)]
         centered_mean = s1 / n
-        out.append((bn.running_mean.double() + centered_mean, (s2 / n - centered_mean ** 2).clamp_min(0.0), n))
+        out.append(
+            (
+                bn.running_mean.double() + centered_mean,
+                (s2 / n - centered_mean**2).clamp_min(0.0),
+                n,
+            )
+        )
     return logits, out
 
 
@@ -93,7 +106,9 @@ def predicted_shift(kind: str, rate: float, mean: torch.Tensor, var: torch.Tenso
     return (train_m2 - mu2) / var.clamp_min(1e-12)
 
 
-def shift_per_channel(eval_var: torch.Tensor, running_var: torch.Tensor, eps: float) -> torch.Tensor:
+def shift_per_channel(
+    eval_var: torch.Tensor, running_var: torch.Tensor, eps: float
+) -> torch.Tensor:
     """max(eval/running, running/eval) per channel (≥ 1); eps (BN's own) guards dead channels."""
     ratio = (eval_var + eps) / (running_var + eps)
     return torch.maximum(ratio, 1.0 / ratio)
@@ -158,7 +173,12 @@ class BNProbe:
         self.steps = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": self.sums, "start": self.start, "start_t": self.start_t, "steps": self.steps}
+        return {
+            "sums": self.sums,
+            "start": self.start,
+            "start_t": self.start_t,
+            "steps": self.steps,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sums = [t.clone() for t in state["sums"]]
@@ -186,7 +206,9 @@ class BNProbe:
 
     # -------------------------------------------------------------- measuring
     @torch.no_grad()
-    def record(self, x_eval: torch.Tensor, train_batch: int) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    def record(
+        self, x_eval: torch.Tensor, train_batch: int
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         """Measure every layer now (eval pass over x_eval); returns (eval logits, layer dicts).
 
         train_batch: samples per training batch. Starts a new window.
@@ -195,22 +217,39 @@ class BNProbe:
         ns = [train_batch * (int(s[2]) // len(x_eval)) for s in sums]  # batch × H × W
         per_bn, self.last_shift_per_channel, self.last_eval = [], {}, {}
         bn_units = [u for u in self.units if u.bn is not None]
-        for unit, bn, (tmean, tvar), (emean, evar, _) in zip(bn_units, self.bns, self.train_stats(ns), sums):
+        for unit, bn, (tmean, tvar), (emean, evar, _) in zip(
+            bn_units, self.bns, self.train_stats(ns), sums
+        ):
             evar = evar.float()
             shift = shift_per_channel(evar, bn.running_var, bn.eps)
-            per_bn.append(torch.stack([tmean, tvar, bn.running_mean, bn.running_var, emean.float(), evar,
-                                       shift]).mean(1))  # (7,): channel means
+            per_bn.append(
+                torch.stack(
+                    [tmean, tvar, bn.running_mean, bn.running_var, emean.float(), evar, shift]
+                ).mean(1)
+            )  # (7,): channel means
             self.last_shift_per_channel[unit.name] = shift
             self.last_eval[unit.name] = (emean, evar)  # per channel, what inference feeds the layer
-        grads = [u.weight.grad.norm() if u.weight is not None and u.weight.grad is not None
-                 else torch.tensor(float("nan"), device=logits.device) for u in self.units]
+        grads = [
+            u.weight.grad.norm()
+            if u.weight is not None and u.weight.grad is not None
+            else torch.tensor(float("nan"), device=logits.device)
+            for u in self.units
+        ]
         stats = torch.stack(per_bn).tolist() if per_bn else []  # CPU-GPU sync point
         grad_list = torch.stack(grads).tolist() if grads else []  # CPU-GPU sync point
         self.reset_window()
         return logits, self._rows(stats, grad_list)
 
     def _rows(self, stats: list[list[float]], grads: list[float]) -> list[dict[str, Any]]:
-        keys = ("train_mean", "train_var", "running_mean", "running_var", "eval_mean", "eval_var", "shift")
+        keys = (
+            "train_mean",
+            "train_var",
+            "running_mean",
+            "running_var",
+            "eval_mean",
+            "eval_var",
+            "shift",
+        )
         rows, it = [], iter(stats)
         for i, u in enumerate(self.units):
             vals = next(it) if u.bn is not None else [None] * len(keys)

@@ -57,7 +57,10 @@ def validate_config(cfg: ExperimentConfig | dict) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(cfg)
     except ValidationError as e:
-        msgs = [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
+        msgs = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in e.errors()
+        ]
         raise ConfigError("invalid config: " + "; ".join(msgs)) from None
 
 
@@ -66,7 +69,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+    if dev.type == "cuda" and (
+        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
+    ):
         raise ConfigError(f"train.device: {name} is not available on this machine")
     return dev
 
@@ -79,7 +84,9 @@ def make_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optim
     t = cfg.train
     if t.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+    )
 
 
 class Window:
@@ -106,7 +113,9 @@ class Window:
 class Run:
     """The state of one training run; train() below drives it."""
 
-    def __init__(self, cfg: ExperimentConfig, data: Data, device: torch.device, sink: MetricSink) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, data: Data, device: torch.device, sink: MetricSink
+    ) -> None:
         torch.manual_seed(cfg.train.seed)
         self.cfg, self.data, self.device, self.sink = cfg, data, device, sink
         self.model = build_model(cfg.model, data.in_shape, data.n_classes).to(device)
@@ -114,30 +123,45 @@ class Run:
         self.probe = BNProbe(self.model)
         self.window = Window(device)
         self.batch = min(cfg.train.batch_size, len(data.x_train))  # samples per training batch
-        self.total_steps = cfg.train.epochs * steps_per_epoch(len(data.x_train), cfg.train.batch_size)
+        self.total_steps = cfg.train.epochs * steps_per_epoch(
+            len(data.x_train), cfg.train.batch_size
+        )
         n_eval = cfg.probe.eval_batches * cfg.train.batch_size
         self.x_eval, self.y_eval = data.x_val[:n_eval], data.y_val[:n_eval]
         self.step = self.epoch = 0
         self.train_s = 0.0  # seconds spent training (this process, without the final evaluation)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"fingerprint": config_fingerprint(self.cfg), "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(), "rng": rng_state(), "step": self.step,
-                "epoch": self.epoch, "probe": self.probe.state_dict(), "window": self.window.state_dict()}
+        return {
+            "fingerprint": config_fingerprint(self.cfg),
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "rng": rng_state(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "probe": self.probe.state_dict(),
+            "window": self.window.state_dict(),
+        }
 
     def resume(self, path: Path | None) -> bool:
         """Continue from the checkpoint at path if it belongs to this config."""
         try:
             state = load_checkpoint(path) if path else None
-        except Exception as e:  # unreadable (or refused by weights_only): start afresh, don't fail every retry
+        except (
+            Exception
+        ) as e:  # unreadable (or refused by weights_only): start afresh, don't fail every retry
             log.warning("ignoring unreadable checkpoint %s: %s", path, e)
             return False
         if not isinstance(state, dict) or state.get("fingerprint") != config_fingerprint(self.cfg):
             return False
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        self.probe.load_state_dict({k: [t.to(self.device) for t in v] if isinstance(v, list) else v
-                                    for k, v in state["probe"].items()})
+        self.probe.load_state_dict(
+            {
+                k: [t.to(self.device) for t in v] if isinstance(v, list) else v
+                for k, v in state["probe"].items()
+            }
+        )
         self.window.load_state_dict(state["window"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         set_rng_state(state["rng"])
@@ -147,16 +171,29 @@ class Run:
         """Measure and emit one ProbeRecord; returns 'diverged' | 'cancelled' | None."""
         w = self.window
         n = max(w.n, 1)
-        train_loss, train_acc = torch.stack([w.loss / n, w.correct / n]).tolist()  # CPU-GPU sync point
+        train_loss, train_acc = torch.stack(
+            [w.loss / n, w.correct / n]
+        ).tolist()  # CPU-GPU sync point
         if not math.isfinite(train_loss):
             return "diverged"
         logits, layers = self.probe.record(self.x_eval, self.batch)
-        val = torch.stack([F.cross_entropy(logits, self.y_eval), (logits.argmax(1) == self.y_eval).float().mean(),
-                           evaluate_train_mode(self.model, self.x_eval, self.y_eval, self.batch)])
+        val = torch.stack(
+            [
+                F.cross_entropy(logits, self.y_eval),
+                (logits.argmax(1) == self.y_eval).float().mean(),
+                evaluate_train_mode(self.model, self.x_eval, self.y_eval, self.batch),
+            ]
+        )
         val_loss, val_acc, val_acc_train_mode = val.tolist()  # CPU-GPU sync point
-        metrics = {"epoch": self.step / steps_per_epoch(len(self.data.x_train), self.cfg.train.batch_size),
-                   "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
-                   "val_acc_train_mode": val_acc_train_mode, "lr": self.opt.param_groups[0]["lr"]}
+        metrics = {
+            "epoch": self.step / steps_per_epoch(len(self.data.x_train), self.cfg.train.batch_size),
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "val_acc_train_mode": val_acc_train_mode,
+            "lr": self.opt.param_groups[0]["lr"],
+        }
         self.window = Window(self.device)
         self.sink.on_probe(ProbeRecord(self.step, self.total_steps, metrics, layers))
         return "cancelled" if self.sink.should_stop() else None
@@ -188,19 +225,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train(cfg: ExperimentConfig | dict, sink: MetricSink | None = None, *, datasets_root: Path | None = None,
-          uploads_dir: Path | None = None, checkpoint_path: Path | None = None, export_dir: Path | None = None,
-          progress: bool = False, data: Data | None = None) -> TrainResult:
+def train(
+    cfg: ExperimentConfig | dict,
+    sink: MetricSink | None = None,
+    *,
+    datasets_root: Path | None = None,
+    uploads_dir: Path | None = None,
+    checkpoint_path: Path | None = None,
+    export_dir: Path | None = None,
+    progress: bool = False,
+    data: Data | None = None,
+) -> TrainResult:
     """Train one experiment, streaming probe records to `sink`; see DESIGN.md for the summary."""
     t0 = time.perf_counter()
     cfg = validate_config(cfg)
     sink = sink if sink is not None else MemorySink()
     device = resolve_device(cfg.train.device)
-    data = (data or load_dataset(cfg.dataset, seed=cfg.train.seed, datasets_root=datasets_root,
-                                 uploads_dir=uploads_dir)).to(device)
+    data = (
+        data
+        or load_dataset(
+            cfg.dataset, seed=cfg.train.seed, datasets_root=datasets_root, uploads_dir=uploads_dir
+        )
+    ).to(device)
     run = Run(cfg, data, device, sink)
     run.resume(checkpoint_path)
-    sink.on_start(device=device_name(device), total_steps=run.total_steps, layer_names=run.probe.names)
+    sink.on_start(
+        device=device_name(device), total_steps=run.total_steps, layer_names=run.probe.names
+    )
     status, steps0 = None, run.step
     bar = _progress_bar(run, cfg) if progress else None
     try:
@@ -209,7 +260,9 @@ def train(cfg: ExperimentConfig | dict, sink: MetricSink | None = None, *, datas
             status = run.run_epoch(bar)
             _sync(device)
             run.train_s += time.perf_counter() - tic
-            if status is None and not torch.isfinite(run.window.loss):  # CPU-GPU sync point (per epoch)
+            if status is None and not torch.isfinite(
+                run.window.loss
+            ):  # CPU-GPU sync point (per epoch)
                 status = "diverged"
             if status is None:
                 run.epoch += 1
@@ -251,12 +304,20 @@ def _finish(run: Run, status: str, t0: float, steps0: int, export_dir: Path | No
 
 def _final_metrics(run: Run) -> dict[str, Any]:
     cfg, data = run.cfg, run.data
-    acc = summary_accuracies(run.model, data, batch_size=run.batch,
-                             train_mode_sizes=cfg.probe.train_mode_test_batch_sizes,
-                             recalibrate_samples=cfg.probe.recalibrate_samples if cfg.probe.recalibrate else None)
-    out = {"test_acc_eval": acc["test_acc_eval"].item(),  # CPU-GPU sync point
-           "test_acc_train_mode": {k: v.item() for k, v in acc["test_acc_train_mode"].items()},
-           "test_acc_recalibrated": acc["test_acc_recalibrated"].item() if "test_acc_recalibrated" in acc else None}
+    acc = summary_accuracies(
+        run.model,
+        data,
+        batch_size=run.batch,
+        train_mode_sizes=cfg.probe.train_mode_test_batch_sizes,
+        recalibrate_samples=cfg.probe.recalibrate_samples if cfg.probe.recalibrate else None,
+    )
+    out = {
+        "test_acc_eval": acc["test_acc_eval"].item(),  # CPU-GPU sync point
+        "test_acc_train_mode": {k: v.item() for k, v in acc["test_acc_train_mode"].items()},
+        "test_acc_recalibrated": acc["test_acc_recalibrated"].item()
+        if "test_acc_recalibrated" in acc
+        else None,
+    }
     # Final shift on the whole test set (more samples than a probe's held-out batches).
     run.probe.record(data.x_test, run.batch)
     per_channel = run.probe.last_shift_per_channel
@@ -274,7 +335,13 @@ def _predicted_shifts(run: Run) -> dict[str, float]:
     first such BN should match `shift`: deeper ones also inherit the shift of the layers above.
     """
     block, drop = run.cfg.model.block, run.cfg.model.dropout
-    if not ("dropout" in block and "batchnorm" in block and block.index("batchnorm") == block.index("dropout") + 1):
+    if not (
+        "dropout" in block
+        and "batchnorm" in block
+        and block.index("batchnorm") == block.index("dropout") + 1
+    ):
         return {}
-    return {name: predicted_shift(drop.kind, drop.rate, m, v).mean().item()
-            for name, (m, v) in run.probe.last_eval.items()}
+    return {
+        name: predicted_shift(drop.kind, drop.rate, m, v).mean().item()
+        for name, (m, v) in run.probe.last_eval.items()
+    }

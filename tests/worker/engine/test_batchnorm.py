@@ -11,12 +11,18 @@ from worker.engine.batchnorm import (
     matrix_batch_norm,
 )
 
-CASES = [(nn.BatchNorm1d, MatrixBatchNorm1d, (32, 6)), (nn.BatchNorm2d, MatrixBatchNorm2d, (8, 4, 5, 5))]
+CASES = [
+    (nn.BatchNorm1d, MatrixBatchNorm1d, (32, 6)),
+    (nn.BatchNorm2d, MatrixBatchNorm2d, (8, 4, 5, 5)),
+]
 
 
 def _pair(ref_cls, mat_cls, momentum=0.1, affine=True):
     torch.manual_seed(0)
-    ref, mat = ref_cls(6 if ref_cls is nn.BatchNorm1d else 4, momentum=momentum, affine=affine), None
+    ref, mat = (
+        ref_cls(6 if ref_cls is nn.BatchNorm1d else 4, momentum=momentum, affine=affine),
+        None,
+    )
     mat = mat_cls(ref.num_features, momentum=momentum, affine=affine)
     if affine:
         with torch.no_grad():
@@ -75,7 +81,11 @@ def test_pass_gradcheck_float64(shape, affine):
     w = torch.rand(3, dtype=torch.float64, requires_grad=True) + 0.5 if affine else None
     b = torch.randn(3, dtype=torch.float64, requires_grad=True) if affine else None
     inputs = (x, w, b) if affine else (x,)
-    fn = (lambda x, w, b: matrix_batch_norm(x, w, b)) if affine else (lambda x: matrix_batch_norm(x, None, None))
+    fn = (
+        (lambda x, w, b: matrix_batch_norm(x, w, b))
+        if affine
+        else (lambda x: matrix_batch_norm(x, None, None))
+    )
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
 
 

@@ -45,8 +45,14 @@ def test_pass_through_in_eval_mode(kind):
     assert torch.equal(get_dropout_layer(kind, 0.5).eval()(x), x)
 
 
-@pytest.mark.parametrize("kind,second_moment", [
-    ("bernoulli", lambda r: 1 / (1 - r)), ("gaussian", lambda r: 1 / (1 - r)), ("uniform", lambda r: 1 + r * r / 3)])
+@pytest.mark.parametrize(
+    "kind,second_moment",
+    [
+        ("bernoulli", lambda r: 1 / (1 - r)),
+        ("gaussian", lambda r: 1 / (1 - r)),
+        ("uniform", lambda r: 1 + r * r / 3),
+    ],
+)
 def test_match_noise_moments(kind, second_moment):
     """The noise has mean 1 and E[noise²] as in SCIENCE.md §2 (within 2 %, 10⁶ draws)."""
     torch.manual_seed(0)

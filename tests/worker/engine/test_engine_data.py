@@ -21,7 +21,9 @@ from worker.engine.data import batches, load_dataset, read_idx
 def test_read_mnist_idx_files(tmp_path, gz):
     """The four IDX files (raw or gzipped) load with their labels, train and test kept apart."""
     x, y, xt, yt = write_mnist(tmp_path / "mnist", n_train=100, n_test=30, gz=gz)
-    data = load_dataset(DatasetConfig(name="mnist", path="mnist", val_fraction=0.2), datasets_root=tmp_path)
+    data = load_dataset(
+        DatasetConfig(name="mnist", path="mnist", val_fraction=0.2), datasets_root=tmp_path
+    )
     assert data.in_shape == (1, 28, 28) and len(data.x_train) == 80 and len(data.x_val) == 20
     assert torch.equal(data.y_test, torch.from_numpy(yt.astype(np.int64)))
     assert sorted(torch.cat([data.y_train, data.y_val]).tolist()) == sorted(y.tolist())
@@ -52,7 +54,9 @@ def test_refuse_truncated_idx_naming_field(tmp_path):
 def test_read_cifar10_pickle_batches(tmp_path):
     """CIFAR-10 python batches load as (N, 3, 32, 32) with the pickled labels, all five batches."""
     batches_ = write_cifar(tmp_path / "cifar" / "cifar-10-batches-py", n_per_batch=20)
-    data = load_dataset(DatasetConfig(name="cifar10", path="cifar", val_fraction=0.25), datasets_root=tmp_path)
+    data = load_dataset(
+        DatasetConfig(name="cifar10", path="cifar", val_fraction=0.25), datasets_root=tmp_path
+    )
     assert data.in_shape == (3, 32, 32) and len(data.x_train) + len(data.x_val) == 100
     assert data.y_test.tolist() == batches_["test_batch"][b"labels"]
 
@@ -73,7 +77,9 @@ def test_refuse_path_outside_datasets_root(tmp_path):
     (tmp_path / "root").mkdir()
     write_mnist(tmp_path / "outside")
     with pytest.raises(ValueError, match="dataset.path"):
-        load_dataset(DatasetConfig(name="mnist", path="../outside"), datasets_root=tmp_path / "root")
+        load_dataset(
+            DatasetConfig(name="mnist", path="../outside"), datasets_root=tmp_path / "root"
+        )
 
 
 def test_read_npz_upload(tmp_path):
@@ -87,7 +93,9 @@ def test_read_npz_upload(tmp_path):
 
 def test_refuse_pickled_npz_upload(tmp_path):
     """An .npz holding an object array (a pickle) is refused: np.load runs with allow_pickle=False."""
-    np.savez(tmp_path / "u2.npz", X=np.array([{"a": 1}] * 8, dtype=object), y=np.zeros(8, dtype=int))
+    np.savez(
+        tmp_path / "u2.npz", X=np.array([{"a": 1}] * 8, dtype=object), y=np.zeros(8, dtype=int)
+    )
     with pytest.raises(ValueError, match="dataset.upload_id"):
         load_dataset(DatasetConfig(name="upload", upload_id="u2"), uploads_dir=tmp_path)
 
@@ -138,7 +146,9 @@ def test_learn_mnist1d_above_chance():
     from sklearn.linear_model import LogisticRegression
 
     data = load_dataset(DatasetConfig(name="mnist1d", n_samples=2000))
-    clf = LogisticRegression(max_iter=300).fit(data.x_train.flatten(1).numpy(), data.y_train.numpy())
+    clf = LogisticRegression(max_iter=300).fit(
+        data.x_train.flatten(1).numpy(), data.y_train.numpy()
+    )
     assert clf.score(data.x_test.flatten(1).numpy(), data.y_test.numpy()) > 0.3
 
 

@@ -5,10 +5,20 @@ import torch
 
 from worker.engine import ConfigError, MemorySink, train
 
-TINY = {"dataset": {"limit": 300}, "model": {"widths": [16, 16], "dropout": {"rate": 0.3}},
-        "train": {"epochs": 2, "batch_size": 32}, "probe": {"every_steps": 3, "train_mode_test_batch_sizes": [1, 8],
-                                                           "recalibrate_samples": 128}}
-TINY_CNN = {**TINY, "model": {"arch": "cnn", "widths": [4, 8], "block": ["conv", "dropout", "batchnorm", "activation"]}}
+TINY = {
+    "dataset": {"limit": 300},
+    "model": {"widths": [16, 16], "dropout": {"rate": 0.3}},
+    "train": {"epochs": 2, "batch_size": 32},
+    "probe": {"every_steps": 3, "train_mode_test_batch_sizes": [1, 8], "recalibrate_samples": 128},
+}
+TINY_CNN = {
+    **TINY,
+    "model": {
+        "arch": "cnn",
+        "widths": [4, 8],
+        "block": ["conv", "dropout", "batchnorm", "activation"],
+    },
+}
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +55,16 @@ def test_write_summary_keys():
     """The summary holds every DESIGN.md key; train-mode accuracies are keyed by batch size."""
     result, sink = _run(TINY)
     assert result.status == "succeeded" and sink.summary == result.summary
-    for key in ("test_acc_eval", "test_acc_train_mode", "test_acc_recalibrated", "shift_by_layer",
-                "shift_per_channel", "steps_per_s", "wall_s", "device"):
+    for key in (
+        "test_acc_eval",
+        "test_acc_train_mode",
+        "test_acc_recalibrated",
+        "shift_by_layer",
+        "shift_per_channel",
+        "steps_per_s",
+        "wall_s",
+        "device",
+    ):
         assert key in result.summary, key
     assert set(result.summary["test_acc_train_mode"]) == {"1", "8"}
     assert len(result.summary["shift_per_channel"]["blocks.0.bn"]) == 16
@@ -58,22 +76,43 @@ def test_probe_every_n_steps_with_all_keys():
     steps = sink.metrics()["step"]
     total = sink.records[-1].total_steps
     assert steps == sorted(set(list(range(3, total + 1, 3)) + [total]))
-    assert set(sink.records[0].metrics) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                                            "val_acc_train_mode", "lr"}
-    assert set(sink.records[0].layers[0]) == {"index", "name", "train_mean", "train_var", "running_mean",
-                                              "running_var", "eval_mean", "eval_var", "shift", "grad_norm"}
+    assert set(sink.records[0].metrics) == {
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_acc_train_mode",
+        "lr",
+    }
+    assert set(sink.records[0].layers[0]) == {
+        "index",
+        "name",
+        "train_mean",
+        "train_var",
+        "running_mean",
+        "running_var",
+        "eval_mean",
+        "eval_var",
+        "shift",
+        "grad_norm",
+    }
 
 
 def test_end_as_diverged_on_nan_loss():
     """A learning rate that blows the loss up ends the run as `diverged` with a message, no exception."""
-    cfg = {**TINY, "model": {"widths": [64, 64], "block": ["linear", "activation"], "activation": "identity"},
-           "train": {"epochs": 3, "batch_size": 32, "lr": 10.0, "momentum": 0.99}}
+    cfg = {
+        **TINY,
+        "model": {"widths": [64, 64], "block": ["linear", "activation"], "activation": "identity"},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 10.0, "momentum": 0.99},
+    }
     result, _ = _run(cfg)
     assert result.status == "diverged" and "NaN" in result.error
 
 
 def test_end_as_cancelled_when_sink_asks():
     """should_stop() at a probe ends the run as `cancelled` without further probes."""
+
     class StopSink(MemorySink):
         def should_stop(self):
             return len(self.records) >= 2
@@ -83,8 +122,10 @@ def test_end_as_cancelled_when_sink_asks():
     assert result.status == "cancelled" and len(sink.records) == 2
 
 
-@pytest.mark.parametrize("field,value", [("model.dropout.rate", 1.5), ("train.device", "tpu"),
-                                         ("model.block", ["linear", "linear"])])
+@pytest.mark.parametrize(
+    "field,value",
+    [("model.dropout.rate", 1.5), ("train.device", "tpu"), ("model.block", ["linear", "linear"])],
+)
 def test_name_field_of_invalid_config(field, value):
     """An invalid config raises ConfigError whose message names the field path."""
     from backend.schema.experiment import set_dotted
@@ -103,9 +144,15 @@ class CrashAfterFirstEpoch(MemorySink):
             raise Crash  # the worker dies right after the first checkpoint was written
 
 
-@pytest.mark.parametrize("cfg", [TINY, {**TINY, "model": {**TINY["model"], "batchnorm": {"momentum": None}}},
-                                 {**TINY_CNN, "train": {**TINY["train"], "optimizer": "adam", "lr": 0.01}}],
-                         ids=["mlp", "cumulative-bn", "cnn-adam"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TINY,
+        {**TINY, "model": {**TINY["model"], "batchnorm": {"momentum": None}}},
+        {**TINY_CNN, "train": {**TINY["train"], "optimizer": "adam", "lr": 0.01}},
+    ],
+    ids=["mlp", "cumulative-bn", "cnn-adam"],
+)
 def test_resume_to_same_result_after_crash(tmp_path, cfg):
     """A run that crashes after epoch 1 and resumes from its checkpoint ends with exactly the
     same final accuracies, per-layer shift and probe series as an uninterrupted run (CPU)."""
@@ -120,8 +167,9 @@ def test_resume_to_same_result_after_crash(tmp_path, cfg):
         assert resumed.summary[key] == whole.summary[key], key
     n = len(resumed_sink.records)
     assert 0 < n < len(whole_sink.records)
-    assert [(r.step, r.metrics, r.layers) for r in resumed_sink.records] == \
-           [(r.step, r.metrics, r.layers) for r in whole_sink.records[-n:]]
+    assert [(r.step, r.metrics, r.layers) for r in resumed_sink.records] == [
+        (r.step, r.metrics, r.layers) for r in whole_sink.records[-n:]
+    ]
 
 
 def test_ignore_checkpoint_of_other_config(tmp_path):
@@ -180,16 +228,28 @@ def test_predict_first_layer_shift_in_trained_net(kind):
     """In a trained Dropout(0.4) → BN net the first BN's measured shift is within 10 % of the
     SCIENCE.md §2 ratio computed from its measured input statistics (EMA momentum 0.1, so the
     running variance reflects recent weights; 10 % covers the EMA's drift and sampling noise)."""
-    cfg = {"dataset": {"name": "synthetic", "n_samples": 3000},
-           "model": {"widths": [64, 64], "dropout": {"rate": 0.4, "kind": kind}},
-           "train": {"epochs": 3, "batch_size": 64, "lr": 0.02},
-           "probe": {"every_steps": 50, "train_mode_test_batch_sizes": [64], "recalibrate": False}}
+    cfg = {
+        "dataset": {"name": "synthetic", "n_samples": 3000},
+        "model": {"widths": [64, 64], "dropout": {"rate": 0.4, "kind": kind}},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 0.02},
+        "probe": {"every_steps": 50, "train_mode_test_batch_sizes": [64], "recalibrate": False},
+    }
     summary = train(cfg).summary
-    measured, predicted = summary["shift_by_layer"]["blocks.0.bn"], summary["shift_predicted_by_layer"]["blocks.0.bn"]
+    measured, predicted = (
+        summary["shift_by_layer"]["blocks.0.bn"],
+        summary["shift_predicted_by_layer"]["blocks.0.bn"],
+    )
     assert abs(measured / predicted - 1) < 0.1, (measured, predicted)
 
 
 def test_predict_nothing_without_dropout_before_bn():
     """No block with dropout right before BN: no predicted shift is reported."""
-    cfg = {**TINY, "model": {"widths": [16], "block": ["linear", "batchnorm", "activation"], "head_dropout": 0.5}}
+    cfg = {
+        **TINY,
+        "model": {
+            "widths": [16],
+            "block": ["linear", "batchnorm", "activation"],
+            "head_dropout": 0.5,
+        },
+    }
     assert train(cfg).summary["shift_predicted_by_layer"] == {}

@@ -60,7 +60,9 @@ def test_match_recalibrated_stats_to_direct_computation():
     before = _buffers(model)
     recal = recalibrate(model, x, batch_size=64, n_samples=256)
     with torch.no_grad():
-        h = model.blocks[0].linear(x.flatten(1)).view(4, 64, -1)  # BN input: linear → (dropout off) → BN
+        h = (
+            model.blocks[0].linear(x.flatten(1)).view(4, 64, -1)
+        )  # BN input: linear → (dropout off) → BN
     torch.testing.assert_close(recal.blocks[0].bn.running_mean, h.mean(1).mean(0))
     torch.testing.assert_close(recal.blocks[0].bn.running_var, h.var(1, unbiased=True).mean(0))
     assert all(torch.equal(a, b) for a, b in zip(before, _buffers(model))), "original model changed"
@@ -69,9 +71,12 @@ def test_match_recalibrated_stats_to_direct_computation():
 def test_handle_conv_bn_batch_of_one():
     """A CNN in train-BN mode evaluates at batch size 1 (BN2d uses the spatial positions)."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="cnn", widths=[4], block=["conv", "batchnorm", "activation"]),
-                        (1, 4, 4), 3)
-    acc = evaluate_train_mode(model, torch.randn(6, 1, 4, 4), torch.randint(0, 3, (6,)), batch_size=1)
+    model = build_model(
+        ModelConfig(arch="cnn", widths=[4], block=["conv", "batchnorm", "activation"]), (1, 4, 4), 3
+    )
+    acc = evaluate_train_mode(
+        model, torch.randn(6, 1, 4, 4), torch.randint(0, 3, (6,)), batch_size=1
+    )
     assert 0.0 <= acc.item() <= 1.0
     assert isinstance(model.blocks[0].bn, nn.BatchNorm2d)
 

@@ -16,10 +16,22 @@ PREDICT_PY = Path(__file__).parents[3] / "worker" / "engine" / "predict.py"
 PROBE = {"every_steps": 50, "train_mode_test_batch_sizes": [8], "recalibrate": False}
 MODELS = {
     "mlp-bn-after-linear": {"widths": [24, 24]},
-    "mlp-keras-dense-relu-dropout-bn": {"widths": [24, 24], "block": ["linear", "activation", "dropout", "batchnorm"]},
-    "cnn-max": {"arch": "cnn", "widths": [6, 8], "block": ["conv", "batchnorm", "activation", "dropout"]},
-    "cnn-avg-unfoldable": {"arch": "cnn", "widths": [6, 8], "block": ["conv", "activation", "batchnorm"],
-                           "pooling": "avg", "batchnorm": {"affine": False}},
+    "mlp-keras-dense-relu-dropout-bn": {
+        "widths": [24, 24],
+        "block": ["linear", "activation", "dropout", "batchnorm"],
+    },
+    "cnn-max": {
+        "arch": "cnn",
+        "widths": [6, 8],
+        "block": ["conv", "batchnorm", "activation", "dropout"],
+    },
+    "cnn-avg-unfoldable": {
+        "arch": "cnn",
+        "widths": [6, 8],
+        "block": ["conv", "activation", "batchnorm"],
+        "pooling": "avg",
+        "batchnorm": {"affine": False},
+    },
 }
 
 
@@ -38,7 +50,9 @@ def test_reproduce_torch_logits_with_numpy(exported, folded):
     result, _, f = exported
     logits = predict(f, f["test.x"], folded)
     np.testing.assert_allclose(logits, f["test.logits"], atol=1e-5, rtol=0)
-    assert (logits.argmax(1) == f["test.y"]).mean() == pytest.approx(result.summary["test_acc_eval"], abs=1e-7)
+    assert (logits.argmax(1) == f["test.y"]).mean() == pytest.approx(
+        result.summary["test_acc_eval"], abs=1e-7
+    )
 
 
 def test_record_where_bn_was_folded(exported):
@@ -76,8 +90,12 @@ def test_measure_doc_formula_off(exported):
 def test_import_only_numpy_in_predict_py():
     """predict.py is standalone: it imports numpy and the standard library only."""
     tree = ast.parse(PREDICT_PY.read_text())
-    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    modules = {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    modules |= {
+        n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+    }
     assert modules <= {"numpy", "argparse", "sys", "__future__"}, modules
 
 
@@ -85,6 +103,11 @@ def test_print_classes_from_command_line(exported, tmp_path):
     """`python predict.py model.npz inputs.npy` prints the eval-mode classes, one per line."""
     _, out, f = exported
     np.save(tmp_path / "x.npy", f["test.x"][:20])
-    proc = subprocess.run([sys.executable, str(PREDICT_PY), str(out / "model.npz"), str(tmp_path / "x.npy")],
-                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(PREDICT_PY), str(out / "model.npz"), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     assert [int(c) for c in proc.stdout.split()] == f["test.logits"][:20].argmax(1).tolist()

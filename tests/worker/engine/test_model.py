@@ -10,10 +10,19 @@ from worker.engine.model import build_model, count_params, estimate_params
 
 CONFIGS = [
     {},
-    {"block": ["batchnorm", "linear", "activation", "dropout"], "head_dropout": 0.3, "activation": "gaussian"},
+    {
+        "block": ["batchnorm", "linear", "activation", "dropout"],
+        "head_dropout": 0.3,
+        "activation": "gaussian",
+    },
     {"block": ["linear", "activation"], "batchnorm": {"affine": False}},
-    {"arch": "cnn", "widths": [4, 8, 8, 8], "block": ["conv", "batchnorm", "activation", "dropout"],
-     "pooling": "avg", "batchnorm": {"impl": "matrix"}},
+    {
+        "arch": "cnn",
+        "widths": [4, 8, 8, 8],
+        "block": ["conv", "batchnorm", "activation", "dropout"],
+        "pooling": "avg",
+        "batchnorm": {"impl": "matrix"},
+    },
     {"arch": "cnn", "widths": [4], "block": ["conv", "dropout", "activation"], "head_dropout": 0.1},
 ]
 
@@ -28,11 +37,25 @@ def test_estimate_params_like_built_model(cfg):
 
 def test_name_children_by_role_in_block_order():
     """Block children are named by role, in the configured order, with the head after them."""
-    mc = ModelConfig(widths=[5, 5], block=["linear", "dropout", "batchnorm", "activation"], head_dropout=0.2)
+    mc = ModelConfig(
+        widths=[5, 5], block=["linear", "dropout", "batchnorm", "activation"], head_dropout=0.2
+    )
     names = [n for n, _ in build_model(mc, (1, 1, 4), 3).named_modules() if n]
-    assert names == ["blocks", "blocks.0", "blocks.0.linear", "blocks.0.drop", "blocks.0.bn", "blocks.0.act",
-                     "blocks.1", "blocks.1.linear", "blocks.1.drop", "blocks.1.bn", "blocks.1.act",
-                     "head_drop", "classifier"]
+    assert names == [
+        "blocks",
+        "blocks.0",
+        "blocks.0.linear",
+        "blocks.0.drop",
+        "blocks.0.bn",
+        "blocks.0.act",
+        "blocks.1",
+        "blocks.1.linear",
+        "blocks.1.drop",
+        "blocks.1.bn",
+        "blocks.1.act",
+        "head_drop",
+        "classifier",
+    ]
 
 
 def test_apply_layers_in_configured_order():
@@ -44,11 +67,19 @@ def test_apply_layers_in_configured_order():
 
 def test_build_cnn_with_pooling_and_matrix_bn():
     """The CNN uses 3×3 convs, the chosen pooling after each block and BatchNorm2d (matrix impl)."""
-    mc = ModelConfig(arch="cnn", widths=[4, 4], block=["conv", "batchnorm", "activation"], pooling="avg",
-                     batchnorm={"impl": "matrix"})
+    mc = ModelConfig(
+        arch="cnn",
+        widths=[4, 4],
+        block=["conv", "batchnorm", "activation"],
+        pooling="avg",
+        batchnorm={"impl": "matrix"},
+    )
     model = build_model(mc, (3, 8, 8), 10)
     assert isinstance(model.blocks[0].bn, MatrixBatchNorm2d)
-    assert isinstance(model.blocks[1].pool, nn.AvgPool2d) and model.blocks[0].conv.kernel_size == (3, 3)
+    assert isinstance(model.blocks[1].pool, nn.AvgPool2d) and model.blocks[0].conv.kernel_size == (
+        3,
+        3,
+    )
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
 
 
@@ -58,8 +89,15 @@ def test_pool_only_along_long_side_of_signal():
     assert build_model(mc, (1, 1, 40), 10)(torch.randn(2, 1, 1, 40)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name,fn", [("sigmoid", torch.sigmoid), ("tanh", torch.tanh),
-                                     ("gaussian", lambda x: torch.exp(-x * x)), ("identity", lambda x: x)])
+@pytest.mark.parametrize(
+    "name,fn",
+    [
+        ("sigmoid", torch.sigmoid),
+        ("tanh", torch.tanh),
+        ("gaussian", lambda x: torch.exp(-x * x)),
+        ("identity", lambda x: x),
+    ],
+)
 def test_use_configured_activation(name, fn):
     """Each activation name maps to its function (gaussian is exp(−x²))."""
     act = build_model(ModelConfig(widths=[3], activation=name), (1, 1, 2), 2).blocks[0].act
@@ -69,10 +107,20 @@ def test_use_configured_activation(name, fn):
 
 def test_init_bn_affine_from_config():
     """gamma_init / beta_init / momentum=None reach every BN layer; affine off has no parameters."""
-    bn = build_model(ModelConfig(batchnorm={"gamma_init": 1.41, "beta_init": -1.0, "momentum": None}),
-                     (1, 1, 4), 2).blocks[2].bn
+    bn = (
+        build_model(
+            ModelConfig(batchnorm={"gamma_init": 1.41, "beta_init": -1.0, "momentum": None}),
+            (1, 1, 4),
+            2,
+        )
+        .blocks[2]
+        .bn
+    )
     assert torch.all(bn.weight == 1.41) and torch.all(bn.bias == -1.0) and bn.momentum is None
-    assert build_model(ModelConfig(batchnorm={"affine": False}), (1, 1, 4), 2).blocks[0].bn.weight is None
+    assert (
+        build_model(ModelConfig(batchnorm={"affine": False}), (1, 1, 4), 2).blocks[0].bn.weight
+        is None
+    )
 
 
 @pytest.mark.parametrize("name", ["digits", "mnist1d", "synthetic"])

@@ -34,7 +34,9 @@ def test_match_closed_form_shift_dropout_before_bn(kind, rate):
     """
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
-    net = nn.Sequential(get_dropout_layer(kind, rate), nn.BatchNorm1d(C, momentum=None, affine=False)).train()
+    net = nn.Sequential(
+        get_dropout_layer(kind, rate), nn.BatchNorm1d(C, momentum=None, affine=False)
+    ).train()
     with BNProbe(net) as probe:
         for _ in range(200):
             net(_relu_plus(BATCH, gen))
@@ -42,7 +44,9 @@ def test_match_closed_form_shift_dropout_before_bn(kind, rate):
         _, layers = probe.record(x_eval, BATCH)
     predicted = _predicted_ratio(kind, rate, x_eval).mean().item()
     measured = layers[0]["shift"]
-    assert abs(measured / predicted - 1) < 0.05, f"{kind} {rate}: measured {measured:.3f}, predicted {predicted:.3f}"
+    assert abs(measured / predicted - 1) < 0.05, (
+        f"{kind} {rate}: measured {measured:.3f}, predicted {predicted:.3f}"
+    )
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
@@ -81,7 +85,9 @@ def test_report_grad_norm_of_block_weight():
     torch.manual_seed(0)
     model = build_model(ModelConfig(widths=[8, 8]), (1, 1, 6), 3).train()
     with BNProbe(model) as probe:
-        nn.functional.cross_entropy(model(torch.randn(16, 1, 1, 6)), torch.randint(0, 3, (16,))).backward()
+        nn.functional.cross_entropy(
+            model(torch.randn(16, 1, 1, 6)), torch.randint(0, 3, (16,))
+        ).backward()
         _, layers = probe.record(torch.randn(32, 1, 1, 6), 16)
     assert layers[1]["grad_norm"] == pytest.approx(model.blocks[1].linear.weight.grad.norm().item())
     assert [r["name"] for r in layers] == ["blocks.0.bn", "blocks.1.bn"]
@@ -100,19 +106,34 @@ def test_remove_every_hook_on_detach():
 
 def test_leave_no_hooks_after_training_run():
     """After train() returns, the model carries no forward or pre-forward hooks."""
-    result = train({"dataset": {"limit": 200}, "model": {"widths": [16]},
-                    "train": {"epochs": 1, "batch_size": 32},
-                    "probe": {"every_steps": 2, "train_mode_test_batch_sizes": [8], "recalibrate_samples": 64}})
+    result = train(
+        {
+            "dataset": {"limit": 200},
+            "model": {"widths": [16]},
+            "train": {"epochs": 1, "batch_size": 32},
+            "probe": {
+                "every_steps": 2,
+                "train_mode_test_batch_sizes": [8],
+                "recalibrate_samples": 64,
+            },
+        }
+    )
     assert result.status == "succeeded"
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in result.model.modules())
 
 
 def _train_shift(block, head_dropout):
-    cfg = {"dataset": {"name": "synthetic", "n_samples": 3000},
-           "model": {"widths": [64, 64], "block": block, "head_dropout": head_dropout,
-                     "dropout": {"rate": 0.5}},
-           "train": {"epochs": 2, "batch_size": 64, "lr": 0.02},
-           "probe": {"every_steps": 50, "train_mode_test_batch_sizes": [64], "recalibrate": False}}
+    cfg = {
+        "dataset": {"name": "synthetic", "n_samples": 3000},
+        "model": {
+            "widths": [64, 64],
+            "block": block,
+            "head_dropout": head_dropout,
+            "dropout": {"rate": 0.5},
+        },
+        "train": {"epochs": 2, "batch_size": 64, "lr": 0.02},
+        "probe": {"every_steps": 50, "train_mode_test_batch_sizes": [64], "recalibrate": False},
+    }
     return train(cfg).summary["shift_by_layer"]
 
 
