@@ -33,10 +33,6 @@ def is_transient(exc: BaseException) -> bool:
                                           and bool(exc.connection_invalidated))
 
 
-class OwnershipLost(RuntimeError):
-    """The run was taken from this worker (requeued as stale, or deleted)."""
-
-
 class DbSink:
     """MetricSink writing to the runs / run_metrics / layer_stats tables of one claimed run."""
 
@@ -57,7 +53,7 @@ class DbSink:
         self._check_due = True  # read cancel_requested at most once per probe
         self._next_flush = 0.0
         self._backoff = 0.5
-        self.flushes = 0  # successful batch writes (tests and benchmarks read it)
+        self.flushes = 0  # successful batch writes
 
     # --- MetricSink protocol ------------------------------------------------------------
     def on_start(self, *, device: str, total_steps: int, layer_names: list[str]) -> None:
