@@ -182,7 +182,7 @@ def main() -> None:
 
 def report(args, cold: list[float], warm: list[float], views: dict[str, list[float]]) -> None:
     med = statistics.median
-    print(f"load average before/after: {os.getloadavg()[0]:.2f} (2 cores shared with other work)")
+    print(f"1-min load average at the end: {os.getloadavg()[0]:.2f} (2 cores, shared with other work)")
     for label, times in (("cold", cold), ("warm", warm)):
         print(f"GET /api/runs/{{id}}/layers {label} ({args.layers} layers x {args.steps} steps, PostgreSQL): "
               f"median {med(times):.1f} ms, best {min(times):.1f} ms "
