@@ -61,7 +61,7 @@ def validate_config(cfg: ExperimentConfig | dict) -> ExperimentConfig:
             f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
             for err in e.errors()
         ]
-        raise ConfigError("invalid config: " + "; ".join(msgs)) from None
+        raise ConfigError("; ".join(msgs)) from None
 
 
 def resolve_device(name: str) -> torch.device:
