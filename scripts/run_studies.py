@@ -26,14 +26,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from backend.crud.sweeps import cell_configs  # noqa: E402
-from backend.presets import Preset, load_presets  # noqa: E402
-from backend.schema.experiment import ExperimentConfig  # noqa: E402
-from worker.engine import MemorySink, build_model, load_dataset, train  # noqa: E402
-from worker.engine.predict import predict, predict_doc_formula  # noqa: E402
+from backend.crud.sweeps import cell_configs
+from backend.presets import Preset, load_presets
+from backend.schema.experiment import ExperimentConfig
+from worker.engine import MemorySink, build_model, load_dataset, train
+from worker.engine.predict import predict, predict_doc_formula
 
 
 def cells(preset: Preset) -> list[tuple[str, ExperimentConfig]]:
@@ -248,8 +248,8 @@ def study_md(res: dict[str, Any]) -> list[str]:
                        [[k, pct(v.get("acc")), pct(v.get("same_class_as_eval")),
                          f"{v.get('max_abs_logit_err', float('nan')):.3g}", f"{v.get('median_rel_logit_err', float('nan')):.3g}"]
                         for k, v in ex.items() if isinstance(v, dict)])
-        lines += ["", f"BN running_var range over all channels: {ex['running_var_range'][0]:.3g} … "
-                      f"{ex['running_var_range'][1]:.3g}"]
+        lo, hi = ex["running_var_range"]
+        lines += ["", f"BN running_var range over all channels: {lo:.3g} … {hi:.3g}"]
     return lines + [""]
 
 
@@ -295,12 +295,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
-    lines = ["# Study results (CPU size)", "",
-             "Written by `python scripts/run_studies.py` (one torch thread, runs in sequence, on a shared "
+    intro = ("Written by `python scripts/run_studies.py` (one torch thread, runs in sequence, on a shared "
              f"2-core machine; torch {torch.__version__}). Accuracies are on each dataset's fixed test split; "
              "shift is max(eval_var/running_var, running_var/eval_var) per channel, averaged per BN layer, "
              "measured on the test set after training, with SCIENCE.md §2's prediction in brackets where the "
-             "block puts dropout right before BN.", ""]
+             "block puts dropout right before BN.")
+    lines = ["# Study results (CPU size)", "", intro, ""]
     for pid in sorted(results):
         lines += study_md(results[pid])
     path.write_text("\n".join(lines))
