@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 
+from backend import reconcile
 from backend.api import errors
 from backend.api.limits import UploadSizeLimit
 from backend.api.routes import exports, health, metrics, presets, runs, stream, sweeps, uploads
@@ -34,17 +35,10 @@ def plotly_js() -> Path | None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    try:
-        from backend import reconcile  # the worker helper's reaper/reconciler
-    except ImportError:
-        reconcile = None
-        log.info("backend.reconcile not available: no reconciler in this process")
-    if reconcile is not None:
-        reconcile.start_background(app)
+    # The reaper/reconciler repairs runs from what the database says (worker lost, message lost).
+    reconcile.start_background(app)
     yield
-    stop = getattr(reconcile, "stop_background", None)
-    if stop is not None:
-        stop(app)
+    reconcile.stop_background(app)
 
 
 def api_router() -> APIRouter:

@@ -79,16 +79,14 @@ def test_cors_from_settings(monkeypatch):
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_startup_calls_reconciler_when_present(monkeypatch):
-    """On start-up the app starts backend.reconcile's background loop if that module exists."""
-    import sys
-    import types
+def test_startup_starts_and_stops_reconciler(monkeypatch):
+    """The app's lifespan starts backend.reconcile's background loop and stops it on shutdown."""
+    from backend import reconcile
 
-    started = []
-    fake = types.ModuleType("backend.reconcile")
-    fake.start_background = lambda app: started.append(app)
-    monkeypatch.setitem(sys.modules, "backend.reconcile", fake)
+    calls = []
+    monkeypatch.setattr(reconcile, "start_background", lambda app: calls.append(("start", app)))
+    monkeypatch.setattr(reconcile, "stop_background", lambda app: calls.append(("stop", app)))
     app = main.create_app()
     with TestClient(app):
-        pass
-    assert started == [app]
+        assert calls == [("start", app)]
+    assert calls == [("start", app), ("stop", app)]
