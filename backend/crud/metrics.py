@@ -61,13 +61,13 @@ def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
     return out
 
 
-def parse_keys(keys: Sequence[str] | None) -> list[str]:
-    """`?keys=a,b&keys=c` → ["a", "b", "c"], every one a metric key; all keys when empty."""
+def parse_keys(keys: Sequence[str] | None, known: Sequence[str] = METRIC_KEYS) -> list[str]:
+    """`?keys=a,b&keys=c` → ["a", "b", "c"], every one in `known`; all of `known` when empty."""
     wanted = [k.strip() for item in keys or [] for k in item.split(",") if k.strip()]
-    unknown = [k for k in wanted if k not in METRIC_KEYS and k != "step"]
+    unknown = [k for k in wanted if k not in known and k != "step"]
     if unknown:
-        raise FieldError("keys", f"unknown metric keys {unknown}; known: {list(METRIC_KEYS)}", "query")
-    return [k for k in dict.fromkeys(wanted) if k != "step"] or list(METRIC_KEYS)
+        raise FieldError("keys", f"unknown keys {unknown}; known: {list(known)}", "query")
+    return [k for k in dict.fromkeys(wanted) if k != "step"] or list(known)
 
 
 def read_metrics(*, session: Session, run_id: int, keys: Sequence[str] | None = None,
@@ -105,10 +105,12 @@ def _layer_tables(session: Session, run_id: int) -> list[tuple[int, np.ndarray]]
     return [(int(part[0, 0]), part[1:]) for part in np.split(table, bounds, axis=1)]
 
 
-def read_layers(*, session: Session, run: Run, max_points: int | None = None
-                ) -> tuple[list[tuple[int, str, int, Columns]], int]:
+def read_layers(*, session: Session, run: Run, keys: Sequence[str] | None = None,
+                max_points: int | None = None) -> tuple[list[tuple[int, str, int, Columns]], int]:
     """Per BN layer (index, name, stored points, columns) and the most stored points of a layer."""
+    keys = parse_keys(keys, LAYER_KEYS)
+    rows = [1 + LAYER_KEYS.index(k) for k in keys]  # row 0 of each part is the step
     layers = [(index, layer_name(run, index), part.shape[1],
-               _columns(part[0], part[1:], LAYER_KEYS, max_points))
+               _columns(part[0], part[rows], keys, max_points))
               for index, part in _layer_tables(session, run.id)]
     return layers, max((n for _, _, n, _ in layers), default=0)

@@ -16,7 +16,7 @@ MetricsPublic = dict[str, Column]
 
 
 class LayerSeries(BaseModel):
-    """One BN layer's series; every list is aligned with `step`."""
+    """One BN layer's series; every list is aligned with `step` (only the `?keys=` asked for)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -24,14 +24,14 @@ class LayerSeries(BaseModel):
     name: str
     raw_points: int  # probe steps stored for this layer before downsampling
     step: list[int]
-    train_mean: Column
-    train_var: Column
-    running_mean: Column
-    running_var: Column
-    eval_mean: Column
-    eval_var: Column
-    shift: Column
-    grad_norm: Column
+    train_mean: Column | None = None
+    train_var: Column | None = None
+    running_mean: Column | None = None
+    running_var: Column | None = None
+    eval_mean: Column | None = None
+    eval_var: Column | None = None
+    shift: Column | None = None
+    grad_norm: Column | None = None
 
 
 class LayersPublic(BaseModel):

@@ -109,8 +109,8 @@ export async function getMetrics(id, { keys, maxPoints } = {}) {
   return { columns, rawPoints: Number.isFinite(raw) && raw > 0 ? raw : null };
 }
 
-export const getLayers = (id, { maxPoints } = {}) =>
-  request("GET", `/api/runs/${id}/layers`, { query: { max_points: maxPoints } });
+export const getLayers = (id, { keys, maxPoints } = {}) =>
+  request("GET", `/api/runs/${id}/layers`, { query: { keys, max_points: maxPoints } });
 
 export async function exportRun(id, format = "npz") {
   const response = await request("GET", `/api/runs/${id}/export`, {

@@ -13,12 +13,14 @@ import { watch } from "./stream.js";
 
 const MAX_POINTS = 1000; // per series and run: min/max buckets on the server keep every dip
 const REFRESH_MS = 1500; // live redraws at most this often
+// The compare view draws only these layer series: asking for them alone halves the payload.
+const LAYER_KEYS = "train_var,eval_var,running_var,shift";
 
 export async function loadRunData(id, maxPoints) {
   const [run, metrics, layers] = await Promise.all([
     api.getRun(id),
     api.getMetrics(id, { maxPoints }),
-    api.getLayers(id, { maxPoints }),
+    api.getLayers(id, { keys: LAYER_KEYS, maxPoints }),
   ]);
   return { run, metrics: metrics.columns, metricsRaw: metrics.rawPoints,
     layers: layers.layers ?? [], layersRaw: layers.raw_points ?? null };

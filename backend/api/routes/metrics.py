@@ -11,7 +11,7 @@ from backend.api.errors import responses
 from backend.api.series_cache import serve_series
 from backend.crud import metrics as crud
 from backend.crud.downsample import MIN_POINTS
-from backend.db.models import METRIC_KEYS
+from backend.db.models import LAYER_KEYS, METRIC_KEYS
 from backend.schema.metrics import LayersPublic, MetricsPublic
 
 router = APIRouter(prefix="/runs", tags=["metrics"], responses=responses(404))
@@ -37,15 +37,21 @@ def read_metrics(request: Request, session: SessionDep, run: RunDep, keys: KeysQ
     return serve_series(request, run, "metrics", (wanted, max_points), build)
 
 
+LayerKeysQuery = Annotated[list[str] | None, Query(description="comma-separated subset of "
+                                                    + ", ".join(LAYER_KEYS))]
+
+
 @router.get("/{run_id}/layers", response_model=LayersPublic)
-def read_layers(request: Request, session: SessionDep, run: RunDep,
+def read_layers(request: Request, session: SessionDep, run: RunDep, keys: LayerKeysQuery = None,
                 max_points: MaxPoints = None) -> Response:
     """Per-BN-layer series, columnar per layer; `raw_points` has the stored count."""
+    wanted = tuple(crud.parse_keys(keys, LAYER_KEYS))  # validated before anything is cached
 
     def build():
-        layers, raw = crud.read_layers(session=session, run=run, max_points=max_points)
+        layers, raw = crud.read_layers(session=session, run=run, keys=wanted,
+                                       max_points=max_points)
         body = {"layers": [{"index": i, "name": name, "raw_points": n, **cols}
                            for i, name, n, cols in layers], "raw_points": raw}
         return body, {RAW_HEADER: str(raw)}
 
-    return serve_series(request, run, "layers", (max_points,), build)
+    return serve_series(request, run, "layers", (wanted, max_points), build)

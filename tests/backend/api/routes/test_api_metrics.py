@@ -96,6 +96,22 @@ def test_read_layers_keeps_layers_apart(client, session):
     assert all(math.isclose(r, 2.0) for r in ratio)
 
 
+def test_read_layers_selects_keys(client, session):
+    """?keys=train_var,eval_var returns only those columns per layer, with the same values."""
+    run = create_random_run(session, n_steps=6, n_layers=2)
+    full = client.get(f"/api/runs/{run.id}/layers").json()["layers"]
+    some = client.get(f"/api/runs/{run.id}/layers?keys=train_var,eval_var").json()["layers"]
+    assert set(some[1]) == {"index", "name", "raw_points", "step", "train_var", "eval_var"}
+    assert some[1]["eval_var"] == full[1]["eval_var"]
+
+
+def test_read_layers_rejects_unknown_key(client, session):
+    """An unknown layer key is a 422 naming `keys`."""
+    run = create_random_run(session)
+    res = client.get(f"/api/runs/{run.id}/layers?keys=val_acc")
+    assert res.status_code == 422 and res.json()["detail"][0]["field"] == "keys"
+
+
 def test_read_layers_downsamples_each_layer(client, session):
     """?max_points caps every layer's points and reports the raw count per layer."""
     run = create_random_run(session, n_steps=1000, n_layers=2, every=1)
