@@ -84,6 +84,7 @@ class RunMetric(Base):
     val_acc: Mapped[float | None] = mapped_column(Float)
     val_acc_train_mode: Mapped[float | None] = mapped_column(Float)
     lr: Mapped[float | None] = mapped_column(Float)
+    grad_cos: Mapped[float | None] = mapped_column(Float)  # probe.grad_noise only (migration 0004)
 
 
 class LayerStat(Base):
@@ -104,7 +105,7 @@ class LayerStat(Base):
     grad_norm: Mapped[float | None] = mapped_column(Float)
 
 
-METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc_train_mode", "lr")
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc_train_mode", "lr", "grad_cos")
 LAYER_KEYS = (
     "train_mean", "train_var", "running_mean", "running_var",
     "eval_mean", "eval_var", "shift", "grad_norm",

@@ -102,6 +102,10 @@ class ProbeConfig(_Strict):
     )  # "forgot model.eval()" accuracies at these test batch sizes
     recalibrate: bool = True  # PreciseBN after training (dropout off, cumulative BN stats)
     recalibrate_samples: int = Field(4096, ge=64)  # training samples for the recalibration pass
+    # Gradient noise (SCIENCE.md §6): at each probe, metric `grad_cos` = cosine between a fresh
+    # mini-batch gradient and the mean gradient of up to 32 fixed training batches (train mode,
+    # dropout on, no step, BN stats restored). Off by default: it costs ~33 backward passes per probe.
+    grad_noise: bool = False
 
 
 class ExperimentConfig(_Strict):

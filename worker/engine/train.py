@@ -31,6 +31,7 @@ from .checkpoint import (
 )
 from .data import Data, batches, load_dataset, steps_per_epoch
 from .evaluate import evaluate_train_mode, summary_accuracies
+from .gradnoise import grad_cosine
 from .model import build_model
 from .probes import BNProbe, predicted_shift
 from .sinks import MemorySink, MetricSink, ProbeRecord
@@ -194,6 +195,8 @@ class Run:
             "val_acc_train_mode": val_acc_train_mode,
             "lr": self.opt.param_groups[0]["lr"],
         }
+        if self.cfg.probe.grad_noise:  # opt-in: one fresh and up to 32 reference backward passes
+            metrics["grad_cos"] = grad_cosine(self.model, self.data.x_train, self.data.y_train, self.batch, self.step)
         self.window = Window(self.device)
         self.sink.on_probe(ProbeRecord(self.step, self.total_steps, metrics, layers))
         return "cancelled" if self.sink.should_stop() else None

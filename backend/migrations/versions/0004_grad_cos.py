@@ -1,0 +1,25 @@
+"""run_metrics.grad_cos: the gradient-noise probe (probe.grad_noise, SCIENCE.md §6)
+
+Revision ID: 0004
+Revises: 0003
+"""
+from typing import Sequence, Union
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: Union[str, Sequence[str], None] = "0003"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    # Nullable: runs without probe.grad_noise (and every earlier run) have no value.
+    with op.batch_alter_table("run_metrics", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("grad_cos", sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("run_metrics", schema=None) as batch_op:
+        batch_op.drop_column("grad_cos")
