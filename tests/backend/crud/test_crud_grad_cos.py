@@ -10,29 +10,37 @@ import pytest
 from backend.crud.ingest import insert_points
 from backend.crud.metrics import read_metrics
 from backend.db.models import Run
-from tests.worker.procs import database_sessions
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def sessions(request, tmp_path):
-    with database_sessions(request.param, tmp_path) as maker:
-        yield maker
+def db(request, tmp_path):
+    """PostgreSQL: the suite's savepoint session (rolled back); SQLite: a migrated file of its own."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("session")
+        return
+    from sqlalchemy.orm import Session
+
+    from backend.db.migrate import upgrade
+    from backend.db.session import make_engine
+
+    url = f"sqlite:///{tmp_path / 'bnlab.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with Session(engine) as s:
+        yield s
+    engine.dispose()
 
 
-def test_store_and_read_grad_cos(sessions):
+def test_store_and_read_grad_cos(db):
     """A probe record's grad_cos comes back from read_metrics; records without it read as null."""
-    with sessions() as s, s.begin():
-        run = Run(name="r", status="running", config={}, tags=[], progress=0.0, step=0,
-                  attempt=1, cancel_requested=False)
-        s.add(run)
-        s.flush()
-        run_id = run.id
+    run = Run(name="r", status="running", config={}, tags=[], progress=0.0, step=0,
+              attempt=1, cancel_requested=False)
+    db.add(run)
+    db.flush()
     recs = [{"step": 10, "metrics": {"val_acc": 0.5, "grad_cos": 0.25}, "layers": []},
             {"step": 20, "metrics": {"val_acc": 0.6}, "layers": []}]
-    with sessions() as s, s.begin():
-        insert_points(session=s, run_id=run_id, records=recs)
-    with sessions() as s:
-        cols, n = read_metrics(session=s, run_id=run_id, keys=["grad_cos"])
+    insert_points(session=db, run_id=run.id, records=recs)
+    cols, n = read_metrics(session=db, run_id=run.id, keys=["grad_cos"])
     assert n == 2
     missing = cols["grad_cos"][1]
     assert list(cols["step"]) == [10, 20] and cols["grad_cos"][0] == pytest.approx(0.25)
