@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 from backend.cli import app
 from tests.worker.procs import (
     ROOT,
-    SHARED_REDIS,
-    flush_redis,
+    PrivateRedis,
     free_port,
     scratch_pg_database,
     slow_config,
@@ -69,7 +68,11 @@ class Served:
             [sys.executable, "-m", "backend.cli", "serve", "--port", str(self.port),
              "--data-dir", str(tmp / "data")], env=env, cwd=str(ROOT),
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        wait_for(self.worker_pids, 90, f"serve with a live worker\n{self.tail()}", every=0.5)
+        try:
+            wait_for(self.worker_pids, 90, f"serve with a live worker\n{self.tail()}", every=0.5)
+        except AssertionError:
+            self.stop()  # never leave an orphan serve (and its reconciler) behind
+            raise
 
     def health(self) -> dict:
         try:
@@ -91,28 +94,34 @@ class Served:
                               env={**os.environ, "COLUMNS": "200"})
 
     def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
         self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.proc.kill()  # its worker gets SIGTERM through PR_SET_PDEATHSIG
+            self.proc.wait()
 
 
 @pytest.fixture(scope="module", params=["sqlite_fs", "pg_redis"])
 def served(request, tmp_path_factory) -> Iterator[Served]:
-    """`bnlab serve` on the embedded default, and on PostgreSQL (scratch db) + Redis db 2."""
+    """`bnlab serve` on the embedded default, and on PostgreSQL (scratch db) + Redis."""
     tmp = tmp_path_factory.mktemp("serve")
     if request.param == "sqlite_fs":
         server = Served(tmp)
         yield server
         server.stop()
         return
-    flush_redis(SHARED_REDIS)
-    with scratch_pg_database() as url:
-        server = Served(tmp, {"BNLAB_DATABASE_URL": url, "BNLAB_BROKER_URL": SHARED_REDIS})
-        yield server
-        server.stop()
-    flush_redis(SHARED_REDIS)
+    redis = PrivateRedis()  # its own server: other stacks on the shared db 2 cannot interfere
+    redis.start()
+    try:
+        with scratch_pg_database() as url:
+            server = Served(tmp, {"BNLAB_DATABASE_URL": url, "BNLAB_BROKER_URL": redis.url})
+            yield server
+            server.stop()
+    finally:
+        redis.stop()
 
 
 @pytest.mark.slow

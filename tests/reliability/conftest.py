@@ -24,8 +24,8 @@ from tests.worker.procs import (
 
 @pytest.fixture(params=["pg_redis", "sqlite_fs"])
 def stack(request, tmp_path) -> Iterator[Stack]:
-    """A fresh stack of each kind, no worker yet."""
-    yield from make_stack(request.param, tmp_path)
+    """A fresh stack of each kind, no worker yet (PostgreSQL with a private redis-server)."""
+    yield from make_stack(request.param, tmp_path, private_redis=True)
 
 
 @pytest.fixture

@@ -8,10 +8,9 @@ import pytest
 
 from tests.reliability.helpers import expected_steps
 from tests.worker.procs import (
-    SHARED_REDIS,
     PrivatePostgres,
+    PrivateRedis,
     Stack,
-    flush_redis,
     scratch_pg_database,
     slow_config,
     wait_for,
@@ -21,14 +20,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_finish_run_with_every_step_once_after_postgres_restart(
-        private_postgres: PrivatePostgres, tmp_path) -> None:
+        private_postgres: PrivatePostgres, private_redis: PrivateRedis, tmp_path) -> None:
     """Breaks: a private PostgreSQL is stopped (fast shutdown: every connection dropped) for a
     few seconds while a run trains, then started again.
     Must hold: the worker's sink keeps its buffered probe points and retries, the run ends
     `succeeded` on its first attempt, and its series hold every probe step exactly once."""
-    flush_redis(SHARED_REDIS)
     with scratch_pg_database(private_postgres.admin_url) as url:
-        stack = Stack(url, SHARED_REDIS, tmp_path, extra_env={"BNLAB_HEARTBEAT_TIMEOUT_S": "60"})
+        stack = Stack(url, private_redis.url, tmp_path, extra_env={"BNLAB_HEARTBEAT_TIMEOUT_S": "60"})
         try:
             cfg = slow_config(train__epochs=4)
             run_id = stack.create_run(cfg)
@@ -48,4 +46,3 @@ def test_finish_run_with_every_step_once_after_postgres_restart(
             assert counts["layer_rows"] == counts["metric_rows"] * len(run.layer_names)
         finally:
             stack.stop_workers()
-            flush_redis(SHARED_REDIS)

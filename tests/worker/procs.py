@@ -304,19 +304,29 @@ def flush_redis(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
-def make_stack(kind: str, tmp: Path) -> Iterator[Stack]:
-    """Yield a Stack of `kind` ("pg_redis" or "sqlite_fs"); stop its workers afterwards."""
+def make_stack(kind: str, tmp: Path, private_redis: bool = False) -> Iterator[Stack]:
+    """Yield a Stack of `kind` ("pg_redis" or "sqlite_fs"); stop its workers afterwards.
+    private_redis: a redis-server of its own instead of the shared one's db 2 (fault tests:
+    nothing another process sends to db 2 can reach them)."""
     data_dir = tmp / kind
     data_dir.mkdir(parents=True, exist_ok=True)
     if kind == "pg_redis":
-        flush_redis(SHARED_REDIS)
-        with scratch_pg_database() as url:
-            stack = Stack(url, SHARED_REDIS, data_dir)
-            try:
-                yield stack
-            finally:
-                stack.stop_workers()
-                flush_redis(SHARED_REDIS)
+        server = PrivateRedis() if private_redis else None
+        if server:
+            server.start()
+        broker_url = server.url if server else SHARED_REDIS
+        flush_redis(broker_url)
+        try:
+            with scratch_pg_database() as url:
+                stack = Stack(url, broker_url, data_dir)
+                try:
+                    yield stack
+                finally:
+                    stack.stop_workers()
+                    flush_redis(broker_url)
+        finally:
+            if server:
+                server.stop()
     else:
         url = f"sqlite:///{data_dir / 'bnlab.db'}"
         upgrade(url)
@@ -325,27 +335,3 @@ def make_stack(kind: str, tmp: Path) -> Iterator[Stack]:
             yield stack
         finally:
             stack.stop_workers()
-
-
-@contextmanager
-def database_sessions(kind: str, tmp: Path) -> Iterator[Any]:
-    """A sessionmaker on a migrated scratch database: "postgresql" or "sqlite"."""
-    from sqlalchemy.orm import sessionmaker
-
-    from backend.db.session import make_engine
-
-    if kind == "postgresql":
-        with scratch_pg_database() as url:
-            engine = make_engine(url)
-            try:
-                yield sessionmaker(bind=engine, expire_on_commit=False)
-            finally:
-                engine.dispose()
-    else:
-        url = f"sqlite:///{tmp / 'scratch.db'}"
-        upgrade(url)
-        engine = make_engine(url)
-        try:
-            yield sessionmaker(bind=engine, expire_on_commit=False)
-        finally:
-            engine.dispose()
