@@ -80,6 +80,20 @@ function accuracyTraces(ctx, opts) {
   ]);
 }
 
+// Only runs that had probe.grad_noise on carry grad_cos values.
+function hasGradCos(ctx) {
+  return [...ctx.data.values()].some((d) => (d.metrics.grad_cos ?? []).some(Number.isFinite));
+}
+
+function gradCosTraces(ctx, opts) {
+  const getSeries = (id, key) => {
+    const m = ctx.data.get(id)?.metrics;
+    return m && (m[key] ?? []).some(Number.isFinite) ? { x: m.step, y: m[key] } : null;
+  };
+  return ctx.entries.flatMap((entry) =>
+    curveTraces(entry, ctx.colourOf, getSeries, { key: "grad_cos", dash: "solid", opts, legend: true }));
+}
+
 // Final shift per layer: the summary's value when the run ended, else the last probe's.
 function shiftOf(data, layer) {
   const fromSummary = data.run.summary?.shift_by_layer?.[layer.name];
@@ -253,12 +267,13 @@ export function renderCompare(root, ids) {
     const layerCharts = shown.map((i) => ({ index: i, ...chartBox(`chart-layer-${i}`, `BN layer ${i}`) }));
     const accuracy = chartBox("chart-accuracy", "accuracy");
     const shift = chartBox("chart-shift", "variance shift by layer");
-    charts = { layerCharts, accuracy, shift, names };
+    const gradCos = hasGradCos(ctx) ? chartBox("chart-gradcos", "gradient noise") : null;
+    charts = { layerCharts, accuracy, shift, gradCos, names };
     body.replaceChildren(
       controls(names, (rebuild) => (rebuild ? build() : draw())),
       legendPanel(ctx),
       el("div", { class: `chart-grid ${shown.length === 1 ? "single" : ""}` }, layerCharts.map((c) => c.box)),
-      el("div", { class: "chart-grid" }, shift.box, accuracy.box),
+      el("div", { class: "chart-grid" }, shift.box, accuracy.box, gradCos?.box ?? null),
       el("div", { class: "tables" },
         el("section", { class: "panel" }, el("h2", { text: "Config fields that differ" }), diffTable(ctx)),
         el("section", { class: "panel" }, el("h2", { text: "Test accuracy" }), summaryTable(ctx))));
@@ -268,7 +283,7 @@ export function renderCompare(root, ids) {
 
   function draw() {
     const opts = options();
-    const { layerCharts, accuracy, shift, names } = charts;
+    const { layerCharts, accuracy, shift, gradCos, names } = charts;
     const revision = `compare:${ids.join(",")}:${opts.layer}:${opts.logy}:${opts.bySeed}`;
     const single = layerCharts.length === 1;
     // Past a handful of runs, Plotly legends would squeeze the plots: the HTML legend names them.
@@ -291,6 +306,12 @@ export function renderCompare(root, ids) {
         showlegend: legend }),
       { uirevision: revision, filename: "bnlab-compare-accuracy" }));
     accuracy.note.textContent = rawNote([...ctx.data.values()].map((d) => d.metricsRaw), MAX_POINTS);
+    if (gradCos) {
+      drawing.push(render(gradCos.plot, gradCosTraces(ctx, opts),
+        layout({ title: "gradient noise (cos to large-batch gradient)", yTitle: "cosine", showlegend: legend }),
+        { uirevision: revision, filename: "bnlab-compare-gradcos" }));
+      gradCos.note.textContent = accuracy.note.textContent;
+    }
     return Promise.all(drawing);
   }
 
@@ -306,7 +327,7 @@ export function renderCompare(root, ids) {
       ctx.runs = ctx.runs.map((r) => (r.id === d.run.id ? d.run : r));
     }
     const before = charts?.names.length ?? 0;
-    if (layerNames().length !== before) build();
+    if (layerNames().length !== before || hasGradCos(ctx) !== Boolean(charts?.gradCos)) build();
     else draw();
   }
 

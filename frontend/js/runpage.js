@@ -4,7 +4,7 @@
 import * as api from "./api.js";
 import { DASH, colour, layout, line, purgeAll, render } from "./charts.js";
 import { downloadBlob, el, fmt, isTerminal, notice, pct, plotText, progressBar, statusBadge } from "./dom.js";
-import { navigate, runUrl } from "./state.js";
+import { flagParam, navigate, runUrl, setParams } from "./state.js";
 import { watch } from "./stream.js";
 
 const MAX_POINTS = 2000;
@@ -123,40 +123,72 @@ function chart(id, title) {
   return el("div", { class: "chart-box" }, el("div", { class: "chart", id, "aria-label": title }));
 }
 
-function drawCharts(grid, run, metrics, layers) {
+function hasValues(values) {
+  return Array.isArray(values) && values.some(Number.isFinite);
+}
+
+// The run's charts as [id, traces, title, yTitle, {logy}]: only those with data, so a network
+// without BN (its layers carry grad_norm alone) shows no empty "BN layer" charts.
+function chartSpecs(run, m, layers, logy) {
   const tag = `#${run.id}`;
-  const m = metrics;
   const x = m.step ?? [];
-  const rev = `run:${run.id}`;
-  const mline = (key, color, dash = "solid") => (m[key] ? [line({ x, y: m[key], name: `${tag} ${key}`,
-    color, dash, meta: { run: run.id, series: key } })] : []);
-  const plots = [
-    ["chart-loss", [...mline("train_loss", colour(0)), ...mline("val_loss", colour(1))], "loss", "loss"],
+  const mline = (key, color, dash = "solid") => (hasValues(m[key]) ? [line({ x, y: m[key],
+    name: `${tag} ${key}`, color, dash, meta: { run: run.id, series: key } })] : []);
+  const specs = [
+    ["chart-loss", [...mline("train_loss", colour(0)), ...mline("val_loss", colour(1))], "loss", "loss",
+      { logy }],
     ["chart-acc", [...mline("train_acc", colour(0)), ...mline("val_acc", colour(1)),
-      ...mline("val_acc_train_mode", colour(1), "dash")], "accuracy (dashed: validation in train mode)", "accuracy"],
+      ...mline("val_acc_train_mode", colour(1), "dash")], "accuracy (dashed: validation in train mode)",
+    "accuracy"],
     ["chart-lr", mline("lr", colour(2)), "learning rate", "lr"],
+    ["chart-gradcos", mline("grad_cos", colour(4)), "gradient noise (cos to large-batch gradient)", "cosine"],
   ];
-  for (const layer of layers) {
-    plots.push([`chart-layer-${layer.index}`, ["train_var", "eval_var", "running_var"].map((key) =>
+  const varKeys = ["train_var", "eval_var", "running_var"];
+  for (const layer of layers.filter((l) => varKeys.some((k) => hasValues(l[k])))) {
+    specs.push([`chart-layer-${layer.index}`, varKeys.map((key) =>
       line({ x: layer.step, y: layer[key], name: `${tag} ${key}`, color: colour(layer.index), dash: DASH[key],
         meta: { run: run.id, layer: layer.index, series: key } })),
-    `BN layer ${layer.index} · ${layer.name} — variance (solid train, dashed inference, dotted running)`, "variance"]);
+    `BN layer ${layer.index} · ${layer.name} — variance (solid train, dashed inference, dotted running)`,
+    "variance", { logy }]);
   }
-  const perLayer = (key, dash = "solid") => layers.map((layer) => line({ x: layer.step, y: layer[key],
-    name: `${tag} ${layer.name} ${key}`, color: colour(layer.index), dash,
+  const perLayer = (key, dash = "solid") => layers.filter((l) => hasValues(l[key])).map((layer) => line({
+    x: layer.step, y: layer[key], name: `${tag} ${layer.name} ${key}`, color: colour(layer.index), dash,
     meta: { run: run.id, layer: layer.index, series: key } }));
-  plots.push(["chart-means", [...perLayer("train_mean"), ...perLayer("eval_mean", "dash")],
+  specs.push(["chart-means", [...perLayer("train_mean"), ...perLayer("eval_mean", "dash")],
     "BN input mean per layer (solid train, dashed inference)", "mean"]);
-  plots.push(["chart-shift", perLayer("shift"), "variance shift per layer over training", "shift"]);
-  plots.push(["chart-grad", perLayer("grad_norm"), "gradient norm of each layer's preceding weight", "grad norm"]);
-  const histogram = shiftHistogram(run);
+  specs.push(["chart-shift", perLayer("shift"), "variance shift per layer over training", "shift", { logy }]);
+  specs.push(["chart-grad", perLayer("grad_norm"), "gradient norm of each layer's preceding weight",
+    "grad norm", { logy }]);
+  specs.push(["chart-grad-depth", gradByDepth(run, layers), "gradient norm by depth (last probe)", "grad norm",
+    { logy, xTitle: "layer" }]);
+  return specs.filter(([, traces]) => traces.length);
+}
 
-  if (!grid.childElementCount) {
-    grid.append(...plots.map(([id, , title]) => chart(id, title)));
+// Last recorded grad_norm per layer against depth: vanishing/exploding gradients at a glance.
+function gradByDepth(run, layers) {
+  const withGrad = layers.filter((l) => hasValues(l.grad_norm));
+  if (!withGrad.length) return [];
+  const trace = line({ x: withGrad.map((l) => `${l.index}: ${l.name}`),
+    y: withGrad.map((l) => l.grad_norm.filter(Number.isFinite).at(-1)), name: `#${run.id} grad_norm`,
+    color: colour(0), meta: { run: run.id, series: "grad_norm_by_depth" } });
+  return [{ ...trace, type: "scatter", mode: "lines+markers" }];
+}
+
+function drawCharts(grid, run, metrics, layers, logy) {
+  const rev = `run:${run.id}:${logy}`;
+  const plots = chartSpecs(run, metrics, layers, logy);
+  const histogram = shiftHistogram(run);
+  const ids = [...plots.map(([id]) => id), ...(histogram ? ["chart-hist"] : [])].join(",");
+  if (grid.dataset.charts !== ids) { // a new set of charts (first data, first BN probe, summary)
+    purgeAll(grid);
+    grid.replaceChildren(...plots.map(([id, , title]) => chart(id, title)));
     if (histogram) grid.append(chart("chart-hist", "per-channel shift"));
+    grid.dataset.charts = ids;
   }
-  const drawing = plots.map(([id, traces, title, yTitle]) => render(grid.querySelector(`#${id}`), traces,
-    layout({ title, yTitle, showlegend: traces.length > 1 && traces.length <= 12 }), { uirevision: rev, filename: `bnlab-run${run.id}-${id.slice(6)}` }));
+  const drawing = plots.map(([id, traces, title, yTitle, opts = {}]) => render(grid.querySelector(`#${id}`),
+    traces, layout({ title, yTitle, xTitle: opts.xTitle, logy: Boolean(opts.logy),
+      showlegend: traces.length > 1 && traces.length <= 12 }),
+    { uirevision: rev, filename: `bnlab-run${run.id}-${id.slice(6)}` }));
   const histDiv = grid.querySelector("#chart-hist");
   if (histogram && histDiv) {
     drawing.push(render(histDiv, histogram, layout({ title: "per-channel variance shift, last probe",
@@ -186,7 +218,15 @@ export function renderRun(root, id) {
   const top = el("div", { class: "run-top" });
   const grid = el("div", { class: "chart-grid" });
   const config = el("pre", { class: "config" });
-  root.append(head, message, top, grid,
+  let last = null; // the latest data, redrawn when the log-y toggle changes
+  const logy = el("input", { type: "checkbox", name: "logy", checked: flagParam("logy") });
+  logy.addEventListener("change", () => {
+    setParams({ logy: logy.checked });
+    if (last) drawCharts(grid, last.run, last.metrics, last.layers, logy.checked);
+  });
+  const bar = el("div", { class: "toolbar run-controls" }, el("label", { class: "inline",
+    title: "log scale for loss, variance, shift and gradient-norm charts" }, logy, " log y"));
+  root.append(head, message, top, bar, grid,
     el("section", { class: "panel" }, el("h2", { text: "Config" }), config));
 
   async function load() {
@@ -209,18 +249,8 @@ export function renderRun(root, id) {
         run.error ? el("pre", { class: "error-text", text: run.error }) : null),
       el("section", { class: "panel" }, el("h2", { text: "Summary" }), summaryPanel(run)));
     config.textContent = JSON.stringify(run.config, null, 2);
-    const hadHistogram = Boolean(grid.querySelector("#chart-hist"));
-    if (!hadHistogram && run.summary?.shift_per_channel) {
-      purgeAll(grid);
-      grid.replaceChildren();
-    }
-    const layerCount = (layers.layers ?? []).length;
-    if (grid.dataset.layers !== String(layerCount)) {
-      purgeAll(grid);
-      grid.replaceChildren();
-      grid.dataset.layers = String(layerCount);
-    }
-    await drawCharts(grid, run, metrics.columns, layers.layers ?? []);
+    last = { run, metrics: metrics.columns, layers: layers.layers ?? [] };
+    await drawCharts(grid, last.run, last.metrics, last.layers, logy.checked);
     if (!alive) return;
     document.body.dataset.ready = "run";
     if (isTerminal(run.status)) {

@@ -371,3 +371,128 @@ def test_export_chart_as_png(stack, page, two_runs):
     assert page.locator('.js-plotly-plot .modebar-btn[data-title*="png" i]').count() == charts
     png = page.evaluate("Plotly.toImage(document.getElementById('chart-layer-0'), {format: 'png'})")
     assert png.startswith("data:image/png;base64,") and len(png) > 10_000
+
+
+# ---- gradient noise, networks without BN, log-y on the run page, long sweep names ------------
+
+
+@pytest.fixture(scope="module")
+def no_bn_run(stack):
+    """A finished run of a 3-block sigmoid MLP without BN (layers named by their linear, only
+    grad_norm recorded) with probe.grad_noise on, so it records grad_cos."""
+    run_id = submit(stack, tiny_config("sigmoid without BN", **{
+        "model.widths": [32, 32, 32], "model.block": ["linear", "activation"],
+        "model.activation": "sigmoid", "probe.grad_noise": True}))
+    assert wait_finished(stack, run_id)["status"] == "succeeded", stack.log_tail()
+    return run_id
+
+
+def finite(values) -> list[float]:
+    return [v for v in values if isinstance(v, (int, float))]
+
+
+def test_send_grad_noise_from_form(stack, page):
+    """The form's gradient-noise checkbox sets probe.grad_noise in the submitted config."""
+    open_form(page, stack.url)
+    fill_tiny(page, "form grad noise")
+    page.check('input[name="probe.grad_noise"]')
+    page.get_by_role("button", name="Submit run").click()
+    run_id = submitted_id(page)
+    with stack.client() as c:
+        assert c.get(f"/api/runs/{run_id}").json()["config"]["probe"]["grad_noise"] is True
+        c.post(f"/api/runs/{run_id}/cancel")  # its curves are not needed: free the CPU
+
+
+def test_draw_grad_cos_chart_on_run_page(stack, page, no_bn_run):
+    """A run with grad_noise on gets a gradient-noise chart of every grad_cos value it recorded."""
+    with stack.client() as c:
+        expected = finite(c.get(f"/api/runs/{no_bn_run}/metrics").json()["grad_cos"])
+    assert expected
+    page.goto(f"{stack.url}/runs/{no_bn_run}")
+    page.wait_for_selector("body[data-ready=run]", timeout=30_000)
+    traces = page.evaluate("() => document.getElementById('chart-gradcos').data.map(t => "
+                           "({series: t.meta.series, y: t.y}))")
+    assert [t["series"] for t in traces] == ["grad_cos"]
+    assert finite(traces[0]["y"]) == pytest.approx(expected)
+    assert "cos to large-batch gradient" in page.evaluate(
+        "document.getElementById('chart-gradcos').layout.title.text")
+    assert not page.errors, page.errors
+
+
+def test_hide_grad_cos_chart_without_grad_noise(stack, page, two_runs):
+    """Runs without grad_noise show no gradient-noise chart, neither on the run page nor in
+    the compare view."""
+    page.goto(f"{stack.url}/runs/{two_runs[0]}")
+    page.wait_for_selector("body[data-ready=run]", timeout=30_000)
+    assert page.locator("#chart-gradcos").count() == 0
+    page.goto(f"{stack.url}/compare?runs={','.join(map(str, two_runs))}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    assert page.locator("#chart-gradcos").count() == 0
+
+
+def test_draw_grad_cos_chart_in_compare_view(stack, page, two_runs, no_bn_run):
+    """The compare view draws the gradient-noise chart when one selected run has grad_cos,
+    with a curve for that run only."""
+    page.goto(f"{stack.url}/compare?runs={two_runs[0]},{no_bn_run}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    traces = page.evaluate("() => document.getElementById('chart-gradcos').data.map(t => "
+                           "({runs: t.meta.runs, series: t.meta.series, n: t.y.length}))")
+    assert [(t["runs"], t["series"]) for t in traces] == [([no_bn_run], "grad_cos")]
+    assert traces[0]["n"] > 0
+    assert not page.errors, page.errors
+
+
+def test_show_only_charts_with_data_for_run_without_bn(stack, page, no_bn_run):
+    """A run without BN shows no BN-layer, mean or shift chart; it shows grad_norm over steps
+    and by depth, one point per layer; every chart drawn has a finite value."""
+    with stack.client() as c:
+        layers = c.get(f"/api/runs/{no_bn_run}/layers").json()["layers"]
+    assert [layer["name"] for layer in layers] == [f"blocks.{i}.linear" for i in range(3)]
+    page.goto(f"{stack.url}/runs/{no_bn_run}")
+    page.wait_for_selector("body[data-ready=run]", timeout=30_000)
+    assert page.locator('[id^="chart-layer-"], #chart-means, #chart-shift').count() == 0
+    over_steps = page.evaluate("() => document.getElementById('chart-grad').data.map(t => t.meta.layer)")
+    assert sorted(over_steps) == [layer["index"] for layer in layers]
+    depth = page.evaluate("() => document.getElementById('chart-grad-depth').data[0].y")
+    assert depth == pytest.approx([finite(layer["grad_norm"])[-1] for layer in layers])
+    empty = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].filter(div =>
+        !div.data.some(t => (t.y || t.x || []).some(Number.isFinite))).map(div => div.id)""")
+    assert empty == []
+    screenshot(page, "run-page-no-bn")
+
+
+def test_keep_run_page_log_y_in_url(stack, page, no_bn_run):
+    """The run page's log-y toggle puts the gradient-norm charts on a log axis and lives in
+    the URL, so a shared link opens log-scaled."""
+    page.goto(f"{stack.url}/runs/{no_bn_run}")
+    page.wait_for_selector("body[data-ready=run]", timeout=30_000)
+    assert page.evaluate("document.getElementById('chart-grad').layout.yaxis.type") == "linear"
+    page.check('input[name="logy"]')
+    page.wait_for_function("document.getElementById('chart-grad').layout.yaxis.type === 'log'")
+    assert "logy=1" in page.url
+    page.goto(page.url)
+    page.wait_for_selector("body[data-ready=run]", timeout=30_000)
+    for chart in ("chart-grad", "chart-grad-depth"):
+        assert page.evaluate(f"document.getElementById('{chart}').layout.yaxis.type") == "log", chart
+    assert page.is_checked('input[name="logy"]')
+
+
+LONG_PREFIX = "saturating_sigmoid_depth_sweep_without_batchnorm_widths=256x256x256x256x256x256 · "
+
+
+def test_fit_summary_table_with_long_run_names(stack, page):
+    """With long sweep names, every column of the compare view's test-accuracy table stays
+    inside its panel (names wrap; nothing is cut off or hidden behind a scrollbar)."""
+    ids = seed_runs(stack.database_url, n_runs=6, n_layers=2, n_steps=50, name_prefix=LONG_PREFIX)
+    page.goto(f"{stack.url}/compare?runs={','.join(map(str, ids))}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=60_000)
+    outside = page.evaluate("""() => {
+        const panel = document.querySelector('table.summary').closest('.panel').getBoundingClientRect();
+        return [...document.querySelectorAll('table.summary th, table.summary td')]
+            .map(cell => ({text: cell.textContent, r: cell.getBoundingClientRect()}))
+            .filter(c => c.r.left < panel.left - 0.5 || c.r.right > panel.right + 0.5).map(c => c.text);
+    }""")
+    headers = page.locator("table.summary th").all_inner_texts()
+    assert len(headers) == 8, headers  # run, status, test eval, 3 train-mode, recalibrated, max shift
+    assert outside == [], outside
+    screenshot(page, "compare-long-names")
