@@ -335,3 +335,27 @@ def make_stack(kind: str, tmp: Path, private_redis: bool = False) -> Iterator[St
             yield stack
         finally:
             stack.stop_workers()
+
+
+@contextmanager
+def database_sessions(kind: str, tmp: Path) -> Iterator[Any]:
+    """A sessionmaker on a migrated scratch database: "postgresql" or "sqlite"."""
+    from sqlalchemy.orm import sessionmaker
+
+    from backend.db.session import make_engine
+
+    if kind == "postgresql":
+        with scratch_pg_database() as url:
+            engine = make_engine(url)
+            try:
+                yield sessionmaker(bind=engine, expire_on_commit=False)
+            finally:
+                engine.dispose()
+    else:
+        url = f"sqlite:///{tmp / 'scratch.db'}"
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            yield sessionmaker(bind=engine, expire_on_commit=False)
+        finally:
+            engine.dispose()
