@@ -192,12 +192,12 @@ function summaryTable(ctx) {
     })));
 }
 
-function controls(layerNames, redraw) {
+function controls(layerNames, bnIndices, redraw) {
   const opts = options();
   const layer = el("select", { name: "layer", "aria-label": "layer" },
     el("option", { value: "all", text: "all BN layers" }),
-    layerNames.map((n, i) => el("option", { value: String(i), text: `${i}: ${n}` })));
-  layer.value = layerNames[Number(opts.layer)] !== undefined ? opts.layer : "all";
+    bnIndices.map((i) => el("option", { value: String(i), text: `${i}: ${layerNames[i]}` })));
+  layer.value = bnIndices.includes(Number(opts.layer)) ? opts.layer : "all";
   const check = (name, label, on) => el("label", { class: "inline" },
     el("input", { type: "checkbox", name, checked: on }), ` ${label}`);
   const smoothing = el("input", { type: "range", name: "smooth", min: "0", max: "0.99", step: "0.01",
@@ -255,6 +255,15 @@ export function renderCompare(root, ids) {
     return names;
   }
 
+  // Layers some run recorded BN variances for: a network without BN (or with fewer BN
+  // layers) has layers carrying grad_norm only, which would make empty variance charts.
+  function bnLayerIndices(names) {
+    return names.map((_, i) => i).filter((i) => [...ctx.data.values()].some((d) => {
+      const layer = d.layers.find((l) => l.index === i);
+      return layer && ["train_var", "eval_var"].some((k) => (layer[k] ?? []).some(Number.isFinite));
+    }));
+  }
+
   let charts = null;
 
   function build() {
@@ -262,22 +271,26 @@ export function renderCompare(root, ids) {
     purgeAll(body);
     const names = layerNames();
     const opts = options();
-    const shown = opts.layer === "all" || names[Number(opts.layer)] === undefined
-      ? names.map((_, i) => i) : [Number(opts.layer)];
+    const withBn = bnLayerIndices(names);
+    const shown = opts.layer === "all" || !withBn.includes(Number(opts.layer))
+      ? withBn : [Number(opts.layer)];
     const layerCharts = shown.map((i) => ({ index: i, ...chartBox(`chart-layer-${i}`, `BN layer ${i}`) }));
     const accuracy = chartBox("chart-accuracy", "accuracy");
     const shift = chartBox("chart-shift", "variance shift by layer");
     const gradCos = hasGradCos(ctx) ? chartBox("chart-gradcos", "gradient noise") : null;
     charts = { layerCharts, accuracy, shift, gradCos, names };
     body.replaceChildren(
-      controls(names, (rebuild) => (rebuild ? build() : draw())),
+      controls(names, withBn, (rebuild) => (rebuild ? build() : draw())),
       legendPanel(ctx),
       el("div", { class: `chart-grid ${shown.length === 1 ? "single" : ""}` }, layerCharts.map((c) => c.box)),
       el("div", { class: "chart-grid" }, shift.box, accuracy.box, gradCos?.box ?? null),
       el("div", { class: "tables" },
         el("section", { class: "panel" }, el("h2", { text: "Config fields that differ" }), diffTable(ctx)),
         el("section", { class: "panel" }, el("h2", { text: "Test accuracy" }), summaryTable(ctx))));
-    if (!names.length) body.append(notice("No BN layer statistics yet (the first probe has not run).", "info"));
+    if (!withBn.length) {
+      body.append(notice(names.length ? "No BN layer statistics: the selected networks have no BN layer."
+        : "No BN layer statistics yet (the first probe has not run).", "info"));
+    }
     return draw();
   }
 

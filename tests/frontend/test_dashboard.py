@@ -496,3 +496,18 @@ def test_fit_summary_table_with_long_run_names(stack, page):
     assert len(headers) == 8, headers  # run, status, test eval, 3 train-mode, recalibrated, max shift
     assert outside == [], outside
     screenshot(page, "compare-long-names")
+
+
+def test_skip_empty_layer_charts_in_compare_view(stack, page, two_runs, no_bn_run):
+    """Comparing a BN network with a deeper network without BN draws variance charts only for
+    the layers that have BN variances, and offers only those in the layer selector."""
+    with stack.client() as c:
+        bn_layers = len(c.get(f"/api/runs/{two_runs[0]}/layers").json()["layers"])
+    page.goto(f"{stack.url}/compare?runs={two_runs[0]},{no_bn_run}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    charts = page.evaluate("""() => [...document.querySelectorAll('[id^="chart-layer-"]')].map(div =>
+        ({id: div.id, finite: div.data.some(t => t.y.some(Number.isFinite))}))""")
+    assert charts == [{"id": f"chart-layer-{i}", "finite": True} for i in range(bn_layers)]
+    options = page.locator('select[name="layer"] option').all_inner_texts()
+    assert len(options) == 1 + bn_layers, options
+    assert not page.errors, page.errors
