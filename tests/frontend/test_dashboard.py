@@ -29,6 +29,7 @@ def open_form(page, url: str) -> None:
     page.wait_for_selector("table.runs")
     if page.locator("form.submit-form").is_hidden():
         page.get_by_role("button", name="New experiment").click()
+    page.locator("form.submit-form").wait_for(state="visible")
     page.wait_for_selector('select[name="preset"] option', state="attached")
 
 
