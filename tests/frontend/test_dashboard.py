@@ -47,7 +47,7 @@ def fill_tiny(page, name: str) -> None:
 
 def submitted_id(page) -> int:
     link = page.locator(".form-result a").first
-    link.wait_for(timeout=15_000)
+    link.wait_for(timeout=30_000)
     return int(link.inner_text().lstrip("#"))
 
 
@@ -77,7 +77,7 @@ def test_submit_run_through_form_finishes_without_reload(stack, page):
     page.wait_for_selector(f'tr[data-run-id="{run_id}"][data-status="succeeded"]', timeout=RUN_DONE_MS)
     assert page.evaluate("window.__noReload") == "still here"
     assert row.locator(".status").inner_text() == "succeeded"
-    page.wait_for_function("window.__bnlabStreams.open === 0", timeout=10_000)  # nothing live: closed
+    page.wait_for_function("window.__bnlabStreams.open === 0", timeout=30_000)  # nothing live: closed
     assert not page.errors, page.errors
     screenshot(page, "runs-table")
 
@@ -90,7 +90,7 @@ def test_close_stream_when_run_ends(stack, page):
     page.wait_for_function("window.__bnlabStreams && window.__bnlabStreams.open === 1", timeout=30_000)
     page.get_by_role("button", name="Cancel").click()
     page.wait_for_selector(".facts .status-cancelled", timeout=60_000)
-    page.wait_for_function("window.__bnlabStreams.open === 0", timeout=10_000)
+    page.wait_for_function("window.__bnlabStreams.open === 0", timeout=30_000)
     assert not page.errors, page.errors
 
 
@@ -146,7 +146,7 @@ def test_show_server_error_at_field(stack, page):
     page.fill('input[name="model.dropout.rate"]', "1.5")
     page.get_by_role("button", name="Submit run").click()
     error = page.locator('.field[data-path="model.dropout.rate"] .field-error')
-    error.wait_for(timeout=10_000)
+    error.wait_for(timeout=30_000)
     assert "less than 1" in error.inner_text()
     assert page.locator(".form-error").inner_text() == ""  # at the field, not only at the top
     assert page.locator(".form-result a").count() == 0
@@ -179,13 +179,13 @@ def test_ask_token_once_for_writes(token_stack, page):
     fill_tiny(page, "needs token")
     page.get_by_role("button", name="Submit run").click()
     dialog = page.locator("#token-dialog")
-    dialog.wait_for(state="visible", timeout=10_000)
+    dialog.wait_for(state="visible", timeout=30_000)
     dialog.locator("input").fill("t0ken-for-tests")
     dialog.get_by_role("button", name="Save").click()
     first = submitted_id(page)
     page.get_by_role("button", name="Submit run").click()
     page.wait_for_function(f"() => [...document.querySelectorAll('.form-result a')]"
-                           f".some(a => a.textContent !== '#{first}')", timeout=10_000)
+                           f".some(a => a.textContent !== '#{first}')", timeout=30_000)
     assert submitted_id(page) != first
     assert page.evaluate("localStorage.getItem('bnlab.token')") == "t0ken-for-tests"
     assert dialog.is_hidden()
@@ -268,7 +268,7 @@ def test_show_sweep_error_at_grid_row(stack, page):
     row.locator(".sweep-values").fill("0.1, 1.5")
     page.get_by_role("button", name="Submit sweep (2 runs)").click()
     error = row.locator(".field-error")
-    error.wait_for(timeout=10_000)
+    error.wait_for(timeout=30_000)
     assert error.inner_text().strip() != ""
     assert page.locator(".form-result a").count() == 0
 
@@ -311,7 +311,7 @@ def test_filter_runs_by_text(stack, page, two_runs):
     page.wait_for_selector("table.runs tbody tr")
     page.fill('input[name="q"]', "head dropout")
     page.wait_for_function("() => [...document.querySelectorAll('table.runs tbody .run-name')]"
-                           ".every(a => a.textContent.includes('head dropout'))", timeout=10_000)
+                           ".every(a => a.textContent.includes('head dropout'))", timeout=30_000)
     names = page.locator("table.runs tbody .run-name").all_inner_texts()
     assert names and all("head dropout" in n for n in names), names
     assert "q=head+dropout" in page.url or "q=head%20dropout" in page.url
