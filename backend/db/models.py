@@ -92,7 +92,9 @@ class LayerStat(Base):
 
     __tablename__ = "layer_stats"
 
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key (migration 0003): the per-row check halved COPY speed into this table;
+    # crud.delete_run removes a run's points explicitly.
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     layer: Mapped[int] = mapped_column(Integer, primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     train_mean: Mapped[float | None] = mapped_column(Float)
