@@ -96,24 +96,45 @@ TOKEN = typer.Option(None, envvar="BNLAB_API_TOKEN", help="API token for writes.
 
 
 @app.command()
-def submit(config: Path = typer.Argument(..., exists=True, dir_okay=False),
+def submit(config: Path | None = typer.Argument(None, exists=True, dir_okay=False,
+                                              help="ExperimentConfig JSON (or use --preset)."),
+           preset: str | None = typer.Option(None, help="Submit a preset study by id instead."),
+           full: bool = typer.Option(False, help="With --preset: its GPU-sized 'full' variant."),
            url: str = URL, token: str | None = TOKEN,
-           watch: bool = typer.Option(False, help="Show a progress bar until the run ends.")) -> None:
-    """Submit a config to a server; prints the run id."""
+           watch: bool = typer.Option(False, help="Show a progress bar until the run(s) end.")) -> None:
+    """Submit a config (or a preset: one run or a sweep) to a server; prints the run ids."""
     import httpx
 
-    try:
-        payload = json.loads(config.read_text())
-    except json.JSONDecodeError as exc:
-        raise _fail(f"{config}: not valid JSON ({exc})") from exc
+    if (config is None) == (preset is None):
+        raise _fail("give either CONFIG or --preset ID")
     try:
         with _client(url, token) as client:
-            run = _check(client.post("/api/runs", json=payload))
-            console.print(f"run {run['id']} {run['status']}")
+            path, payload = _submission(client, config, preset, full)
+            created = _check(client.post(path, json=payload))
+            run_list = created.get("runs", [created])
+            for run in run_list:
+                console.print(f"run {run['id']} {run['status']}")
             if watch:
-                _watch(client, run["id"])
+                for run in run_list:
+                    _watch(client, run["id"])
     except httpx.TransportError as exc:
         raise _fail(f"cannot reach {url}: {exc}", 1) from exc
+
+
+def _submission(client, config: Path | None, preset: str | None, full: bool
+                ) -> tuple[str, dict]:  # noqa: ANN001
+    """(endpoint, body) for a config file or a preset (a run preset or a sweep preset)."""
+    if config is not None:
+        try:
+            return "/api/runs", json.loads(config.read_text())
+        except json.JSONDecodeError as exc:
+            raise _fail(f"{config}: not valid JSON ({exc})") from exc
+    found = _check(client.get(f"/api/presets/{preset}"))
+    kind = found["kind"]  # "run" or "sweep"; `full` has the same shape as its CPU-sized body
+    body = found.get("full") if full else found.get("sweep" if kind == "sweep" else "config")
+    if not body:
+        raise _fail(f"preset '{preset}' has no {'full variant' if full else kind}")
+    return ("/api/sweeps" if kind == "sweep" else "/api/runs"), body
 
 
 def _watch(client, run_id: int) -> None:

@@ -132,6 +132,31 @@ def test_submit_and_watch_run_to_success(served: Served, tmp_path) -> None:
 
 
 @pytest.mark.slow
+def test_submit_sweep_preset_as_its_runs(served: Served) -> None:
+    """`bnlab submit --preset ID` posts a sweep preset to /api/sweeps: one run per cell."""
+    import json as _json
+    import re
+
+    preset = _json.loads((ROOT / "backend/presets/variance_shift.json").read_text())
+    result = served.cli("submit", "--preset", "variance_shift")
+    ids = [int(i) for i in re.findall(r"^run (\d+) \w+$", result.stdout, re.M)]
+    for run_id in ids:  # the module's other tests need the worker free
+        httpx.post(f"{served.url}/api/runs/{run_id}/cancel", timeout=10)
+    cells = 1
+    for values in preset["sweep"]["grid"].values():
+        cells *= len(values)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(ids) == cells * len(preset["sweep"].get("seeds") or [0])
+
+
+@pytest.mark.slow
+def test_refuse_submit_of_unknown_preset(served: Served) -> None:
+    """`bnlab submit --preset nope` exits 2 with the server's 404 message."""
+    result = served.cli("submit", "--preset", "nope")
+    assert result.returncode == 2 and "404" in result.stderr, result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_refuse_submit_of_invalid_config_naming_the_field(served: Served, tmp_path) -> None:
     """`bnlab submit` of an invalid config exits 2 and names the field the API rejected."""
     result = served.cli("submit", str(write(tmp_path, tiny_config(train__batch_size=1))))
