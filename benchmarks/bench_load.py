@@ -28,8 +28,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "frontend")]
 from dashboard_stack import seed_runs, start_stack  # noqa: E402
 
 TRAINING = {  # long enough to keep both workers busy for the whole measurement
-    "name": "load: training", "dataset": {"name": "mnist1d", "n_samples": 8000},
-    "model": {"widths": [256, 256, 256]}, "train": {"epochs": 40, "device": "cpu"},
+    "name": "load: training", "dataset": {"name": "mnist1d", "n_samples": 20000},
+    "model": {"widths": [256, 256, 256]}, "train": {"epochs": 100, "device": "cpu"},
     "probe": {"every_steps": 10},
 }
 
@@ -88,6 +88,8 @@ def main() -> int:
                 t.join(timeout=60)
             with stack.client() as c:
                 statuses = [c.get(f"/api/runs/{i}").json()["status"] for i in ids[-2:]]
+                for i in ids[-2:]:
+                    c.post(f"/api/runs/{i}/cancel")
         finally:
             stack.stop()
     everything = [x for xs in lat.values() for x in xs]
