@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.db.models import Run, utcnow
+from backend.schema.runs import finite_or_none
 
 WORKER_LOST = "worker lost"  # the error text of a run whose last attempt's worker died
 
@@ -61,7 +62,7 @@ def finish_run(*, session: Session, run_id: int, worker_id: str, status: str,
     """Record the final status of a run this worker holds; False when it no longer holds it."""
     values: dict = dict(status=status, finished_at=utcnow(), error=error)
     if summary is not None:
-        values["summary"] = summary
+        values["summary"] = finite_or_none(summary)  # a diverged run's NaN: JSON has none
     if status == "succeeded":
         values["progress"] = 1.0
     return heartbeat(session=session, run_id=run_id, worker_id=worker_id, **values)

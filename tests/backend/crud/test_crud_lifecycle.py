@@ -69,6 +69,17 @@ def test_refuse_claim_when_run_cancel_requested(sessions) -> None:
     assert not claim(sessions, run_id, "a")
 
 
+def test_store_diverged_summary_with_nan_as_null(sessions) -> None:
+    """A diverged run's summary holds NaN; it is stored (as null), not lost to a JSON error."""
+    run_id = new_run(sessions)
+    claim(sessions, run_id, "a")
+    with sessions() as s, s.begin():
+        assert finish_run(session=s, run_id=run_id, worker_id="a", status="diverged",
+                          summary={"test_acc_eval": float("nan"), "steps": 7}, error="loss is nan")
+    run = get(sessions, run_id)
+    assert (run.status, run.summary) == ("diverged", {"test_acc_eval": None, "steps": 7})
+
+
 def test_refuse_finish_when_worker_lost_the_run(sessions) -> None:
     """A worker whose run was requeued cannot record a final status over the new attempt."""
     run_id = new_run(sessions)
