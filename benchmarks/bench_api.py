@@ -2,7 +2,8 @@
 
 Targets (issue 3): GET /api/runs/{id}/layers for a run of 8 layers x 1000 steps under 20 ms;
 the 20 runs a compare view needs (per run: the run, its metrics and its layers with
-max_points=1000, as frontend/js/compare.js asks) under 150 ms in total.
+max_points=1000 and keys=train_var,eval_var,running_var,shift, as frontend/js/compare.js
+asks) under 150 ms in total. The all-layer-keys compare view is also reported, labelled.
 
     python benchmarks/bench_api.py [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
@@ -117,10 +118,15 @@ def timed(fn) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+# The layer keys frontend/js/compare.js asks for (`?keys=` on /layers); None = all keys.
+DASHBOARD_KEYS = "train_var,eval_var,running_var,shift"
+
+
 def compare_view(client: httpx.Client, ids: list[int], pool: ThreadPoolExecutor | None,
-                 max_points: int = 1000) -> None:
+                 max_points: int = 1000, keys: str | None = DASHBOARD_KEYS) -> None:
+    layer_query = f"?keys={keys}&max_points={max_points}" if keys else f"?max_points={max_points}"
     paths = [p for i in ids for p in (f"/api/runs/{i}", f"/api/runs/{i}/metrics?max_points={max_points}",
-                                      f"/api/runs/{i}/layers?max_points={max_points}")]
+                                      f"/api/runs/{i}/layers{layer_query}")]
     def get(path: str) -> None:
         client.get(path).raise_for_status()
     if pool is None:
@@ -169,6 +175,8 @@ def main() -> None:
                     "cold, 1 connection": [timed(lambda: compare_view(client, ids, None, next(fresh))) for _ in range(n)],
                     "warm, 6 connections": [timed(lambda: compare_view(client, ids, pool)) for _ in range(n)],
                     "warm, 1 connection": [timed(lambda: compare_view(client, ids, None)) for _ in range(n)],
+                    "cold, 6 connections, all layer keys":
+                        [timed(lambda: compare_view(client, ids, pool, next(fresh), None)) for _ in range(n)],
                 }
         report(args, cold, warm, views)
         print(f"API process CPU time (load-independent): cold layers request {cpu_cold:.1f} ms, "
