@@ -21,21 +21,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # backend + the tests' scratch-database helper
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from backend.crud.ingest import insert_points
-from backend.db.migrate import upgrade
 from backend.db.models import LAYER_KEYS, Run
 from backend.db.session import make_engine
+from tests.worker.procs import scratch_pg_database
 
 ADMIN = os.environ.get("BNLAB_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -121,13 +117,7 @@ def main() -> None:
     ap.add_argument("--mlflow-steps", type=int, default=250, help="MLflow is slow: fewer steps")
     args = ap.parse_args()
 
-    name = f"bnlab_wk_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with scratch_pg_database(ADMIN, prefix="bnlab_wk_bench_") as url:
         records = make_records(args.steps, args.layers)
         print(f"bnlab insert_points → PostgreSQL, {args.steps} steps x {args.layers} layers "
               f"= {args.steps * args.layers} layer rows per run, fresh run each repeat")
@@ -141,9 +131,6 @@ def main() -> None:
                 print(f"    batch of {batch:>4} probe steps ({batch * args.layers:>5} rows/flush):"
                       f" median {statistics.median(rates):>9,.0f} rows/s, best {max(rates):>9,.0f}"
                       "  (runs: " + ", ".join(f"{r:,.0f}" for r in rates) + ")")
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     if not args.mlflow_python:
         print("MLflow: not measured (pass --mlflow-python PATH to a venv with mlflow)")
         return

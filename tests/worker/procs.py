@@ -46,13 +46,7 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
         "probe": {"every_steps": 5, "eval_batches": 1, "train_mode_test_batch_sizes": [1, 8],
                   "recalibrate_samples": 256},
     }
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return cfg
+    return _merge(cfg, overrides)
 
 
 def slow_config(**overrides: Any) -> dict[str, Any]:
