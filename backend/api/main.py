@@ -17,7 +17,8 @@ from fastapi.responses import FileResponse
 from backend import reconcile
 from backend.api import errors
 from backend.api.limits import UploadSizeLimit
-from backend.api.routes import exports, health, metrics, presets, runs, stream, sweeps, uploads
+from backend.api.routes import (compare, exports, health, metrics, presets, runs, stream, sweeps,
+                                uploads)
 from backend.settings import settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api", responses=errors.responses(400, 503))
-    for module in (health, presets, runs, sweeps, metrics, exports, uploads, stream):
+    for module in (health, presets, runs, sweeps, metrics, compare, exports, uploads, stream):
         router.include_router(module.router)
     return router
 

@@ -4,7 +4,8 @@ An ended run's points never change, so its encoded /metrics and /layers answers 
 (a compare view re-opened, or 20 dashboards on the same runs, costs no database work) and a
 browser revalidating with If-None-Match gets a 304 without a body. Running runs are never
 cached. The key holds the run's status, step, attempt and finish time, so any change to the
-run row makes a new key.
+run row makes a new key. GET /api/compare shares these entries: it answers with the same
+per-run bodies.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from backend.api.encode import SeriesResponse
+from backend.api.encode import dumps
 from backend.db.models import TERMINAL_STATUSES, Run
 
 MAX_BYTES = 128 * 2**20  # about 230 runs of 8 layers x 1000 steps
+Answer = tuple[bytes, dict[str, str]]  # encoded body, headers
+# Builds the (content, headers) of several runs at once: {run id: (content, headers)}.
+BuildMany = Callable[[Sequence[Run]], dict[int, tuple[object, dict[str, str]]]]
 
 
 class SeriesCache:
@@ -28,10 +32,10 @@ class SeriesCache:
 
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
         self.max_bytes, self.size = max_bytes, 0
-        self.items: OrderedDict[str, tuple[bytes, dict[str, str]]] = OrderedDict()
+        self.items: OrderedDict[str, Answer] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, key: str) -> tuple[bytes, dict[str, str]] | None:
+    def get(self, key: str) -> Answer | None:
         with self.lock:
             hit = self.items.get(key)
             if hit is not None:
@@ -57,27 +61,45 @@ class SeriesCache:
 cache = SeriesCache()
 
 
-def _key(run: Run, kind: str, params: tuple) -> str:
+def _key(run: Run, kind: str, params: tuple) -> str | None:
+    """The cache key of an ended run's answer; None for a run that may still change."""
+    if run.status not in TERMINAL_STATUSES:
+        return None
     finished = run.finished_at.isoformat() if run.finished_at else ""
     return f"{run.id}|{kind}|{params}|{run.status}|{run.step}|{run.attempt}|{finished}"
 
 
+def encoded(runs: Sequence[Run], kind: str, params: tuple, build: BuildMany) -> dict[int, Answer]:
+    """Per run id, the encoded answer: from the cache, or built for all misses in one call."""
+    out: dict[int, Answer] = {}
+    for run in runs:
+        key = _key(run, kind, params)
+        hit = cache.get(key) if key else None
+        if hit is not None:
+            out[run.id] = hit
+    missing = [run for run in runs if run.id not in out]
+    built = build(missing) if missing else {}
+    for run in missing:
+        content, headers = built[run.id]
+        body = dumps(content)
+        key = _key(run, kind, params)
+        if key:
+            cache.put(key, body, headers)
+        out[run.id] = body, headers
+    return out
+
+
 def serve_series(request: Request, run: Run, kind: str, params: tuple,
-                 build: Callable[[], tuple[object, dict[str, str]]]) -> Response:
-    """The encoded answer of `build()` (content, headers), cached and ETagged once the run ended."""
-    if run.status not in TERMINAL_STATUSES:
-        content, headers = build()
-        return SeriesResponse(content, headers={**headers, "Cache-Control": "no-store"})
+                 build: BuildMany) -> Response:
+    """One run's encoded answer of `build`, cached and ETagged once the run ended."""
     key = _key(run, kind, params)
+    if key is None:
+        body, headers = encoded([run], kind, params, build)[run.id]
+        return Response(body, media_type="application/json",
+                        headers={**headers, "Cache-Control": "no-store"})
     etag = '"' + hashlib.sha1(key.encode()).hexdigest() + '"'
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers={"ETag": etag})
-    hit = cache.get(key)
-    if hit is None:
-        content, headers = build()
-        response = SeriesResponse(content, headers=headers)
-        cache.put(key, response.body, headers)
-        hit = response.body, headers
-    body, headers = hit
+    body, headers = encoded([run], kind, params, build)[run.id]
     return Response(body, media_type="application/json",
                     headers={**headers, "ETag": etag, "Cache-Control": "no-cache"})

@@ -1,7 +1,8 @@
-"""Reads of a run's stored series, columnar, optionally downsampled (writes: crud/ingest.py).
+"""Reads of runs' stored series, columnar, optionally downsampled (writes: crud/ingest.py).
 
 Values come back as float64 numpy arrays (NaN where nothing or a non-finite value was stored);
-the API encodes NaN as null.
+the API encodes NaN as null. The `*_many` reads serve any number of runs with one query per
+source (packs, rows), so a compare view costs a few queries, not three per run.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
+from backend.crud import packs
 from backend.crud.downsample import bucket_indices
 from backend.crud.errors import FieldError
 from backend.db.models import LAYER_KEYS, METRIC_KEYS, LayerStat, Run, RunMetric
 
 Columns = dict[str, np.ndarray]
+# kind → (table, model, leading sort columns, value keys)
+KINDS = {"metrics": ("run_metrics", RunMetric, ("step",), METRIC_KEYS),
+         "layers": ("layer_stats", LayerStat, ("layer", "step"), LAYER_KEYS)}
 
 
 def _table(rows: Sequence[tuple], width: int) -> np.ndarray:
@@ -31,24 +36,72 @@ def _is_pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _pg_table(session: Session, table: str, columns: Sequence[str], run_id: int) -> np.ndarray:
-    """PostgreSQL fast path: the run's rows as a (len(columns), n) array from one bytea.
+def _pg_tables(session: Session, table: str, columns: Sequence[str],
+               run_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """PostgreSQL row path: per run, a (len(columns), n) array from one bytea.
 
-    The database packs every row's values as big-endian float8 into a single bytea (one
+    The database packs every row's values as big-endian float8 into a single bytea per run (one
     aggregate), which numpy reads in one call: about 4x less API CPU than a binary COPY (psycopg
     yields one Python chunk per row) and 10x less than fetching rows. Rows are sorted here, not
     in the aggregate (cheaper in numpy). NULL becomes NaN in the database, so every row has the
     same size. `columns` come from the models' whitelists; the sort keys are the leading ones.
     """
     packed = " || ".join(f"float8send(coalesce({c}::float8, 'NaN'::float8))" for c in columns)
-    sql = text(f"SELECT string_agg({packed}, ''::bytea) FROM {table} WHERE run_id = :run_id")
-    buf = session.execute(sql, {"run_id": run_id}).scalar()
-    if not buf:
-        return np.empty((len(columns), 0))
-    table_ = np.frombuffer(buf, dtype=">f8").reshape(-1, len(columns)).T.astype(np.float64)
+    sql = text(f"SELECT run_id, string_agg({packed}, ''::bytea) FROM {table} "
+               "WHERE run_id IN :ids GROUP BY run_id").bindparams(bindparam("ids", expanding=True))
     keys = 2 if "layer" in columns else 1  # (layer, step) or (step,)
-    order = np.lexsort(table_[keys - 1::-1])  # lexsort's last key is the primary one
-    return np.ascontiguousarray(table_[:, order])
+    out = {}
+    for run_id, buf in session.execute(sql, {"ids": list(run_ids)}):
+        table_ = np.frombuffer(buf, dtype=">f8").reshape(-1, len(columns)).T.astype(np.float64)
+        order = np.lexsort(table_[keys - 1::-1])  # lexsort's last key is the primary one
+        out[run_id] = np.ascontiguousarray(table_[:, order])
+    return out
+
+
+def _portable_tables(session: Session, model: type, columns: Sequence[str],
+                     run_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """Any database: rows sorted by run and the leading columns, split by run."""
+    cols = [getattr(model, c) for c in columns]
+    order = [model.run_id, *cols[:2 if "layer" in columns else 1]]
+    rows = session.execute(select(model.run_id, *cols).where(model.run_id.in_(list(run_ids)))
+                           .order_by(*order)).all()
+    table = _table(rows, 1 + len(cols))
+    bounds = np.flatnonzero(np.diff(table[0])) + 1
+    return {int(part[0, 0]): np.ascontiguousarray(part[1:])
+            for part in np.split(table, bounds, axis=1) if part.shape[1]}
+
+
+def _live_tables(session: Session, kind: str, columns: Sequence[str],
+                 run_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """The stored rows of `run_ids` (every id present; empty arrays for runs without points)."""
+    name, model, _, _ = KINDS[kind]
+    found = {}
+    if run_ids and _is_pg(session):
+        found = _pg_tables(session, name, columns, run_ids)
+    elif run_ids:
+        found = _portable_tables(session, model, columns, run_ids)
+    return {i: found.get(i, np.empty((len(columns), 0))) for i in run_ids}
+
+
+def _tables(session: Session, runs: Sequence[Run], kind: str,
+            keys: Sequence[str]) -> dict[int, np.ndarray]:
+    """Per run: (leading columns + keys, n) sorted. Ended runs are read from packs on PostgreSQL;
+    an ended run without a current pack is read in full once and packed for the next reader."""
+    _, _, leading, known = KINDS[kind]
+    columns = [*leading, *keys]
+    out: dict[int, np.ndarray] = {}
+    if packs.usable(session):
+        out = packs.load(session, runs, kind, columns)
+        unpacked = [r for r in runs if r.id not in out and packs.signature(r) is not None]
+        if unpacked:
+            full = [*leading, *known]
+            tables = _live_tables(session, kind, full, [r.id for r in unpacked])
+            packs.store(session, [(r, tables[r.id]) for r in unpacked], kind, full)
+            rows = [full.index(c) for c in columns]
+            out.update((r.id, tables[r.id][rows]) for r in unpacked)
+    live = [r.id for r in runs if r.id not in out]
+    out.update(_live_tables(session, kind, columns, live))
+    return out
 
 
 def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
@@ -61,26 +114,29 @@ def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
     return out
 
 
-def parse_keys(keys: Sequence[str] | None, known: Sequence[str] = METRIC_KEYS) -> list[str]:
+def parse_keys(keys: Sequence[str] | None, known: Sequence[str] = METRIC_KEYS,
+               field: str = "keys") -> list[str]:
     """`?keys=a,b&keys=c` → ["a", "b", "c"], every one in `known`; all of `known` when empty."""
     wanted = [k.strip() for item in keys or [] for k in item.split(",") if k.strip()]
     unknown = [k for k in wanted if k not in known and k != "step"]
     if unknown:
-        raise FieldError("keys", f"unknown keys {unknown}; known: {list(known)}", "query")
+        raise FieldError(field, f"unknown keys {unknown}; known: {list(known)}", "query")
     return [k for k in dict.fromkeys(wanted) if k != "step"] or list(known)
+
+
+def read_metrics_many(*, session: Session, runs: Sequence[Run], keys: Sequence[str] | None = None,
+                      max_points: int | None = None) -> dict[int, tuple[Columns, int]]:
+    """Per run id: run-level series {"step", *keys} and the number of stored points."""
+    keys = parse_keys(keys)
+    tables = _tables(session, runs, "metrics", keys)
+    return {i: (_columns(t[0], t[1:], keys, max_points), t.shape[1]) for i, t in tables.items()}
 
 
 def read_metrics(*, session: Session, run_id: int, keys: Sequence[str] | None = None,
                  max_points: int | None = None) -> tuple[Columns, int]:
-    """Run-level series {"step", *keys} and the number of stored points."""
+    """One run's series from its rows (no run row at hand, so no pack)."""
     keys = parse_keys(keys)
-    if _is_pg(session):
-        table = _pg_table(session, "run_metrics", ["step", *keys], run_id)
-    else:
-        cols = [RunMetric.step, *(getattr(RunMetric, k) for k in keys)]
-        rows = session.execute(select(*cols).where(RunMetric.run_id == run_id)
-                               .order_by(RunMetric.step)).all()
-        table = _table(rows, len(cols))
+    table = _live_tables(session, "metrics", ["step", *keys], [run_id])[run_id]
     return _columns(table[0], table[1:], keys, max_points), table.shape[1]
 
 
@@ -89,28 +145,33 @@ def layer_name(run: Run, index: int) -> str:
     return names[index] if 0 <= index < len(names) else f"layer{index}"
 
 
-def _layer_tables(session: Session, run_id: int) -> list[tuple[int, np.ndarray]]:
-    """(layer index, (1 + len(LAYER_KEYS), n) array of step and values) per layer."""
-    if _is_pg(session):
-        table = _pg_table(session, "layer_stats", ["layer", "step", *LAYER_KEYS], run_id)
-    else:
-        cols = [LayerStat.layer, LayerStat.step, *(getattr(LayerStat, k) for k in LAYER_KEYS)]
-        rows = session.execute(select(*cols).where(LayerStat.run_id == run_id)
-                               .order_by(LayerStat.layer, LayerStat.step)).all()
-        table = _table(rows, len(cols))
+def _split_layers(table: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(layer index, rows after the layer row) per layer of a table sorted by layer."""
     if not table.shape[1]:
         return []
-    # Rows are sorted by layer, so each layer is one contiguous slice.
-    bounds = np.flatnonzero(np.diff(table[0])) + 1
+    bounds = np.flatnonzero(np.diff(table[0])) + 1  # sorted by layer: contiguous slices
     return [(int(part[0, 0]), part[1:]) for part in np.split(table, bounds, axis=1)]
 
 
-def read_layers(*, session: Session, run: Run, keys: Sequence[str] | None = None,
-                max_points: int | None = None) -> tuple[list[tuple[int, str, int, Columns]], int]:
-    """Per BN layer (index, name, stored points, columns) and the most stored points of a layer."""
+LayerColumns = list[tuple[int, str, int, Columns]]
+
+
+def read_layers_many(*, session: Session, runs: Sequence[Run], keys: Sequence[str] | None = None,
+                     max_points: int | None = None) -> dict[int, tuple[LayerColumns, int]]:
+    """Per run id: per BN layer (index, name, stored points, columns), and the most stored
+    points of a layer."""
     keys = parse_keys(keys, LAYER_KEYS)
-    rows = [1 + LAYER_KEYS.index(k) for k in keys]  # row 0 of each part is the step
-    layers = [(index, layer_name(run, index), part.shape[1],
-               _columns(part[0], part[rows], keys, max_points))
-              for index, part in _layer_tables(session, run.id)]
-    return layers, max((n for _, _, n, _ in layers), default=0)
+    tables = _tables(session, runs, "layers", keys)
+    out = {}
+    for run in runs:
+        layers = [(index, layer_name(run, index), part.shape[1],
+                   _columns(part[0], part[1:], keys, max_points))
+                  for index, part in _split_layers(tables[run.id])]
+        out[run.id] = layers, max((n for _, _, n, _ in layers), default=0)
+    return out
+
+
+def read_layers(*, session: Session, run: Run, keys: Sequence[str] | None = None,
+                max_points: int | None = None) -> tuple[LayerColumns, int]:
+    """One run's per-layer series (see read_layers_many)."""
+    return read_layers_many(session=session, runs=[run], keys=keys, max_points=max_points)[run.id]

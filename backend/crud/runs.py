@@ -62,6 +62,12 @@ def get_run(*, session: Session, run_id: int) -> Run:
     return run
 
 
+def get_runs(*, session: Session, run_ids: Sequence[int]) -> list[Run]:
+    """The runs among `run_ids` that exist, in the order asked (one query)."""
+    found = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(list(run_ids))))}
+    return [found[i] for i in run_ids if i in found]
+
+
 def _filters(status: Sequence[str] | None, sweep_id: int | None, tag: str | None,
              text: str | None) -> list:
     import json

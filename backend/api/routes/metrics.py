@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from backend.api.deps import RunDep, SessionDep
 from backend.api.errors import responses
+from backend.api.series import RAW_HEADER, layers_builder, metrics_builder
 from backend.api.series_cache import serve_series
 from backend.crud import metrics as crud
 from backend.crud.downsample import MIN_POINTS
@@ -17,9 +18,10 @@ from backend.schema.metrics import LayersPublic, MetricsPublic
 router = APIRouter(prefix="/runs", tags=["metrics"], responses=responses(404))
 MaxPoints = Annotated[int | None, Query(ge=MIN_POINTS, le=1_000_000,
                                         description="downsample to at most this many points")]
-RAW_HEADER = "X-Raw-Points"  # stored points before downsampling
 KeysQuery = Annotated[list[str] | None, Query(description="comma-separated subset of "
                                                + ", ".join(METRIC_KEYS))]
+LayerKeysQuery = Annotated[list[str] | None, Query(description="comma-separated subset of "
+                                                    + ", ".join(LAYER_KEYS))]
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic,
@@ -28,17 +30,8 @@ def read_metrics(request: Request, session: SessionDep, run: RunDep, keys: KeysQ
                  max_points: MaxPoints = None) -> Response:
     """Run-level series: {"step": [...], "<key>": [...]}; X-Raw-Points has the stored count."""
     wanted = tuple(crud.parse_keys(keys))  # validated before anything is cached
-
-    def build():
-        columns, raw = crud.read_metrics(session=session, run_id=run.id, keys=wanted,
-                                         max_points=max_points)
-        return columns, {RAW_HEADER: str(raw)}
-
-    return serve_series(request, run, "metrics", (wanted, max_points), build)
-
-
-LayerKeysQuery = Annotated[list[str] | None, Query(description="comma-separated subset of "
-                                                    + ", ".join(LAYER_KEYS))]
+    return serve_series(request, run, "metrics", (wanted, max_points),
+                        metrics_builder(session, wanted, max_points))
 
 
 @router.get("/{run_id}/layers", response_model=LayersPublic)
@@ -46,12 +39,5 @@ def read_layers(request: Request, session: SessionDep, run: RunDep, keys: LayerK
                 max_points: MaxPoints = None) -> Response:
     """Per-BN-layer series, columnar per layer; `raw_points` has the stored count."""
     wanted = tuple(crud.parse_keys(keys, LAYER_KEYS))  # validated before anything is cached
-
-    def build():
-        layers, raw = crud.read_layers(session=session, run=run, keys=wanted,
-                                       max_points=max_points)
-        body = {"layers": [{"index": i, "name": name, "raw_points": n, **cols}
-                           for i, name, n, cols in layers], "raw_points": raw}
-        return body, {RAW_HEADER: str(raw)}
-
-    return serve_series(request, run, "layers", (wanted, max_points), build)
+    return serve_series(request, run, "layers", (wanted, max_points),
+                        layers_builder(session, wanted, max_points))
