@@ -3,6 +3,7 @@
 
 - stale heartbeat (worker killed, pre-empted, OOM) → queued again, or failed "worker lost"
 - queued but its broker message is gone (Redis restarted empty) → enqueued again
+- an ended run's series packed (crud/packs.py), so its first reader does not pay for it
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from celery import Celery
 
 from backend import broker
 from backend.crud.lifecycle import reconcile_queued, requeue_stale_runs
+from backend.crud.metrics import pack_ended_runs
 from backend.crud.workers import prune_workers
 from backend.db.session import get_sessionmaker
 from backend.settings import Settings, settings
@@ -80,7 +82,8 @@ def broker_run_ids(app: Celery, s: Settings = settings) -> set[int] | None:
 
 
 def reconcile_once(app: Celery | None = None, s: Settings = settings) -> dict[str, list[int]]:
-    """One pass: requeue stale runs, re-send lost messages. Returns what it changed."""
+    """One pass: requeue stale runs, re-send lost messages, pack ended runs' series.
+    Returns what it changed."""
     app = app or broker.celery_app
     enqueue = lambda run_id: broker.enqueue_run(run_id, app)
     sessions = get_sessionmaker(s.database_url)
@@ -95,6 +98,8 @@ def reconcile_once(app: Celery | None = None, s: Settings = settings) -> dict[st
                                          enqueue=enqueue)
     with sessions() as session, session.begin():
         prune_workers(session=session, older_than_s=max(3600.0, 10 * s.heartbeat_timeout_s))
+    with sessions() as session:
+        out["packed"] = pack_ended_runs(session=session)
     if any(out.values()):
         log.info("reconciler: %s", out)
     return out

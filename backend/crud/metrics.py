@@ -100,7 +100,8 @@ def _tables(session: Session, runs: Sequence[Run], kind: str,
             rows = [full.index(c) for c in columns]
             out.update((r.id, tables[r.id][rows]) for r in unpacked)
     live = [r.id for r in runs if r.id not in out]
-    out.update(_live_tables(session, kind, columns, live))
+    if live:
+        out.update(_live_tables(session, kind, columns, live))
     return out
 
 
@@ -175,3 +176,14 @@ def read_layers(*, session: Session, run: Run, keys: Sequence[str] | None = None
                 max_points: int | None = None) -> tuple[LayerColumns, int]:
     """One run's per-layer series (see read_layers_many)."""
     return read_layers_many(session=session, runs=[run], keys=keys, max_points=max_points)[run.id]
+
+
+def pack_ended_runs(*, session: Session, limit: int = 20) -> list[int]:
+    """Pack the series of up to `limit` ended runs that have no pack yet (PostgreSQL), so the
+    first reader after a run ends does not pay for it. Returns the ids packed."""
+    if not packs.usable(session):
+        return []
+    runs = packs.unpacked_runs(session, limit)
+    for kind, (_, _, _, known) in KINDS.items():
+        _tables(session, runs, kind, known)  # reads the rows and stores the packs
+    return [r.id for r in runs]

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -84,3 +85,11 @@ def store(session: Session, tables: Iterable[tuple[Run, np.ndarray]], kind: str,
     except DBAPIError as exc:  # e.g. a read-only replica: serve the answer anyway
         session.rollback()
         log.warning("could not store series packs: %s", type(exc).__name__)
+
+
+def unpacked_runs(session: Session, limit: int) -> list[Run]:
+    """Ended runs without any pack yet, the most recently finished first."""
+    packed = exists().where(SeriesPack.run_id == Run.id)
+    return list(session.scalars(select(Run).where(Run.status.in_(TERMINAL_STATUSES), ~packed)
+                                .order_by(Run.finished_at.desc().nulls_last(), Run.id.desc())
+                                .limit(limit)))

@@ -112,6 +112,13 @@ export async function getMetrics(id, { keys, maxPoints } = {}) {
 export const getLayers = (id, { keys, maxPoints } = {}) =>
   request("GET", `/api/runs/${id}/layers`, { query: { keys, max_points: maxPoints } });
 
+// A compare view's data in one request: per run {run, metrics, metrics_raw_points, layers}, each
+// what getRun/getMetrics/getLayers answer. Unknown ids are a 404 whose detail[0].input lists them.
+export const getCompare = (ids, { layerKeys, metricKeys, maxPoints } = {}) =>
+  request("GET", "/api/compare", {
+    query: { runs: ids, layer_keys: layerKeys, metric_keys: metricKeys, max_points: maxPoints },
+  });
+
 export async function exportRun(id, format = "npz") {
   const response = await request("GET", `/api/runs/${id}/export`, {
     query: { format },

@@ -16,14 +16,33 @@ const REFRESH_MS = 1500; // live redraws at most this often
 // The compare view draws only these layer series: asking for them alone halves the payload.
 const LAYER_KEYS = "train_var,eval_var,running_var,shift";
 
-export async function loadRunData(id, maxPoints) {
-  const [run, metrics, layers] = await Promise.all([
-    api.getRun(id),
-    api.getMetrics(id, { maxPoints }),
-    api.getLayers(id, { keys: LAYER_KEYS, maxPoints }),
-  ]);
-  return { run, metrics: metrics.columns, metricsRaw: metrics.rawPoints,
-    layers: layers.layers ?? [], layersRaw: layers.raw_points ?? null };
+const MAX_ID = 2 ** 31 - 1; // run ids are 32-bit in the database
+
+function runData(entry) {
+  const raw = entry.metrics_raw_points;
+  return { run: entry.run, metrics: entry.metrics, metricsRaw: raw > 0 ? raw : null,
+    layers: entry.layers.layers ?? [], layersRaw: entry.layers.raw_points ?? null };
+}
+
+// Every run's row, metrics and layers in one request (GET /api/compare). Ids that do not exist
+// (a shared link to deleted runs) are named by the 404, dropped, and the rest asked again.
+export async function loadRunsData(ids, maxPoints) {
+  const data = new Map();
+  const missing = ids.filter((id) => id > MAX_ID);
+  let todo = ids.filter((id) => id <= MAX_ID);
+  while (todo.length) {
+    try {
+      const body = await api.getCompare(todo, { layerKeys: LAYER_KEYS, maxPoints });
+      for (const entry of body.runs) data.set(entry.run.id, runData(entry));
+      break;
+    } catch (err) {
+      const gone = err.status === 404 && Array.isArray(err.detail) ? err.detail[0]?.input : null;
+      if (!Array.isArray(gone) || !gone.length) throw err;
+      missing.push(...gone);
+      todo = todo.filter((id) => !gone.includes(id));
+    }
+  }
+  return { data, missing: missing.map((id) => `#${id}: run ${id} not found`) };
 }
 
 function options() {
@@ -332,10 +351,9 @@ export function renderCompare(root, ids) {
     refreshTimer = null;
     const todo = [...dirty];
     dirty.clear();
-    const fresh = await Promise.all(todo.map((id) => loadRunData(id, MAX_POINTS).catch(() => null)));
-    if (!alive) return;
-    for (const d of fresh) {
-      if (!d) continue;
+    const fresh = await loadRunsData(todo, MAX_POINTS).catch(() => null);
+    if (!alive || !fresh) return;
+    for (const d of fresh.data.values()) {
       ctx.data.set(d.run.id, d);
       ctx.runs = ctx.runs.map((r) => (r.id === d.run.id ? d.run : r));
     }
@@ -350,13 +368,15 @@ export function renderCompare(root, ids) {
   }
 
   (async () => {
-    const results = await Promise.allSettled(ids.map((id) => loadRunData(id, MAX_POINTS)));
+    let loaded;
+    try {
+      loaded = await loadRunsData(ids, MAX_POINTS);
+    } catch (err) {
+      loaded = { data: new Map(), missing: [err.message] };
+    }
     if (!alive) return;
-    const missing = [];
-    results.forEach((r, i) => {
-      if (r.status === "fulfilled") ctx.data.set(ids[i], r.value);
-      else missing.push(`#${ids[i]}: ${r.reason.message}`);
-    });
+    const { missing } = loaded;
+    for (const [id, d] of loaded.data) ctx.data.set(id, d);
     ctx.runs = ids.filter((id) => ctx.data.has(id)).map((id) => ctx.data.get(id).run);
     const fetched = performance.now();
     if (!ctx.runs.length) {

@@ -114,6 +114,25 @@ def test_draw_train_and_inference_traces_for_both_runs(stack, page, two_runs):
         shutil.copyfile(shot, REPO / "docs" / "screenshot-compare.png")
 
 
+def test_load_compare_view_in_one_request(stack, page, two_runs):
+    """The compare view asks GET /api/compare once (not three requests per run); a missing run
+    in the link is named in a warning while the others are drawn."""
+    asked = []
+    page.on("request", lambda req: asked.append(req.url) if "/api/" in req.url else None)
+    missing = 2_000_000_000
+    page.goto(f"{stack.url}/compare?runs={two_runs[0]},{missing},{two_runs[1]}")
+    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    compare = [u for u in asked if "/api/compare?" in u]
+    per_run = [u for u in asked if "/api/runs/" in u]
+    assert len(compare) == 2 and not per_run, asked  # the 404 naming the missing id, then the rest
+    assert "layer_keys=train_var%2Ceval_var%2Crunning_var%2Cshift" in compare[-1], compare
+    assert f"#{missing}" in page.locator(".notice-warn").first.inner_text()
+    drawn = page.evaluate("""() => [...new Set([...document.querySelectorAll('[id^="chart-layer-"]')]
+        .flatMap(div => div.data.flatMap(t => t.meta.runs)))]""")
+    assert sorted(drawn) == sorted(two_runs)
+    assert not page.errors, page.errors
+
+
 def test_label_runs_by_differing_fields(stack, page, two_runs):
     """The config diff lists only fields that differ, and the legend names runs by them."""
     page.goto(f"{stack.url}/compare?runs={','.join(map(str, two_runs))}")

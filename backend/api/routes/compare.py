@@ -16,11 +16,11 @@ from backend.api.deps import MAX_ID, SessionDep
 from backend.api.errors import responses
 from backend.api.routes.metrics import KeysQuery, LayerKeysQuery, MaxPoints
 from backend.api.series import RAW_HEADER, layers_builder, metrics_builder
-from backend.api.series_cache import encoded
+from backend.api.series_cache import Answer, encoded
 from backend.crud import metrics as crud
 from backend.crud.errors import FieldError
 from backend.crud.runs import get_runs
-from backend.db.models import LAYER_KEYS, METRIC_KEYS
+from backend.db.models import LAYER_KEYS, METRIC_KEYS, Run
 from backend.schema.compare import ComparePublic
 from backend.schema.runs import RunPublic
 
@@ -62,14 +62,23 @@ def read_compare(session: SessionDep, runs: RunsQuery, layer_keys: LayerKeysQuer
     l_keys = tuple(crud.parse_keys(layer_keys, LAYER_KEYS, "layer_keys"))
     rows = get_runs(session=session, run_ids=ids)
     if len(rows) < len(ids):
-        raise _not_found(sorted(set(ids) - {r.id for r in rows}))
+        found = {r.id for r in rows}
+        raise _not_found([i for i in ids if i not in found])
     metrics = encoded(rows, "metrics", (m_keys, max_points),
                       metrics_builder(session, m_keys, max_points))
     layers = encoded(rows, "layers", (l_keys, max_points), layers_builder(session, l_keys, max_points))
-    # The cached per-run bodies are spliced in as bytes: no decoding and re-encoding.
-    parts = [b'{"run":' + RunPublic.model_validate(r).model_dump_json().encode()
-             + b',"metrics":' + metrics[r.id][0]
-             + b',"metrics_raw_points":' + metrics[r.id][1][RAW_HEADER].encode()
-             + b',"layers":' + layers[r.id][0] + b"}" for r in rows]
-    return Response(b'{"runs":[' + b",".join(parts) + b"]}", media_type="application/json",
-                    headers={"Cache-Control": "no-store"})
+    body = _splice(rows, metrics, layers)
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _splice(rows: list[Run], metrics: dict[int, Answer], layers: dict[int, Answer]) -> bytes:
+    """{"runs": [{"run", "metrics", "metrics_raw_points", "layers"}, ...]} from the encoded
+    per-run bodies, spliced in as bytes: no decoding and re-encoding of megabytes of floats."""
+    parts = [b'{"runs":[']
+    for n, r in enumerate(rows):
+        parts += [b',{"run":' if n else b'{"run":', RunPublic.model_validate(r).model_dump_json().encode(),
+                  b',"metrics":', metrics[r.id][0],
+                  b',"metrics_raw_points":', metrics[r.id][1][RAW_HEADER].encode(),
+                  b',"layers":', layers[r.id][0], b"}"]
+    parts.append(b"]}")
+    return b"".join(parts)  # joined once: the parts are megabytes

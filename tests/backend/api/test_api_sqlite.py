@@ -56,3 +56,22 @@ def test_sqlite_series_and_delete(sqlite_client):
     assert len(metrics["val_acc"]) == 301
     assert client.delete(f"/api/runs/{run.id}").status_code == 204
     assert client.get(f"/api/runs/{run.id}/layers").status_code == 404
+
+
+def test_sqlite_read_compare(sqlite_client):
+    """GET /api/compare on SQLite: per run, what the per-run endpoints answer; unknown ids 404."""
+    client, maker = sqlite_client
+    with maker() as s:
+        ids = [create_random_run(s, status=status, n_steps=120, n_layers=n, every=1, seed=n).id
+               for status, n in (("succeeded", 2), ("running", 3), ("failed", 0))]
+    res = client.get("/api/compare", params={"runs": ",".join(map(str, ids)), "max_points": 40,
+                                             "layer_keys": "shift,eval_var"})
+    for entry, run_id in zip(res.json()["runs"], ids, strict=True):
+        layers = client.get(f"/api/runs/{run_id}/layers?keys=shift,eval_var&max_points=40").json()
+        metrics = client.get(f"/api/runs/{run_id}/metrics?max_points=40")
+        assert entry["layers"] == layers and entry["metrics"] == metrics.json()
+        assert entry["metrics_raw_points"] == int(metrics.headers["X-Raw-Points"]) == 120
+        assert entry["run"] == client.get(f"/api/runs/{run_id}").json()
+    assert [len(e["layers"]["layers"]) for e in res.json()["runs"]] == [2, 3, 0]
+    missing = client.get(f"/api/compare?runs={ids[0]},{ids[-1] + 100}")
+    assert missing.status_code == 404 and missing.json()["detail"][0]["input"] == [ids[-1] + 100]

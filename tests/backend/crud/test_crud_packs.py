@@ -1,0 +1,71 @@
+"""crud.packs: an ended run's packed series read back exactly as its rows; packs only for ended
+runs; the reconciler's pass packs ended runs that have none."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.crud import metrics as crud
+from backend.crud import packs
+from backend.db.models import LAYER_KEYS, LayerStat, SeriesPack
+from tests.utils.runs import create_random_run
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+
+
+def _layers(session, runs, **kw):
+    return crud.read_layers_many(session=session, runs=runs, **kw)
+
+
+def test_read_packed_series_equal_rows(session, monkeypatch):
+    """Layers and metrics from packs equal the row path's, NULL → NaN and downsampling included."""
+    run = create_random_run(session, status="succeeded", n_steps=400, n_layers=3, every=1)
+    session.add(LayerStat(run_id=run.id, layer=2, step=99_999, shift=None, train_var=2.0))
+    session.commit()
+    first = _layers(session, [run], keys=["shift,train_var"], max_points=50)  # packs it
+    assert session.query(SeriesPack).filter_by(run_id=run.id, kind="layers").count() == 2 + len(LAYER_KEYS)
+    packed = _layers(session, [run], keys=["shift,train_var"], max_points=50)
+    metrics = crud.read_metrics_many(session=session, runs=[run], max_points=64)
+    monkeypatch.setattr(packs, "usable", lambda _s: False)
+    rows = _layers(session, [run], keys=["shift,train_var"], max_points=50)
+    row_metrics = crud.read_metrics_many(session=session, runs=[run], max_points=64)
+    for got in (first, packed):
+        (layers, raw), (want, want_raw) = got[run.id], rows[run.id]
+        assert raw == want_raw == 401
+        assert [x[:3] for x in layers] == [x[:3] for x in want]
+        assert all(_same(a[3], b[3]) for a, b in zip(layers, want))
+    assert np.isnan(packed[run.id][0][2][3]["shift"][-1])
+    assert metrics[run.id][1] == row_metrics[run.id][1] == 400
+    assert _same(metrics[run.id][0], row_metrics[run.id][0])
+
+
+def test_read_packed_series_without_rows(session, monkeypatch):
+    """Once packed, an ended run's series come from the pack, not from its rows."""
+    run = create_random_run(session, status="succeeded", n_steps=10, n_layers=2)
+    _layers(session, [run])
+    monkeypatch.setattr(crud, "_live_tables", lambda *a: (_ for _ in ()).throw(AssertionError("rows read")))
+    layers, raw = _layers(session, [run], keys=["eval_var"])[run.id]
+    assert raw == 10 and len(layers) == 2
+
+
+def test_skip_packing_running_and_queued_runs(session):
+    """A run that may still add points is read from its rows every time."""
+    running = create_random_run(session, status="running", n_steps=10, n_layers=2)
+    queued = create_random_run(session, status="queued")
+    crud.read_metrics_many(session=session, runs=[running, queued])
+    _layers(session, [running, queued])
+    assert session.query(SeriesPack).filter(SeriesPack.run_id.in_([running.id, queued.id])).count() == 0
+
+
+def test_pack_ended_runs(session):
+    """The reconciler's pass packs ended runs without packs (empty ones too), once."""
+    ended = create_random_run(session, status="succeeded", n_steps=5, n_layers=1)
+    empty = create_random_run(session, status="cancelled")
+    running = create_random_run(session, status="running", n_steps=5, n_layers=1)
+    done = crud.pack_ended_runs(session=session, limit=1000)
+    assert {ended.id, empty.id} <= set(done) and running.id not in done
+    assert not {ended.id, empty.id} & set(crud.pack_ended_runs(session=session, limit=1000))
+    layers, raw = _layers(session, [empty])[empty.id]
+    assert layers == [] and raw == 0
