@@ -86,19 +86,18 @@ def _live_tables(session: Session, kind: str, columns: Sequence[str],
 def _tables(session: Session, runs: Sequence[Run], kind: str,
             keys: Sequence[str]) -> dict[int, np.ndarray]:
     """Per run: (leading columns + keys, n) sorted. Ended runs are read from packs on PostgreSQL;
-    an ended run without a current pack is read in full once and packed for the next reader."""
-    _, _, leading, known = KINDS[kind]
+    an ended run without a current pack of these keys is read from its rows and the keys packed
+    for the next reader (the reconciler packs every key of ended runs ahead of readers)."""
+    _, _, leading, _ = KINDS[kind]
     columns = [*leading, *keys]
     out: dict[int, np.ndarray] = {}
     if packs.usable(session):
         out = packs.load(session, runs, kind, columns)
         unpacked = [r for r in runs if r.id not in out and packs.signature(r) is not None]
         if unpacked:
-            full = [*leading, *known]
-            tables = _live_tables(session, kind, full, [r.id for r in unpacked])
-            packs.store(session, [(r, tables[r.id]) for r in unpacked], kind, full)
-            rows = [full.index(c) for c in columns]
-            out.update((r.id, tables[r.id][rows]) for r in unpacked)
+            tables = _live_tables(session, kind, columns, [r.id for r in unpacked])
+            packs.store(session, [(r, tables[r.id]) for r in unpacked], kind, columns)
+            out.update(tables)
     live = [r.id for r in runs if r.id not in out]
     if live:
         out.update(_live_tables(session, kind, columns, live))

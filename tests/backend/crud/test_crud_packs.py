@@ -25,7 +25,8 @@ def test_read_packed_series_equal_rows(session, monkeypatch):
     session.add(LayerStat(run_id=run.id, layer=2, step=99_999, shift=None, train_var=2.0))
     session.commit()
     first = _layers(session, [run], keys=["shift,train_var"], max_points=50)  # packs it
-    assert session.query(SeriesPack).filter_by(run_id=run.id, kind="layers").count() == 2 + len(LAYER_KEYS)
+    keys = {p.key for p in session.query(SeriesPack).filter_by(run_id=run.id, kind="layers")}
+    assert keys == {"layer", "step", "shift", "train_var"}  # only what a reader asked
     packed = _layers(session, [run], keys=["shift,train_var"], max_points=50)
     metrics = crud.read_metrics_many(session=session, runs=[run], max_points=64)
     monkeypatch.setattr(packs, "usable", lambda _s: False)
@@ -48,6 +49,22 @@ def test_read_packed_series_without_rows(session, monkeypatch):
     monkeypatch.setattr(crud, "_live_tables", lambda *a: (_ for _ in ()).throw(AssertionError("rows read")))
     layers, raw = _layers(session, [run], keys=["eval_var"])[run.id]
     assert raw == 10 and len(layers) == 2
+
+
+def test_read_packed_series_with_new_keys(session, monkeypatch):
+    """Keys not packed yet are read from the rows and packed beside the others; every key of
+    the pack then reads back as the rows hold it."""
+    run = create_random_run(session, status="succeeded", n_steps=30, n_layers=2)
+    _layers(session, [run], keys=["shift"])
+    both = _layers(session, [run], keys=["shift,eval_var"])[run.id]
+    every = _layers(session, [run])[run.id]
+    keys = {p.key for p in session.query(SeriesPack).filter_by(run_id=run.id, kind="layers")}
+    assert keys == {"layer", "step", *LAYER_KEYS}
+    monkeypatch.setattr(packs, "usable", lambda _s: False)
+    rows = _layers(session, [run])[run.id]
+    assert all(_same(a[3], b[3]) for a, b in zip(every[0], rows[0]))
+    assert all(_same(a[3], {k: b[3][k] for k in ("step", "shift", "eval_var")})
+               for a, b in zip(both[0], rows[0]))
 
 
 def test_skip_packing_running_and_queued_runs(session):
