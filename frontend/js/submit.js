@@ -258,7 +258,7 @@ function defaultsFromSchema() {
       batchnorm: { momentum: 0.1, eps: 1e-5, affine: true, gamma_init: 1.0, beta_init: 0.0, impl: "torch" } },
     train: { epochs: 5, batch_size: 128, optimizer: "sgd", lr: 0.05, momentum: 0.9, weight_decay: 0.0,
       seed: 0, device: "auto" },
-    probe: { every_steps: 20, eval_batches: 4, train_mode_test_batch_sizes: [1, 8, 64], recalibrate: true },
+    probe: { every_steps: 20, eval_batches: 1, train_mode_test_batch_sizes: [1, 8, 64], recalibrate: true },
   };
 }
 

@@ -20,10 +20,15 @@ import numpy as np
 import torch
 
 
+# Bumped when the checkpoint's layout changes: an older checkpoint then starts afresh.
+FORMAT = 2
+
+
 def config_fingerprint(cfg: Any) -> str:
-    """Hash of the fields that shape training (not name/tags): a checkpoint only resumes its own config."""
+    """Hash of the fields that shape training (not name/tags) and of the checkpoint format:
+    a checkpoint only resumes its own config, written by this layout."""
     data = cfg.model_dump(mode="json", exclude={"name", "tags"})
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([FORMAT, data], sort_keys=True).encode()).hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

@@ -23,6 +23,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .dropout import Dropout
 
 
+# Samples per forward in eval passes. On CPU a 512-image CNN forward takes ~40 % longer than
+# two of 256 (the activations stop fitting in cache); MLPs are as fast at 256 as at 4096.
+EVAL_CHUNK = 256
+
+
 def _bns(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm)]
 
@@ -61,7 +66,7 @@ def _chunks(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_CHUNK) -> torch.Tensor:
     """Eval-mode logits (BN on running statistics, dropout off)."""
     with mode(model, bn_train=False):
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -69,7 +74,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) ->
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_CHUNK
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, accuracy) in eval mode, as 0-d device tensors (no host sync)."""
     logits = predict_logits(model, x, batch_size)
@@ -127,7 +132,7 @@ def recalibrate(
 
 @torch.no_grad()
 def evaluate_mc_dropout(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int = 10, batch_size: int = 4096
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int = 10, batch_size: int = EVAL_CHUNK
 ) -> torch.Tensor:
     """Accuracy of the mean softmax over `passes` forwards with dropout on and BN on running stats
     (MC dropout, Gal & Ghahramani 2016)."""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .evaluate import mode
+from .evaluate import EVAL_CHUNK, mode
 
 
 @dataclass
@@ -59,7 +59,7 @@ def _dims(x: torch.Tensor) -> tuple[int, ...]:
 
 @torch.no_grad()
 def eval_pass(
-    model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_size: int = 4096
+    model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_size: int = EVAL_CHUNK
 ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, int]]]:
     """Eval-mode forward of x (every dropout off, BN on running stats); returns the logits and,
     per BN, (mean, biased var, count) per channel of what the BN layer receives (float64)."""

@@ -41,7 +41,7 @@ class MemorySink:
     """Keeps every record in memory; `as_dict()` is the `bnlab run --out` / API shape."""
 
     def __init__(self) -> None:
-        self.records: list[ProbeRecord] = []
+        self.by_step: dict[int, ProbeRecord] = {}
         self.summary: dict[str, Any] | None = None
         self.device: str | None = None
         self.layer_names: list[str] = []
@@ -50,9 +50,13 @@ class MemorySink:
     def on_start(self, *, device: str, total_steps: int, layer_names: list[str]) -> None:
         self.device, self.layer_names = device, list(layer_names)
 
+    @property
+    def records(self) -> list[ProbeRecord]:
+        return sorted(self.by_step.values(), key=lambda r: r.step)
+
     def on_probe(self, record: ProbeRecord) -> None:
         # A resumed run re-emits steps after its checkpoint: keep the last value of each step.
-        self.records = [r for r in self.records if r.step != record.step] + [record]
+        self.by_step[record.step] = record
 
     def on_epoch_end(self, *, epoch: int, step: int) -> None:
         pass
@@ -65,16 +69,18 @@ class MemorySink:
 
     def metrics(self) -> dict[str, list]:
         """Run-level series, columnar: {"step": [...], "val_acc": [...], ...}."""
-        out: dict[str, list] = {"step": [r.step for r in self.records]}
-        for key in dict.fromkeys(k for r in self.records for k in r.metrics):
-            out[key] = [r.metrics.get(key) for r in self.records]
+        records = self.records
+        out: dict[str, list] = {"step": [r.step for r in records]}
+        for key in dict.fromkeys(k for r in records for k in r.metrics):
+            out[key] = [r.metrics.get(key) for r in records]
         return out
 
     def layers(self) -> dict[str, list[dict[str, Any]]]:
         """Per-BN-layer series, columnar per layer (the /api/runs/{id}/layers shape)."""
         layers: list[dict[str, Any]] = []
+        records = self.records
         for i, name in enumerate(self.layer_names):
-            rows = [(r.step, r.layers[i]) for r in self.records if i < len(r.layers)]
+            rows = [(r.step, r.layers[i]) for r in records if i < len(r.layers)]
             entry: dict[str, Any] = {"index": i, "name": name, "step": [s for s, _ in rows]}
             for key in (k for k in (rows[0][1] if rows else {}) if k not in ("index", "name")):
                 entry[key] = [row[key] for _, row in rows]
