@@ -4,7 +4,8 @@ Starts the real stack (`bnlab serve`, no worker needed) on a free port with a pr
 directory, writes N synthetic finished runs (L BN layers x S probe steps each) straight into
 its SQLite database, then opens /compare?runs=... in headless Chromium several times and
 reports, per load: the time from navigation start to every chart drawn (module loading, the
-REST fetches of 3 x N requests, and Plotly rendering), and the part spent fetching.
+REST fetch — one GET /api/compare since the batched endpoint, 3 x N requests before — and
+Plotly rendering), and the part spent fetching.
 
     python3 benchmarks/bench_dashboard.py                  # 20 runs x 8 layers x 1000 points
     python3 benchmarks/bench_dashboard.py --runs 50 --repeats 3 --json out.json

@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 import numpy as np
-from starlette.responses import Response
 
 try:
     import orjson
@@ -36,9 +35,3 @@ def dumps(content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     return json.dumps(_plain(content), separators=(",", ":"), allow_nan=False).encode()
 
-
-class SeriesResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return dumps(content)
