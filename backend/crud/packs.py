@@ -73,6 +73,9 @@ def store(session: Session, tables: Iterable[tuple[Run, np.ndarray]], kind: str,
             for i, c in enumerate(columns)]
     if not rows:
         return
+    # One lock order for every writer (a reader and the reconciler may pack the same run with
+    # other key sets at once): without it, two upserts can deadlock.
+    rows.sort(key=lambda row: (row["run_id"], row["kind"], row["key"]))
     stmt = pg_insert(SeriesPack)
     # Two readers may pack the same run at once: the later one simply overwrites.
     stmt = stmt.on_conflict_do_update(index_elements=["run_id", "kind", "key"],
@@ -84,7 +87,7 @@ def store(session: Session, tables: Iterable[tuple[Run, np.ndarray]], kind: str,
         session.commit()
     except DBAPIError as exc:  # e.g. a read-only replica: serve the answer anyway
         session.rollback()
-        log.warning("could not store series packs: %s", type(exc).__name__)
+        log.warning("could not store series packs: %s", type(exc.orig).__name__)
 
 
 def unpacked_runs(session: Session, limit: int) -> list[Run]:

@@ -3,6 +3,8 @@ runs; the reconciler's pass packs ended runs that have none."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from backend.crud import metrics as crud
@@ -86,3 +88,39 @@ def test_pack_ended_runs(session):
     assert not {ended.id, empty.id} & set(crud.pack_ended_runs(session=session, limit=1000))
     layers, raw = _layers(session, [empty])[empty.id]
     assert layers == [] and raw == 0
+
+
+def test_store_packs_concurrently_without_deadlock(engine, monkeypatch):
+    """Writers packing the same runs with other key sets in other orders at once (a reader and
+    the reconciler) never deadlock: every writer locks rows in one order. Committed data, as
+    concurrent connections cannot see a test's rolled-back transaction."""
+    from sqlalchemy.orm import sessionmaker
+
+    from backend.crud.runs import get_runs
+    from backend.db.models import Run
+
+    maker = sessionmaker(bind=engine, expire_on_commit=False)
+    with maker() as s:
+        ids = [create_random_run(s, status="succeeded").id for _ in range(10)]
+    failures = []
+    monkeypatch.setattr(packs.log, "warning", lambda *a: failures.append(a))
+    every = ["layer", "step", *LAYER_KEYS]
+    some = ["layer", "step", "shift", "eval_var", "running_var", "train_var"]
+
+    def write(columns):
+        for _ in range(10):
+            with maker() as s:
+                runs = get_runs(session=s, run_ids=ids)
+                packs.store(s, [(r, np.zeros((len(columns), 4000))) for r in runs], "layers", columns)
+
+    threads = [threading.Thread(target=write, args=(c,)) for c in (every, some, every[::-1], some[::-1])]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        with maker() as s:
+            s.query(Run).filter(Run.id.in_(ids)).delete()
+            s.commit()
+    assert failures == []
