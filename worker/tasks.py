@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from backend.broker import TRAIN_RUN
 from backend.crud.lifecycle import claim_run, finish_run
+from backend.crud.metrics import pack_runs
 from backend.db.models import Run, utcnow
 from backend.db.session import get_sessionmaker
 from backend.schema.experiment import ExperimentConfig
@@ -115,7 +116,20 @@ def _end(sink: DbSink, paths: dict[str, Path], **final: object) -> str:
         return "unrecorded"
     if owned:
         paths["checkpoint_path"].unlink(missing_ok=True)
+        _pack(sink)
     return str(final["status"]) if owned else "lost"
+
+
+def _pack(sink: DbSink) -> None:
+    """Pack the ended run's series now, so its first reader does not aggregate its rows.
+    Best effort: the reconciler packs whatever this misses."""
+    try:
+        with sink.sessions() as s:
+            run = s.get(Run, sink.run_id)
+            if run is not None:
+                pack_runs(session=s, runs=[run])
+    except Exception:  # a cache write must never turn a finished run into a failed task
+        log.warning("run %s: could not pack its series", sink.run_id, exc_info=True)
 
 
 __all__ = ["train_run"]

@@ -177,12 +177,19 @@ def read_layers(*, session: Session, run: Run, keys: Sequence[str] | None = None
     return read_layers_many(session=session, runs=[run], keys=keys, max_points=max_points)[run.id]
 
 
+def pack_runs(*, session: Session, runs: Sequence[Run]) -> None:
+    """Store packed copies of every series of these ended runs (PostgreSQL; no-op elsewhere)."""
+    if not packs.usable(session):
+        return
+    for kind, (_, _, _, known) in KINDS.items():
+        _tables(session, runs, kind, known)  # reads the rows and stores the packs
+
+
 def pack_ended_runs(*, session: Session, limit: int = 20) -> list[int]:
-    """Pack the series of up to `limit` ended runs that have no pack yet (PostgreSQL), so the
-    first reader after a run ends does not pay for it. Returns the ids packed."""
+    """Pack the series of up to `limit` ended runs that have no pack yet (the ones a worker did
+    not pack when they ended: cancelled while queued, reaped, ...). Returns the ids packed."""
     if not packs.usable(session):
         return []
     runs = packs.unpacked_runs(session, limit)
-    for kind, (_, _, _, known) in KINDS.items():
-        _tables(session, runs, kind, known)  # reads the rows and stores the packs
+    pack_runs(session=session, runs=runs)
     return [r.id for r in runs]

@@ -31,6 +31,29 @@ def test_train_run_stores_sane_series(served) -> None:
     assert run.summary["test_acc_eval"] > 0.5, run.summary
 
 
+def test_pack_series_when_run_ends(served) -> None:
+    """On PostgreSQL the worker stores packed copies of the ended run's series (its first reader
+    then reads those) and they read back equal to the rows; SQLite keeps no packs."""
+    from backend.crud import packs
+    from backend.crud.metrics import read_layers
+    from backend.db.models import SeriesPack
+
+    run_id = served.create_run(tiny_config())
+    run = served.wait_status(run_id)
+    assert run.status == "succeeded", (run.error, served.worker_log())
+    with served.sessions() as s:
+        kinds = set(s.scalars(select(SeriesPack.kind).where(SeriesPack.run_id == run_id)))
+        if not packs.usable(s):
+            assert kinds == set()
+            return
+        assert kinds == {"metrics", "layers"}
+        run = s.get(Run, run_id)
+        from_packs = read_layers(session=s, run=run)
+        s.execute(SeriesPack.__table__.delete().where(SeriesPack.run_id == run_id))
+        from_rows = read_layers(session=s, run=run)
+    assert repr(from_packs) == repr(from_rows)
+
+
 def test_record_host_device_attempt_on_claim(served) -> None:
     """The worker marks the run with its host, the device and attempt 1."""
     run = served.wait_status(served.create_run(tiny_config()))
