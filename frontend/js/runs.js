@@ -115,6 +115,7 @@ export function renderRuns(root) {
   let liveKey = "";
   let limit = PAGE;
   let alive = true;
+  let offeredForm = false;
 
   const compareButton = el("button", { class: "primary", disabled: true,
     onclick: () => navigate(compareUrl([...selected])) });
@@ -212,7 +213,11 @@ export function renderRuns(root) {
         } }));
       }
       if (!count && !param("status") && !param("q") && !param("tag") && !param("sweep")) {
-        formHost.hidden = false;
+        // Opened once, on the first empty answer: a later poll must not reopen a form the
+        // user closed.
+        if (!offeredForm) formHost.hidden = false;
+        offeredForm = true;
+        newButton.setAttribute("aria-expanded", String(!formHost.hidden));
         status.replaceChildren(notice("No runs yet: submit one below or start from a preset.", "info"));
       }
       follow();

@@ -27,6 +27,8 @@ RUN_DONE_MS = 240_000
 def open_form(page, url: str) -> None:
     page.goto(url + "/")
     page.wait_for_selector("table.runs")
+    # The first list answer may open the form by itself (no runs yet): decide after it.
+    page.wait_for_function("document.querySelector('.table-status')?.textContent.trim()")
     if page.locator("form.submit-form").is_hidden():
         page.get_by_role("button", name="New experiment").click()
     page.locator("form.submit-form").wait_for(state="visible")
