@@ -15,9 +15,11 @@ measures, drops it. Every figure is the median (and best) over several passes.
 - "cold": that cache missed (each pass uses a max_points value not asked before, >= the 1000
   stored steps, so the same points come back): database read, decode and JSON encoding every
   time. The series come from the database's packed copies (table series_packs), which the
-  API's reconciler writes within one sweep (15 s) of a run's end, or else its first read.
+  worker writes when it records a run's end (the API's reconciler packs runs that ended
+  without a worker within one sweep, 15 s; else their first read does).
 - "first read": cold AND no packed copy (series_packs emptied before each pass): the rows are
-  aggregated and the packs written, as when a run is read before the reconciler packed it.
+  aggregated and the packs written, as when a run that ended without a worker (cancelled
+  while queued, reaped) is read before the reconciler packed it.
 """
 
 from __future__ import annotations
