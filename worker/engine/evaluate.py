@@ -3,7 +3,8 @@
 - eval mode: BN on running statistics, dropout off (what inference does).
 - train-BN mode ("forgot model.eval()"): BN normalises each test batch by its own
   statistics; dropout stays off so only BN's behaviour is measured. The model's running
-  statistics are saved and restored, so evaluation never changes the trained model.
+  statistics are not recorded (track_running_stats off), so evaluation never changes the
+  trained model.
 - PreciseBN recalibration (Wu & Johnson 2021, arXiv 2105.07576): on a copy of the model,
   reset BN statistics, cumulative averaging (momentum=None), dropout off, BN in train
   mode, training samples through the net without gradients.
@@ -58,6 +59,20 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             b.copy_(copy_)
 
 
+@contextmanager
+def untracked_bn(model: nn.Module) -> Iterator[None]:
+    """BN in train mode normalises by each batch's statistics without recording them
+    (track_running_stats off) until exit: cheaper than saving and restoring every buffer."""
+    saved = [(bn, bn.track_running_stats) for bn in _bns(model)]
+    for bn, _ in saved:
+        bn.track_running_stats = False
+    try:
+        yield
+    finally:
+        for bn, tracked in saved:
+            bn.track_running_stats = tracked
+
+
 def _chunks(
     x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -106,7 +121,7 @@ def evaluate_train_mode(
     if max_samples is not None:
         x, y = x[:max_samples], y[:max_samples]
     correct = torch.zeros((), device=x.device)
-    with mode(model, bn_train=True), frozen_bn_stats(model):
+    with mode(model, bn_train=True), untracked_bn(model):
         for xb, yb in _chunks(x, y, batch_size):
             correct += (_train_bn_logits(model, xb).argmax(1) == yb).sum()
     return correct / len(x)

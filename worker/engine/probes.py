@@ -187,22 +187,18 @@ class BNProbe:
 
         ns: per BN, values per channel in one training batch (batch size × H × W).
         """
-        k, bufs = max(self.steps, 1), self._buffers()
-        if not bufs:
-            return []
-        # Σ b_t = S + (1 − m)/m · (R_K − R_0), for every buffer at once (a probe is ~30 small
-        # ops per layer otherwise, a visible share of its cost on a small MLP).
-        totals = list(torch._foreach_sub(bufs, self.start))
-        torch._foreach_mul_(totals, [(1.0 - bn.momentum) / bn.momentum if bn.momentum else 0.0
-                                     for bn in self.bns for _ in range(2)])
-        torch._foreach_add_(totals, self.sums)
-        for i, bn in enumerate(self.bns):
-            if bn.momentum is None:  # f = 1/t: Σ b_t = t_K·R_K − t_0·R_0 (telescoping)
-                for j in (2 * i, 2 * i + 1):
-                    totals[j] = bn.num_batches_tracked * bufs[j] - self.start_t[i] * self.start[j]
-        # running_var is unbiased: × (n − 1)/n makes the variance biased like the batch's own.
-        torch._foreach_mul_(totals, [f / k for n in ns for f in (1.0, (n - 1) / max(n, 2))])
-        return list(zip(totals[::2], totals[1::2]))
+        out, k = [], max(self.steps, 1)
+        for i, (bn, n) in enumerate(zip(self.bns, ns)):
+            pair = []
+            for j, rk in enumerate((bn.running_mean, bn.running_var)):
+                s, r0 = self.sums[2 * i + j], self.start[2 * i + j]
+                if bn.momentum is None:  # f = 1/t: Σ b_t = t_K·R_K − t_0·R_0 (telescoping)
+                    total = bn.num_batches_tracked * rk - self.start_t[i] * r0
+                else:  # Σ b_t = S + (1 − m)/m · (R_K − R_0)
+                    total = torch.add(s, rk - r0, alpha=(1.0 - bn.momentum) / bn.momentum)
+                pair.append(total.div_(k))
+            out.append((pair[0], pair[1].mul_((n - 1) / max(n, 2))))  # running_var is unbiased → biased
+        return out
 
     # -------------------------------------------------------------- measuring
     @torch.no_grad()
