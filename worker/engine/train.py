@@ -1,8 +1,8 @@
 """train(cfg, sink): build, train, probe and evaluate one experiment (the loop on one screen).
 
 The hot loop is forward, loss, zero_grad, backward, step, plus an argmax and three list
-appends for the probe window; every probe.every_steps steps the probe measures each BN layer and the sink
-gets a ProbeRecord. NaN/inf loss ends the run as `diverged`, a sink asking to stop as
+appends for the probe window; every probe.every_steps steps the probe measures each BN
+layer and the sink gets a ProbeRecord. NaN/inf loss ends the run as `diverged`, a sink asking to stop as
 `cancelled`; neither raises. Epoch-end checkpoints make a crashed run resumable.
 """
 
@@ -94,7 +94,7 @@ class Window:
     """Train loss/accuracy over the steps since the last probe.
 
     A step only keeps references to its loss and predicted classes (on the device); they are
-    reduced once per probe. Reducing per step (argmax == y, sum, two adds) cost ~1.5 % of a
+    reduced once per probe. Reducing per step (argmax == y, sum, two adds) cost ~1 % of a
     small MLP's step. Every training batch has the same size (drop_last), so the window's
     loss is the plain mean of its steps' losses.
     """
