@@ -3,7 +3,8 @@
 The hot loop is forward, loss, zero_grad, backward, step, plus an argmax and three list
 appends for the probe window; every probe.every_steps steps the probe measures each BN
 layer and the sink gets a ProbeRecord. NaN/inf loss ends the run as `diverged`, a sink
-asking to stop as `cancelled`; neither raises. Epoch-end checkpoints make a crashed run resumable.
+asking to stop as `cancelled`; neither raises. Epoch-end checkpoints make a crashed run
+resumable.
 """
 
 from __future__ import annotations
