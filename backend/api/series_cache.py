@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from backend.api.encode import dumps
-from backend.db.models import TERMINAL_STATUSES, Run
+from backend.crud.packs import signature
+from backend.db.models import Run
 
 MAX_BYTES = 128 * 2**20  # about 230 runs of 8 layers x 1000 steps
 Answer = tuple[bytes, dict[str, str]]  # encoded body, headers
@@ -63,18 +64,16 @@ cache = SeriesCache()
 
 def _key(run: Run, kind: str, params: tuple) -> str | None:
     """The cache key of an ended run's answer; None for a run that may still change."""
-    if run.status not in TERMINAL_STATUSES:
-        return None
-    finished = run.finished_at.isoformat() if run.finished_at else ""
-    return f"{run.id}|{kind}|{params}|{run.status}|{run.step}|{run.attempt}|{finished}"
+    sig = signature(run)
+    return None if sig is None else f"{run.id}|{kind}|{params}|{sig}"
 
 
 def encoded(runs: Sequence[Run], kind: str, params: tuple, build: BuildMany) -> dict[int, Answer]:
     """Per run id, the encoded answer: from the cache, or built for all misses in one call."""
+    keys = {run.id: _key(run, kind, params) for run in runs}
     out: dict[int, Answer] = {}
     for run in runs:
-        key = _key(run, kind, params)
-        hit = cache.get(key) if key else None
+        hit = cache.get(keys[run.id]) if keys[run.id] else None
         if hit is not None:
             out[run.id] = hit
     missing = [run for run in runs if run.id not in out]
@@ -82,9 +81,8 @@ def encoded(runs: Sequence[Run], kind: str, params: tuple, build: BuildMany) -> 
     for run in missing:
         content, headers = built[run.id]
         body = dumps(content)
-        key = _key(run, kind, params)
-        if key:
-            cache.put(key, body, headers)
+        if keys[run.id]:
+            cache.put(keys[run.id], body, headers)
         out[run.id] = body, headers
     return out
 

@@ -65,10 +65,7 @@ def _portable_tables(session: Session, model: type, columns: Sequence[str],
     order = [model.run_id, *cols[:2 if "layer" in columns else 1]]
     rows = session.execute(select(model.run_id, *cols).where(model.run_id.in_(list(run_ids)))
                            .order_by(*order)).all()
-    table = _table(rows, 1 + len(cols))
-    bounds = np.flatnonzero(np.diff(table[0])) + 1
-    return {int(part[0, 0]): np.ascontiguousarray(part[1:])
-            for part in np.split(table, bounds, axis=1) if part.shape[1]}
+    return {i: np.ascontiguousarray(part) for i, part in _split_by_first(_table(rows, 1 + len(cols)))}
 
 
 def _live_tables(session: Session, kind: str, columns: Sequence[str],
@@ -145,11 +142,12 @@ def layer_name(run: Run, index: int) -> str:
     return names[index] if 0 <= index < len(names) else f"layer{index}"
 
 
-def _split_layers(table: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """(layer index, rows after the layer row) per layer of a table sorted by layer."""
+def _split_by_first(table: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(value, rows after the first) per run of equal values in row 0 of a table sorted by it
+    (per run id, or per layer index): each is one contiguous slice."""
     if not table.shape[1]:
         return []
-    bounds = np.flatnonzero(np.diff(table[0])) + 1  # sorted by layer: contiguous slices
+    bounds = np.flatnonzero(np.diff(table[0])) + 1
     return [(int(part[0, 0]), part[1:]) for part in np.split(table, bounds, axis=1)]
 
 
@@ -166,7 +164,7 @@ def read_layers_many(*, session: Session, runs: Sequence[Run], keys: Sequence[st
     for run in runs:
         layers = [(index, layer_name(run, index), part.shape[1],
                    _columns(part[0], part[1:], keys, max_points))
-                  for index, part in _split_layers(tables[run.id])]
+                  for index, part in _split_by_first(tables[run.id])]
         out[run.id] = layers, max((n for _, _, n, _ in layers), default=0)
     return out
 

@@ -49,17 +49,6 @@ def mode(model: nn.Module, *, bn_train: bool) -> Iterator[nn.Module]:
 
 
 @contextmanager
-def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
-    """Restore every BN buffer (running_mean, running_var, num_batches_tracked) on exit."""
-    saved = [(b, b.clone()) for bn in _bns(model) for b in bn.buffers()]
-    try:
-        yield
-    finally:
-        for b, copy_ in saved:
-            b.copy_(copy_)
-
-
-@contextmanager
 def untracked_bn(model: nn.Module) -> Iterator[None]:
     """BN in train mode normalises by each batch's statistics without recording them
     (track_running_stats off) until exit: cheaper than saving and restoring every buffer."""

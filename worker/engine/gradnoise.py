@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .evaluate import frozen_bn_stats
+from .evaluate import untracked_bn
 
 REFERENCE_CHUNKS = 32  # the reference gradient averages up to this many batches (4096 samples at 128)
 
@@ -35,7 +35,7 @@ def grad_cosine(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, 
     was_training = model.training
     model.train()
     try:
-        with torch.random.fork_rng(devices=devices), frozen_bn_stats(model):
+        with torch.random.fork_rng(devices=devices), untracked_bn(model):
             torch.manual_seed(step)  # reproducible masks and batch per probe step
             ref = sum(_flat_grad(model, params, x_train[i:i + batch], y_train[i:i + batch])
                       for i in range(0, n_ref, batch)) / max(n_ref // batch, 1)
