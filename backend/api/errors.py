@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +26,22 @@ class ErrorPublic(BaseModel):
     """Every non-validation error body."""
 
     detail: str
+
+
+class FieldErrorEntry(BaseModel):
+    """One entry of a field-naming error body (422, and GET /api/compare's 404)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    field: str
+    input: Any = None
+
+
+class FieldErrorsPublic(BaseModel):
+    """An error body that names fields: `detail` lists them."""
+
+    detail: list[FieldErrorEntry]
 
 
 WHY = {400: "malformed request (a body that is not JSON or multipart)",

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from backend.api.deps import MAX_ID, SessionDep
-from backend.api.errors import responses
+from backend.api.errors import FieldErrorsPublic
 from backend.api.routes.metrics import KeysQuery, LayerKeysQuery, MaxPoints
 from backend.api.series import RAW_HEADER, layers_builder, metrics_builder
 from backend.api.series_cache import Answer, encoded
@@ -24,7 +24,10 @@ from backend.db.models import LAYER_KEYS, METRIC_KEYS, Run
 from backend.schema.compare import ComparePublic
 from backend.schema.runs import RunPublic
 
-router = APIRouter(tags=["metrics"], responses=responses(404))
+# Its 404 names the field like a 422 does (`input` lists the missing ids), not a plain detail.
+NOT_FOUND = {404: {"model": FieldErrorsPublic,
+                   "description": "some runs do not exist; detail[0].input lists their ids"}}
+router = APIRouter(tags=["metrics"], responses=NOT_FOUND)
 MAX_RUNS = 100  # a compare view of more is unreadable; the answer would pass 50 MB
 RunsQuery = Annotated[list[str], Query(description=f"comma-separated run ids (at most {MAX_RUNS})")]
 

@@ -90,6 +90,17 @@ def test_read_compare_missing_runs_are_404_naming_them(client, three_runs):
     assert "987654" in detail["msg"]
 
 
+def test_document_the_404_body_compare_answers(client, three_runs):
+    """The OpenAPI schema's 404 for /api/compare describes the body it sends (a field list, not
+    the plain `detail` string of other 404s): schemathesis found the mismatch once."""
+    from backend.api.errors import FieldErrorsPublic
+
+    spec = client.get("/openapi.json").json()
+    ref = spec["paths"]["/api/compare"]["get"]["responses"]["404"]["content"]["application/json"]
+    assert ref["schema"]["$ref"].endswith("/FieldErrorsPublic")
+    FieldErrorsPublic.model_validate(_compare(client, [987654]).json())
+
+
 @pytest.mark.parametrize("query, field", [
     ("", "runs"),
     ("runs=", "runs"),
