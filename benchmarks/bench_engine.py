@@ -6,7 +6,7 @@ For each case (digits and an MNIST-sized synthetic set, 60000×784; MLP and CNN)
 train the same model (same config, seed, data resident as tensors, same batches):
 - plain: forward, loss, zero_grad, backward, step over randperm index slices; nothing else;
 - probed: bnlab's training loop (train()'s Run.run_epoch) with probes every 20 steps (the
-  root hook and its on-device sums, the metric window, the eval-mode pass and train-mode
+  probe's on-device sum per step, the metric window, the eval-mode pass and train-mode
   validation accuracy at every probe); the final test evaluation is excluded;
 - dataloader: the plain loop fed by torch.utils.data.DataLoader(TensorDataset) (shuffle, drop_last).
 The three loops run interleaved epoch by epoch (rotating which goes first), so drift of the
@@ -110,7 +110,6 @@ def probed_loop(cfg: ExperimentConfig, data) -> Iterator[None]:
     for _ in range(cfg.train.epochs):
         assert run.run_epoch(None) is None
         yield
-    run.probe.detach()
     assert run.step == run.total_steps and len(run.sink.records) == math.ceil(
         run.total_steps / cfg.probe.every_steps
     )

@@ -21,7 +21,7 @@ import torch
 
 
 # Bumped when the checkpoint's layout changes: an older checkpoint then starts afresh.
-FORMAT = 2
+FORMAT = 3
 
 
 def config_fingerprint(cfg: Any) -> str:

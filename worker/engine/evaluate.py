@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -29,23 +30,45 @@ from .dropout import Dropout
 EVAL_CHUNK = 256
 
 
+_TREES: weakref.WeakKeyDictionary[nn.Module, tuple[list[nn.Module], list[_BatchNorm]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _tree(model: nn.Module) -> tuple[list[nn.Module], list[_BatchNorm]]:
+    """(every module, the BN layers) of model, listed once per model: walking the tree costs
+    ~40 µs at every probe. bnlab never adds modules to a built model."""
+    tree = _TREES.get(model)
+    if tree is None:
+        modules = list(model.modules())
+        tree = _TREES[model] = (modules, [m for m in modules if isinstance(m, _BatchNorm)])
+    return tree
+
+
 def _bns(model: nn.Module) -> list[_BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    return _tree(model)[1]
 
 
 @contextmanager
-def mode(model: nn.Module, *, bn_train: bool) -> Iterator[nn.Module]:
-    """Everything in eval mode except BN (train mode if bn_train); restores every module's mode."""
-    saved = [(m, m.training) for m in model.modules()]
-    # Set the plain `training` attribute directly: model.eval() recurses through Module.train()
-    # and Module.__setattr__ per module, a visible cost at every probe. (Nothing here overrides train().)
-    for m, _ in saved:
-        object.__setattr__(m, "training", isinstance(m, _BatchNorm) and bn_train)
+def mode(model: nn.Module, *, bn_train: bool, bn_track: bool = True) -> Iterator[nn.Module]:
+    """Everything in eval mode except BN (train mode if bn_train); bn_track=False keeps BN in
+    train mode from recording its batches. Restores every module's mode on exit."""
+    modules, bns = _tree(model)
+    saved, tracked = [m.training for m in modules], [bn.track_running_stats for bn in bns]
+    # Set the plain attributes directly: model.eval() recurses through Module.train() and
+    # Module.__setattr__ per module, a visible cost at every probe. (Nothing here overrides train().)
+    for m in modules:
+        object.__setattr__(m, "training", False)
+    for bn in bns:
+        object.__setattr__(bn, "training", bn_train)
+        object.__setattr__(bn, "track_running_stats", bn_track and bn.track_running_stats)
     try:
         yield model
     finally:
-        for m, training in saved:
+        for m, training in zip(modules, saved):
             object.__setattr__(m, "training", training)
+        for bn, track in zip(bns, tracked):
+            object.__setattr__(bn, "track_running_stats", track)
 
 
 @contextmanager
@@ -62,18 +85,15 @@ def untracked_bn(model: nn.Module) -> Iterator[None]:
             bn.track_running_stats = tracked
 
 
-def _chunks(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for i in range(0, len(x), batch_size):
-        yield x[i : i + batch_size], y[i : i + batch_size]
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_CHUNK) -> torch.Tensor:
     """Eval-mode logits (BN on running statistics, dropout off)."""
     with mode(model, bn_train=False):
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return _cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
@@ -85,13 +105,26 @@ def evaluate(
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
 
 
-def _train_bn_logits(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
+def _batch_stats_forward(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
     # A batch of one: BatchNorm1d refuses it in train mode. Two copies of the sample have
     # exactly its statistics (mean = x, biased var = 0), and with dropout off they stay
     # identical through the net, so every BN1d output collapses to β as SCIENCE.md §3 says.
     if len(xb) == 1:
         return model(torch.cat([xb, xb]))[:1]
     return model(xb)
+
+
+@torch.no_grad()
+def train_bn_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits with BN on each batch of batch_size's own statistics, dropout off ("forgot
+    model.eval()"). Running statistics are left exactly as they were."""
+    with mode(model, bn_train=True, bn_track=False):
+        return _cat(
+            [
+                _batch_stats_forward(model, x[i : i + batch_size])
+                for i in range(0, len(x), batch_size)
+            ]
+        )
 
 
 @torch.no_grad()
@@ -102,18 +135,13 @@ def evaluate_train_mode(
     batch_size: int,
     max_samples: int | None = None,
 ) -> torch.Tensor:
-    """Accuracy with BN on each test batch's own statistics ("forgot model.eval()").
+    """Accuracy with BN on each test batch's own statistics, as a 0-d device tensor.
 
-    Running statistics are left exactly as they were. max_samples caps the work at tiny
-    batch sizes (batch size 1 means one forward per sample).
+    max_samples caps the work at tiny batch sizes (batch size 1 means one forward per sample).
     """
     if max_samples is not None:
         x, y = x[:max_samples], y[:max_samples]
-    correct = torch.zeros((), device=x.device)
-    with mode(model, bn_train=True), untracked_bn(model):
-        for xb, yb in _chunks(x, y, batch_size):
-            correct += (_train_bn_logits(model, xb).argmax(1) == yb).sum()
-    return correct / len(x)
+    return (train_bn_logits(model, x, batch_size).argmax(1) == y).float().mean()
 
 
 @torch.no_grad()
@@ -136,7 +164,11 @@ def recalibrate(
 
 @torch.no_grad()
 def evaluate_mc_dropout(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int = 10, batch_size: int = EVAL_CHUNK
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    passes: int = 10,
+    batch_size: int = EVAL_CHUNK,
 ) -> torch.Tensor:
     """Accuracy of the mean softmax over `passes` forwards with dropout on and BN on running stats
     (MC dropout, Gal & Ghahramani 2016)."""

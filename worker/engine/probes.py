@@ -3,18 +3,22 @@
 Variance shift: Li, Chen, Hu, Yang, "Understanding the Disharmony between Dropout and Batch
 Normalization by Variance Shift", CVPR 2019 (arXiv 1801.05134).
 
-Cost in the hot loop: one forward hook on the model root that adds every BN running
-buffer into an on-device sum (one `_foreach_add_`, O(channels), no host sync). The
-batch statistics are recovered from BN's own update at probe time: with
+Cost in the hot loop: `step()` after each optimizer step adds every BN running buffer
+into an on-device sum (one `_foreach_add_`, O(channels), no host sync). The batch
+statistics are recovered from BN's own update at probe time: with
 running_t = (1 − m)·running_{t−1} + m·b_t, the sum of b_t over K steps is
 S + (1 − m)/m · (running_K − running_0) with S = Σ running_t; for momentum=None
 (f = 1/t) it telescopes to t_K·running_K − t_0·running_0. This costs ~nothing, where a
-per-step var_mean of the BN input costs 20-45 % on CPU (issue 2). The eval-mode pass uses
-temporary pre-hooks that are removed when it ends.
+per-step var_mean of the BN input costs 20-45 % on CPU (issue 2). step() is called by the
+training loop rather than from a forward hook on the model: a hook sends every training
+forward through nn.Module's slow call path, measured at 0.5-0.7 % of a small MLP's step, ten
+times the cost of the sum itself. The eval-mode pass uses temporary pre-hooks on the BN
+layers that are removed when it ends.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .evaluate import EVAL_CHUNK, mode
+from .evaluate import EVAL_CHUNK, mode, predict_logits
 
 
 @dataclass
@@ -53,6 +57,28 @@ def units(model: nn.Module) -> list[Unit]:
     return [Unit(n, m, None) for n, m in model.named_modules() if isinstance(m, _BatchNorm)]
 
 
+@functools.lru_cache(maxsize=256)
+def _per_channel(
+    values: tuple[float, ...], sizes: tuple[int, ...], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    return (
+        torch.tensor(values, dtype=dtype)
+        .repeat_interleave(torch.tensor(sizes, dtype=torch.long))
+        .to(device)
+    )
+
+
+def per_channel(
+    values: list[float] | list[int],
+    sizes: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """One value per layer spread over its channels: a flat vector like the probe's state
+    (cached: the same layers ask for the same vectors at every probe; don't write to it)."""
+    return _per_channel(tuple(values), sizes, torch.device(device), dtype)
+
+
 def _dims(x: torch.Tensor) -> tuple[int, ...]:
     return (0,) if x.dim() == 2 else (0,) + tuple(range(2, x.dim()))
 
@@ -60,36 +86,48 @@ def _dims(x: torch.Tensor) -> tuple[int, ...]:
 @torch.no_grad()
 def eval_pass(
     model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_size: int = EVAL_CHUNK
-) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, int]]]:
-    """Eval-mode forward of x (every dropout off, BN on running stats); returns the logits and,
-    per BN, (mean, biased var, count) per channel of what the BN layer receives (float64)."""
-    acc: dict[int, tuple[torch.Tensor, int]] = {}  # id(bn) → ((Σh, Σh²) per channel, count)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """Eval-mode forward of x (every dropout off, BN on running stats).
+
+    Returns the logits, then the mean and biased variance per channel of what each BN layer
+    receives, flat over the channels of `bns` in order (float64), and each BN's count of
+    values per channel.
+    """
+    if not bns:
+        empty = torch.zeros(0, dtype=torch.float64, device=x.device)
+        return predict_logits(model, x, batch_size), empty, empty, []
+    acc: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # id(bn) → Σh, Σh², count
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
         # Sums, not var_mean: on CPU var_mean over the batch is ~20x slower than two sums.
         # Centering on running_mean (fixed during an eval pass) avoids the cancellation of
         # E[x²] − E[x]² in float32 when the mean is large against the spread.
-        shift = module.running_mean.view((1, -1) + (1,) * (args[0].dim() - 2))
-        h = args[0] - shift  # (B, C[, H, W])
+        h = args[0] - module.running_mean.view((1, -1) + (1,) * (args[0].dim() - 2))
         d = _dims(h)
-        sums, n = torch.stack([h.sum(d), (h * h).sum(d)]).double(), h.numel() // h.shape[1]
-        prev = acc.get(id(module))
-        acc[id(module)] = (sums, n) if prev is None else (prev[0] + sums, prev[1] + n)
+        s1, s2, n = h.sum(d), (h * h).sum(d), h.numel() // h.shape[1]
+        prev = acc.get(id(module))  # a BN met twice in one forward adds up
+        acc[id(module)] = (s1, s2, n) if prev is None else (prev[0] + s1, prev[1] + s2, prev[2] + n)
 
     handles = [bn.register_forward_pre_hook(pre_hook) for bn in bns]
+    logits, total, counts = [], None, [0] * len(bns)
     try:
         with mode(model, bn_train=False):
-            logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+            for i in range(0, len(x), batch_size):
+                logits.append(model(x[i : i + batch_size]))
+                parts = [acc.pop(id(bn)) for bn in bns]
+                sums = torch.cat([p[0] for p in parts] + [p[1] for p in parts])
+                # float32 within a chunk, float64 across chunks
+                total = sums.double() if total is None else total + sums
+                counts = [c + p[2] for c, p in zip(counts, parts)]
     finally:
         for h in handles:
             h.remove()
-    out = []
-    for bn in bns:
-        sums, n = acc[id(bn)]
-        centered_mean, centered_m2 = (sums / n).unbind()
-        var = (centered_m2 - centered_mean**2).clamp_min(0.0)
-        out.append((bn.running_mean.double() + centered_mean, var, n))
-    return logits, out
+    logits = logits[0] if len(logits) == 1 else torch.cat(logits)
+    sizes = tuple(bn.num_features for bn in bns)
+    inv_n = per_channel([1 / c for c in counts] * 2, sizes * 2, x.device, torch.float64)
+    centered_mean, centered_m2 = (total * inv_n).chunk(2)
+    var = torch.addcmul(centered_m2, centered_mean, centered_mean, value=-1).clamp_min_(0.0)
+    return logits, centered_mean + torch.cat([bn.running_mean for bn in bns]), var, counts
 
 
 def predicted_shift(kind: str, rate: float, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -101,7 +139,7 @@ def predicted_shift(kind: str, rate: float, mean: torch.Tensor, var: torch.Tenso
 
 
 def shift_per_channel(
-    eval_var: torch.Tensor, running_var: torch.Tensor, eps: float
+    eval_var: torch.Tensor, running_var: torch.Tensor, eps: torch.Tensor | float
 ) -> torch.Tensor:
     """max(eval/running, running/eval) per channel (≥ 1); eps (BN's own) guards dead channels."""
     ratio = (eval_var + eps) / (running_var + eps)
@@ -109,64 +147,78 @@ def shift_per_channel(
 
 
 class BNProbe:
-    """Measures every BN layer: attach(model) before training, record(...) at each probe.
+    """Measures every BN layer: attach(model) before training, step() after each training
+    step, record(...) at each probe.
 
-    >>> with BNProbe(batch_n) as probe: ...  # or probe.attach(model) / probe.detach()
+    >>> probe = BNProbe(model)
+    >>> for xb, yb in batches: train_step(xb, yb); probe.step()
+    >>> probe.record(x_val, batch_size)
+
+    It puts no lasting hook on the model: record()'s eval pass hooks the BN layers and
+    removes its hooks before it returns.
+
+    Its state is flat: one vector over the channels of every BN layer, running means first,
+    then running variances, so a probe costs a few dozen tensor operations whatever the depth
+    (one set of small ops per layer cost ~0.5 % of a small MLP's training time).
     """
 
-    def __init__(self, model: nn.Module | None = None) -> None:
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.units: list[Unit] = []
-        self.steps = 0  # training steps in the current window (python int: no sync)
-        self.model = None
-        if model is not None:
-            self.attach(model)
-
-    # -------------------------------------------------------------- hooks
-    def attach(self, model: nn.Module) -> BNProbe:
-        """Hook the model root; a second attach first detaches."""
-        self.detach()
+    def __init__(self, model: nn.Module) -> None:
         self.model, self.units = model, units(model)
         self.bns = [u.bn for u in self.units if u.bn is not None]
-        self.handles.append(model.register_forward_hook(self._after_forward))
+        # BN updates its buffers in place, so these references stay valid for the whole run
+        # (and spare step() a Module.__getattr__ per buffer).
+        self.bufs = [bn.running_mean for bn in self.bns] + [bn.running_var for bn in self.bns]
+        self.sizes = [bn.num_features for bn in self.bns]
+        device = self.bufs[0].device if self.bufs else torch.device("cpu")
+        self._constants(device)
+        self.sums = torch.zeros(2 * sum(self.sizes), device=device)
+        self.sum_views = list(self.sums.split(self.sizes * 2))  # in-place targets, one per buffer
+        self._last: tuple[torch.Tensor | None, ...] = (None, None, None)  # emean, evar, shift
         self.reset_window()
-        return self
 
-    def detach(self) -> None:
-        """Remove every hook this probe added (idempotent)."""
-        while self.handles:
-            self.handles.pop().remove()
-
-    def __enter__(self) -> BNProbe:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
+    def _constants(self, device: torch.device) -> None:
+        sizes = tuple(self.sizes)
+        # Σ b_t over a window = S + c·(R_K − R_0), c = (1 − m)/m; cumulative BNs (momentum None)
+        # are masked and use the telescoping form instead.
+        momenta = [bn.momentum for bn in self.bns]
+        coef = per_channel([(1 - m) / m if m else 0.0 for m in momenta], sizes, device)
+        self.coef = coef.repeat(2)
+        self.cumulative = None
+        if None in momenta:
+            mask = per_channel([float(m is None) for m in momenta], sizes, device)
+            self.cumulative = mask.repeat(2).bool()
+        self.eps = per_channel([bn.eps for bn in self.bns], sizes, device)
+        # (layers, channels): every layer's channel mean in one matmul
+        blocks = [torch.full((1, c), 1.0 / c) for c in sizes]
+        self.avg = torch.block_diag(*blocks).to(device) if blocks else None
 
     @property
     def names(self) -> list[str]:
         return [u.name for u in self.units]
 
-    def _buffers(self) -> list[torch.Tensor]:
-        return [b for bn in self.bns for b in (bn.running_mean, bn.running_var)]
-
-    def _after_forward(self, module: nn.Module, args: tuple, out: Any) -> None:
-        # Only training steps: every evaluation runs under no_grad (and often in train mode).
-        if module.training and torch.is_grad_enabled() and self.bns:
-            torch._foreach_add_(self.sums, self.bufs)  # S += running_t, on device
-        if module.training and torch.is_grad_enabled():
-            self.steps += 1
+    def step(self) -> None:
+        """After each training step (its forward in train mode updated the running buffers)."""
+        if self.bufs:
+            torch._foreach_add_(self.sum_views, self.bufs)  # S += running_t, on device
+        self.steps += 1
 
     # -------------------------------------------------------------- windows
-    def reset_window(self) -> None:
+    def reset_window(self, current: torch.Tensor | None = None) -> None:
         """Start averaging train-mode batch statistics afresh (after each probe)."""
-        # BN updates its buffers in place, so this list stays valid while the window is open
-        # (and spares the hot hook six Module.__getattr__ calls per step).
-        self.bufs = bufs = self._buffers()
-        self.sums = [torch.zeros_like(b) for b in bufs]
-        self.start = [b.clone() for b in bufs]
-        self.start_t = [bn.num_batches_tracked.clone() for bn in self.bns]
+        self.sums.zero_()  # in place: sum_views stay valid
+        self.start = current if current is not None else self._current()
+        self.start_t = self._tracked()
         self.steps = 0
+
+    def _current(self) -> torch.Tensor:
+        return torch.cat(self.bufs) if self.bufs else self.sums.clone()
+
+    def _tracked(self) -> torch.Tensor | None:
+        """Per channel, batches each BN has tracked; only cumulative BNs need it."""
+        if self.cumulative is None:
+            return None
+        t = torch.stack([bn.num_batches_tracked for bn in self.bns]).float()
+        return t.repeat_interleave(torch.tensor(self.sizes, device=t.device)).repeat(2)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -177,28 +229,30 @@ class BNProbe:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sums = [t.clone() for t in state["sums"]]
-        self.start = [t.clone() for t in state["start"]]
-        self.start_t = [t.clone() for t in state["start_t"]]
+        device = self.sums.device
+        self.sums.copy_(state["sums"])  # in place: sum_views stay valid
+        self.start = state["start"].to(device, copy=True)
+        self.start_t = None if state["start_t"] is None else state["start_t"].to(device, copy=True)
         self.steps = int(state["steps"])
 
-    def train_stats(self, ns: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per BN, the batch mean and biased batch variance per channel averaged over the window.
+    def train_stats(
+        self, ns: list[int], current: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch mean and biased batch variance per channel, averaged over the window, flat.
 
         ns: per BN, values per channel in one training batch (batch size × H × W).
+        current: the running buffers now (torch.cat(bufs)), if the caller has them.
         """
-        out, k = [], max(self.steps, 1)
-        for i, (bn, n) in enumerate(zip(self.bns, ns)):
-            pair = []
-            for j, rk in enumerate((bn.running_mean, bn.running_var)):
-                s, r0 = self.sums[2 * i + j], self.start[2 * i + j]
-                if bn.momentum is None:  # f = 1/t: Σ b_t = t_K·R_K − t_0·R_0 (telescoping)
-                    total = bn.num_batches_tracked * rk - self.start_t[i] * r0
-                else:  # Σ b_t = S + (1 − m)/m · (R_K − R_0)
-                    total = torch.add(s, rk - r0, alpha=(1.0 - bn.momentum) / bn.momentum)
-                pair.append(total.div_(k))
-            out.append((pair[0], pair[1].mul_((n - 1) / max(n, 2))))  # running_var is unbiased → biased
-        return out
+        current = self._current() if current is None else current
+        total = torch.addcmul(self.sums, current - self.start, self.coef)
+        if self.cumulative is not None:  # f = 1/t: Σ b_t = t_K·R_K − t_0·R_0 (telescoping)
+            telescoped = self._tracked() * current - self.start_t * self.start
+            total = torch.where(self.cumulative, telescoped, total)
+        mean, var = total.div_(max(self.steps, 1)).chunk(2)
+        return mean, var * self._unbiased_to_biased(ns)  # running_var is unbiased
+
+    def _unbiased_to_biased(self, ns: list[int]) -> torch.Tensor:
+        return per_channel([(n - 1) / max(n, 2) for n in ns], tuple(self.sizes), self.sums.device)
 
     # -------------------------------------------------------------- measuring
     @torch.no_grad()
@@ -209,34 +263,49 @@ class BNProbe:
 
         train_batch: samples per training batch. Starts a new window.
         """
-        logits, sums = eval_pass(self.model, x_eval, self.bns)
-        ns = [train_batch * (int(s[2]) // len(x_eval)) for s in sums]  # batch × H × W
-        per_bn, self.last_shift_per_channel, self.last_eval = [], {}, {}
-        bn_units = [u for u in self.units if u.bn is not None]
-        for unit, bn, (tmean, tvar), (emean, evar, _) in zip(
-            bn_units, self.bns, self.train_stats(ns), sums
-        ):
+        logits, emean, evar, counts = eval_pass(self.model, x_eval, self.bns)
+        values: list[list[float]] = []
+        if self.bns:
+            current = self._current()
+            ns = [train_batch * (c // len(x_eval)) for c in counts]  # batch × H × W
+            tmean, tvar = self.train_stats(ns, current)
+            rmean, rvar = current.chunk(2)
             evar = evar.float()
-            shift = shift_per_channel(evar, bn.running_var, bn.eps)
-            per_bn.append(
-                torch.stack(
-                    [tmean, tvar, bn.running_mean, bn.running_var, emean.float(), evar, shift]
-                ).mean(1)
-            )  # (7,): channel means
-            self.last_shift_per_channel[unit.name] = shift
-            self.last_eval[unit.name] = (emean, evar)  # per channel, what inference feeds the layer
+            shift = shift_per_channel(evar, rvar, self.eps)
+            self._last = (emean, evar, shift)
+            rows = torch.stack([tmean, tvar, rmean, rvar, emean.float(), evar, shift])
+            values = (self.avg @ rows.T).tolist()  # (layers, 7); CPU-GPU sync point
+            self.reset_window(current)
+        else:
+            self.reset_window()
         grads = [
-            u.weight.grad.norm()
-            if u.weight is not None and u.weight.grad is not None
-            else torch.tensor(float("nan"), device=logits.device)
+            u.weight.grad for u in self.units if u.weight is not None and u.weight.grad is not None
+        ]
+        norms = iter(torch.stack(torch._foreach_norm(grads)).tolist() if grads else [])
+        grad_list = [
+            next(norms) if u.weight is not None and u.weight.grad is not None else None
             for u in self.units
         ]
-        stats = torch.stack(per_bn).tolist() if per_bn else []  # CPU-GPU sync point
-        grad_list = torch.stack(grads).tolist() if grads else []  # CPU-GPU sync point
-        self.reset_window()
-        return logits, self._rows(stats, grad_list)
+        return logits, self._rows(values, grad_list)
 
-    def _rows(self, stats: list[list[float]], grads: list[float]) -> list[dict[str, Any]]:
+    def _split(self, flat: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        if flat is None:  # no BN layer, or nothing recorded yet
+            return {}
+        names = [u.name for u in self.units if u.bn is not None]
+        return dict(zip(names, flat.split(self.sizes)))
+
+    @property
+    def last_shift_per_channel(self) -> dict[str, torch.Tensor]:
+        """Per BN unit name, the last record's shift per channel."""
+        return self._split(self._last[2])
+
+    @property
+    def last_eval(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per BN unit name, the last record's (mean, var) per channel of what inference feeds it."""
+        means, variances = self._split(self._last[0]), self._split(self._last[1])
+        return {k: (means[k], variances[k]) for k in means}
+
+    def _rows(self, values: list[list[float]], grads: list[float | None]) -> list[dict[str, Any]]:
         keys = (
             "train_mean",
             "train_var",
@@ -246,7 +315,7 @@ class BNProbe:
             "eval_var",
             "shift",
         )
-        rows, it = [], iter(stats)
+        rows, it = [], iter(values)
         for i, u in enumerate(self.units):
             vals = next(it) if u.bn is not None else [None] * len(keys)
             row = {"index": i, "name": u.name, **{k: _finite(v) for k, v in zip(keys, vals)}}

@@ -37,11 +37,12 @@ def test_match_closed_form_shift_dropout_before_bn(kind, rate):
     net = nn.Sequential(
         get_dropout_layer(kind, rate), nn.BatchNorm1d(C, momentum=None, affine=False)
     ).train()
-    with BNProbe(net) as probe:
-        for _ in range(200):
-            net(_relu_plus(BATCH, gen))
-        x_eval = _relu_plus(4096, gen)
-        _, layers = probe.record(x_eval, BATCH)
+    probe = BNProbe(net)
+    for _ in range(200):
+        net(_relu_plus(BATCH, gen))
+        probe.step()
+    x_eval = _relu_plus(4096, gen)
+    _, layers = probe.record(x_eval, BATCH)
     predicted = _predicted_ratio(kind, rate, x_eval).mean().item()
     measured = layers[0]["shift"]
     assert abs(measured / predicted - 1) < 0.05, (
@@ -62,14 +63,16 @@ def test_recover_train_stats_from_running_update(momentum):
             seen.append(args[0].detach().clone())
 
     net[1].register_forward_pre_hook(keep_train_input)
-    with BNProbe(net) as probe:
-        for i in range(3):  # a first window, discarded, so the second starts from nonzero buffers
-            net(torch.randn(32, 8) * 2 + 1)
-        probe.record(torch.randn(64, 8), 32)
-        seen.clear()
-        for i in range(7):
-            net(torch.randn(32, 8) * (1 + i / 5) + i / 3)
-        _, layers = probe.record(torch.randn(64, 8), 32)
+    probe = BNProbe(net)
+    for i in range(3):  # a first window, discarded, so the second starts from nonzero buffers
+        net(torch.randn(32, 8) * 2 + 1)
+        probe.step()
+    probe.record(torch.randn(64, 8), 32)
+    seen.clear()
+    for i in range(7):
+        net(torch.randn(32, 8) * (1 + i / 5) + i / 3)
+        probe.step()
+    _, layers = probe.record(torch.randn(64, 8), 32)
     batch = torch.stack(seen)  # (steps, N, C)
     want_mean = batch.mean(1).mean(0).mean().item()
     want_var = batch.var(1, unbiased=False).mean(0).mean().item()
@@ -84,23 +87,24 @@ def test_report_grad_norm_of_block_weight():
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(widths=[8, 8]), (1, 1, 6), 3).train()
-    with BNProbe(model) as probe:
-        nn.functional.cross_entropy(
-            model(torch.randn(16, 1, 1, 6)), torch.randint(0, 3, (16,))
-        ).backward()
-        _, layers = probe.record(torch.randn(32, 1, 1, 6), 16)
+    probe = BNProbe(model)
+    nn.functional.cross_entropy(
+        model(torch.randn(16, 1, 1, 6)), torch.randint(0, 3, (16,))
+    ).backward()
+    probe.step()
+    _, layers = probe.record(torch.randn(32, 1, 1, 6), 16)
     assert layers[1]["grad_norm"] == pytest.approx(model.blocks[1].linear.weight.grad.norm().item())
     assert [r["name"] for r in layers] == ["blocks.0.bn", "blocks.1.bn"]
 
 
-def test_remove_every_hook_on_detach():
-    """detach() removes the probe's hooks and is idempotent; record() leaves no temporary hooks."""
+def test_leave_no_hook_on_the_model():
+    """The probe hooks nothing while training; record() removes the hooks of its eval pass."""
     net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     probe = BNProbe(net)
-    assert len(net._forward_hooks) == 1
+    net(torch.randn(8, 4))
+    probe.step()
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
     probe.record(torch.randn(8, 4), 8)
-    probe.detach()
-    probe.detach()
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
 
 
@@ -156,8 +160,8 @@ def test_merge_eval_chunks_exactly():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, C), nn.BatchNorm1d(C)).eval()
     x = torch.randn(1000, 4) * 3 + 2
-    _, [(m1, v1, n1)] = eval_pass(net, x, [net[1]], batch_size=4096)
-    _, [(m2, v2, n2)] = eval_pass(net, x, [net[1]], batch_size=97)
+    _, m1, v1, [n1] = eval_pass(net, x, [net[1]], batch_size=4096)
+    _, m2, v2, [n2] = eval_pass(net, x, [net[1]], batch_size=97)
     assert n1 == n2 == 1000
     torch.testing.assert_close(m2, m1, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(v2, v1, rtol=1e-5, atol=1e-6)
