@@ -162,7 +162,8 @@ class BNProbe:
     (one set of small ops per layer cost ~0.5 % of a small MLP's training time).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, flat_buffers: bool | None = None) -> None:
+        """flat_buffers: re-seat the BN running buffers in one tensor (default: on CPU)."""
         self.model, self.units = model, units(model)
         self.bns = [u.bn for u in self.units if u.bn is not None]
         # BN updates its buffers in place, so these references stay valid for the whole run
@@ -170,11 +171,26 @@ class BNProbe:
         self.bufs = [bn.running_mean for bn in self.bns] + [bn.running_var for bn in self.bns]
         self.sizes = [bn.num_features for bn in self.bns]
         device = self.bufs[0].device if self.bufs else torch.device("cpu")
+        if flat_buffers is None:
+            flat_buffers = device.type == "cpu"
+        self.flat = self._seat_flat() if flat_buffers and self.bufs else None
         self._constants(device)
         self.sums = torch.zeros(2 * sum(self.sizes), device=device)
         self.sum_views = list(self.sums.split(self.sizes * 2))  # in-place targets, one per buffer
         self._last: tuple[torch.Tensor | None, ...] = (None, None, None)  # emean, evar, shift
         self.reset_window()
+
+    def _seat_flat(self) -> torch.Tensor:
+        """Make every BN running buffer a view of one flat tensor (same values; BN keeps
+        updating them in place), so step() is one add: on CPU a foreach over the buffers is
+        one add per buffer (3.4 µs for six against 0.6 µs). CUDA's foreach is one fused kernel,
+        and leaves the buffers where they are. The model must not be moved afterwards."""
+        flat = torch.cat(self.bufs)
+        views = flat.split(self.sizes * 2)
+        for bn, mean, var in zip(self.bns, views, views[len(self.bns) :]):
+            bn.running_mean, bn.running_var = mean, var  # Module.__setattr__: same buffer names
+        self.bufs = list(views)
+        return flat
 
     def _constants(self, device: torch.device) -> None:
         sizes = tuple(self.sizes)
@@ -198,8 +214,10 @@ class BNProbe:
 
     def step(self) -> None:
         """After each training step (its forward in train mode updated the running buffers)."""
-        if self.bufs:
-            torch._foreach_add_(self.sum_views, self.bufs)  # S += running_t, on device
+        if self.flat is not None:
+            self.sums.add_(self.flat)  # S += running_t, on device
+        elif self.bufs:
+            torch._foreach_add_(self.sum_views, self.bufs)
         self.steps += 1
 
     # -------------------------------------------------------------- windows
@@ -211,6 +229,9 @@ class BNProbe:
         self.steps = 0
 
     def _current(self) -> torch.Tensor:
+        """The running buffers now, flat (a copy)."""
+        if self.flat is not None:
+            return self.flat.clone()
         return torch.cat(self.bufs) if self.bufs else self.sums.clone()
 
     def _tracked(self) -> torch.Tensor | None:

@@ -50,8 +50,9 @@ def test_match_closed_form_shift_dropout_before_bn(kind, rate):
     )
 
 
+@pytest.mark.parametrize("flat_buffers", [True, False])
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_recover_train_stats_from_running_update(momentum):
+def test_recover_train_stats_from_running_update(momentum, flat_buffers):
     """train_mean/train_var (recovered from BN's own update) equal the directly measured
     batch mean and biased batch variance, averaged over the window, within float32 rounding."""
     torch.manual_seed(0)
@@ -63,7 +64,7 @@ def test_recover_train_stats_from_running_update(momentum):
             seen.append(args[0].detach().clone())
 
     net[1].register_forward_pre_hook(keep_train_input)
-    probe = BNProbe(net)
+    probe = BNProbe(net, flat_buffers=flat_buffers)
     for i in range(3):  # a first window, discarded, so the second starts from nonzero buffers
         net(torch.randn(32, 8) * 2 + 1)
         probe.step()
@@ -78,6 +79,37 @@ def test_recover_train_stats_from_running_update(momentum):
     want_var = batch.var(1, unbiased=False).mean(0).mean().item()
     assert layers[0]["train_mean"] == pytest.approx(want_mean, rel=1e-4, abs=1e-5)
     assert layers[0]["train_var"] == pytest.approx(want_var, rel=1e-4)
+
+
+def test_leave_training_unchanged_with_flat_buffers():
+    """Re-seating the BN buffers in one tensor changes no number: the same seed trains to the
+    same weights and running statistics with and without a probe, and loading a state dict
+    (a resumed run) keeps the buffers in the probe's tensor."""
+    from backend.schema.experiment import ModelConfig
+    from worker.engine import build_model
+
+    def trained(with_probe: bool) -> tuple[nn.Module, BNProbe | None]:
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(widths=[8, 8]), (1, 1, 6), 3).train()
+        probe = BNProbe(model, flat_buffers=True) if with_probe else None
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(5):
+            loss = nn.functional.cross_entropy(
+                model(torch.randn(16, 1, 1, 6)), torch.randint(0, 3, (16,))
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if probe is not None:
+                probe.step()
+        return model, probe
+
+    (plain, _), (probed, probe) = trained(False), trained(True)
+    for (k, a), b in zip(plain.state_dict().items(), probed.state_dict().values()):
+        assert torch.equal(a, b), k
+    probed.load_state_dict(plain.state_dict())
+    bn = probed.blocks[1].bn
+    assert bn.running_var.untyped_storage().data_ptr() == probe.flat.untyped_storage().data_ptr()
 
 
 def test_report_grad_norm_of_block_weight():
