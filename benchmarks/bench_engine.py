@@ -1,16 +1,20 @@
 """Probe overhead: bnlab's probed training vs a plain PyTorch loop (and an idiomatic DataLoader loop).
 
-    python benchmarks/bench_engine.py [--repeats 5] [--eval-batches N] [--quick]
+    python benchmarks/bench_engine.py [--repeats 5] [--eval-batches N] [--quick] [--separate]
 
 For each case (digits and an MNIST-sized synthetic set, 60000×784; MLP and CNN) three loops
-train the same model (same config, seed, data resident as tensors, same batches):
+train the same model (one instance built from the config and seed, data resident as tensors):
 - plain: forward, loss, zero_grad, backward, step over randperm index slices; nothing else;
 - probed: bnlab's training loop (train()'s Run.run_epoch) with probes every 20 steps (the
   probe's on-device sum per step, the metric window, the eval-mode pass and train-mode
   validation accuracy at every probe); the final test evaluation is excluded;
 - dataloader: the plain loop fed by torch.utils.data.DataLoader(TensorDataset) (shuffle, drop_last).
 The three loops run interleaved epoch by epoch (rotating which goes first), so drift of the
-machine's speed hits all three alike; a repeat is one full training of each, and the table
+machine's speed hits all three alike, and by default they take turns on one model instance
+and optimizer: separately built instances of the same model differ in speed by up to 1.5 %
+from the order they were created in alone (five identical plain loops, measured here), which
+drowns a few-percent overhead; --separate builds one instance per loop as before. A repeat is
+one full training of each, and the table
 reports each loop's median time and the median over repeats of its ratio to plain, with the
 lowest and highest ratio in brackets. Times are process CPU seconds (time.process_time) with
 one torch thread: on a machine shared with other jobs, CPU time counts this process's work
@@ -31,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from backend.schema.experiment import ExperimentConfig
-from worker.engine import MemorySink, build_model
+from worker.engine import MemorySink
 from worker.engine.data import assemble, batches, load_dataset, make_synthetic, steps_per_epoch
-from worker.engine.train import Run, make_optimizer
+from worker.engine.train import Run
 
 CLOCK = time.process_time
 
@@ -63,14 +67,12 @@ def config(model: dict, epochs: int, every: int) -> ExperimentConfig:
     )
 
 
-def plain_loop(cfg: ExperimentConfig, data) -> Iterator[None]:
+def plain_loop(run: Run) -> Iterator[None]:
     """The reference: the same model and batches with nothing but the optimisation step."""
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, data.in_shape, data.n_classes)
-    opt = make_optimizer(cfg, model)
-    model.train()
+    cfg, data, model, opt = run.cfg, run.data, run.model, run.opt
     yield  # set up; each following step of the generator is one timed epoch
     for _ in range(cfg.train.epochs):
+        model.train()
         for idx in batches(len(data.x_train), cfg.train.batch_size, "cpu"):
             loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
             opt.zero_grad(set_to_none=True)
@@ -79,22 +81,20 @@ def plain_loop(cfg: ExperimentConfig, data) -> Iterator[None]:
         yield
 
 
-def dataloader_loop(cfg: ExperimentConfig, data) -> Iterator[None]:
+def dataloader_loop(run: Run) -> Iterator[None]:
     """The idiomatic loop: a DataLoader over a TensorDataset (per-sample indexing + collate)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, data.in_shape, data.n_classes)
-    opt = make_optimizer(cfg, model)
+    cfg, data, model, opt = run.cfg, run.data, run.model, run.opt
     loader = DataLoader(
         TensorDataset(data.x_train, data.y_train),
         batch_size=cfg.train.batch_size,
         shuffle=True,
         drop_last=True,
     )
-    model.train()
     yield
     for _ in range(cfg.train.epochs):
+        model.train()
         for xb, yb in loader:
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
@@ -103,9 +103,9 @@ def dataloader_loop(cfg: ExperimentConfig, data) -> Iterator[None]:
         yield
 
 
-def probed_loop(cfg: ExperimentConfig, data) -> Iterator[None]:
-    """bnlab's training loop (train()'s Run.run_epoch) with its probes, hooks and metric windows."""
-    run = Run(cfg, data, torch.device("cpu"), MemorySink())
+def probed_loop(run: Run) -> Iterator[None]:
+    """bnlab's training loop (train()'s Run.run_epoch) with its probes and metric windows."""
+    cfg = run.cfg
     yield
     for _ in range(cfg.train.epochs):
         assert run.run_epoch(None) is None
@@ -118,7 +118,9 @@ def probed_loop(cfg: ExperimentConfig, data) -> Iterator[None]:
 LOOPS = {"plain": plain_loop, "probed": probed_loop, "loader": dataloader_loop}
 
 
-def interleaved(cfg: ExperimentConfig, data, rotation: int) -> dict[str, float]:
+def interleaved(
+    cfg: ExperimentConfig, data, rotation: int, separate: bool = False
+) -> dict[str, float]:
     """Train the three loops epoch by epoch in turn; each loop's summed epoch times.
 
     Alternating every epoch (not every whole run) puts the three loops under the same
@@ -126,9 +128,10 @@ def interleaved(cfg: ExperimentConfig, data, rotation: int) -> dict[str, float]:
     """
     names = list(LOOPS)
     names = names[rotation % 3 :] + names[: rotation % 3]
-    gens = {k: LOOPS[k](cfg, data) for k in names}
+    shared = None if separate else new_run(cfg, data)
+    gens = {k: LOOPS[k](shared or new_run(cfg, data)) for k in names}
     for g in gens.values():
-        next(g)  # build model and optimiser, untimed
+        next(g)  # set up, untimed
     spent = dict.fromkeys(names, 0.0)
     for epoch in range(cfg.train.epochs):
         order = names[epoch % 3 :] + names[: epoch % 3]
@@ -139,6 +142,11 @@ def interleaved(cfg: ExperimentConfig, data, rotation: int) -> dict[str, float]:
     for g in gens.values():
         next(g, None)  # run each loop's closing checks
     return spent
+
+
+def new_run(cfg: ExperimentConfig, data) -> Run:
+    """Model and optimiser from the config's seed (Run seeds torch before building them)."""
+    return Run(cfg, data, torch.device("cpu"), MemorySink())
 
 
 def cases(quick: bool, cnn_batches: int):
@@ -178,6 +186,9 @@ def main() -> None:
     )
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     p.add_argument(
+        "--separate", action="store_true", help="one model instance per loop instead of one shared"
+    )
+    p.add_argument(
         "--cnn-batches", type=int, default=40, help="training batches of the synthetic CNN case"
     )
     args = p.parse_args()
@@ -197,7 +208,7 @@ def main() -> None:
                 update={"probe": cfg.probe.model_copy(update={"eval_batches": args.eval_batches})}
             )
         steps = cfg.train.epochs * steps_per_epoch(len(data.x_train), cfg.train.batch_size)
-        runs = [interleaved(cfg, data, r) for r in range(args.repeats)]
+        runs = [interleaved(cfg, data, r, args.separate) for r in range(args.repeats)]
         med = {k: statistics.median(r[k] for r in runs) for k in LOOPS}
         ratio = {k: [r[k] / r["plain"] for r in runs] for k in ("probed", "loader")}
         cells = [
