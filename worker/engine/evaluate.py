@@ -85,7 +85,8 @@ def untracked_bn(model: nn.Module) -> Iterator[None]:
             bn.track_running_stats = tracked
 
 
-def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+def cat_chunks(parts: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat, without the copy for a single chunk."""
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
@@ -93,7 +94,7 @@ def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_CHUNK) -> torch.Tensor:
     """Eval-mode logits (BN on running statistics, dropout off)."""
     with mode(model, bn_train=False):
-        return _cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return cat_chunks([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
@@ -119,7 +120,7 @@ def train_bn_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch
     """Logits with BN on each batch of batch_size's own statistics, dropout off ("forgot
     model.eval()"). Running statistics are left exactly as they were."""
     with mode(model, bn_train=True, bn_track=False):
-        return _cat(
+        return cat_chunks(
             [
                 _batch_stats_forward(model, x[i : i + batch_size])
                 for i in range(0, len(x), batch_size)

@@ -4,7 +4,8 @@ Variance shift: Li, Chen, Hu, Yang, "Understanding the Disharmony between Dropou
 Normalization by Variance Shift", CVPR 2019 (arXiv 1801.05134).
 
 Cost in the hot loop: `step()` after each optimizer step adds every BN running buffer
-into an on-device sum (one `_foreach_add_`, O(channels), no host sync). The batch
+into an on-device sum (one add over a flat tensor of every buffer on CPU, one fused foreach
+on CUDA; O(channels), no host sync). The batch
 statistics are recovered from BN's own update at probe time: with
 running_t = (1 − m)·running_{t−1} + m·b_t, the sum of b_t over K steps is
 S + (1 − m)/m · (running_K − running_0) with S = Σ running_t; for momentum=None
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .evaluate import EVAL_CHUNK, mode, predict_logits
+from .evaluate import EVAL_CHUNK, cat_chunks, mode, predict_logits
 
 
 @dataclass
@@ -122,7 +123,7 @@ def eval_pass(
     finally:
         for h in handles:
             h.remove()
-    logits = logits[0] if len(logits) == 1 else torch.cat(logits)
+    logits = cat_chunks(logits)
     sizes = tuple(bn.num_features for bn in bns)
     inv_n = per_channel([1 / c for c in counts] * 2, sizes * 2, x.device, torch.float64)
     centered_mean, centered_m2 = (total * inv_n).chunk(2)
