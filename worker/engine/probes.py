@@ -258,14 +258,13 @@ class BNProbe:
         self.steps = int(state["steps"])
 
     def train_stats(
-        self, ns: list[int], current: torch.Tensor | None = None
+        self, ns: list[int], current: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch mean and biased batch variance per channel, averaged over the window, flat.
 
         ns: per BN, values per channel in one training batch (batch size × H × W).
-        current: the running buffers now (torch.cat(bufs)), if the caller has them.
+        current: the running buffers now, flat (`_current()`).
         """
-        current = self._current() if current is None else current
         total = torch.addcmul(self.sums, current - self.start, self.coef)
         if self.cumulative is not None:  # f = 1/t: Σ b_t = t_K·R_K − t_0·R_0 (telescoping)
             telescoped = self._tracked() * current - self.start_t * self.start
@@ -300,15 +299,10 @@ class BNProbe:
             self.reset_window(current)
         else:
             self.reset_window()
-        grads = [
-            u.weight.grad for u in self.units if u.weight is not None and u.weight.grad is not None
-        ]
-        norms = iter(torch.stack(torch._foreach_norm(grads)).tolist() if grads else [])
-        grad_list = [
-            next(norms) if u.weight is not None and u.weight.grad is not None else None
-            for u in self.units
-        ]
-        return logits, self._rows(values, grad_list)
+        grads = [None if u.weight is None else u.weight.grad for u in self.units]
+        present = [g for g in grads if g is not None]
+        norms = iter(torch.stack(torch._foreach_norm(present)).tolist() if present else [])
+        return logits, self._rows(values, [None if g is None else next(norms) for g in grads])
 
     def _split(self, flat: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if flat is None:  # no BN layer, or nothing recorded yet
