@@ -32,11 +32,16 @@ def test_submit_every_preset_is_accepted(client):
 
 def test_variance_shift_compares_block_dropout_with_head_dropout(client):
     """The variance-shift preset has runs with dropout before BN and runs with head dropout only."""
-    runs = client.post("/api/sweeps", json=client.get("/api/presets/variance_shift").json()["sweep"]).json()["runs"]
+    runs = client.post(
+        "/api/sweeps", json=client.get("/api/presets/variance_shift").json()["sweep"]
+    ).json()["runs"]
     blocks = [r["config"]["model"]["block"] for r in runs]
     before_bn = [b for b in blocks if "dropout" in b and b.index("dropout") < b.index("batchnorm")]
-    head_only = [r for r in runs if "dropout" not in r["config"]["model"]["block"]
-                 and r["config"]["model"]["head_dropout"]]
+    head_only = [
+        r
+        for r in runs
+        if "dropout" not in r["config"]["model"]["block"] and r["config"]["model"]["head_dropout"]
+    ]
     assert before_bn and head_only
 
 
@@ -65,3 +70,18 @@ def test_load_presets_rejects_invalid_cell(tmp_path):
         assert "dropout.rate" in str(exc)
     else:
         raise AssertionError("an invalid grid cell was accepted")
+
+
+def test_tag_runs_with_their_preset(client):
+    """Every run a preset makes carries `preset:<id>` (its full variant too), so the compare
+    view can find the preset's question: checked on the runs the API creates."""
+    for preset in client.get("/api/presets").json():
+        tag = f"preset:{preset['id']}"
+        if preset["kind"] == "run":
+            runs = [client.post("/api/runs", json=preset["config"]).json()]
+            full = preset["full"]
+        else:
+            runs = client.post("/api/sweeps", json=preset["sweep"]).json()["runs"]
+            full = preset["full"]["base"] if preset["full"] else None
+        assert runs and all(tag in r["tags"] for r in runs), (preset["id"], runs[0]["tags"])
+        assert full is None or tag in full["tags"], preset["id"]
