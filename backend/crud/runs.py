@@ -8,10 +8,11 @@ import logging
 import shutil
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from backend import broker
+from backend.crud import run_list
 from backend.crud.checks import check_submission
 from backend.crud.errors import Conflict, NotFound
 from backend.db.models import TERMINAL_STATUSES, LayerStat, Run, RunMetric, utcnow
@@ -68,34 +69,14 @@ def get_runs(*, session: Session, run_ids: Sequence[int]) -> list[Run]:
     return [found[i] for i in run_ids if i in found]
 
 
-def _filters(status: Sequence[str] | None, sweep_id: int | None, tag: str | None,
-             text: str | None) -> list:
-    import json
-
-    from sqlalchemy import String, cast
-
-    where = []
-    if status:
-        where.append(Run.status.in_(list(status)))
-    if sweep_id is not None:
-        where.append(Run.sweep_id == sweep_id)
-    if tag:
-        # Tags are a JSON list on both databases; match the JSON-encoded string element.
-        where.append(cast(Run.tags, String).contains(json.dumps(tag), autoescape=True))
-    if text:
-        where.append(Run.name.icontains(text, autoescape=True))
-    return where
-
-
 def read_runs(*, session: Session, status: Sequence[str] | None = None, sweep_id: int | None = None,
               tag: str | None = None, text: str | None = None, offset: int = 0, limit: int = 50
               ) -> tuple[list[Run], int]:
-    """A page of runs (newest first) matching every given filter, and the total count."""
-    where = _filters(status, sweep_id, tag, text)
-    count = session.scalar(select(func.count()).select_from(Run).where(*where)) or 0
-    rows = session.scalars(select(Run).where(*where).order_by(Run.id.desc())
-                           .offset(offset).limit(limit)).all()
-    return list(rows), count
+    """A page of runs (newest first) matching every given filter, and the total count (the
+    table's sorts and search: crud/run_list.py)."""
+    where = run_list.filters(status=status, sweep_id=sweep_id, tag=tag, text=text)
+    return run_list.read_page(session=session, where=where, sort=run_list.parse_sort(None),
+                              offset=offset, limit=limit)
 
 
 def request_cancel(*, session: Session, run: Run) -> Run:
