@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from backend.crud import packs
 from backend.crud.downsample import bucket_indices
 from backend.crud.errors import FieldError
-from backend.db.models import LAYER_KEYS, METRIC_KEYS, LayerStat, Run, RunMetric
+from backend.db.models import LayerStat, Run, RunMetric
+from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 
 Columns = dict[str, np.ndarray]
 # kind → (table, model, leading sort columns, value keys)
@@ -101,8 +102,21 @@ def _tables(session: Session, runs: Sequence[Run], kind: str,
     return out
 
 
+Window = tuple[int | None, int | None]  # (step_min, step_max), inclusive; None: open
+
+
 def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
-             max_points: int | None) -> Columns:
+             max_points: int | None, window: Window = (None, None)) -> Columns:
+    # The window is cut before downsampling, so a zoomed chart gets up to max_points min/max
+    # buckets inside what it shows (a re-fetch on zoom gains detail, never loses an extreme).
+    lo, hi = window
+    if lo is not None or hi is not None:
+        inside = np.ones(step.shape, dtype=bool)
+        if lo is not None:
+            inside &= step >= lo
+        if hi is not None:
+            inside &= step <= hi
+        step, values = step[inside], values[:, inside]
     if max_points is not None and step.size > max_points:
         keep = bucket_indices(values, max_points)
         step, values = step[keep], values[:, keep]
@@ -122,11 +136,14 @@ def parse_keys(keys: Sequence[str] | None, known: Sequence[str] = METRIC_KEYS,
 
 
 def read_metrics_many(*, session: Session, runs: Sequence[Run], keys: Sequence[str] | None = None,
-                      max_points: int | None = None) -> dict[int, tuple[Columns, int]]:
-    """Per run id: run-level series {"step", *keys} and the number of stored points."""
+                      max_points: int | None = None, window: Window = (None, None)
+                      ) -> dict[int, tuple[Columns, int]]:
+    """Per run id: run-level series {"step", *keys} (inside the step window) and the number of
+    stored points."""
     keys = parse_keys(keys)
     tables = _tables(session, runs, "metrics", keys)
-    return {i: (_columns(t[0], t[1:], keys, max_points), t.shape[1]) for i, t in tables.items()}
+    return {i: (_columns(t[0], t[1:], keys, max_points, window), t.shape[1])
+            for i, t in tables.items()}
 
 
 def read_metrics(*, session: Session, run_id: int, keys: Sequence[str] | None = None,
@@ -155,7 +172,8 @@ LayerColumns = list[tuple[int, str, int, Columns]]
 
 
 def read_layers_many(*, session: Session, runs: Sequence[Run], keys: Sequence[str] | None = None,
-                     max_points: int | None = None) -> dict[int, tuple[LayerColumns, int]]:
+                     max_points: int | None = None, window: Window = (None, None)
+                     ) -> dict[int, tuple[LayerColumns, int]]:
     """Per run id: per BN layer (index, name, stored points, columns), and the most stored
     points of a layer."""
     keys = parse_keys(keys, LAYER_KEYS)
@@ -163,7 +181,7 @@ def read_layers_many(*, session: Session, runs: Sequence[Run], keys: Sequence[st
     out = {}
     for run in runs:
         layers = [(index, layer_name(run, index), part.shape[1],
-                   _columns(part[0], part[1:], keys, max_points))
+                   _columns(part[0], part[1:], keys, max_points, window))
                   for index, part in _split_by_first(tables[run.id])]
         out[run.id] = layers, max((n for _, _, n, _ in layers), default=0)
     return out

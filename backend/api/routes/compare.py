@@ -14,13 +14,15 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from backend.api.deps import MAX_ID, SessionDep
 from backend.api.errors import FieldErrorsPublic
-from backend.api.routes.metrics import KeysQuery, LayerKeysQuery, MaxPoints
+from backend.api.routes.metrics import (KeysQuery, LayerKeysQuery, MaxPoints, StepMax, StepMin,
+                                        window)
 from backend.api.series import RAW_HEADER, layers_builder, metrics_builder
 from backend.api.series_cache import Answer, encoded
 from backend.crud import metrics as crud
 from backend.crud.errors import FieldError
 from backend.crud.runs import get_runs
-from backend.db.models import LAYER_KEYS, METRIC_KEYS, Run
+from backend.db.models import Run
+from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 from backend.schema.compare import ComparePublic
 from backend.schema.runs import RunPublic
 
@@ -57,9 +59,10 @@ def _not_found(missing: list[int]) -> HTTPException:
 
 @router.get("/compare", response_model=ComparePublic)
 def read_compare(session: SessionDep, runs: RunsQuery, layer_keys: LayerKeysQuery = None,
-                 metric_keys: KeysQuery = None, max_points: MaxPoints = None) -> Response:
+                 metric_keys: KeysQuery = None, max_points: MaxPoints = None,
+                 step_min: StepMin = None, step_max: StepMax = None) -> Response:
     """Per run: the run, its metrics (+ their raw point count) and its layers, as the per-run
-    endpoints answer them with the same `keys` and `max_points`."""
+    endpoints answer them with the same `keys`, `max_points` and step window."""
     ids = parse_ids(runs)
     m_keys = tuple(crud.parse_keys(metric_keys, METRIC_KEYS, "metric_keys"))
     l_keys = tuple(crud.parse_keys(layer_keys, LAYER_KEYS, "layer_keys"))
@@ -67,9 +70,11 @@ def read_compare(session: SessionDep, runs: RunsQuery, layer_keys: LayerKeysQuer
     if len(rows) < len(ids):
         found = {r.id for r in rows}
         raise _not_found([i for i in ids if i not in found])
-    metrics = encoded(rows, "metrics", (m_keys, max_points),
-                      metrics_builder(session, m_keys, max_points))
-    layers = encoded(rows, "layers", (l_keys, max_points), layers_builder(session, l_keys, max_points))
+    win = window(step_min, step_max)
+    metrics = encoded(rows, "metrics", (m_keys, max_points, *win),
+                      metrics_builder(session, m_keys, max_points, win))
+    layers = encoded(rows, "layers", (l_keys, max_points, *win),
+                     layers_builder(session, l_keys, max_points, win))
     body = _splice(rows, metrics, layers)
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 

@@ -12,7 +12,8 @@ from backend.api.series import RAW_HEADER, layers_builder, metrics_builder
 from backend.api.series_cache import serve_series
 from backend.crud import metrics as crud
 from backend.crud.downsample import MIN_POINTS
-from backend.db.models import LAYER_KEYS, METRIC_KEYS
+from backend.crud.errors import FieldError
+from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 from backend.schema.metrics import LayersPublic, MetricsPublic
 
 router = APIRouter(prefix="/runs", tags=["metrics"], responses=responses(404))
@@ -20,6 +21,19 @@ MaxPoints = Annotated[int | None, Query(ge=MIN_POINTS, le=1_000_000,
                                         description="downsample to at most this many points")]
 KeysQuery = Annotated[list[str] | None, Query(description="comma-separated subset of "
                                                + ", ".join(METRIC_KEYS))]
+StepMin = Annotated[int | None, Query(ge=0, le=2**31 - 1,
+                                      description="only points at steps >= this (a zoomed chart)")]
+StepMax = Annotated[int | None, Query(ge=0, le=2**31 - 1,
+                                      description="only points at steps <= this")]
+
+
+def window(step_min: int | None, step_max: int | None) -> tuple[int | None, int | None]:
+    """The step window, checked: a 422 naming step_max when it lies below step_min."""
+    if step_min is not None and step_max is not None and step_max < step_min:
+        raise FieldError("step_max", f"{step_max} is below step_min {step_min}", "query")
+    return step_min, step_max
+
+
 LayerKeysQuery = Annotated[list[str] | None, Query(description="comma-separated subset of "
                                                     + ", ".join(LAYER_KEYS))]
 
@@ -27,17 +41,21 @@ LayerKeysQuery = Annotated[list[str] | None, Query(description="comma-separated 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic,
             responses={200: {"headers": {RAW_HEADER: {"schema": {"type": "integer"}}}}})
 def read_metrics(request: Request, session: SessionDep, run: RunDep, keys: KeysQuery = None,
-                 max_points: MaxPoints = None) -> Response:
+                 max_points: MaxPoints = None, step_min: StepMin = None,
+                 step_max: StepMax = None) -> Response:
     """Run-level series: {"step": [...], "<key>": [...]}; X-Raw-Points has the stored count."""
     wanted = tuple(crud.parse_keys(keys))  # validated before anything is cached
-    return serve_series(request, run, "metrics", (wanted, max_points),
-                        metrics_builder(session, wanted, max_points))
+    win = window(step_min, step_max)
+    return serve_series(request, run, "metrics", (wanted, max_points, *win),
+                        metrics_builder(session, wanted, max_points, win))
 
 
 @router.get("/{run_id}/layers", response_model=LayersPublic)
 def read_layers(request: Request, session: SessionDep, run: RunDep, keys: LayerKeysQuery = None,
-                max_points: MaxPoints = None) -> Response:
+                max_points: MaxPoints = None, step_min: StepMin = None,
+                step_max: StepMax = None) -> Response:
     """Per-BN-layer series, columnar per layer; `raw_points` has the stored count."""
     wanted = tuple(crud.parse_keys(keys, LAYER_KEYS))  # validated before anything is cached
-    return serve_series(request, run, "layers", (wanted, max_points),
-                        layers_builder(session, wanted, max_points))
+    win = window(step_min, step_max)
+    return serve_series(request, run, "layers", (wanted, max_points, *win),
+                        layers_builder(session, wanted, max_points, win))
