@@ -88,6 +88,7 @@ async function request(method, path, options = {}) {
 
 export const health = () => request("GET", "/api/health");
 export const presets = () => request("GET", "/api/presets");
+export const getPreset = (id) => request("GET", `/api/presets/${encodeURIComponent(id)}`);
 
 export const listRuns = (filters = {}) => request("GET", "/api/runs", { query: filters });
 export const getRun = (id) => request("GET", `/api/runs/${id}`);

@@ -10,11 +10,12 @@ import { el, fmt, isTerminal, notice, pct, statusBadge } from "./dom.js";
 import { shortValue } from "./fields.js";
 import { flagParam, param, runUrl, setParams } from "./state.js";
 import { watch } from "./stream.js";
+import { STORY_LAYER_KEYS, renderStory } from "./story.js";
 
 const MAX_POINTS = 1000; // per series and run: min/max buckets on the server keep every dip
 const REFRESH_MS = 1500; // live redraws at most this often
 // The compare view draws only these layer series: asking for them alone halves the payload.
-const LAYER_KEYS = "train_var,eval_var,running_var,shift";
+const LAYER_KEYS = ["train_var", "eval_var", "running_var", "shift", ...STORY_LAYER_KEYS].join(",");
 
 const MAX_ID = 2 ** 31 - 1; // run ids are 32-bit in the database
 
@@ -296,11 +297,13 @@ export function renderCompare(root, ids) {
     const layerCharts = shown.map((i) => ({ index: i, ...chartBox(`chart-layer-${i}`, `BN layer ${i}`) }));
     const accuracy = chartBox("chart-accuracy", "accuracy");
     const shift = chartBox("chart-shift", "variance shift by layer");
-    const gradCos = hasGradCos(ctx) ? chartBox("chart-gradcos", "gradient noise") : null;
-    charts = { layerCharts, accuracy, shift, gradCos, names };
+    const gradCos = hasGradCos(ctx) ? chartBox("chart-gradcos", "gradient cosine") : null;
+    const story = el("div", { class: "story" }); // story.js: the argument above the raw curves
+    charts = { layerCharts, accuracy, shift, gradCos, names, story };
     body.replaceChildren(
       controls(names, withBn, (rebuild) => (rebuild ? build() : draw())),
       legendPanel(ctx),
+      story,
       el("div", { class: `chart-grid ${shown.length === 1 ? "single" : ""}` }, layerCharts.map((c) => c.box)),
       el("div", { class: "chart-grid" }, shift.box, accuracy.box, gradCos?.box ?? null),
       el("div", { class: "tables" },
@@ -330,7 +333,7 @@ export function renderCompare(root, ids) {
       c.note.textContent = rawNote(layersRaw, MAX_POINTS);
     }
     drawing.push(render(shift.plot, shiftTraces(ctx, names),
-      layout({ title: "variance shift by layer (final; 1 = no shift)", xTitle: "BN layer", yTitle: "shift",
+      layout({ title: "bnlab per-channel shift by layer (final; with no shift it reads its noise floor, above 1)", xTitle: "BN layer", yTitle: "shift",
         logy: opts.logy, showlegend: legend }),
       { uirevision: revision, filename: "bnlab-compare-shift" }));
     drawing.push(render(accuracy.plot, accuracyTraces(ctx, opts),
@@ -340,10 +343,11 @@ export function renderCompare(root, ids) {
     accuracy.note.textContent = rawNote([...ctx.data.values()].map((d) => d.metricsRaw), MAX_POINTS);
     if (gradCos) {
       drawing.push(render(gradCos.plot, gradCosTraces(ctx, opts),
-        layout({ title: "gradient noise (cos to large-batch gradient)", yTitle: "cosine", showlegend: legend }),
+        layout({ title: "gradient cosine to the large-batch gradient (higher = less noise)", yTitle: "cosine", showlegend: legend }),
         { uirevision: revision, filename: "bnlab-compare-gradcos" }));
       gradCos.note.textContent = accuracy.note.textContent;
     }
+    drawing.push(renderStory(charts.story, ctx));
     return Promise.all(drawing);
   }
 

@@ -6,6 +6,7 @@ import { DASH, colour, layout, line, purgeAll, render } from "./charts.js";
 import { downloadBlob, el, fmt, isTerminal, notice, pct, plotText, progressBar, statusBadge } from "./dom.js";
 import { flagParam, navigate, runUrl, setParams } from "./state.js";
 import { watch } from "./stream.js";
+import { renderStory, runContext } from "./story.js";
 
 const MAX_POINTS = 2000;
 const REFRESH_MS = 1500;
@@ -70,10 +71,13 @@ function facts(run) {
 function summaryPanel(run) {
   const s = run.summary;
   if (!s) return notice(isTerminal(run.status) ? "No summary recorded." : "The summary appears when the run ends.");
-  const modes = Object.entries(s.test_acc_train_mode ?? {}).sort(([a], [b]) => Number(a) - Number(b));
+  const bySize = (obj) => Object.entries(obj ?? {}).sort(([a], [b]) => Number(a) - Number(b));
+  const modes = bySize(s.test_acc_train_mode);
+  const bnOnly = bySize(s.test_acc_train_bn);
   const rows = [
     ["test accuracy, eval mode", pct(s.test_acc_eval)],
-    ...modes.map(([bs, v]) => [`test accuracy, train mode @ batch ${bs}`, pct(v)]),
+    ...modes.map(([bs, v]) => [`test accuracy, model.train() @ batch ${bs}`, pct(v)]),
+    ...bnOnly.map(([bs, v]) => [`test accuracy, BN-only train mode @ batch ${bs}`, pct(v)]),
     ["test accuracy, BN recalibrated", pct(s.test_acc_recalibrated)],
     ["steps / s", fmt(s.steps_per_s, 1)],
     ["wall time", s.wall_s != null ? `${fmt(s.wall_s, 1)} s` : "–"],
@@ -84,7 +88,7 @@ function summaryPanel(run) {
     el("table", { class: "kv" }, el("tbody", {}, rows.map(([k, v]) =>
       el("tr", {}, el("th", { text: k }), el("td", { class: "num", text: v }))))),
     shifts.length ? el("table", { class: "kv" },
-      el("thead", {}, el("tr", {}, el("th", { text: "BN layer" }), el("th", { text: "final shift" }))),
+      el("thead", {}, el("tr", {}, el("th", { text: "BN layer" }), el("th", { text: "final shift (bnlab per-channel)" }))),
       el("tbody", {}, shifts.map(([name, v]) =>
         el("tr", {}, el("td", { text: name }), el("td", { class: "num", text: fmt(v) }))))) : null);
 }
@@ -141,7 +145,7 @@ function chartSpecs(run, m, layers, logy) {
       ...mline("val_acc_train_mode", colour(1), "dash")], "accuracy (dashed: validation in train mode)",
     "accuracy"],
     ["chart-lr", mline("lr", colour(2)), "learning rate", "lr"],
-    ["chart-gradcos", mline("grad_cos", colour(4)), "gradient noise (cos to large-batch gradient)", "cosine"],
+    ["chart-gradcos", mline("grad_cos", colour(4)), "gradient cosine to the large-batch gradient (higher = less noise)", "cosine"],
   ];
   const varKeys = ["train_var", "eval_var", "running_var"];
   for (const layer of layers.filter((l) => varKeys.some((k) => hasValues(l[k])))) {
@@ -217,6 +221,7 @@ export function renderRun(root, id) {
   const message = el("div", { class: "message" });
   const top = el("div", { class: "run-top" });
   const grid = el("div", { class: "chart-grid" });
+  const story = el("div", { class: "story" }); // story.js: the argument, as on the compare view
   const config = el("pre", { class: "config" });
   let last = null; // the latest data, redrawn when the log-y toggle changes
   const logy = el("input", { type: "checkbox", name: "logy", checked: flagParam("logy") });
@@ -226,7 +231,7 @@ export function renderRun(root, id) {
   });
   const bar = el("div", { class: "toolbar run-controls" }, el("label", { class: "inline",
     title: "log scale for loss, variance, shift and gradient-norm charts" }, logy, " log y"));
-  root.append(head, message, top, bar, grid,
+  root.append(head, message, top, story, bar, grid,
     el("section", { class: "panel" }, el("h2", { text: "Config" }), config));
 
   async function load() {
@@ -251,6 +256,8 @@ export function renderRun(root, id) {
     config.textContent = JSON.stringify(run.config, null, 2);
     last = { run, metrics: metrics.columns, layers: layers.layers ?? [] };
     await drawCharts(grid, last.run, last.metrics, last.layers, logy.checked);
+    if (!alive) return;
+    await renderStory(story, runContext(last.run, last.metrics, last.layers), { single: true });
     if (!alive) return;
     document.body.dataset.ready = "run";
     if (isTerminal(run.status)) {
