@@ -22,6 +22,10 @@ def make_celery(s: Settings = settings) -> Celery:
         task_ignore_result=True,  # results live in the database, not in a result backend
         broker_connection_retry_on_startup=True,
     )
+    if s.broker_url.startswith(("redis", "rediss")):
+        # Set explicitly (kombu's default is 1 h): with acks_late a message stays unacked for
+        # the whole run, and a run longer than the timeout would be delivered a second time.
+        conf["broker_transport_options"] = {"visibility_timeout": s.visibility_timeout_s}
     if s.broker_url.startswith("filesystem"):
         folder = s.broker_dir
         for sub in ("queue", "processed", "control"):

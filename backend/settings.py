@@ -9,7 +9,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BNLAB_", env_file=".env", extra="ignore")
+    # env_ignore_empty: compose passes every BNLAB_ setting as `${BNLAB_X:-}`, so an unset one
+    # arrives as "" and must mean "the default", not an invalid value.
+    model_config = SettingsConfigDict(env_prefix="BNLAB_", env_file=".env", extra="ignore",
+                                      env_ignore_empty=True)
 
     data_dir: Path = Path.home() / ".bnlab"  # SQLite file, embedded broker, checkpoints, uploads
     database_url_: str | None = Field(None, alias="BNLAB_DATABASE_URL")  # default: SQLite in data_dir
@@ -25,6 +28,23 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = 30.0  # a run whose heartbeat is older is considered lost
     reconcile_s: float = 15.0  # how often the reaper/reconciler sweeps the runs table
     cors_origins: list[str] = []
+    # A run whose training makes no progress (no probe, no epoch end) for this long, while its
+    # heartbeat thread still beats, is treated like a lost one (worker/db_sink.py). 0 = off.
+    stall_timeout_s: float = 900.0
+    # Redis redelivers an unacknowledged message after this long (acks_late: a message is acked
+    # when its run ends). Longer than any run, so a healthy long run is never sent twice; a run
+    # whose worker died is requeued by the reconciler long before, from the database.
+    visibility_timeout_s: float = 172_800.0
+    # Where checkpoints, exports and uploads go: unset = the data dir (one host or a shared
+    # volume); s3://bucket/prefix = an S3-compatible object store (workers on other hosts).
+    artifacts_url: str | None = None
+    s3_endpoint_url: str | None = None  # e.g. http://minio:9000; unset = AWS
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    # Set by `bnlab worker --gpus ...` for its children: a worker pinned to a GPU whose CUDA
+    # cannot start takes no run (it would silently train on the CPU) and says why.
+    require_cuda: bool = False
 
     @computed_field
     @property
