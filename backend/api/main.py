@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 
 from backend import reconcile
-from backend.api import errors
+from backend.api import errors, static
 from backend.api.limits import UploadSizeLimit
 from backend.api.routes import (compare, exports, health, metrics, presets, runs, stream, sweeps,
                                 uploads)
@@ -49,36 +49,26 @@ def api_router() -> APIRouter:
     return router
 
 
-def _frontend_file(path: str) -> Path:
-    """The file under frontend/ for `path`, or index.html (client-side routes like /runs/7)."""
-    root = FRONTEND_DIR.resolve()
-    candidate = (root / path).resolve()
-    if path and candidate.is_file() and root in candidate.parents:
-        return candidate
-    index = root / "index.html"
-    if not index.is_file():
-        raise HTTPException(404, "the dashboard is not installed (no frontend/index.html)")
-    return index
-
-
 def add_static(app: FastAPI) -> None:
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
-    def read_plotly() -> FileResponse:
+    def read_plotly(request: Request) -> Response:
         path = plotly_js()
         if path is None:
             raise HTTPException(404, "plotly is not installed (pip install bnlab[api])")
-        return FileResponse(path, media_type="text/javascript",
-                            headers={"Cache-Control": "public, max-age=86400"})
+        return static.file_response(request, path, cache_control="public, max-age=86400")
 
     @app.get("/{path:path}", include_in_schema=False)
-    def read_frontend(path: str) -> FileResponse:
+    def read_frontend(request: Request, path: str) -> Response:
         if path == "api" or path.startswith("api/"):
             # An API path that exists for other methods is a 405, not a page (e.g. GET /api/sweeps).
             methods = errors.allowed_methods(app, f"/{path}")
             if methods:
                 raise HTTPException(405, "Method Not Allowed", headers={"Allow": ", ".join(methods)})
             raise HTTPException(404, f"no API endpoint /{path}")
-        return FileResponse(_frontend_file(path))
+        if not (FRONTEND_DIR / "index.html").is_file():
+            raise HTTPException(404, "the dashboard is not installed (no frontend/index.html)")
+        # Compressed files, client-side routes as index.html, a real 404 page for the rest.
+        return static.frontend_response(request, FRONTEND_DIR, path)
 
 
 def document_auth(app: FastAPI) -> None:

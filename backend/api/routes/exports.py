@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 
 from backend.api.deps import RunDep
 from backend.api.errors import responses
@@ -21,6 +22,19 @@ def _missing(run_id: int, run_status: str, fmt: str) -> str:
     if fmt == "onnx":
         return f"run {run_id} has no ONNX export (onnx was not installed on its worker); try format=npz"
     return f"run {run_id} has no {fmt} export on this server"
+
+
+class ExportsPublic(BaseModel):
+    """The export files a run has on this server (the dashboard offers only these)."""
+
+    formats: list[Literal["npz", "onnx"]]
+
+
+@router.get("/{run_id}/exports", response_model=ExportsPublic)
+def list_exports(run: RunDep) -> ExportsPublic:
+    """Which of model.npz / model.onnx exist for the run (none until it succeeds)."""
+    folder = settings.exports_dir / f"run-{run.id}"
+    return ExportsPublic(formats=[f for f in ("npz", "onnx") if (folder / f"model.{f}").is_file()])
 
 
 @router.get("/{run_id}/export", response_class=FileResponse,

@@ -23,11 +23,35 @@ def test_serve_index_at_root(frontend):
     assert "INDEX" in TestClient(main.create_app()).get("/").text
 
 
-@pytest.mark.parametrize("path", ["/compare?runs=1,2", "/runs/7", "/some/client/route"])
+@pytest.mark.parametrize("path", ["/compare?runs=1,2", "/runs/7", "/sweep?sweep=3", "/runs/7/"])
 def test_serve_index_for_client_routes(frontend, path):
     """Client-side routes fall back to index.html (shareable /compare and /runs/ID links)."""
     res = TestClient(main.create_app()).get(path)
     assert res.status_code == 200 and "INDEX" in res.text
+
+
+@pytest.mark.parametrize("path", ["/some/client/route", "/runs/abc", "/compare/x", "/nothing.js"])
+def test_unknown_path_is_404_page(frontend, path):
+    """A path the dashboard has no view for answers the 404 page with status 404."""
+    (frontend / "404.html").write_text("<html>NOT FOUND PAGE</html>")
+    res = TestClient(main.create_app()).get(path)
+    assert res.status_code == 404 and "NOT FOUND PAGE" in res.text and "INDEX" not in res.text
+
+
+def test_static_files_gzipped(frontend):
+    """Text files are sent gzip-compressed to clients that accept it, plain to others."""
+    body = "export const big = [" + ",".join(str(i) for i in range(5000)) + "];"
+    (frontend / "js" / "big.js").write_text(body)
+    client = TestClient(main.create_app())
+    raw = client.get("/js/big.js", headers={"Accept-Encoding": "gzip"})
+    assert raw.headers["content-encoding"] == "gzip" and raw.text == body
+    assert "accept-encoding" in raw.headers["vary"].lower()
+    plain = client.get("/js/big.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.text == body
+    plotly = client.get("/vendor/plotly.min.js", headers={"Accept-Encoding": "gzip"})
+    assert plotly.headers["content-encoding"] == "gzip"
+    # content-length is the bytes sent: 4.8 MB down to about 1.4 MB
+    assert int(plotly.headers["content-length"]) < 0.4 * main.plotly_js().stat().st_size
 
 
 def test_serve_static_file(frontend):
@@ -56,7 +80,7 @@ def test_serve_plotly_from_wheel():
 
 
 def test_openapi_docs_served():
-    """/docs and the OpenAPI schema list every DESIGN.md endpoint."""
+    """/docs and the OpenAPI schema list every endpoint of docs/design.md."""
     client = TestClient(main.create_app())
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]

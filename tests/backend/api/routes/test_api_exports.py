@@ -47,3 +47,14 @@ def test_read_export_unknown_format_is_422(client, session):
     run = create_random_run(session, status="succeeded")
     res = client.get(f"/api/runs/{run.id}/export?format=pt")
     assert res.status_code == 422 and res.json()["detail"][0]["field"] == "format"
+
+
+def test_list_exports_names_the_files_present(client, session, data_dir):
+    """GET /exports lists exactly the formats whose file exists (the dashboard offers those)."""
+    run = create_random_run(session, status="succeeded")
+    assert client.get(f"/api/runs/{run.id}/exports").json() == {"formats": []}
+    _export(data_dir, run.id, "model.npz", b"x")
+    assert client.get(f"/api/runs/{run.id}/exports").json() == {"formats": ["npz"]}
+    _export(data_dir, run.id, "model.onnx", b"y")
+    assert client.get(f"/api/runs/{run.id}/exports").json() == {"formats": ["npz", "onnx"]}
+    assert client.get("/api/runs/999999/exports").status_code == 404
