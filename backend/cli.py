@@ -14,6 +14,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from backend.schema.registry import TERMINAL_STATUSES
+
 app = typer.Typer(help="bnlab: run, watch and compare BatchNorm / Dropout experiments.",
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -22,7 +24,6 @@ console = Console()
 err = Console(stderr=True)
 
 DEFAULT_URL = os.environ.get("BNLAB_URL", "http://127.0.0.1:8000")
-TERMINAL = ("succeeded", "failed", "cancelled", "diverged")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -149,7 +150,7 @@ def _watch(client, run_id: int) -> None:
         while True:
             run = _check(client.get(f"/api/runs/{run_id}"))
             bar.update(task, completed=run.get("progress") or 0.0, status=run["status"])
-            if run["status"] in TERMINAL:
+            if run["status"] in TERMINAL_STATUSES:
                 break
             time.sleep(1.0)
     summary = run.get("summary") or {}

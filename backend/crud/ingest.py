@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from backend.db.models import LAYER_KEYS, METRIC_KEYS, LayerStat, RunMetric
+from backend.db.models import LayerStat, RunMetric
+from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 
 METRIC_COLS = ("run_id", "step", *METRIC_KEYS)
 LAYER_COLS = ("run_id", "layer", "step", *LAYER_KEYS)

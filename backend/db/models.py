@@ -18,8 +18,12 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "diverged")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "diverged")
+from backend.schema.registry import (  # noqa: F401  (re-exported: one definition, the registry)
+    LAYER_KEYS,
+    METRIC_KEYS,
+    RUN_STATUSES,
+    TERMINAL_STATUSES,
+)
 
 
 def utcnow() -> datetime:
@@ -125,11 +129,8 @@ class SeriesPack(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc_train_mode", "lr", "grad_cos")
-LAYER_KEYS = (
-    "train_mean", "train_var", "running_mean", "running_var",
-    "eval_mean", "eval_var", "shift", "grad_norm",
-)
+# METRIC_KEYS / LAYER_KEYS (the registry) name these tables' value columns; a drift test checks
+# the columns above match them.
 
 
 class Upload(Base):

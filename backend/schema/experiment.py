@@ -6,12 +6,24 @@ Validation errors name the field path (pydantic's `loc`), which the API turns in
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backend.schema import registry
+from backend.schema.registry import (
+    Activation,
+    Arch,
+    BlockLayer,
+    BnImpl,
+    DatasetName,
+    DropoutKindName,
+    MaskKind,
+    Optimizer,
+    Pooling,
+)
+
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
-LAYER_KINDS = ("linear", "conv", "dropout", "batchnorm", "activation")
 
 
 class _Strict(BaseModel):
@@ -20,7 +32,7 @@ class _Strict(BaseModel):
 
 
 class DatasetConfig(_Strict):
-    name: Literal["digits", "mnist1d", "synthetic", "mnist", "fashion_mnist", "cifar10", "upload"] = "digits"
+    name: DatasetName = "digits"
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # held out from the training split, seeded
     path: str | None = None  # relative to BNLAB_DATASETS_DIR for mnist / fashion_mnist / cifar10
     upload_id: str | None = None  # for name == "upload"
@@ -29,7 +41,7 @@ class DatasetConfig(_Strict):
 
     @model_validator(mode="after")
     def _source_present(self) -> DatasetConfig:
-        if self.name in ("mnist", "fashion_mnist", "cifar10") and not self.path:
+        if registry.dataset(self.name).needs_path and not self.path:
             raise ValueError(f"dataset.path is required for dataset '{self.name}'")
         if self.name == "upload" and not self.upload_id:
             raise ValueError("dataset.upload_id is required for dataset 'upload'")
@@ -37,9 +49,9 @@ class DatasetConfig(_Strict):
 
 
 class DropoutConfig(_Strict):
-    kind: Literal["bernoulli", "gaussian", "uniform"] = "bernoulli"
+    kind: DropoutKindName = "bernoulli"
     rate: Rate = 0.5  # drop probability r (bernoulli, gaussian: var r/(1-r)); beta for uniform
-    mask: Literal["per_sample", "per_batch"] = "per_sample"  # per_batch: one mask for the whole batch
+    mask: MaskKind = "per_sample"  # per_batch: one mask for the whole batch
 
 
 class BatchNormConfig(_Strict):
@@ -48,20 +60,20 @@ class BatchNormConfig(_Strict):
     affine: bool = True
     gamma_init: float = 1.0
     beta_init: float = 0.0
-    impl: Literal["torch", "matrix"] = "torch"  # matrix: our autograd Function (SCIENCE.md §4)
+    impl: BnImpl = "torch"  # matrix: our autograd Function (SCIENCE.md §4)
 
 
 class ModelConfig(_Strict):
-    arch: Literal["mlp", "cnn"] = "mlp"
+    arch: Arch = "mlp"
     widths: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
         default_factory=lambda: [256, 256, 256], min_length=1, max_length=64
     )  # hidden units (mlp) or channels (cnn) per block
-    block: list[Literal["linear", "conv", "dropout", "batchnorm", "activation"]] = Field(
-        default_factory=lambda: ["linear", "dropout", "batchnorm", "activation"]
+    block: list[BlockLayer] = Field(
+        default_factory=lambda: ["linear", "dropout", "batchnorm", "activation"], min_length=1
     )  # layer order inside every hidden block
     head_dropout: Rate | None = None  # one dropout of the same kind right before the classifier
-    activation: Literal["relu", "sigmoid", "tanh", "gaussian", "identity"] = "relu"
-    pooling: Literal["max", "avg"] = "max"  # cnn only: 2x2 pooling after each block
+    activation: Activation = "relu"
+    pooling: Pooling = "max"  # cnn only: 2x2 pooling after each block
     dropout: DropoutConfig = Field(default_factory=DropoutConfig)
     batchnorm: BatchNormConfig = Field(default_factory=BatchNormConfig)
 
@@ -77,7 +89,7 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _block_matches_arch(self) -> ModelConfig:
-        want = "linear" if self.arch == "mlp" else "conv"
+        want = registry.WEIGHT_LAYER[self.arch]
         if want not in self.block:
             raise ValueError(f"model.block must use '{want}' for arch '{self.arch}'")
         return self
@@ -86,7 +98,7 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: int = Field(5, ge=1)  # passes over the training split
     batch_size: int = Field(128, ge=2, le=65536)  # BN needs at least 2 samples per batch
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = Field(0.05, gt=0.0, le=10.0)  # per step, not scaled by batch size
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only
     weight_decay: float = Field(0.0, ge=0.0)

@@ -6,7 +6,9 @@ several times smaller than a list of points. Non-finite values are sent as null.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
+
+from backend.schema.registry import LAYER_KEYS
 
 Column = list[float | None]
 
@@ -15,23 +17,23 @@ Column = list[float | None]
 MetricsPublic = dict[str, Column]
 
 
-class LayerSeries(BaseModel):
-    """One BN layer's series; every list is aligned with `step` (only the `?keys=` asked for)."""
-
+class _LayerSeriesBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     index: int
     name: str
     raw_points: int  # probe steps stored for this layer before downsampling
     step: list[int]
-    train_mean: Column | None = None
-    train_var: Column | None = None
-    running_mean: Column | None = None
-    running_var: Column | None = None
-    eval_mean: Column | None = None
-    eval_var: Column | None = None
-    shift: Column | None = None
-    grad_norm: Column | None = None
+
+
+# One optional column per registry LAYER_KEYS entry, so a new key needs no edit here.
+LayerSeries = create_model(
+    "LayerSeries",
+    __doc__="One BN layer's series; every list is aligned with `step` (only the `?keys=` asked for).",
+    __base__=_LayerSeriesBase,
+    __module__=__name__,
+    **{key: (Column | None, None) for key in LAYER_KEYS},
+)
 
 
 class LayersPublic(BaseModel):

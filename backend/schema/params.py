@@ -1,9 +1,9 @@
 """Pure-python parameter count of the model an ExperimentConfig builds (for BNLAB_MAX_PARAMS).
 
-It mirrors `worker.engine.model.estimate_params` (which the backend may not import: no torch,
-no worker code in the API) and a test checks the two agree: every linear/3x3-conv weight and
-bias, BN's affine pair on the channels it normalises, and the classifier (CNNs end in a global
-average pool, so the classifier sees only the last width).
+The backend may not import torch or the worker, so this counts without building: a test
+checks it against the parameters of the model the engine builds. It counts every
+linear/3x3-conv weight and bias, BN's affine pair on the channels it normalises, and the
+classifier (CNNs end in a global average pool, so the classifier sees only the last width).
 """
 
 from __future__ import annotations
@@ -11,15 +11,11 @@ from __future__ import annotations
 import math
 
 from backend.schema.experiment import ExperimentConfig
+from backend.schema.registry import DATASETS, WEIGHT_LAYER
 
-# dataset name -> (input shape (C, H, W), classes); the same table as the engine's.
+# dataset name -> (input shape (C, H, W), classes), from the registry (uploads carry their own).
 DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
-    "digits": ((1, 8, 8), 10),  # scikit-learn 8x8 digits
-    "mnist": ((1, 28, 28), 10),
-    "fashion_mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "mnist1d": ((1, 1, 40), 10),
-    "synthetic": ((1, 8, 8), 10),  # seeded Gaussian clusters: 64 features, 10 classes
+    d.name: (d.shape, d.classes) for d in DATASETS.values() if d.shape is not None
 }
 
 
@@ -39,7 +35,7 @@ def estimate_params(cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], 
     shape, classes = input_spec(cfg, upload_shape)
     shape = (1, 1, *shape) if len(shape) == 1 else shape
     model, mlp = cfg.model, cfg.model.arch == "mlp"
-    weight = "linear" if mlp else "conv"
+    weight = WEIGHT_LAYER[model.arch]
     affine = "batchnorm" in model.block and model.batchnorm.affine
     bn_before = affine and model.block.index("batchnorm") < model.block.index(weight)
     channels, total = (math.prod(shape) if mlp else shape[0]), 0

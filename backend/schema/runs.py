@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from backend.schema.experiment import ExperimentConfig
+from backend.schema.registry import RunStatus
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
 
 # POST /api/runs takes a plain ExperimentConfig: the submission *is* the config.
 RunCreate = ExperimentConfig

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.schema import registry
+
 TEST_FRACTION = 0.2  # for sets without their own test split
 SPLIT_SEED = 12345  # the test split never depends on the run's seed: runs compare on one test set
 
@@ -315,30 +317,37 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return perm[k:], perm[:k]
 
 
+# Where each registry dataset's arrays come from: a reader of the folder at dataset.path (by the
+# registry's `source`), or a reader of bundled / generated / uploaded arrays (by name). A drift
+# test checks every registry dataset has one.
+FOLDER_READERS: dict[str, Any] = {"idx": load_idx_folder, "cifar_pickle": load_cifar_folder}
+ARRAY_READERS: dict[str, Any] = {
+    "digits": lambda cfg, uploads_dir: load_digits_arrays(),
+    "mnist1d": lambda cfg, uploads_dir: make_mnist1d(cfg.n_samples or 4000),
+    "synthetic": lambda cfg, uploads_dir: make_synthetic(cfg.n_samples or 4000),
+    "upload": lambda cfg, uploads_dir: _upload_arrays(cfg, uploads_dir),
+}
+
+
+def _upload_arrays(cfg: Any, uploads_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    if uploads_dir is None:
+        raise ValueError("dataset.upload_id: no uploads directory is configured")
+    return read_upload(Path(uploads_dir), cfg.upload_id)
+
+
 def raw_arrays(
     cfg: Any, *, datasets_root: Path | None, uploads_dir: Path | None
 ) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_test, y_test) for dataset config `cfg`, before standardisation."""
-    name = cfg.name
-    if name in ("mnist", "fashion_mnist", "cifar10"):
+    spec = registry.dataset(cfg.name)  # an unknown name raises, naming dataset.name
+    if spec.needs_path:
         from backend.schema.paths import resolve_dataset_path
 
         if datasets_root is None:
             raise ValueError("dataset.path: no datasets root is configured (BNLAB_DATASETS_DIR)")
         folder = resolve_dataset_path(Path(datasets_root), cfg.path)
-        return load_cifar_folder(folder) if name == "cifar10" else load_idx_folder(folder)
-    if name == "digits":
-        x, y = load_digits_arrays()
-    elif name == "mnist1d":
-        x, y = make_mnist1d(cfg.n_samples or 4000)
-    elif name == "synthetic":
-        x, y = make_synthetic(cfg.n_samples or 4000)
-    elif name == "upload":
-        if uploads_dir is None:
-            raise ValueError("dataset.upload_id: no uploads directory is configured")
-        x, y = read_upload(Path(uploads_dir), cfg.upload_id)
-    else:
-        raise ValueError(f"dataset.name: unknown dataset {name!r}")
+        return FOLDER_READERS[spec.source](folder)
+    x, y = ARRAY_READERS[spec.name](cfg, uploads_dir)
     tr, te = _split(len(x), TEST_FRACTION, SPLIT_SEED)
     return x[tr], y[tr], x[te], y[te]
 

@@ -16,8 +16,7 @@ import math
 import torch
 from torch import nn
 
-DROPOUT_KINDS = ("bernoulli", "gaussian", "uniform")
-MASK_KINDS = ("per_sample", "per_batch")
+from backend.schema.registry import DROPOUT_KIND_NAMES, MASK_KINDS
 
 
 def mask_shape(x: torch.Tensor, mask: str) -> tuple[int, ...]:
@@ -40,7 +39,7 @@ def noise(x: torch.Tensor, kind: str, rate: float, mask: str) -> torch.Tensor:
     if kind == "uniform":
         # 1 + u, u ~ U(−β, β): E[(1+u)²] = 1 + β²/3
         return torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(-rate, rate).add_(1.0)
-    raise ValueError(f"model.dropout.kind must be one of {DROPOUT_KINDS}, got {kind!r}")
+    raise ValueError(f"model.dropout.kind must be one of {DROPOUT_KIND_NAMES}, got {kind!r}")
 
 
 def dropout(
@@ -88,11 +87,12 @@ class UniformDropout(Dropout):
     kind = "uniform"
 
 
-_DROPOUTS = {"bernoulli": BernoulliDropout, "gaussian": GaussianDropout, "uniform": UniformDropout}
+# One module per registry kind (a drift test checks the keys, and the noise moments).
+_DROPOUTS = {c.kind: c for c in (BernoulliDropout, GaussianDropout, UniformDropout)}
 
 
 def get_dropout_layer(kind: str, rate: float, mask: str = "per_sample") -> Dropout:
     """Config string → dropout module (the one place kinds are mapped to classes)."""
     if kind not in _DROPOUTS:
-        raise ValueError(f"model.dropout.kind must be one of {DROPOUT_KINDS}, got {kind!r}")
+        raise ValueError(f"model.dropout.kind must be one of {DROPOUT_KIND_NAMES}, got {kind!r}")
     return _DROPOUTS[kind](rate, mask)

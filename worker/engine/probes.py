@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from backend.schema.registry import BN_LAYER_KEYS, LAYER_KEYS, noise_moments
+
 from .evaluate import EVAL_CHUNK, cat_chunks, mode, predict_logits
 
 
@@ -133,9 +135,14 @@ def eval_pass(
 
 def predicted_shift(kind: str, rate: float, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """SCIENCE.md §2 train var / eval var per channel for Dropout(kind, rate) right before BN,
-    from the dropout input's eval-mode mean μ and variance v (m2 = v + μ²)."""
-    m2, mu2 = var + mean * mean, mean * mean
-    train_m2 = m2 * (1 + rate * rate / 3) if kind == "uniform" else m2 / (1 - rate)
+    from the dropout input's eval-mode mean μ and variance v (m2 = v + μ²).
+
+    y = x·g with E[g] = 1, Var[g] = s² (the registry's noise moments; an unknown kind raises):
+    train E[y²] = m2·(1 + s²), E[y] = μ, so train var / eval var = (m2·(1 + s²) − μ²) / v.
+    """
+    g_mean, g_var = noise_moments(kind, rate)
+    m2, mu2 = var + mean * mean, (g_mean * mean) ** 2
+    train_m2 = m2 * (g_mean * g_mean + g_var)
     return (train_m2 - mu2) / var.clamp_min(1e-12)
 
 
@@ -294,8 +301,17 @@ class BNProbe:
             evar = evar.float()
             shift = shift_per_channel(evar, rvar, self.eps)
             self._last = (emean, evar, shift)
-            rows = torch.stack([tmean, tvar, rmean, rvar, emean.float(), evar, shift])
-            values = (self.avg @ rows.T).tolist()  # (layers, 7); CPU-GPU sync point
+            stats = {  # per channel, flat; named by the registry's BN_LAYER_KEYS
+                "train_mean": tmean,
+                "train_var": tvar,
+                "running_mean": rmean,
+                "running_var": rvar,
+                "eval_mean": emean.float(),
+                "eval_var": evar,
+                "shift": shift,
+            }
+            rows = torch.stack([stats[k] for k in BN_LAYER_KEYS])
+            values = (self.avg @ rows.T).tolist()  # (layers, keys); CPU-GPU sync point
             self.reset_window(current)
         else:
             self.reset_window()
@@ -322,20 +338,14 @@ class BNProbe:
         return {k: (means[k], variances[k]) for k in means}
 
     def _rows(self, values: list[list[float]], grads: list[float | None]) -> list[dict[str, Any]]:
-        keys = (
-            "train_mean",
-            "train_var",
-            "running_mean",
-            "running_var",
-            "eval_mean",
-            "eval_var",
-            "shift",
-        )
+        """One dict per unit: index, name and every registry LAYER_KEYS entry, by name."""
         rows, it = [], iter(values)
         for i, u in enumerate(self.units):
-            vals = next(it) if u.bn is not None else [None] * len(keys)
-            row = {"index": i, "name": u.name, **{k: _finite(v) for k, v in zip(keys, vals)}}
-            row["grad_norm"] = _finite(grads[i])
+            bn_vals = next(it) if u.bn is not None else [None] * len(BN_LAYER_KEYS)
+            named = dict(zip(BN_LAYER_KEYS, bn_vals, strict=True))
+            named["grad_norm"] = grads[i]
+            row = {"index": i, "name": u.name}
+            row.update({k: _finite(named[k]) for k in LAYER_KEYS})  # KeyError: a key not measured
             rows.append(row)
         return rows
 

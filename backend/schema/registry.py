@@ -1,0 +1,170 @@
+"""Every list of names bnlab knows, defined once (torch-free: the API, the CLI and the engine
+all import it).
+
+The schema's Literals, the parameter estimate, the engine's loaders and layers, ingest, the
+API's key checks and the CLI read these tables; the dashboard reads the served JSON schema,
+which the Literals come from. tests/backend/schema/test_registry.py fails when a consumer
+drifts (a loader, a dropout module or a column missing for a name listed here).
+
+Adding a name is one entry here, then whatever the drift tests ask for:
+- a dataset: a `DatasetSpec` in DATASETS, and its reader in worker/engine/data.py (LOADERS);
+- a dropout kind: a `DropoutKind` in DROPOUT_KINDS with its noise variance, and its module in
+  worker/engine/dropout.py;
+- a model architecture: ARCHS, and its builder in worker/engine/model.py;
+- a per-layer or run-level key: LAYER_KEYS / METRIC_KEYS, the column in backend/db/models.py
+  (plus a migration), and the value in what the engine emits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+# ---------------------------------------------------------------------------- datasets
+
+Shape = tuple[int, int, int]  # (C, H, W); vectors are (1, 1, D)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A built-in dataset: what a model for it looks like, and where its samples come from."""
+
+    name: str
+    shape: Shape | None  # input (C, H, W); None: the upload's own shape
+    classes: int | None  # None: the upload's own labels
+    needs_path: bool  # dataset.path (a folder under BNLAB_DATASETS_DIR) is required
+    source: str  # how it is read: bundled, generated, upload, or a folder format (idx, ...)
+    about: str
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    d.name: d
+    for d in (
+        DatasetSpec("digits", (1, 8, 8), 10, False, "bundled", "scikit-learn's 8x8 digits"),
+        DatasetSpec("mnist1d", (1, 1, 40), 10, False, "generated", "MNIST-1D-style signals"),
+        DatasetSpec("synthetic", (1, 8, 8), 10, False, "generated", "seeded Gaussian clusters"),
+        DatasetSpec("mnist", (1, 28, 28), 10, True, "idx", "MNIST IDX files"),
+        DatasetSpec("fashion_mnist", (1, 28, 28), 10, True, "idx", "Fashion-MNIST IDX files"),
+        DatasetSpec("cifar10", (3, 32, 32), 10, True, "cifar_pickle", "CIFAR-10 python batches"),
+        DatasetSpec("upload", None, None, False, "upload", "an uploaded .npz or .csv"),
+    )
+}
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+PATH_DATASETS: tuple[str, ...] = tuple(n for n, d in DATASETS.items() if d.needs_path)
+
+
+def dataset(name: str) -> DatasetSpec:
+    """The spec of `name`, or ValueError naming the field (never a silent default)."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"dataset.name must be one of {list(DATASETS)}, got {name!r}") from None
+
+
+# ---------------------------------------------------------------------------- dropout
+
+
+@dataclass(frozen=True)
+class DropoutKind:
+    """A train-mode dropout y = x·g with multiplicative noise g, E[g] = 1 (SCIENCE.md §2).
+
+    `noise_var(rate)` is Var[g]; E[g²] = 1 + Var[g] is what scales the second moment a
+    following BN sees in training, so the predicted variance shift comes from here and
+    nowhere else: a kind without an entry is an error, not Bernoulli's formula.
+    """
+
+    name: str
+    noise_var: Callable[[float], float]
+    rate_means: str  # what model.dropout.rate is for this kind
+
+
+DROPOUT_KINDS: dict[str, DropoutKind] = {
+    k.name: k
+    for k in (
+        # m ~ Bernoulli(q)/q, q = 1 - r: E[g²] = 1/q, Var = r/q
+        DropoutKind("bernoulli", lambda r: r / (1.0 - r), "drop probability r"),
+        # g ~ N(1, r/q): the same first two moments as inverted Bernoulli
+        DropoutKind("gaussian", lambda r: r / (1.0 - r), "drop probability r (variance r/(1-r))"),
+        # g = 1 + u, u ~ U(-b, b): Var = b²/3 (Li et al. 2019's Uout)
+        DropoutKind("uniform", lambda b: b * b / 3.0, "half-width b of U(-b, b)"),
+    )
+}
+DROPOUT_KIND_NAMES: tuple[str, ...] = tuple(DROPOUT_KINDS)
+MASK_KINDS: tuple[str, ...] = ("per_sample", "per_batch")
+
+
+def noise_moments(kind: str, rate: float) -> tuple[float, float]:
+    """(mean, variance) of `kind`'s multiplicative noise at `rate`; unknown kind: ValueError."""
+    if kind not in DROPOUT_KINDS:
+        raise ValueError(f"model.dropout.kind must be one of {list(DROPOUT_KINDS)}, got {kind!r}")
+    return 1.0, DROPOUT_KINDS[kind].noise_var(float(rate))
+
+
+# ---------------------------------------------------------------------------- models
+
+ARCHS: tuple[str, ...] = ("mlp", "cnn")
+# The layers a hidden block may hold, in any order; each block has exactly one weight layer.
+BLOCK_LAYERS: tuple[str, ...] = ("linear", "conv", "dropout", "batchnorm", "activation")
+WEIGHT_LAYER: dict[str, str] = {"mlp": "linear", "cnn": "conv"}  # arch -> its block's weight
+ACTIVATIONS: tuple[str, ...] = ("relu", "sigmoid", "tanh", "gaussian", "identity")
+POOLINGS: tuple[str, ...] = ("max", "avg")
+BN_IMPLS: tuple[str, ...] = ("torch", "matrix")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+
+# ---------------------------------------------------------------------------- series keys
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    name: str
+    about: str
+    from_bn: bool = False  # a BN statistic: None for a block without BN
+
+
+# Per reported layer and probe step (worker/engine/probes.py emits one value of each, by name;
+# backend/db/models.py LayerStat has one column of each). Per-layer values are channel means.
+LAYER_KEY_SPECS: tuple[SeriesKey, ...] = (
+    SeriesKey("train_mean", "batch mean in training, averaged over the probe window", from_bn=True),
+    SeriesKey("train_var", "biased batch variance in training, window average", from_bn=True),
+    SeriesKey("running_mean", "BN's running mean (what eval mode normalises with)", from_bn=True),
+    SeriesKey("running_var", "BN's running variance", from_bn=True),
+    SeriesKey("eval_mean", "mean of the BN input in eval mode on held-out data", from_bn=True),
+    SeriesKey("eval_var", "variance of the BN input in eval mode on held-out data", from_bn=True),
+    SeriesKey("shift", "max(eval_var/running_var, its inverse) per channel, >= 1", from_bn=True),
+    SeriesKey("grad_norm", "L2 norm of the block's weight gradient at the probe step"),
+)
+LAYER_KEYS: tuple[str, ...] = tuple(k.name for k in LAYER_KEY_SPECS)
+BN_LAYER_KEYS: tuple[str, ...] = tuple(k.name for k in LAYER_KEY_SPECS if k.from_bn)
+
+# Run-level, per probe step (worker/engine/train.py; backend/db/models.py RunMetric).
+METRIC_KEY_SPECS: tuple[SeriesKey, ...] = (
+    SeriesKey("epoch", "fractional epoch at the probe step"),
+    SeriesKey("train_loss", "mean training loss over the probe window"),
+    SeriesKey("train_acc", "training accuracy over the probe window"),
+    SeriesKey("val_loss", "validation loss in eval mode"),
+    SeriesKey("val_acc", "validation accuracy in eval mode"),
+    SeriesKey("val_acc_train_mode", "validation accuracy with BN in train mode"),
+    SeriesKey("lr", "learning rate"),
+    SeriesKey("grad_cos", "cosine of a mini-batch gradient to the mean gradient (grad_noise)"),
+)
+METRIC_KEYS: tuple[str, ...] = tuple(k.name for k in METRIC_KEY_SPECS)
+
+# ---------------------------------------------------------------------------- runs
+
+ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")
+TERMINAL_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled", "diverged")
+RUN_STATUSES: tuple[str, ...] = ACTIVE_STATUSES + TERMINAL_STATUSES
+
+# Literal types built from the tables (typing accepts a tuple of values at runtime), so the
+# schema's Literals, and with them the served JSON schema, cannot drift from the registry.
+DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]
+DropoutKindName = Literal[DROPOUT_KIND_NAMES]  # type: ignore[valid-type]
+MaskKind = Literal[MASK_KINDS]  # type: ignore[valid-type]
+Arch = Literal[ARCHS]  # type: ignore[valid-type]
+BlockLayer = Literal[BLOCK_LAYERS]  # type: ignore[valid-type]
+Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
+Pooling = Literal[POOLINGS]  # type: ignore[valid-type]
+BnImpl = Literal[BN_IMPLS]  # type: ignore[valid-type]
+Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
+RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
