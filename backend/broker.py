@@ -1,5 +1,5 @@
 """The Celery client, configured from the one settings object. No task code is imported here:
-the API enqueues by name, so it never needs torch (STYLE.md rule 10)."""
+the API enqueues by name, so it never needs torch (docs/design.md, "Enqueue by name")."""
 
 from __future__ import annotations
 
@@ -46,5 +46,5 @@ celery_app = make_celery()
 
 
 def enqueue_run(run_id: int, app: Celery | None = None) -> None:
-    """Hand a committed run to the workers (commit first: STYLE.md rule 13)."""
+    """Hand a committed run to the workers (docs/design.md, "Commit, then enqueue")."""
     (app or celery_app).send_task(TRAIN_RUN, args=[run_id], queue=QUEUE)

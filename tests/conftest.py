@@ -1,5 +1,5 @@
-"""Shared fixtures (STYLE.md rule 25): a fresh PostgreSQL database per test session, migrated
-once with Alembic; per-test savepoint sessions rolled back at teardown; a TestClient whose
+"""Shared fixtures (docs/design.md, "Real services in tests"): a fresh PostgreSQL database per
+test session, migrated once with Alembic; per-test savepoint sessions rolled back at teardown; a TestClient whose
 requests use that session; the real Redis (db 1) as broker; a temporary data directory.
 
 The settings singleton is patched in a session fixture (not through the environment at import

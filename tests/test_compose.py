@@ -73,7 +73,7 @@ def test_build_service_from_existing_dockerfile(name: str) -> None:
 
 
 def test_keep_torch_out_of_api_image() -> None:
-    """The API image installs only the api extra: no torch (DESIGN.md)."""
+    """The API image installs only the api extra: no torch (docs/design.md)."""
     lines = (ROOT / "backend" / "Dockerfile").read_text().splitlines()
     code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
     assert "'.[api]'" in code and "worker]" not in code and "torch" not in code

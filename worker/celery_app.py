@@ -1,8 +1,8 @@
 """The worker's Celery app: the broker client of backend.broker plus worker-only settings.
 
 acks_late + reject_on_worker_lost: a message is acknowledged only after the task returns, so a
-worker killed mid-run does not silently drop it (STYLE.md rule 15; the task is idempotent:
-the claim is atomic and points are upserts). Prefetch 1: one job at a time per worker.
+worker killed mid-run does not silently drop it (docs/design.md, "Idempotent task, late acks";
+the task is idempotent: the claim is atomic and points are upserts). Prefetch 1: one job at a time per worker.
 """
 
 from __future__ import annotations

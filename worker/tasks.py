@@ -1,6 +1,6 @@
 """The one task: `bnlab.train_run(run_id)`, a thin adapter between the broker, the database
-and the engine (STYLE.md rules 12-14). It asserts the world itself: it claims the run in the
-database first and returns without training when the claim fails, so a doubled or redelivered
+and the engine (docs/design.md, "Pass ids, assert the world"). It asserts the world itself: it
+claims the run in the database first and returns without training when the claim fails, so a doubled or redelivered
 message never trains a run twice at once."""
 
 from __future__ import annotations

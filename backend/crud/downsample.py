@@ -1,4 +1,4 @@
-"""Deterministic min/max bucket downsampling of aligned series (DESIGN.md `?max_points=`).
+"""Deterministic min/max bucket downsampling of aligned series (docs/design.md `?max_points=`).
 
 The interior points are cut into equal buckets by index; from every bucket we keep, for each
 series, the index of its minimum, its maximum and its first non-finite value. So a dip to zero

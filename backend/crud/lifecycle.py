@@ -82,8 +82,8 @@ def fail_run(*, session: Session, run_id: int, error: str, worker_id: str | None
 
 def _commit_then_enqueue(session: Session, run_ids: list[int],
                          enqueue: Callable[[int], None] | None) -> None:
-    # Commit the row first, then send the message (STYLE.md rule 13): a worker that gets the
-    # message must find the run queued.
+    # Commit the row first, then send the message (docs/design.md, "Commit, then enqueue"): a
+    # worker that gets the message must find the run queued.
     session.commit()
     for run_id in run_ids if enqueue else ():
         enqueue(run_id)

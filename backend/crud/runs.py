@@ -45,7 +45,7 @@ def new_run(*, config: ExperimentConfig, sweep_id: int | None = None) -> Run:
 
 def create_run(*, session: Session, config: ExperimentConfig, sweep_id: int | None = None,
                enqueue: bool = True) -> Run:
-    """Check, store and (after the commit: STYLE.md rule 13) enqueue one run."""
+    """Check, store and (after the commit: docs/design.md, "Commit, then enqueue") enqueue a run."""
     check_submission(session=session, config=config)
     run = new_run(config=config, sweep_id=sweep_id)
     session.add(run)

@@ -93,7 +93,7 @@ class RunMetric(Base):
 
 
 class LayerStat(Base):
-    """One BN layer's statistics at one probe step (SCIENCE.md §1)."""
+    """One BN layer's statistics at one probe step (docs/science.md §1)."""
 
     __tablename__ = "layer_stats"
 

@@ -1,5 +1,5 @@
 """The seed studies: every `backend/presets/*.json` is a ready-to-submit config or sweep with
-the question it answers, where to look in the dashboard and what to expect (SCIENCE.md §7).
+the question it answers, where to look in the dashboard and what to expect (docs/science.md §7).
 
 A preset file: {"id", "title", "question", "look_at", "expected", "kind": "run" | "sweep",
 "config" (kind run) | "sweep" (kind sweep, a SweepCreate), "full": optional GPU-sized variant

@@ -1,4 +1,4 @@
-"""ExperimentConfig: the one schema every part of bnlab speaks (see shared/DESIGN.md).
+"""ExperimentConfig: the one schema every part of bnlab speaks (see docs/design.md).
 
 Every field has a default, so `ExperimentConfig()` is a valid, small, fast experiment.
 Validation errors name the field path (pydantic's `loc`), which the API turns into a 422.
@@ -60,7 +60,7 @@ class BatchNormConfig(_Strict):
     affine: bool = True
     gamma_init: float = 1.0
     beta_init: float = 0.0
-    impl: BnImpl = "torch"  # matrix: our autograd Function (SCIENCE.md §4)
+    impl: BnImpl = "torch"  # matrix: our autograd Function (docs/science.md §4)
 
 
 class ModelConfig(_Strict):
@@ -110,7 +110,7 @@ class ProbeConfig(_Strict):
     every_steps: int = Field(20, ge=1)  # optimizer steps between two probes
     # Held-out batches per probe for the eval-mode statistics and validation accuracies. Each
     # costs two forwards (eval mode, train-BN mode): at 1, a probe every 20 steps adds ~3 % to
-    # training (issue 2's 1.05x budget); at 4 it adds 10-17 %. DESIGN.md's 4 gives smoother
+    # training (issue 2's 1.05x budget); at 4 it adds 10-17 %. 4 gives smoother
     # per-probe curves for MLPs (shift's noise floor is ~1 + 0.8*sqrt(2/n) for n samples per
     # channel: ~1.1 at 128, ~1.05 at 512), so the study presets ask for 4.
     eval_batches: int = Field(1, ge=1)
@@ -119,7 +119,7 @@ class ProbeConfig(_Strict):
     )  # "forgot model.eval()" accuracies at these test batch sizes
     recalibrate: bool = True  # PreciseBN after training (dropout off, cumulative BN stats)
     recalibrate_samples: int = Field(4096, ge=64)  # training samples for the recalibration pass
-    # Gradient noise (SCIENCE.md §6): at each probe, metric `grad_cos` = cosine between a fresh
+    # Gradient noise (docs/science.md §6): at each probe, metric `grad_cos` = cosine between a fresh
     # mini-batch gradient and the mean gradient of up to 32 fixed training batches (train mode,
     # dropout on, no step, BN stats restored). Off by default: it costs ~33 backward passes per probe.
     grad_noise: bool = False

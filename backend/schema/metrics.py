@@ -1,4 +1,4 @@
-"""Series schemas: columnar run metrics and per-layer statistics (DESIGN.md response shapes).
+"""Series schemas: columnar run metrics and per-layer statistics (docs/design.md response shapes).
 
 Columnar (`{"step": [...], "val_acc": [...]}`) because that is what Plotly draws from and it is
 several times smaller than a list of points. Non-finite values are sent as null.

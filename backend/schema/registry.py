@@ -67,7 +67,7 @@ def dataset(name: str) -> DatasetSpec:
 
 @dataclass(frozen=True)
 class DropoutKind:
-    """A train-mode dropout y = x·g with multiplicative noise g, E[g] = 1 (SCIENCE.md §2).
+    """A train-mode dropout y = x·g with multiplicative noise g, E[g] = 1 (docs/science.md §2).
 
     `noise_var(rate)` is Var[g]; E[g²] = 1 + Var[g] is what scales the second moment a
     following BN sees in training, so the predicted variance shift comes from here and

@@ -1,4 +1,4 @@
-"""Run schemas (STYLE.md rule 4): what the API accepts and returns for a run."""
+"""Run schemas (docs/design.md, "Schema families"): what the API accepts and returns for a run."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ export const retryRun = (id) => request("POST", `/api/runs/${id}/retry`, { write
 export const deleteRun = (id) => request("DELETE", `/api/runs/${id}`, { write: true });
 
 // The raw point count of a downsampled metrics response travels in X-Raw-Points (the body
-// keeps DESIGN.md's columnar shape); it is returned beside the columns.
+// keeps docs/design.md's columnar shape); it is returned beside the columns.
 export async function getMetrics(id, { keys, maxPoints } = {}) {
   const response = await request("GET", `/api/runs/${id}/metrics`, {
     query: { keys, max_points: maxPoints },

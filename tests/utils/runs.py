@@ -1,4 +1,5 @@
-"""Test data built through crud (STYLE.md rule 27): configs, runs and their stored series."""
+"""Test data built through crud (docs/design.md, "Real services in tests"): configs, runs and
+their stored series."""
 
 from __future__ import annotations
 

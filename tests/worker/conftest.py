@@ -2,8 +2,8 @@
 
 - PostgreSQL (a scratch database `bnlab_wk_*` on 127.0.0.1:5432) + Redis db 2
 - the embedded set-up: SQLite file + kombu filesystem broker in a temp data dir
-Tests with a real worker commit and read back (STYLE.md rule 25): the worker cannot see an
-uncommitted transaction. Never task_always_eager (rule 26).
+Tests with a real worker commit and read back (docs/design.md, "Real services in tests"): the
+worker cannot see an uncommitted transaction. Never task_always_eager: a real worker process.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The study presets (backend/presets/*.json) and the README examples (examples/*.json):
 each validates through the preset loader, every run of every preset trains at a tiny size,
-and the variance-shift study's outcome holds (SCIENCE.md §2, §7)."""
+and the variance-shift study's outcome holds (docs/science.md §2, §7)."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def variance_shift_runs() -> dict[str, dict]:
 
 
 def test_match_predicted_shift_at_first_bn_after_dropout(variance_shift_runs):
-    """Dropout right before BN: the first BN's measured shift is within 10 % of SCIENCE.md §2's
+    """Dropout right before BN: the first BN's measured shift is within 10 % of docs/science.md §2's
     ratio (computed from the measured BN input), and well above 1."""
     s = variance_shift_runs["before_bn"]
     measured, predicted = s["shift_by_layer"]["blocks.0.bn"], s["shift_predicted_by_layer"]["blocks.0.bn"]
@@ -136,7 +136,7 @@ def test_keep_shift_near_one_with_head_dropout_only(variance_shift_runs):
 
 def test_lower_grad_cos_with_per_batch_masks():
     """dropout_masks study (seed 0 runs, half the data and epochs): per-batch masks give a lower
-    mean grad_cos over training than per-sample masks on the same config (SCIENCE.md §6)."""
+    mean grad_cos over training than per-sample masks on the same config (docs/science.md §6)."""
     mean_cos = {}
     for cfg in configs(preset_by_id("dropout_masks")):
         if cfg.train.seed == 0:

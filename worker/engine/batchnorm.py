@@ -1,4 +1,4 @@
-"""Batch Normalization with the matrix-form backward (SCIENCE.md §4), plus the norm factory.
+"""Batch Normalization with the matrix-form backward (docs/science.md §4), plus the norm factory.
 
 Ioffe & Szegedy, "Batch Normalization", ICML 2015 (arXiv 1502.03167). The classes subclass
 torch's BatchNorm1d/2d, so parameters, buffers and state_dict keys are the same and the
@@ -44,7 +44,7 @@ class MatrixBatchNormFn(Function):
         sum_dy = dy.sum(dims)  # dβ = Σ dy
         sum_dy_xhat = (dy * xhat).sum(dims)  # dγ = Σ dy·x̂
         gamma = torch.ones_like(sigma) if weight is None else weight
-        # dx = (γ / (N σ)) · (N·dy − Σ dy − x̂ · Σ(dy·x̂))   (SCIENCE.md §4)
+        # dx = (γ / (N σ)) · (N·dy − Σ dy − x̂ · Σ(dy·x̂))   (docs/science.md §4)
         dx = (gamma / (n * sigma)).view(view) * (
             n * dy - sum_dy.view(view) - xhat * sum_dy_xhat.view(view)
         )
@@ -93,11 +93,11 @@ class _MatrixBatchNorm:
 
 
 class MatrixBatchNorm1d(_MatrixBatchNorm, nn.BatchNorm1d):
-    """BatchNorm1d whose backward is the matrix form of SCIENCE.md §4."""
+    """BatchNorm1d whose backward is the matrix form of docs/science.md §4."""
 
 
 class MatrixBatchNorm2d(_MatrixBatchNorm, nn.BatchNorm2d):
-    """BatchNorm2d whose backward is the matrix form of SCIENCE.md §4."""
+    """BatchNorm2d whose backward is the matrix form of docs/science.md §4."""
 
 
 _NORMS = {

@@ -5,7 +5,7 @@
 - uniform: Uout (Li et al., CVPR 2019, arXiv 1801.05134 §5), y = x + x·u, u ~ U(−β, β), β = rate.
 
 Masks are `per_sample` (one draw per element, what frameworks do) or `per_batch` (one draw
-per feature/channel, shape (1, C[, 1, 1]), shared by the whole batch; SCIENCE.md §6).
+per feature/channel, shape (1, C[, 1, 1]), shared by the whole batch; docs/science.md §6).
 Every kind is the identity in eval mode.
 """
 
@@ -32,7 +32,7 @@ def noise(x: torch.Tensor, kind: str, rate: float, mask: str) -> torch.Tensor:
     if kind == "bernoulli":
         return torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(q).div_(q)
     if kind == "gaussian":
-        # g ~ N(1, r/q): E[g] = 1, E[g²] = 1/q, like inverted bernoulli (SCIENCE.md §2)
+        # g ~ N(1, r/q): E[g] = 1, E[g²] = 1/q, like inverted bernoulli (docs/science.md §2)
         return (
             torch.randn(shape, device=x.device, dtype=x.dtype).mul_(math.sqrt(rate / q)).add_(1.0)
         )

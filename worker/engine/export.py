@@ -3,7 +3,7 @@
 The .npz describes the eval-mode network as a flat list of ops (`ops`, `op_names`) with
 each op's arrays under `<name>.<array>`: linear/conv weight and bias, and for every BN its
 running_mean, running_var, gamma, beta and eps. A second op list (`folded.ops`) is the same
-network with each BN folded into an adjacent linear/conv (SCIENCE.md §5): into the layer
+network with each BN folded into an adjacent linear/conv (docs/science.md §5): into the layer
 before it when only dropout lies between (W' = diag(s)·W, b' = s·(b − μ) + β), else, in an
 MLP, into the next linear layer (W' = W·diag(s), b' = b + W·(β − s·μ)); a BN with a
 nonlinearity or pooling on both sides cannot be folded and stays (recorded under

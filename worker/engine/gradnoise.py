@@ -1,4 +1,4 @@
-"""Gradient noise probe (`probe.grad_noise`, SCIENCE.md §6): the cosine between one fresh
+"""Gradient noise probe (`probe.grad_noise`, docs/science.md §6): the cosine between one fresh
 mini-batch gradient and a reference gradient on a larger fixed set of training samples,
 both at the current weights, in train mode with dropout active.
 

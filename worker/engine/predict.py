@@ -7,7 +7,7 @@ inputs.npy holds X as (N, C, H, W), (N, H, W) or (N, D), already standardised li
 training data (pass --raw to apply the stored per-channel input_mean / input_std). Prints
 one predicted class per line (or the logits with --logits).
 
-BN at inference (SCIENCE.md §1): y = γ · (x − running_mean) / sqrt(running_var + eps) + β.
+BN at inference (docs/science.md §1): y = γ · (x − running_mean) / sqrt(running_var + eps) + β.
 `predict_doc_formula` uses (running_var + eps) without the square root, the formula once
 printed in a framework's documentation, to measure how far off it is.
 """

@@ -1,4 +1,4 @@
-"""BNProbe: train-time vs inference-time statistics of every BN layer (SCIENCE.md §1).
+"""BNProbe: train-time vs inference-time statistics of every BN layer (docs/science.md §1).
 
 Variance shift: Li, Chen, Hu, Yang, "Understanding the Disharmony between Dropout and Batch
 Normalization by Variance Shift", CVPR 2019 (arXiv 1801.05134).
@@ -134,7 +134,7 @@ def eval_pass(
 
 
 def predicted_shift(kind: str, rate: float, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """SCIENCE.md §2 train var / eval var per channel for Dropout(kind, rate) right before BN,
+    """docs/science.md §2 train var / eval var per channel for Dropout(kind, rate) right before BN,
     from the dropout input's eval-mode mean μ and variance v (m2 = v + μ²).
 
     y = x·g with E[g] = 1, Var[g] = s² (the registry's noise moments; an unknown kind raises):

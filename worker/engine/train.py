@@ -253,7 +253,7 @@ def train(
     progress: bool = False,
     data: Data | None = None,
 ) -> TrainResult:
-    """Train one experiment, streaming probe records to `sink`; see DESIGN.md for the summary."""
+    """Train one experiment, streaming probe records to `sink` (docs/design.md: the summary)."""
     t0 = time.perf_counter()
     cfg = validate_config(cfg)
     sink = sink if sink is not None else MemorySink()
@@ -342,7 +342,8 @@ def _final_metrics(run: Run) -> dict[str, Any]:
 
 
 def _predicted_shifts(run: Run) -> dict[str, float]:
-    """SCIENCE.md §2's ratio for each BN whose block puts dropout right before it (else absent).
+    """docs/science.md §2's ratio for each BN whose block puts dropout right before it (else
+    absent).
 
     In eval mode the BN input is the dropout's input, so its measured per-channel mean and
     variance give m2 and μ; the per-layer value is the channel mean, like `shift`. Only the

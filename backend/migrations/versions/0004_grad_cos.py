@@ -1,4 +1,4 @@
-"""run_metrics.grad_cos: the gradient-noise probe (probe.grad_noise, SCIENCE.md §6)
+"""run_metrics.grad_cos: the gradient-noise probe (probe.grad_noise, docs/science.md §6)
 
 Revision ID: 0004
 Revises: 0003

@@ -35,7 +35,8 @@ def test_create_run_broker_down_keeps_run_queued(session, monkeypatch):
 
 
 def test_create_run_commits_before_enqueue(session, monkeypatch):
-    """The run row exists (committed) when the message is sent (STYLE.md rule 13)."""
+    """The run row exists (committed) when the message is sent (docs/design.md, "Commit, then
+    enqueue")."""
     seen = []
     # No open session transaction at send time: the row was committed, not just flushed.
     monkeypatch.setattr(broker, "enqueue_run", lambda run_id: seen.append(

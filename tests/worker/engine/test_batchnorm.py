@@ -1,4 +1,4 @@
-"""Matrix-form BN against torch's BatchNorm (worker/engine/batchnorm.py, SCIENCE.md §4)."""
+"""Matrix-form BN against torch's BatchNorm (worker/engine/batchnorm.py, docs/science.md §4)."""
 
 import pytest
 import torch

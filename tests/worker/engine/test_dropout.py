@@ -54,7 +54,7 @@ def test_pass_through_in_eval_mode(kind):
     ],
 )
 def test_match_noise_moments(kind, second_moment):
-    """The noise has mean 1 and E[noise²] as in SCIENCE.md §2 (within 2 %, 10⁶ draws)."""
+    """The noise has mean 1 and E[noise²] as in docs/science.md §2 (within 2 %, 10⁶ draws)."""
     torch.manual_seed(0)
     r = 0.3
     g = noise(torch.empty(1000, 1000), kind, r, "per_sample")

@@ -52,7 +52,7 @@ def test_change_metrics_with_seed():
 
 
 def test_write_summary_keys():
-    """The summary holds every DESIGN.md key; train-mode accuracies are keyed by batch size."""
+    """The summary holds every docs/design.md key; train-mode accuracies are keyed by batch size."""
     result, sink = _run(TINY)
     assert result.status == "succeeded" and sink.summary == result.summary
     for key in (
@@ -226,7 +226,7 @@ def test_start_afresh_from_unreadable_checkpoint(tmp_path):
 @pytest.mark.parametrize("kind", ["bernoulli", "uniform"])
 def test_predict_first_layer_shift_in_trained_net(kind):
     """In a trained Dropout(0.4) → BN net the first BN's measured shift is within 10 % of the
-    SCIENCE.md §2 ratio computed from its measured input statistics (EMA momentum 0.1, so the
+    docs/science.md §2 ratio computed from its measured input statistics (EMA momentum 0.1, so the
     running variance reflects recent weights; 10 % covers the EMA's drift and sampling noise)."""
     cfg = {
         "dataset": {"name": "synthetic", "n_samples": 3000},

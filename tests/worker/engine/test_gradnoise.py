@@ -56,7 +56,8 @@ def test_leave_model_state_and_grads_untouched():
 
 def test_lower_cosine_with_per_batch_masks_at_fixed_weights():
     """At the same weights (early in training), per-batch dropout masks give a noisier mini-batch
-    gradient than per-sample masks: a lower mean cosine to the reference gradient (SCIENCE.md §6)."""
+    gradient than per-sample masks: a lower mean cosine to the reference gradient
+    (docs/science.md §6)."""
     cfg = ExperimentConfig.model_validate({
         "dataset": {"name": "mnist1d", "n_samples": 4000}, "model": {"widths": [256, 256, 256]},
         "train": {"epochs": 1, "device": "cpu"}, "probe": {"every_steps": 100, "recalibrate": False,

@@ -1,4 +1,5 @@
-"""BNProbe against SCIENCE.md's closed forms and direct measurements (worker/engine/probes.py)."""
+"""BNProbe against docs/science.md's closed forms and direct measurements (worker/engine/probes.py).
+"""
 
 import pytest
 import torch
@@ -12,12 +13,13 @@ C, BATCH = 16, 256
 
 
 def _relu_plus(n: int, gen: torch.Generator) -> torch.Tensor:
-    """x = relu(z) + 0.3, z ~ N(0, 1): the nonzero-mean input of SCIENCE.md §2's worked example."""
+    """x = relu(z) + 0.3, z ~ N(0, 1): the nonzero-mean input of docs/science.md §2's worked
+    example."""
     return torch.relu(torch.randn(n, C, generator=gen)) + 0.3
 
 
 def _predicted_ratio(kind: str, rate: float, x: torch.Tensor) -> torch.Tensor:
-    """SCIENCE.md §2 train var / eval var per channel, from the measured m2 and μ of x."""
+    """docs/science.md §2 train var / eval var per channel, from the measured m2 and μ of x."""
     m2, mu = (x * x).mean(0), x.mean(0)
     train_m2 = m2 * (1 + rate * rate / 3) if kind == "uniform" else m2 / (1 - rate)
     return (train_m2 - mu * mu) / (m2 - mu * mu)
@@ -179,8 +181,8 @@ def test_stay_near_one_with_head_dropout_only():
     torch.set_num_threads(1)
     head = _train_shift(["linear", "batchnorm", "activation"], 0.5)
     before = _train_shift(["linear", "dropout", "batchnorm", "activation"], None)
-    # "≈ 1 up to the drift of the moving average" (SCIENCE.md §2): max(r, 1/r) of an EMA over
-    # ~10 batches of 64 is biased above 1 by its sampling noise and the weights' drift.
+    # No BN sees dropout: what the shift reads is its noise floor (docs/science.md §1), sampling
+    # noise folded above 1 by max(r, 1/r), not a drift of the moving average.
     assert all(s < 1.25 for s in head.values()), f"head-dropout-only shift {head}"
     assert before["blocks.0.bn"] > 1.5, f"dropout-before-BN shift {before}"
 

@@ -108,7 +108,7 @@ def test_create_run_rejects_non_finite_number(client):
 
 
 def test_read_run_returns_documented_fields(client, session):
-    """GET /api/runs/{id} has every field of the DESIGN.md shape."""
+    """GET /api/runs/{id} has every field of the docs/design.md shape."""
     run = create_random_run(session, status="succeeded",
                             summary={"test_acc_eval": 0.9, "test_acc_train_mode": {"1": 0.1}})
     body = client.get(f"/api/runs/{run.id}").json()
