@@ -97,6 +97,11 @@ export const createSweep = (sweep) => request("POST", "/api/sweeps", { json: swe
 export const cancelRun = (id) => request("POST", `/api/runs/${id}/cancel`, { write: true });
 export const retryRun = (id) => request("POST", `/api/runs/${id}/retry`, { write: true });
 export const deleteRun = (id) => request("DELETE", `/api/runs/${id}`, { write: true });
+// The runs table: groups with n/mean/sd/min/max of metrics; bulk tag/untag/delete.
+export const runGroups = (query = {}) => request("GET", "/api/runs/groups", { query });
+export const bulkRuns = (ids, action, tags = []) =>
+  request("POST", "/api/runs/bulk", { json: { ids, action, tags }, write: true });
+export const listExports = (id) => request("GET", `/api/runs/${id}/exports`);
 
 // The raw point count of a downsampled metrics response travels in X-Raw-Points (the body
 // keeps docs/design.md's columnar shape); it is returned beside the columns.
@@ -115,9 +120,10 @@ export const getLayers = (id, { keys, maxPoints } = {}) =>
 
 // A compare view's data in one request: per run {run, metrics, metrics_raw_points, layers}, each
 // what getRun/getMetrics/getLayers answer. Unknown ids are a 404 whose detail[0].input lists them.
-export const getCompare = (ids, { layerKeys, metricKeys, maxPoints } = {}) =>
+export const getCompare = (ids, { layerKeys, metricKeys, maxPoints, stepMin, stepMax } = {}) =>
   request("GET", "/api/compare", {
-    query: { runs: ids, layer_keys: layerKeys, metric_keys: metricKeys, max_points: maxPoints },
+    query: { runs: ids, layer_keys: layerKeys, metric_keys: metricKeys, max_points: maxPoints,
+      step_min: stepMin, step_max: stepMax },
   });
 
 export async function exportRun(id, format = "npz") {

@@ -4,7 +4,6 @@
 
 import { plotText } from "./dom.js";
 
-/* global Plotly */
 
 // 20 distinguishable colours (Tableau 10 and its light partners, interleaved by contrast).
 export const PALETTE = [
@@ -16,6 +15,60 @@ export const PALETTE = [
 export function colour(index) {
   return PALETTE[index % PALETTE.length];
 }
+
+// One colour per run wherever it is drawn, from its id (not its position in a URL or a table):
+// a multiplicative hash spreads consecutive ids (a sweep's runs) over the palette.
+export function runColour(id) {
+  const h = Math.imul(Number(id) >>> 0, 2654435761) >>> 0;
+  return PALETTE[(h >>> 16) % PALETTE.length];
+}
+
+// ---- Plotly, loaded only by the views that draw charts ---------------------------------------
+
+let plotlyLoading = null;
+
+// The runs table has no chart: Plotly (4.8 MB, 1.4 MB gzipped) is fetched on the first render.
+export function loadPlotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!plotlyLoading) {
+    plotlyLoading = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = "/vendor/plotly.min.js";
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = () => {
+        plotlyLoading = null;
+        reject(new Error("could not load /vendor/plotly.min.js"));
+      };
+      document.head.append(script);
+    });
+  }
+  return plotlyLoading;
+}
+
+// ---- theme ----------------------------------------------------------------------------------
+
+const darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+
+export function isDark() {
+  return Boolean(darkQuery?.matches);
+}
+
+// Chart colours for the browser's colour scheme (the page follows it through CSS).
+function theme() {
+  return isDark()
+    ? { paper: "#161a20", plot: "#161a20", grid: "#2c333d", text: "#d7dde5", legend: "rgba(22,26,32,0.7)" }
+    : { paper: "#ffffff", plot: "#ffffff", grid: "#eceff3", text: "#1f2328", legend: "rgba(255,255,255,0.7)" };
+}
+
+// Redraw every chart on the page when the browser switches between light and dark.
+darkQuery?.addEventListener?.("change", () => {
+  if (!window.Plotly) return;
+  const t = theme();
+  for (const div of document.querySelectorAll(".js-plotly-plot")) {
+    window.Plotly.relayout(div, { paper_bgcolor: t.paper, plot_bgcolor: t.plot, "font.color": t.text,
+      "xaxis.gridcolor": t.grid, "yaxis.gridcolor": t.grid, "legend.bgcolor": t.legend });
+  }
+});
 
 export const DASH = { train_var: "solid", eval_var: "dash", running_var: "dot" };
 
@@ -107,28 +160,35 @@ export function band({ x, lo, hi, name, color, group, meta }) {
 
 export function layout({ title, xTitle = "step", yTitle, logy = false, showlegend = false,
   height = 300, extra = {} }) {
+  const t = theme();
   return {
     title: { text: plotText(title), font: { size: 13 }, x: 0.01, xanchor: "left" },
     height,
     margin: { l: 58, r: 12, t: 34, b: 40 },
-    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11 },
-    paper_bgcolor: "#ffffff",
-    plot_bgcolor: "#ffffff",
+    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11, color: t.text },
+    paper_bgcolor: t.paper,
+    plot_bgcolor: t.plot,
     showlegend,
-    legend: { font: { size: 10 }, bgcolor: "rgba(255,255,255,0.7)" },
+    legend: { font: { size: 10 }, bgcolor: t.legend },
     hovermode: "x",
-    xaxis: { title: { text: xTitle }, gridcolor: "#eceff3", zeroline: false },
-    yaxis: { title: { text: yTitle }, gridcolor: "#eceff3", zeroline: false,
+    xaxis: { title: { text: xTitle }, gridcolor: t.grid, zeroline: false },
+    yaxis: { title: { text: yTitle }, gridcolor: t.grid, zeroline: false,
       type: logy ? "log" : "linear", exponentformat: "power" },
     ...extra,
   };
 }
 
-export function config(filename) {
+// Toolbar: PNG download, zoom and pan; no "edit in Chart Studio" / send-to-cloud button (the
+// data would leave the lab) and no Plotly logo.
+export function config(filename, { select = false } = {}) {
   return {
     responsive: true,
     displaylogo: false,
-    modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"],
+    showSendToCloud: false,
+    showEditInChartStudio: false,
+    showLink: false,
+    modeBarButtonsToRemove: ["sendDataToCloud", "editInChartStudio", "autoScale2d",
+      ...(select ? [] : ["select2d", "lasso2d"])],
     toImageButtonOptions: { format: "png", filename, scale: 2 },
   };
 }
@@ -142,11 +202,13 @@ function preferGl(traces) {
 }
 
 // uirevision keeps zoom/pan across redraws of the same view; a new key resets them.
-export function render(div, traces, chartLayout, { uirevision, filename = "bnlab-chart" } = {}) {
-  return Plotly.react(div, preferGl(traces), { ...chartLayout, uirevision: uirevision ?? "keep" },
-    config(filename));
+export async function render(div, traces, chartLayout, { uirevision, filename = "bnlab-chart", select = false } = {}) {
+  const plotly = await loadPlotly();
+  return plotly.react(div, preferGl(traces), { ...chartLayout, uirevision: uirevision ?? "keep" },
+    config(filename, { select }));
 }
 
 export function purgeAll(root) {
-  for (const div of root.querySelectorAll(".js-plotly-plot")) Plotly.purge(div);
+  if (!window.Plotly) return; // nothing was drawn yet
+  for (const div of root.querySelectorAll(".js-plotly-plot")) window.Plotly.purge(div);
 }

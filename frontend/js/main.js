@@ -7,6 +7,7 @@ import { renderCompare } from "./compare.js";
 import { el } from "./dom.js";
 import { renderRun } from "./runpage.js";
 import { renderRuns } from "./runs.js";
+import { renderSweep } from "./sweep.js";
 import { compareUrl, onRouteChange, route } from "./state.js";
 
 const main = document.getElementById("view");
@@ -27,6 +28,14 @@ function show(current) {
     // The Compare tab returns to the last compared selection.
     if (current.ids.length) document.querySelector('nav a[data-view="compare"]').setAttribute("href", compareUrl(current.ids));
     teardown = renderCompare(main, current.ids);
+  } else if (current.view === "sweep") {
+    document.title = "bnlab · sweep";
+    teardown = renderSweep(main);
+  } else if (current.view === "notfound") {
+    document.title = "bnlab · page not found";
+    main.append(el("h1", { text: "Page not found (404)" }),
+      el("p", {}, "There is no page at this address. ", el("a", { href: "/", "data-link": true, text: "Runs" })));
+    teardown = () => {};
   } else {
     document.title = "bnlab · runs";
     teardown = renderRuns(main);

@@ -2,6 +2,7 @@
 //   /                      runs table   (?status=&tag=&sweep=&q=)
 //   /compare?runs=1,2,...  compare view (&layer=&logy=1&smooth=0.6&group=1&running=1)
 //   /runs/ID               one run
+//   /sweep?sweep=ID        sweep view (or ?runs=1,2,...; &x=&metric=)
 
 const listeners = new Set();
 
@@ -13,6 +14,8 @@ export function route() {
   if (pathname.replace(/\/$/, "") === "/compare") {
     return { view: "compare", ids: parseIds(params.runs), params };
   }
+  if (pathname.replace(/\/$/, "") === "/sweep") return { view: "sweep", params };
+  if (pathname !== "/" && pathname !== "/index.html") return { view: "notfound", params };
   return { view: "runs", params };
 }
 

@@ -1,0 +1,1 @@
+export function renderSweep(root) { root.append("sweep"); return () => {}; }
