@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent  # holds the backend/ and worker/ 
 
 
 def worker_command(name: str, loglevel: str = "INFO") -> list[str]:
-    """One Celery worker, one job at a time (solo pool: the task runs in the worker process)."""
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
+    """One Celery worker, one job at a time (solo pool: the task runs in the worker process).
+    worker.launch checks the device first (a required GPU without CUDA takes no run)."""
+    return [sys.executable, "-m", "worker.launch",
             "--pool", "solo", "--concurrency", "1", "-Q", "bnlab", "-n", name,
             "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
 
@@ -48,8 +49,12 @@ class WorkerSupervisor:
     """Keeps `n` worker subprocesses alive until `stop()`; restarts each one that exits."""
 
     def __init__(self, n: int = 1, *, min_uptime_s: float = 10.0,
-                 env: dict[str, str] | None = None) -> None:
-        self.n, self.min_uptime_s, self.env = n, min_uptime_s, env
+                 env: dict[str, str] | None = None,
+                 slots: list[tuple[str, dict[str, str]]] | None = None) -> None:
+        """slots: (name, extra env) per process, e.g. ("gpu3", {"CUDA_VISIBLE_DEVICES": "3"});
+        default: n slots named bnlab0.. with no extra env. A restarted process keeps its slot."""
+        self.slots = slots or [(f"bnlab{i}", {}) for i in range(n)]
+        self.n, self.min_uptime_s, self.env = len(self.slots), min_uptime_s, env
         self.procs: dict[int, subprocess.Popen] = {}
         self.restarts = 0
         self._stop = threading.Event()
@@ -63,8 +68,10 @@ class WorkerSupervisor:
         return self
 
     def _spawn(self, i: int) -> subprocess.Popen:
-        name = f"bnlab{i}-{os.getpid()}@%h"
-        return subprocess.Popen(worker_command(name), env=worker_env(self.env), cwd=str(ROOT),
+        slot, extra = self.slots[i]
+        name = f"{slot}-{os.getpid()}@%h"
+        env = {**worker_env(self.env), **extra, "BNLAB_WORKER_SLOT": slot}
+        return subprocess.Popen(worker_command(name), env=env, cwd=str(ROOT),
                                 preexec_fn=_die_with_parent)
 
     def _keep(self, i: int) -> None:

@@ -54,13 +54,18 @@ class DbSink:
         self._next_flush = 0.0
         self._backoff = 0.5
         self.flushes = 0  # successful batch writes
+        # When training last showed progress (a probe, an epoch end, the start or the summary):
+        # the Heartbeat's stall check reads it (settings.stall_timeout_s).
+        self.progress_at = time.monotonic()
 
     # --- MetricSink protocol ------------------------------------------------------------
     def on_start(self, *, device: str, total_steps: int, layer_names: list[str]) -> None:
+        self.progress_at = time.monotonic()
         self.total_steps = total_steps
         self.with_retry(self._write_run, device=device, layer_names=list(layer_names))
 
     def on_probe(self, record: Any) -> None:
+        self.progress_at = time.monotonic()
         if self.lost:
             return
         self.buffer.append(record)
@@ -71,10 +76,12 @@ class DbSink:
             self._try_flush()
 
     def on_epoch_end(self, *, epoch: int, step: int) -> None:
+        self.progress_at = time.monotonic()
         self.last_step = max(self.last_step, step)
         self.flush()
 
     def on_summary(self, summary: dict[str, Any]) -> None:
+        self.progress_at = time.monotonic()
         self.flush()
 
     def should_stop(self) -> bool:
@@ -149,10 +156,20 @@ class DbSink:
 
 class Heartbeat:
     """Touches the run's heartbeat from a thread, so long stretches without a probe (data
-    loading, recalibration, export) never look like a dead worker."""
+    loading, recalibration, export) never look like a dead worker.
 
-    def __init__(self, sink: DbSink, interval_s: float) -> None:
+    Stall check: a training thread stuck (a hung CUDA kernel, a deadlocked data loader) while
+    this thread still beats would hold its run forever. After `stall_timeout_s` without
+    progress (DbSink.progress_at) the beats stop and the run is given up here (sink.lost), so
+    the reconciler finds its heartbeat stale like a dead worker's and requeues it; `on_stall`
+    then runs (the Celery task exits the stuck process, and its supervisor starts a fresh one).
+    """
+
+    def __init__(self, sink: DbSink, interval_s: float, *, stall_timeout_s: float = 0.0,
+                 on_stall: Any = None) -> None:
         self.sink, self.interval_s = sink, interval_s
+        self.stall_timeout_s, self.on_stall = stall_timeout_s, on_stall
+        self.stalled = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-run-{sink.run_id}",
                                         daemon=True)
@@ -167,6 +184,15 @@ class Heartbeat:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
+            idle = time.monotonic() - self.sink.progress_at
+            if self.stall_timeout_s and idle > self.stall_timeout_s:
+                self.stalled, self.sink.lost = True, True
+                log.error("run %s: no training progress for %.0fs (BNLAB_STALL_TIMEOUT_S=%g): "
+                          "giving the run up so it is requeued", self.sink.run_id, idle,
+                          self.stall_timeout_s)
+                if self.on_stall is not None:
+                    self.on_stall()
+                return
             try:
                 with self.sink.sessions() as s, s.begin():
                     if not heartbeat(session=s, run_id=self.sink.run_id,

@@ -21,6 +21,13 @@ from backend.db.session import get_sessionmaker
 from backend.schema.experiment import ExperimentConfig
 from backend.settings import settings
 from worker.celery_app import WORKER_ID, celery_app
+from worker.cluster import (
+    ClusterSink,
+    drop_checkpoint,
+    exit_stalled_process,
+    fetch_inputs,
+    publish_exports,
+)
 from worker.db_sink import DB_ERRORS, DbSink, Heartbeat
 
 # Imported at worker start, not inside the task: importing torch takes seconds, and a claimed
@@ -84,14 +91,21 @@ def train_run(run_id: int) -> str:
     if cfg is None:
         log.info("run %s: not claimable (taken, finished or gone), skipping", run_id)
         return "skipped"
-    sink = DbSink(run_id=run_id, worker_id=WORKER_ID, sessions=sessions)
+    paths = _paths(run_id)
+    sink = ClusterSink(run_id=run_id, worker_id=WORKER_ID, sessions=sessions,
+                       checkpoint_path=paths["checkpoint_path"])
     if isinstance(cfg, str):
         _record(sink, status="failed", error=cfg)
         return "failed"
-    paths = _paths(run_id)
     try:
-        with Heartbeat(sink, settings.heartbeat_s):
+        with Heartbeat(sink, settings.heartbeat_s, stall_timeout_s=settings.stall_timeout_s,
+                       on_stall=exit_stalled_process):
+            # Another host may have trained this run before: its checkpoint and an uploaded
+            # dataset come from the artifact store (a no-op on the embedded default).
+            fetch_inputs(cfg, run_id, paths)
             result = train(cfg, sink, **paths)
+            if result.status == "succeeded" and not sink.lost:
+                publish_exports(run_id, paths["export_dir"])  # before the status says so
         sink.flush()
     except DB_ERRORS:
         # The database stayed down longer than the sink retries. Leave the run `running` with
@@ -115,7 +129,7 @@ def _end(sink: DbSink, paths: dict[str, Path], **final: object) -> str:
         log.exception("run %s: could not record final status", sink.run_id)
         return "unrecorded"
     if owned:
-        paths["checkpoint_path"].unlink(missing_ok=True)
+        drop_checkpoint(sink.run_id, paths["checkpoint_path"])
         _pack(sink)
     return str(final["status"]) if owned else "lost"
 

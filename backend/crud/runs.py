@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from backend import broker
+from backend.artifacts import get_store
 from backend.crud import run_list
 from backend.crud.checks import check_submission
 from backend.crud.errors import Conflict, NotFound
@@ -110,3 +111,7 @@ def delete_run(*, session: Session, run: Run) -> None:
     session.commit()
     # Files go only after the rows are gone, so a failed commit never leaves a run without them.
     shutil.rmtree(settings.exports_dir / f"run-{run_id}", ignore_errors=True)
+    try:  # and the copies a remote worker published to the object store
+        get_store().delete_prefix(f"exports/run-{run_id}/")
+    except Exception:  # noqa: BLE001 - a leftover object costs space; the run is gone already
+        log.warning("run %s: could not delete its stored exports", run_id, exc_info=True)

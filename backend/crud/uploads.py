@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from backend.crud.errors import FieldError, TooLarge
+from backend.artifacts import get_store, upload_key
 from backend.db.models import Upload
 from backend.settings import settings
 
@@ -167,6 +168,9 @@ def store_upload(*, session: Session, filename: str, stream: BinaryIO) -> Upload
     dest = settings.uploads_dir / f"{upload_id}.npz"
     _write_atomic(dest, X, y)
     try:
+        # Published before the row exists: a worker on another host that sees the upload id
+        # finds the file in the artifact store (on the embedded default it is already there).
+        get_store().put(upload_key(upload_id), dest)
         session.add(Upload(id=upload_id, filename=filename, path=str(dest), size_bytes=size,
                            n_rows=len(X), n_features=int(np.prod(X.shape[1:])), n_classes=classes))
         session.commit()

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from backend.api.deps import RunDep
 from backend.api.errors import responses
-from backend.settings import settings
+from backend.artifacts import export_key, get_store
 
 router = APIRouter(prefix="/runs", tags=["exports"], responses=responses(404))
 MEDIA = {"npz": "application/octet-stream", "onnx": "application/octet-stream"}
@@ -33,15 +33,18 @@ class ExportsPublic(BaseModel):
 @router.get("/{run_id}/exports", response_model=ExportsPublic)
 def list_exports(run: RunDep) -> ExportsPublic:
     """Which of model.npz / model.onnx exist for the run (none until it succeeds)."""
-    folder = settings.exports_dir / f"run-{run.id}"
-    return ExportsPublic(formats=[f for f in ("npz", "onnx") if (folder / f"model.{f}").is_file()])
+    store = get_store()  # the data dir, or the object store a remote worker published to
+    formats = [f for f in ("npz", "onnx") if store.exists(export_key(run.id, f))]
+    return ExportsPublic(formats=formats)
 
 
 @router.get("/{run_id}/export", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
 def read_export(run: RunDep, format: Annotated[Literal["npz", "onnx"], Query()] = "npz") -> FileResponse:
     """model.npz (weights, BN folded) or model.onnx of a succeeded run."""
-    path = settings.exports_dir / f"run-{run.id}" / f"model.{format}"
-    if not path.is_file():
+    # From the artifact store: a worker on another host published it there (an S3 object is
+    # copied into this server's data dir first; on the embedded default it already is there).
+    path = get_store().fetch(export_key(run.id, format))
+    if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, _missing(run.id, run.status, format))
     return FileResponse(path, media_type=MEDIA[format], filename=f"bnlab-run-{run.id}.{format}")
