@@ -207,6 +207,36 @@ def export(run_id: int, fmt: str = typer.Option("npz", "--format", help="npz or 
     console.print(f"wrote {out} ({len(resp.content)} bytes)")
 
 
+@app.command()
+def sync(paths: list[Path] = typer.Argument(..., exists=True,
+                                           help="Spool files (or folders of them) to send."),
+         url: str = URL, token: str | None = TOKEN) -> None:
+    """Send what a script's bnlab SDK spooled (offline, or its process died) to a server.
+    Safe to repeat: every point is stored once."""
+    from bnlab.transport import Unreachable, sync as send_spool
+
+    files = [f for p in paths for f in (sorted(p.glob("*.jsonl")) if p.is_dir() else [p])]
+    if not files:
+        raise _fail("no spool files (*.jsonl) in " + ", ".join(map(str, paths)))
+    failed = False
+    for f in files:
+        try:
+            state = send_spool(f, url, token)
+        except Unreachable as exc:
+            raise _fail(f"cannot reach {url}: {exc}; nothing lost, run `bnlab sync` again", 1
+                        ) from exc
+        except ValueError as exc:  # not JSON lines
+            raise _fail(f"{f}: not a bnlab spool ({exc})") from exc
+        ended = f", {state.finished}" if state.finished else ", still open"
+        console.print(f"{f}: run {state.run_id}: {state.records} records in "
+                      f"{state.requests} requests{ended}", highlight=False)
+        for reason in state.skipped:
+            err.print(f"  refused: {reason}", highlight=False, markup=False)
+            failed = failed or "already ended" not in reason
+    if failed:
+        raise typer.Exit(1)
+
+
 @db_app.command("upgrade")
 def db_upgrade(database_url: str | None = typer.Option(
         None, help="Default: BNLAB_DATABASE_URL, else SQLite in the data dir.")) -> None:

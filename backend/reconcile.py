@@ -3,6 +3,7 @@
 
 - stale heartbeat (worker killed, pre-empted, OOM) → queued again, or failed "worker lost"
 - queued but its broker message is gone (Redis restarted empty) → enqueued again
+- a script run (the SDK) whose client went silent past BNLAB_SCRIPT_TIMEOUT_S → crashed
 - an ended run's series packed (crud/packs.py), so its first reader does not pay for it
 """
 
@@ -21,6 +22,7 @@ from celery import Celery
 from backend import broker
 from backend.crud.lifecycle import reconcile_queued, requeue_stale_runs
 from backend.crud.metrics import pack_ended_runs
+from backend.crud.script_runs import crash_silent_runs
 from backend.crud.workers import prune_workers
 from backend.db.session import get_sessionmaker
 from backend.settings import Settings, settings
@@ -88,6 +90,8 @@ def reconcile_once(app: Celery | None = None, s: Settings = settings) -> dict[st
     enqueue = lambda run_id: broker.enqueue_run(run_id, app)
     sessions = get_sessionmaker(s.database_url)
     with sessions() as session:
+        crashed = crash_silent_runs(session=session, timeout_s=s.script_timeout_s)
+    with sessions() as session:
         out = requeue_stale_runs(session=session, timeout_s=s.heartbeat_timeout_s,
                                  max_attempts=s.max_attempts, enqueue=enqueue)
     in_broker = broker_run_ids(app, s)
@@ -100,6 +104,7 @@ def reconcile_once(app: Celery | None = None, s: Settings = settings) -> dict[st
         prune_workers(session=session, older_than_s=max(3600.0, 10 * s.heartbeat_timeout_s))
     with sessions() as session:
         out["packed"] = pack_ended_runs(session=session)
+    out["crashed"] = crashed
     if any(out.values()):
         log.info("reconciler: %s", out)
     return out

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_attempts: int = 3  # automatic retries of a run whose worker died
     heartbeat_s: float = 5.0  # a running worker touches its run this often
     heartbeat_timeout_s: float = 30.0  # a run whose heartbeat is older is considered lost
+    # A script run (the SDK in a user's loop) silent this long ends `crashed`; longer than a
+    # worker's: a user's loop may sit in a long evaluation or a slow data loader.
+    script_timeout_s: float = 120.0
     reconcile_s: float = 15.0  # how often the reaper/reconciler sweeps the runs table
     cors_origins: list[str] = []
     # A run whose training makes no progress (no probe, no epoch end) for this long, while its

@@ -57,6 +57,13 @@ def split_records(run_id: int, records: Iterable[Any]) -> tuple[list[tuple], lis
 def insert_points(*, session: Session, run_id: int, records: Iterable[Any]) -> tuple[int, int]:
     """Upsert the records' points; returns (metric rows, layer rows) written. Does not commit."""
     metric_rows, layer_rows = split_records(run_id, records)
+    return write_rows(session=session, metric_rows=metric_rows, layer_rows=layer_rows)
+
+
+def write_rows(*, session: Session, metric_rows: list[tuple], layer_rows: list[tuple]
+               ) -> tuple[int, int]:
+    """Upsert rows already in METRIC_COLS / LAYER_COLS order (one key once per call; the SDK's
+    ingest endpoint builds them straight from its request). Does not commit."""
     write = _copy_upsert if session.get_bind().dialect.name == "postgresql" else _executemany_upsert
     if metric_rows:
         write(session, RunMetric.__table__, METRIC_COLS, ("run_id", "step"), metric_rows)

@@ -98,7 +98,9 @@ def requeue_stale_runs(*, session: Session, timeout_s: float, max_attempts: int,
     cutoff = now - timedelta(seconds=timeout_s)
     stale = session.execute(
         select(Run.id, Run.attempt, Run.cancel_requested)
-        .where(Run.status == "running", or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
+        # Script runs have no worker to requeue them: crud/script_runs.py ends them crashed.
+        .where(Run.status == "running", Run.kind != "script",
+               or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
     ).all()
     out: dict[str, list[int]] = {"queued": [], "failed": [], "cancelled": []}
     for run_id, attempt, cancel in stale:

@@ -96,6 +96,8 @@ def request_cancel(*, session: Session, run: Run) -> Run:
 
 def retry_run(*, session: Session, run: Run) -> Run:
     """A new run with the same config (checked again: the caps may have changed)."""
+    if run.kind == "script":
+        raise Conflict(f"run {run.id} came from a user's script; run the script again to retry it")
     config = ExperimentConfig.model_validate(run.config)
     return create_run(session=session, config=config, sweep_id=run.sweep_id)
 

@@ -21,6 +21,7 @@ NAMING = {
 from backend.schema.registry import (  # noqa: F401  (re-exported: one definition, the registry)
     LAYER_KEYS,
     METRIC_KEYS,
+    RUN_KINDS,
     RUN_STATUSES,
     TERMINAL_STATUSES,
 )
@@ -71,6 +72,8 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     layer_names: Mapped[list[str] | None] = mapped_column(JSON)  # BN layer names, by index
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    kind: Mapped[str] = mapped_column(String(16), index=True, default="engine",
+                                      server_default="engine")  # RUN_KINDS (migration 0006)
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
 
@@ -131,6 +134,34 @@ class SeriesPack(Base):
 
 # METRIC_KEYS / LAYER_KEYS (the registry) name these tables' value columns; a drift test checks
 # the columns above match them.
+
+
+class ScriptKey(Base):
+    """A secret a script client holds for its run (migration 0006), stored as its SHA-256.
+
+    The SDK makes the secret; creating a run with a key already known returns that run (so a
+    spool synced twice makes one run), and ingest into a run needs one of its keys (a client
+    cannot write into another run). A resume adds a key; earlier ones stay valid, so the
+    spool of the first process can still be synced.
+    """
+
+    __tablename__ = "script_keys"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ExtraMetric(Base):
+    """A script run's scalar metric with a name outside METRIC_KEYS (`run.step(my_metric=x)`),
+    one row per (run, key, step); migration 0006."""
+
+    __tablename__ = "extra_metrics"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
 
 
 class Upload(Base):

@@ -153,8 +153,12 @@ METRIC_KEYS: tuple[str, ...] = tuple(k.name for k in METRIC_KEY_SPECS)
 # ---------------------------------------------------------------------------- runs
 
 ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")
-TERMINAL_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled", "diverged")
+# crashed: a script run (kind "script") whose client went silent; no worker can resume it.
+TERMINAL_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled", "diverged", "crashed")
 RUN_STATUSES: tuple[str, ...] = ACTIVE_STATUSES + TERMINAL_STATUSES
+# Where a run comes from: "engine" (a config trained by a bnlab worker) or "script" (a user's own
+# training loop streaming through the bnlab SDK; no worker ever holds it).
+RUN_KINDS: tuple[str, ...] = ("engine", "script")
 
 # Literal types built from the tables (typing accepts a tuple of values at runtime), so the
 # schema's Literals, and with them the served JSON schema, cannot drift from the registry.
@@ -168,3 +172,4 @@ Pooling = Literal[POOLINGS]  # type: ignore[valid-type]
 BnImpl = Literal[BN_IMPLS]  # type: ignore[valid-type]
 Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
+RunKind = Literal[RUN_KINDS]  # type: ignore[valid-type]

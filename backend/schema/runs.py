@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from backend.schema.experiment import ExperimentConfig
-from backend.schema.registry import RunStatus
+from backend.schema.registry import RunKind, RunStatus
 
 
 # POST /api/runs takes a plain ExperimentConfig: the submission *is* the config.
@@ -52,6 +52,7 @@ class RunPublic(BaseModel):
     error: str | None
     layer_names: list[str] | None
     summary: dict[str, Any] | None
+    kind: RunKind = "engine"  # "script": streamed by the SDK from a user's own training loop
 
     @field_validator("summary", "config", mode="before")
     @classmethod

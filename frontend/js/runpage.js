@@ -93,7 +93,7 @@ function summaryPanel(run) {
         el("tr", {}, el("td", { text: name }), el("td", { class: "num", text: fmt(v) }))))) : null);
 }
 
-function actions(run, reload, setMessage) {
+function actions(run, reload, setMessage, exportFormats = []) {
   const act = (label, fn, { danger = false } = {}) => el("button", { text: label, class: danger ? "danger" : null,
     onclick: async (event) => {
       event.target.disabled = true;
@@ -115,9 +115,10 @@ function actions(run, reload, setMessage) {
       navigate("/");
     }, { danger: true }) : null,
     act("Series CSV", () => downloadCsv(run.id)),
-    run.status === "succeeded" ? act("Export .npz", async () =>
+    // Only the export files the server has (GET /exports); ONNX exists when the worker had onnx.
+    exportFormats.includes("npz") ? act("Export .npz", async () =>
       downloadBlob(await api.exportRun(run.id, "npz"), `bnlab-run-${run.id}.npz`)) : null,
-    run.status === "succeeded" ? act("Export .onnx", async () =>
+    exportFormats.includes("onnx") ? act("Export .onnx", async () =>
       downloadBlob(await api.exportRun(run.id, "onnx"), `bnlab-run-${run.id}.onnx`)) : null);
 }
 
@@ -144,7 +145,8 @@ function chartSpecs(run, m, layers, logy) {
     ["chart-acc", [...mline("train_acc", colour(0)), ...mline("val_acc", colour(1)),
       ...mline("val_acc_train_mode", colour(1), "dash")], "accuracy (dashed: validation in train mode)",
     "accuracy"],
-    ["chart-lr", mline("lr", colour(2)), "learning rate", "lr"],
+    // Log axis: a schedule spans decades (warm-up, step decay, cosine), a linear axis flattens it.
+    ["chart-lr", mline("lr", colour(2)), "learning rate (log axis)", "lr", { logy: true }],
     ["chart-gradcos", mline("grad_cos", colour(4)), "gradient cosine to the large-batch gradient (higher = less noise)", "cosine"],
   ];
   const varKeys = ["train_var", "eval_var", "running_var"];
@@ -160,12 +162,30 @@ function chartSpecs(run, m, layers, logy) {
     meta: { run: run.id, layer: layer.index, series: key } }));
   specs.push(["chart-means", [...perLayer("train_mean"), ...perLayer("eval_mean", "dash")],
     "BN input mean per layer (solid train, dashed inference)", "mean"]);
-  specs.push(["chart-shift", perLayer("shift"), "variance shift per layer over training", "shift", { logy }]);
+  specs.push(["chart-shift", perLayer("shift"), "variance shift per layer over training", "shift",
+    { logy, yrange: withoutFirstProbe(layers, "shift", logy) }]);
   specs.push(["chart-grad", perLayer("grad_norm"), "gradient norm of each layer's preceding weight",
     "grad norm", { logy }]);
   specs.push(["chart-grad-depth", gradByDepth(run, layers), "gradient norm by depth (last probe)", "grad norm",
     { logy, xTitle: "layer" }]);
   return specs.filter(([, traces]) => traces.length);
+}
+
+// The y range of `key` over every layer's points after its first probe: the first probe meets a
+// freshly initialised net whose shift can be 10-100x the rest, which would squash the curves.
+// Null (autorange) when the first probe is not an outlier.
+export function withoutFirstProbe(layers, key, logy) {
+  const rest = layers.flatMap((l) => (l[key] ?? []).slice(1)).filter((v) => Number.isFinite(v) && (!logy || v > 0));
+  const first = layers.map((l) => (l[key] ?? [])[0]).filter(Number.isFinite);
+  if (rest.length < 2 || !first.length) return null;
+  let lo = Math.min(...rest);
+  let hi = Math.max(...rest);
+  if (Math.max(...first) <= hi && Math.min(...first) >= lo) return null;
+  if (logy) {
+    [lo, hi] = [Math.log10(lo), Math.log10(hi)];
+  }
+  const pad = (hi - lo) * 0.08 || Math.abs(hi) * 0.05 || 0.1;
+  return [lo - pad, hi + pad];
 }
 
 // Last recorded grad_norm per layer against depth: vanishing/exploding gradients at a glance.
@@ -190,8 +210,10 @@ function drawCharts(grid, run, metrics, layers, logy) {
     grid.dataset.charts = ids;
   }
   const drawing = plots.map(([id, traces, title, yTitle, opts = {}]) => render(grid.querySelector(`#${id}`),
-    traces, layout({ title, yTitle, xTitle: opts.xTitle, logy: Boolean(opts.logy),
-      showlegend: traces.length > 1 && traces.length <= 12 }),
+    traces, layout({ title: opts.yrange ? `${title} (y fitted without the first probe)` : title, yTitle,
+      xTitle: opts.xTitle, logy: Boolean(opts.logy), showlegend: traces.length > 1 && traces.length <= 12,
+      extra: opts.yrange ? { yaxis: { title: { text: yTitle }, type: opts.logy ? "log" : "linear",
+        range: opts.yrange, exponentformat: "power" } } : {} }),
     { uirevision: rev, filename: `bnlab-run${run.id}-${id.slice(6)}` }));
   const histDiv = grid.querySelector("#chart-hist");
   if (histogram && histDiv) {
@@ -247,11 +269,16 @@ export function renderRun(root, id) {
       return;
     }
     if (!alive) return;
+    const exportFormats = run.status === "succeeded"
+      ? (await api.listExports(run.id).catch(() => ({ formats: [] }))).formats : [];
+    if (!alive) return;
     head.replaceChildren(el("h1", {}, el("span", { class: "run-id", text: `#${run.id} ` }),
-      el("span", { class: "run-name", text: run.name })), actions(run, load, (n) => message.replaceChildren(n)));
+      el("span", { class: "run-name", text: run.name })), actions(run, load, (n) => message.replaceChildren(n), exportFormats));
     top.replaceChildren(
       el("section", { class: "panel" }, el("h2", { text: "Run" }), facts(run),
-        run.error ? el("pre", { class: "error-text", text: run.error }) : null),
+        // A user's cancel is a status, not an error; only real failures show the error text.
+        run.status === "cancelled" ? notice(run.cancel_requested ? "Cancelled by a user." : "Cancelled.", "info")
+          : run.error ? el("pre", { class: "error-text", text: run.error }) : null),
       el("section", { class: "panel" }, el("h2", { text: "Summary" }), summaryPanel(run)));
     config.textContent = JSON.stringify(run.config, null, 2);
     last = { run, metrics: metrics.columns, layers: layers.layers ?? [] };

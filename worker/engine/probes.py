@@ -170,9 +170,17 @@ class BNProbe:
     (one set of small ops per layer cost ~0.5 % of a small MLP's training time).
     """
 
-    def __init__(self, model: nn.Module, *, flat_buffers: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        flat_buffers: bool | None = None,
+        layers: list[Unit] | None = None,
+    ) -> None:
         """flat_buffers: re-seat the BN running buffers in one tensor (default: on CPU)."""
-        self.model, self.units = model, units(model)
+        # layers: the units to report, when the caller knows them (the SDK names a user's
+        # model by its module tree and finds each BN's feeding weight by tracing a forward).
+        self.model, self.units = model, (units(model) if layers is None else list(layers))
         self.bns = [u.bn for u in self.units if u.bn is not None]
         # BN updates its buffers in place, so these references stay valid for the whole run
         # (and spare step() a Module.__getattr__ per buffer).
