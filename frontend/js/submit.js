@@ -210,6 +210,7 @@ export function submitPanel({ onSubmitted } = {}) {
     errors.push(...grid.errors);
     if (errors.length) {
       errors.forEach((e) => markField(form, formError, e.path, e.msg));
+      summariseErrors(form, formError);
       return;
     }
     submitButton.disabled = true;
@@ -222,6 +223,7 @@ export function submitPanel({ onSubmitted } = {}) {
       if (onSubmitted) onSubmitted(created);
     } catch (exc) {
       showErrors(form, formError, exc, { sweep: sweep.count() > 1 });
+      summariseErrors(form, formError);
     } finally {
       submitButton.disabled = false;
     }
@@ -377,7 +379,37 @@ function guess(text) {
 
 // ---- errors at the field ---------------------------------------------------------------------
 
+// After Submit, the errors may sit far below the fold (or in a closed section): a summary at the
+// top of the form lists each one (a link that scrolls to its field) and is scrolled into view.
+function summariseErrors(form, formError) {
+  form.querySelector(".form-errors-summary")?.remove();
+  const marked = [...form.querySelectorAll(".has-error")];
+  const loose = [...formError.children].map((n) => n.textContent);
+  if (!marked.length && !loose.length) return;
+  const items = [
+    ...marked.map((node) => {
+      const label = node.dataset.path ?? node.querySelector("label")?.textContent ?? "field";
+      const msg = node.querySelector(".field-error")?.textContent ?? "";
+      return el("li", {}, el("a", { href: "#", text: `${label}: ${msg}`, onclick: (e) => {
+        e.preventDefault();
+        node.closest("details")?.setAttribute("open", "");
+        node.scrollIntoView({ block: "center" });
+        node.querySelector("input, select, textarea")?.focus();
+      } }));
+    }),
+    ...loose.map((text) => el("li", { text })),
+  ];
+  const summary = el("div", { class: "notice notice-error form-errors-summary", role: "alert", tabindex: "-1" },
+    el("strong", { text: `${items.length} problem${items.length === 1 ? "" : "s"} to fix before this can run:` }),
+    el("ul", {}, items));
+  form.prepend(summary);
+  for (const node of marked) node.closest("details")?.setAttribute("open", "");
+  summary.scrollIntoView({ block: "start" });
+  summary.focus({ preventScroll: true });
+}
+
 export function clearErrors(form, formError) {
+  form.querySelector(".form-errors-summary")?.remove();
   for (const node of form.querySelectorAll(".field-error")) node.textContent = "";
   for (const node of form.querySelectorAll(".has-error")) node.classList.remove("has-error");
   formError.textContent = "";

@@ -1,0 +1,409 @@
+"""Script runs (issue 15): runs streamed by the bnlab SDK from a user's own training loop.
+
+They live in the same tables as the runs a worker trains (kind "script" instead of "engine"),
+so the run list, run page, compare view and series reads serve both. What differs is who
+writes them: the client, over REST, holding a secret per run (script_keys).
+
+running ──finish──► succeeded | failed | cancelled | diverged
+   │ no heartbeat for BNLAB_SCRIPT_TIMEOUT_S          ▲
+   └──► crashed ──(points still accepted: `bnlab sync`)┘ finish from a synced spool
+           └──heartbeat from a live client / resume──► running
+
+No worker ever holds a script run: the reconciler never requeues one (crud/lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.crud.errors import Conflict, FieldError, NotFound, TooLarge
+from backend.crud.ingest import write_rows
+from backend.db.models import ExtraMetric, Run, ScriptKey, SeriesPack, utcnow
+from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
+from backend.schema.script_runs import ScriptRunCreate, ScriptRunFinish
+
+# One ingest request: bounded so one client cannot hold the database (or the API's memory) for
+# long; the SDK sends far smaller batches.
+MAX_RECORDS = 10_000  # probe steps per request
+MAX_LAYER_ROWS = 500_000  # (layer, step) points per request
+MAX_LAYERS = 4096  # reported layers of one model
+MAX_EXTRA_KEYS = 64  # metrics outside METRIC_KEYS, per record
+MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the database
+EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,63}$")
+ACCEPTS_POINTS = ("running", "crashed")  # crashed: a spool synced after the client died
+_METRIC_SET = frozenset(METRIC_KEYS)
+
+
+def key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class KeyRejected(Exception):
+    """The run key is missing (401) or does not belong to the run (403); `message` says which."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+def create_script_run(*, session: Session, body: ScriptRunCreate) -> tuple[Run, bool]:
+    """The run this key names, or a new `running` script run; (run, created). Idempotent by
+    key: a client retrying its create, or a spool synced twice, gets the same run."""
+    digest = key_hash(body.key)
+    found = session.get(ScriptKey, digest)
+    if found is not None:
+        return session.get(Run, found.run_id), False
+    now = utcnow()
+    run = Run(
+        name=body.name,
+        status="running",
+        kind="script",
+        config=body.config,
+        tags=list(body.tags),
+        host=body.host,
+        device=body.device,
+        layer_names=body.layer_names,
+        progress=0.0,
+        step=0,
+        attempt=1,
+        cancel_requested=False,
+        started_at=body.started_at or now,
+        heartbeat_at=now,
+    )
+    session.add(run)
+    session.flush()
+    session.add(ScriptKey(key_hash=digest, run_id=run.id))
+    try:
+        session.commit()
+    except IntegrityError:  # the same key created concurrently: that one wins
+        session.rollback()
+        found = session.get(ScriptKey, digest)
+        if found is None:
+            raise
+        return session.get(Run, found.run_id), False
+    return run, True
+
+
+def authorize(*, session: Session, run_id: int, secret: str | None) -> Run:
+    """The script run `run_id` if `secret` is one of its keys; NotFound / KeyRejected else."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    if not secret:
+        raise KeyRejected("missing run key (X-Bnlab-Run-Key header)", 401)
+    owner = session.scalar(select(ScriptKey.run_id).where(ScriptKey.key_hash == key_hash(secret)))
+    if owner != run_id:
+        # Never say which run the key belongs to: that would leak other runs' ids.
+        raise KeyRejected(f"the run key does not belong to run {run_id}", 403)
+    return run
+
+
+def resume(*, session: Session, run: Run, secret: str) -> Run:
+    """Continue a script run from a restarted script: running again, attempt + 1, `secret`
+    added to its keys (the earlier ones stay valid for `bnlab sync`)."""
+    if run.kind != "script":
+        raise Conflict(
+            f"run {run.id} is trained by a worker from its config; only script runs "
+            "are resumed with bnlab.init(resume=...)"
+        )
+    if run.status == "succeeded":
+        raise Conflict(f"run {run.id} already succeeded; start a new run instead")
+    digest = key_hash(secret)
+    owner = session.scalar(select(ScriptKey.run_id).where(ScriptKey.key_hash == digest))
+    if owner is not None and owner != run.id:
+        raise Conflict("key: this key already names another run; make a fresh one")
+    session.execute(
+        update(Run)
+        .where(Run.id == run.id)
+        .values(
+            status="running",
+            attempt=Run.attempt + 1,
+            heartbeat_at=utcnow(),
+            finished_at=None,
+            error=None,
+            cancel_requested=False,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if owner is None:
+        session.add(ScriptKey(key_hash=digest, run_id=run.id))
+    session.commit()
+    session.refresh(run)
+    return run
+
+
+def heartbeat(*, session: Session, run: Run) -> Run:
+    """The client is alive: touch the run; a run called crashed while its client was only cut
+    off comes back to `running`. 409 for a run that ended otherwise."""
+    if run.status not in ACCEPTS_POINTS:
+        raise Conflict(f"run {run.id} already ended ({run.status})")
+    session.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status.in_(ACCEPTS_POINTS))
+        .values(status="running", heartbeat_at=utcnow(), finished_at=None, error=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    session.refresh(run)
+    return run
+
+
+def finish(*, session: Session, run: Run, body: ScriptRunFinish) -> Run:
+    """Record how the script ended. Idempotent: the same end again is a no-op (a spool synced
+    twice); a different end of an ended run is a 409. A crashed run takes its synced end."""
+    if run.status == body.status:
+        return run
+    if run.status not in ACCEPTS_POINTS:
+        raise Conflict(f"run {run.id} already ended ({run.status}); it cannot end {body.status}")
+    values: dict[str, Any] = dict(
+        status=body.status, finished_at=utcnow(), error=body.error, summary=body.summary
+    )
+    if body.status == "succeeded":
+        values["progress"] = 1.0
+    done = session.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status.in_(ACCEPTS_POINTS))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    session.refresh(run)
+    if done.rowcount != 1 and run.status != body.status:
+        raise Conflict(f"run {run.id} already ended ({run.status}); it cannot end {body.status}")
+    return run
+
+
+def crash_silent_runs(*, session: Session, timeout_s: float) -> list[int]:
+    """Script runs whose client sent nothing for `timeout_s` end `crashed` (nobody resumes
+    them; `bnlab sync` or `bnlab.init(resume=...)` still can). Commits; returns their ids."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=timeout_s)
+    ids = list(
+        session.scalars(
+            update(Run)
+            .where(Run.kind == "script", Run.status == "running", Run.heartbeat_at < cutoff)
+            .values(
+                status="crashed",
+                finished_at=now,
+                error=f"the script sent nothing for {timeout_s:g} s (process killed or offline)",
+            )
+            .returning(Run.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    session.commit()
+    return ids
+
+
+# ----------------------------------------------------------------------------- ingest
+
+
+@dataclass
+class Batch:
+    """A parsed ingest request: rows ready for crud.ingest.write_rows."""
+
+    metric_rows: list[tuple]
+    layer_rows: list[tuple]
+    extra_rows: list[dict[str, Any]]
+    last_step: int
+    layer_names: list[str] | None
+
+
+def _number(value: Any, where: str) -> float | None:
+    # bool is an int in Python, never a measurement. Non-finite: JSON has none, but a float
+    # that overflows in the database's hands is stored as unknown, like the engine's NaN.
+    if value is None:
+        return None
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if type(value) is int:
+        return float(value) if abs(value) < 2**63 else None
+    raise FieldError(where, f"must be a number or null, got {type(value).__name__}")
+
+
+def parse_batch(run_id: int, payload: Any) -> Batch:
+    """Validate an ingest body and build its rows (hand-written: pydantic over 100k values
+    costs more than writing them). Every error names the offending field.
+
+    {"layer_names": [...]?, "layer_keys": [...]? (default: every LAYER_KEYS entry, in order),
+     "records": [{"step": int, "metrics": {key: number|null}?,
+                  "layers": [[one number|null per layer key] | null, ...]?}, ...]}
+    """
+    if not isinstance(payload, dict):
+        raise FieldError("body", "must be a JSON object with `records`")
+    unknown = set(payload) - {"records", "layer_names", "layer_keys"}
+    if unknown:
+        raise FieldError(
+            sorted(unknown)[0], "unknown field; expected records, layer_names, layer_keys"
+        )
+    keys = payload.get("layer_keys", LAYER_KEYS)
+    if (
+        not isinstance(keys, list | tuple)
+        or len(set(keys)) != len(keys)
+        or not all(isinstance(k, str) and k in LAYER_KEYS for k in keys)
+    ):
+        raise FieldError("layer_keys", f"must name each of {list(LAYER_KEYS)} at most once")
+    keys = tuple(keys)
+    width = len(keys)
+    # Clients name the statistics they send (an older SDK knows fewer): each goes to its
+    # column, the others are NULL.
+    position = (
+        None if keys == LAYER_KEYS else [keys.index(k) if k in keys else None for k in LAYER_KEYS]
+    )
+    records = payload.get("records")
+    if not isinstance(records, list):
+        raise FieldError("records", "must be a list of probe records")
+    if len(records) > MAX_RECORDS:
+        raise TooLarge(f"records: {len(records)} records in one request; at most {MAX_RECORDS}")
+    names = payload.get("layer_names")
+    if names is not None:
+        if (
+            not isinstance(names, list)
+            or len(names) > MAX_LAYERS
+            or not all(isinstance(n, str) and 0 < len(n) <= 200 for n in names)
+        ):
+            raise FieldError(
+                "layer_names", f"must be a list of at most {MAX_LAYERS} names of 1-200 characters"
+            )
+    metrics: dict[int, tuple] = {}
+    layers: dict[tuple[int, int], tuple] = {}
+    extras: dict[tuple[str, int], float | None] = {}
+    n_layer_rows, last = 0, -1
+    for r, rec in enumerate(records):
+        at = f"records.{r}"
+        if not isinstance(rec, dict):
+            raise FieldError(at, "must be an object with step, metrics, layers")
+        step = rec.get("step")
+        if type(step) is not int or not 0 <= step <= MAX_STEP:
+            raise FieldError(f"{at}.step", f"must be an integer in [0, {MAX_STEP}]")
+        last = max(last, step)
+        m = rec.get("metrics") or {}
+        if not isinstance(m, dict):
+            raise FieldError(f"{at}.metrics", "must be an object of key: number")
+        if m:
+            row = [run_id, step] + [None] * len(METRIC_KEYS)
+            n_extra = 0
+            for key, value in m.items():
+                v = _number(value, f"{at}.metrics.{key}")
+                if key in _METRIC_SET:
+                    row[2 + METRIC_KEYS.index(key)] = v
+                    continue
+                n_extra += 1
+                if n_extra > MAX_EXTRA_KEYS or not EXTRA_KEY.match(key):
+                    raise FieldError(
+                        f"{at}.metrics.{key}",
+                        f"metric names are letters, digits "
+                        f"and _.-/ (at most 64 chars, {MAX_EXTRA_KEYS} per record)",
+                    )
+                extras[(key, step)] = v
+            metrics[step] = tuple(row)
+        rows = rec.get("layers") or []
+        if not isinstance(rows, list) or len(rows) > MAX_LAYERS:
+            raise FieldError(f"{at}.layers", f"must be a list of at most {MAX_LAYERS} layers")
+        n_layer_rows += len(rows)
+        if n_layer_rows > MAX_LAYER_ROWS:
+            raise TooLarge(f"records: more than {MAX_LAYER_ROWS} layer points in one request")
+        for i, values in enumerate(rows):
+            if values is None:  # a unit the client did not measure at this step
+                continue
+            if not isinstance(values, list) or len(values) != width:
+                raise FieldError(
+                    f"{at}.layers.{i}", f"must be {width} numbers or null ({', '.join(keys)})"
+                )
+            if not (all(type(v) is float for v in values) and all(map(math.isfinite, values))):
+                values = [_number(v, f"{at}.layers.{i}.{keys[k]}") for k, v in enumerate(values)]
+            if position is not None:
+                values = [None if p is None else values[p] for p in position]
+            layers[(i, step)] = (run_id, i, step, *values)
+    extra_rows = [
+        {"run_id": run_id, "key": k, "step": s, "value": v} for (k, s), v in extras.items()
+    ]
+    return Batch(list(metrics.values()), list(layers.values()), extra_rows, last, names)
+
+
+def ingest(*, session: Session, run: Run, batch: Batch) -> dict[str, int | str]:
+    """Store a batch into a running (or crashed: synced) script run, idempotently by
+    (run, step): a re-sent batch overwrites its own points with the same values."""
+    if run.kind != "script":
+        raise Conflict(f"run {run.id} is trained by a worker; only script runs take points")
+    if run.status not in ACCEPTS_POINTS:
+        raise Conflict(f"run {run.id} already ended ({run.status}); it takes no more points")
+    values: dict[str, Any] = {
+        "step": func.greatest(Run.step, batch.last_step)
+        if session.get_bind().dialect.name == "postgresql"
+        else func.max(Run.step, batch.last_step)
+    }
+    if run.status == "running":
+        values["heartbeat_at"] = utcnow()  # points are a heartbeat too
+    else:
+        # Crashed, with points arriving from a synced spool: the series changed after the run
+        # ended, so its packs go and its finish time moves (the read caches key on it).
+        values["finished_at"] = utcnow()
+    if batch.layer_names is not None:
+        values["layer_names"] = batch.layer_names
+    # The UPDATE locks the run row first: writers of one run are serialized, which the COPY
+    # fast path of write_rows relies on (see crud/ingest.py _only_new_steps).
+    locked = session.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status.in_(ACCEPTS_POINTS))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if locked.rowcount != 1:
+        session.rollback()
+        raise Conflict(f"run {run.id} ended while the points arrived; they were not stored")
+    if run.status != "running":
+        session.execute(delete(SeriesPack).where(SeriesPack.run_id == run.id))
+    n_metrics, n_layers = write_rows(
+        session=session, metric_rows=batch.metric_rows, layer_rows=batch.layer_rows
+    )
+    if batch.extra_rows:
+        _upsert_extra(session, batch.extra_rows)
+    session.commit()
+    return {
+        "run_id": run.id,
+        "metric_rows": n_metrics,
+        "layer_rows": n_layers,
+        "extra_rows": len(batch.extra_rows),
+        "last_step": batch.last_step,
+    }
+
+
+def _upsert_extra(session: Session, rows: list[dict[str, Any]]) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(ExtraMetric)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["run_id", "key", "step"], set_={"value": stmt.excluded.value}
+        ),
+        rows,
+    )
+
+
+def read_extra_metrics(*, session: Session, run_id: int) -> dict[str, dict[str, list]]:
+    """A run's extra metrics: {key: {"step": [...], "value": [...]}}, steps ascending."""
+    out: dict[str, dict[str, list]] = {}
+    for key, step, value in session.execute(
+        select(ExtraMetric.key, ExtraMetric.step, ExtraMetric.value)
+        .where(ExtraMetric.run_id == run_id)
+        .order_by(ExtraMetric.key, ExtraMetric.step)
+    ):
+        series = out.setdefault(key, {"step": [], "value": []})
+        series["step"].append(step)
+        series["value"].append(value)
+    return out

@@ -1,0 +1,412 @@
+"""bnlab.init and Run: bnlab's probe in a user's own training loop, streamed to a bnlab server.
+
+    run = bnlab.init(name="resnet18, p=0.3", config={"lr": 0.1}, tags=["mine"])
+    run.watch(model, held_out=x_val, every=20)
+    for x, y in loader:
+        ...; opt.step()
+        run.step(loss=loss.detach())
+    run.finish(test_acc=0.93)
+
+The hot path, run.step(), keeps references to the values it is given and adds the BN running
+buffers into an on-device sum; it never reads a value back to the host. Every `every` steps
+the window is reduced (one host sync), the probe measures every BN layer on the held-out batch,
+and one record goes on a bounded queue to the sender thread (bnlab/transport.py).
+torch is imported only by watch() and evaluate(): `import bnlab` and `bnlab sync` need none.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import secrets
+import socket
+import sys
+import threading
+import weakref
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bnlab.transport import Client, Rejected, Sender, Spool, Unreachable, dumps
+
+log = logging.getLogger("bnlab")
+# What a user is likely to call a run-level value, to the column the dashboard plots.
+ALIASES = {"loss": "train_loss", "acc": "train_acc", "accuracy": "train_acc"}
+LAST_VALUE = ("lr", "epoch")  # these are read at the probe step, the others averaged
+ENDS = ("succeeded", "failed", "cancelled", "diverged")
+
+
+def spool_dir() -> Path:
+    return Path(os.environ.get("BNLAB_SPOOL_DIR") or Path.home() / ".bnlab" / "spool")
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+class Run:
+    """One run of a user's script. Make it with bnlab.init(); see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: dict[str, Any] | None,
+        tags: list[str] | None,
+        url: str | None,
+        token: str | None,
+        mode: str,
+        resume: int | None,
+        start_step: int | None,
+        directory: Path | None,
+        timeout_s: float,
+        queue_size: int,
+    ) -> None:
+        if mode not in ("online", "offline"):
+            raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+        url = url or os.environ.get("BNLAB_URL")
+        token = token or os.environ.get("BNLAB_API_TOKEN")
+        self.offline = mode == "offline" or not url
+        self.name, self.config, self.tags = name, dict(config or {}), list(tags or [])
+        self.key = secrets.token_urlsafe(32)  # this process's secret for its run
+        self.id: int | None = None
+        self.url = None if self.offline else url.rstrip("/")
+        self.step_count = 0
+        self.every = 20
+        self.probe = None
+        self.cancel_requested = False  # someone pressed Cancel in the dashboard
+        self.finished: str | None = None
+        self._window: dict[str, list[Any]] = {}
+        self._last_probe = 0
+        self._diverged_at: int | None = None
+        self._lock = threading.Lock()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self.spool_path = (directory or spool_dir()) / f"run-{stamp}-{self.key[:8]}.jsonl"
+        self.spool = Spool(self.spool_path)
+        client = None if self.offline else Client(self.url, token)
+        if resume is not None:
+            self._resume_header(client, int(resume), start_step)
+        else:
+            self.step_count = int(start_step or 0)
+            self.spool.append(
+                {
+                    "type": "run",
+                    "key": self.key,
+                    "name": name,
+                    "config": self.config,
+                    "tags": self.tags,
+                    "host": socket.gethostname(),
+                    "device": None,
+                    "started_at": datetime.now(UTC).isoformat(),
+                }
+            )
+        self._last_probe = self.step_count
+        self.sender = Sender(self.spool, client, queue_size=queue_size, on_cancel=self._on_cancel)
+        self.sender.start()
+        if client is not None and resume is None:
+            if self.sender.created.wait(timeout_s):
+                self.id = self.sender.state.run_id
+            else:
+                log.warning(
+                    "bnlab: %s did not answer in %.0f s; spooling to %s (sent when it "
+                    "is back, or with `bnlab sync`)",
+                    self.url,
+                    timeout_s,
+                    self.spool_path,
+                )
+        if self.offline:
+            log.warning(
+                "bnlab: offline; spooling to %s; send it with `bnlab sync %s`",
+                self.spool_path,
+                self.spool_path,
+            )
+        _live.add(self)
+
+    def _resume_header(self, client: Client | None, run_id: int, start_step: int | None) -> None:
+        """Continue run `run_id`: the server learns this process's key now (so the points that
+        follow are accepted) and says where the run stopped."""
+        self.spool.append({"type": "resume", "run_id": run_id, "key": self.key})
+        self.id = run_id
+        if client is None:
+            if start_step is None:
+                raise ValueError(
+                    "resume offline: give start_step (the server cannot tell where the run stopped)"
+                )
+            self.step_count = int(start_step)
+            return
+        try:
+            run = client.call(
+                "POST", f"/api/runs/{run_id}/resume", content=dumps({"key": self.key})
+            )
+        except (Rejected, Unreachable) as exc:
+            self.spool.close()
+            raise RuntimeError(f"bnlab: cannot resume run {run_id}: {exc}") from None
+        self.name = run["name"]
+        self.step_count = int(run["step"] if start_step is None else start_step)
+
+    # ------------------------------------------------------------------ the loop
+    def watch(
+        self,
+        model: Any,
+        held_out: Any,
+        every: int = 20,
+        *,
+        batch_size: int | None = None,
+        max_held_out: int = 256,
+    ) -> Run:
+        """Measure every BN layer of `model` every `every` steps on `held_out` (a tensor batch,
+        an (x, y) pair, or an iterable of either; at most max_held_out samples are kept).
+        With labels, val_loss / val_acc / val_acc_train_mode are recorded too. batch_size:
+        samples per training batch (default: read from the first training forward).
+        Call it after moving the model to its device."""
+        from backend.schema.registry import LAYER_KEYS
+        from bnlab.probe import ModelProbe, as_batch
+
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        if self.probe is not None:
+            self.probe.detach()
+        device = next((p.device for p in model.parameters()), None)
+        x, y = as_batch(held_out, max_held_out, device)
+        self.probe = ModelProbe(model, x, y, batch_size)
+        self.every = int(every)
+        self.sender.put(
+            {"type": "watch", "layer_names": self.probe.names, "layer_keys": list(LAYER_KEYS)}
+        )
+        return self
+
+    def step(self, **metrics: Any) -> None:
+        """After each optimizer step: advances the step count and keeps the given scalars
+        (tensors by reference, no host sync). loss → train_loss, acc → train_acc; lr and
+        epoch keep their last value, the others are averaged over the probe window."""
+        if self.finished is not None:
+            raise RuntimeError(f"bnlab: run already finished ({self.finished})")
+        if self.probe is not None:
+            self.probe.step()
+        for key, value in metrics.items():
+            if hasattr(value, "detach"):
+                value = value.detach()
+            self._window.setdefault(ALIASES.get(key, key), []).append(value)
+        self.step_count += 1
+        if self.step_count - self._last_probe >= self.every:
+            self._probe_now()
+
+    def _reduce(self) -> dict[str, float | None]:
+        """The window's values: tensors stacked and read back together (one sync)."""
+        window, self._window = self._window, {}
+        out: dict[str, float | None] = {}
+        tensors: dict[str, Any] = {}
+        for key, values in window.items():
+            if key in LAST_VALUE:
+                values = values[-1:]
+            if all(isinstance(v, (int, float)) for v in values):
+                out[key] = _finite(float(sum(values) / len(values)))
+            else:
+                import torch
+
+                tensors[key] = torch.stack(
+                    [torch.as_tensor(v).float().reshape(()).to(_device(values)) for v in values]
+                ).mean()
+        if tensors:
+            import torch
+
+            means = torch.stack(list(tensors.values())).tolist()  # the one host sync
+            out.update((k, _finite(v)) for k, v in zip(tensors, means, strict=False))
+        return out
+
+    def _probe_now(self) -> None:
+        metrics = self._reduce()
+        # A non-finite window mean is sent as null (JSON has no NaN) and ends the run diverged.
+        if "train_loss" in metrics and metrics["train_loss"] is None and self._diverged_at is None:
+            self._diverged_at = self.step_count
+        layers = None
+        if self.probe is not None:
+            layers, held = self.probe.record()
+            metrics.update((k, _finite(v)) for k, v in held.items())
+        record: dict[str, Any] = {"step": self.step_count, "metrics": metrics}
+        if layers is not None:
+            record["layers"] = layers
+        self._last_probe = self.step_count
+        self.sender.put(record)
+
+    # ------------------------------------------------------------------ the end
+    def evaluate(
+        self,
+        model: Any,
+        test_data: Any,
+        *,
+        train_data: Any = None,
+        train_mode_sizes: tuple[int, ...] = (1, 8, 64),
+        max_samples: int = 10_000,
+    ) -> dict[str, Any]:
+        """The accuracies bnlab's own runs report: eval mode, BN in train mode per test batch
+        size, and PreciseBN-recalibrated (when train_data is given). test_data / train_data: an
+        (x, y) pair or an iterable of them. The result also goes into the run's summary."""
+        from bnlab.probe import as_batch, summary_accuracies
+
+        device = next((p.device for p in model.parameters()), None)
+        x, y = as_batch(test_data, max_samples, device)
+        if y is None:
+            raise ValueError("test_data: labels are needed for accuracies (give (x, y) pairs)")
+        x_train = None if train_data is None else as_batch(train_data, max_samples, device)[0]
+        batch = (self.probe.batch_size if self.probe is not None else None) or 64
+        out = summary_accuracies(
+            model, x, y, x_train=x_train, batch_size=batch, train_mode_sizes=train_mode_sizes
+        )
+        self._evaluated = out
+        return out
+
+    def finish(
+        self,
+        status: str | None = None,
+        error: str | None = None,
+        timeout_s: float = 30.0,
+        **summary: Any,
+    ) -> None:
+        """End the run: the last partial window is recorded, the probe leaves the model, the
+        summary (the keyword arguments, plus what evaluate() found) is sent, and the sender
+        gets up to timeout_s to deliver the spool (else it stays there for `bnlab sync`)."""
+        with self._lock:
+            if self.finished is not None:
+                return
+            if status is not None and status not in ENDS:
+                raise ValueError(f"status must be one of {ENDS}, got {status!r}")
+            if self.step_count > self._last_probe:
+                self._probe_now()
+            full: dict[str, Any] = {"steps": self.step_count}
+            if self.probe is not None:
+                full.update(self.probe.summary())
+                self.probe.detach()
+                self.probe = None
+            full.update(getattr(self, "_evaluated", {}))
+            full.update({k: _plain(v) for k, v in summary.items()})
+            if status is None:
+                status = "diverged" if self._diverged_at is not None else "succeeded"
+            if status == "diverged" and error is None and self._diverged_at is not None:
+                error = f"loss became NaN or infinite by step {self._diverged_at}"
+            self.finished = status
+            self.sender.put({"type": "finish", "status": status, "summary": full, "error": error})
+            sent = self.sender.flush(0.5 if self.offline else timeout_s)
+            self.sender.stop()
+            self.spool.close()
+            if self.sender.client is not None:
+                self.sender.client.close()
+            if not self.offline and not sent:
+                log.warning(
+                    "bnlab: could not deliver everything to %s; send the rest with `bnlab sync %s`",
+                    self.url,
+                    self.spool_path,
+                )
+            _live.discard(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, _tb: Any) -> bool:
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish(status="cancelled", error="interrupted (Ctrl-C)")
+        else:
+            self.finish(status="failed", error=f"{exc_type.__name__}: {exc}")
+        return False  # the exception goes on to the user
+
+    def _on_cancel(self) -> None:
+        self.cancel_requested = True
+
+    @property
+    def link(self) -> str | None:
+        return f"{self.url}/runs/{self.id}" if self.url and self.id else None
+
+    def __repr__(self) -> str:
+        return f"<bnlab.Run id={self.id} step={self.step_count} spool={self.spool_path}>"
+
+
+def _device(values: list[Any]) -> Any:
+    for v in values:
+        if hasattr(v, "device"):
+            return v.device
+    return "cpu"
+
+
+def _plain(value: Any) -> Any:
+    """Summary values as JSON: tensors and numpy scalars to numbers, non-finite to None."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# Runs still open when the interpreter exits are finished: failed if an exception ended the
+# script (seen by the excepthook below), else succeeded.
+_live: weakref.WeakSet[Run] = weakref.WeakSet()
+_uncaught: list[BaseException] = []
+_hooked: list[Any] = []  # the excepthook found at the first init(), once installed
+
+
+def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+    _uncaught.append(exc)
+    _hooked[0](exc_type, exc, tb)
+
+
+def _install_hooks() -> None:
+    """At the first init() (not at import: `bnlab sync` and notebooks reading runs need none)."""
+    if not _hooked:
+        _hooked.append(sys.excepthook)
+        sys.excepthook = _excepthook
+        atexit.register(_finish_open_runs)
+
+
+def _finish_open_runs() -> None:
+    for run in list(_live):
+        if _uncaught:
+            exc = _uncaught[-1]
+            status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+            run.finish(status=status, error=f"{type(exc).__name__}: {exc}", timeout_s=10.0)
+        else:
+            run.finish(timeout_s=10.0)
+
+
+def init(
+    name: str | None = None,
+    config: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    *,
+    url: str | None = None,
+    token: str | None = None,
+    mode: str = "online",
+    resume: int | None = None,
+    start_step: int | None = None,
+    dir: str | Path | None = None,
+    timeout_s: float = 10.0,  # noqa: A002
+    queue_size: int = 10_000,
+) -> Run:
+    """Start (or resume) a run of this script.
+
+    url / token: the server and its API token (default BNLAB_URL / BNLAB_API_TOKEN); with no
+    url, or mode="offline", records only go to the spool file (send it with `bnlab sync`).
+    resume: a run id to continue (its step count goes on from where the server has it, or
+    from start_step). dir: the spool folder (default BNLAB_SPOOL_DIR or ~/.bnlab/spool).
+    """
+    name = name or Path(sys.argv[0] or "script").stem or "script"
+    _install_hooks()
+    return Run(
+        name=name,
+        config=config,
+        tags=tags,
+        url=url,
+        token=token,
+        mode=mode,
+        resume=resume,
+        start_step=start_step,
+        directory=Path(dir) if dir is not None else None,
+        timeout_s=timeout_s,
+        queue_size=queue_size,
+    )
