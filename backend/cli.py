@@ -72,6 +72,24 @@ def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Ex
         raise typer.Exit(1)
 
 
+@app.command()
+def describe(config: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                           help="ExperimentConfig JSON."),
+             as_json: bool = typer.Option(False, "--json", help="Print it as JSON.")) -> None:
+    """What a config builds, before training and without data files: its BN layers (place,
+    what feeds each), where dropout sits, the parameter count, rough memory and time."""
+    from backend.schema.netspec import describe_json_text, format_description
+
+    try:
+        desc = describe_json_text(config.read_text(), str(config))
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps(desc, indent=2))
+    else:
+        console.print(format_description(desc), markup=False, highlight=False, soft_wrap=True)
+
+
 def _client(url: str, token: str | None):
     import httpx
 

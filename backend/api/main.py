@@ -17,8 +17,8 @@ from fastapi.responses import Response
 from backend import reconcile
 from backend.api import errors, static
 from backend.api.limits import UploadSizeLimit
-from backend.api.routes import (compare, exports, health, metrics, presets, runs, script_runs,
-                                stream, sweeps, uploads)
+from backend.api.routes import (compare, describe, exports, health, metrics, presets, runs,
+                                script_runs, stream, sweeps, uploads)
 from backend.settings import settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api", responses=errors.responses(400, 503))
     for module in (health, presets, runs, sweeps, metrics, compare, exports, uploads, stream,
-                   script_runs):
+                   script_runs, describe):
         router.include_router(module.router)
     return router
 

@@ -14,6 +14,7 @@ from backend.crud.errors import FieldError
 from backend.db.models import Upload
 from backend.schema.experiment import ExperimentConfig
 from backend.schema.params import estimate_params
+from backend.schema.registry import WEIGHT_LAYER
 from backend.schema.paths import resolve_dataset_path
 from backend.settings import settings
 
@@ -55,5 +56,7 @@ def check_submission(*, session: Session, config: ExperimentConfig) -> None:
             raise FieldError("dataset.path", str(exc)) from None
     params = estimate_params(config, _upload_spec(session, config))
     if params > settings.max_params:
-        raise FieldError("model.widths", f"the model would have about {params:,} parameters, "
-                                         f"above the cap of {settings.max_params:,} (BNLAB_MAX_PARAMS)")
+        # residual nets grow with depth (and widen / growth); mlp and cnn with widths
+        field = "model.widths" if config.model.arch in WEIGHT_LAYER else "model.depth"
+        raise FieldError(field, f"the model would have about {params:,} parameters, "
+                                f"above the cap of {settings.max_params:,} (BNLAB_MAX_PARAMS)")

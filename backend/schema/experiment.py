@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from backend.schema import registry
+from backend.schema import netspec, registry
 from backend.schema.registry import (
     Activation,
     Arch,
@@ -18,6 +25,7 @@ from backend.schema.registry import (
     BnImpl,
     DatasetName,
     DropoutKindName,
+    DropoutPlacement,
     MaskKind,
     Optimizer,
     Pooling,
@@ -76,6 +84,64 @@ class ModelConfig(_Strict):
     pooling: Pooling = "max"  # cnn only: 2x2 pooling after each block
     dropout: DropoutConfig = Field(default_factory=DropoutConfig)
     batchnorm: BatchNormConfig = Field(default_factory=BatchNormConfig)
+    # Residual nets (resnet, wrn, densenet; backend/schema/netspec.py describes each layer).
+    # They ignore widths, block and pooling, and place dropout with dropout_at instead.
+    bottleneck: bool = False  # resnet: bottleneck units (depth 9n+2) instead of basic (6n+2)
+    depth: int | None = Field(None, ge=1, le=1202)  # None: resnet 20 (29), wrn 16, densenet 40
+    widen: int = Field(1, ge=1, le=64)  # wrn: k, the width multiplier of WRN-d-k
+    growth: int = Field(12, ge=1, le=256)  # densenet: k, channels each dense unit adds
+    dropout_at: DropoutPlacement | None = None  # where dropout goes in a residual net
+
+    @field_validator("head_dropout")
+    @classmethod
+    def _head_dropout_arch(cls, rate: float | None, info: ValidationInfo) -> float | None:
+        if rate is not None and info.data.get("arch") in registry.RESIDUAL_ARCHS:
+            raise ValueError("residual nets put dropout before the classifier with "
+                             "model.dropout_at = 'head' (rate: model.dropout.rate)")
+        return rate
+
+    @field_validator("bottleneck")
+    @classmethod
+    def _bottleneck_arch(cls, bottleneck: bool, info: ValidationInfo) -> bool:
+        if bottleneck and info.data.get("arch", "resnet") != "resnet":
+            raise ValueError("bottleneck units exist only for arch 'resnet'")
+        return bottleneck
+
+    @field_validator("depth")
+    @classmethod
+    def _depth_rule(cls, depth: int | None, info: ValidationInfo) -> int | None:
+        arch = info.data.get("arch")
+        if depth is None or arch is None:
+            return depth
+        if arch not in registry.RESIDUAL_ARCHS:
+            raise ValueError(f"arch '{arch}' has no depth (its depth is len(model.widths))")
+        problem = netspec.depth_error(arch, bool(info.data.get("bottleneck")), depth)
+        if problem:
+            raise ValueError(problem)
+        return depth
+
+    @field_validator("widen")
+    @classmethod
+    def _widen_arch(cls, widen: int, info: ValidationInfo) -> int:
+        if widen != 1 and info.data.get("arch", "wrn") != "wrn":
+            raise ValueError("only arch 'wrn' has a width multiplier")
+        return widen
+
+    @field_validator("growth")
+    @classmethod
+    def _growth_arch(cls, growth: int, info: ValidationInfo) -> int:
+        if growth != 12 and info.data.get("arch", "densenet") != "densenet":
+            raise ValueError("only arch 'densenet' has a growth rate")
+        return growth
+
+    @field_validator("dropout_at")
+    @classmethod
+    def _placement_arch(cls, at: str | None, info: ValidationInfo) -> str | None:
+        arch = info.data.get("arch")
+        if at is not None and arch is not None and arch not in registry.RESIDUAL_ARCHS:
+            raise ValueError(f"arch '{arch}' has no units to place dropout in: it places "
+                             "dropout with model.block and model.head_dropout")
+        return at
 
     @field_validator("block")
     @classmethod
@@ -89,8 +155,8 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _block_matches_arch(self) -> ModelConfig:
-        want = registry.WEIGHT_LAYER[self.arch]
-        if want not in self.block:
+        want = registry.WEIGHT_LAYER.get(self.arch)  # residual nets have no block list
+        if want is not None and want not in self.block:
             raise ValueError(f"model.block must use '{want}' for arch '{self.arch}'")
         return self
 

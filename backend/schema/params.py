@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 from backend.schema.experiment import ExperimentConfig
-from backend.schema.registry import DATASETS, WEIGHT_LAYER
+from backend.schema.netspec import build_spec
+from backend.schema.registry import DATASETS, RESIDUAL_ARCHS, WEIGHT_LAYER
 
 # dataset name -> (input shape (C, H, W), classes), from the registry (uploads carry their own).
 DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
@@ -33,6 +34,8 @@ def estimate_params(cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], 
                     ) -> int:
     """Trainable parameters of `cfg`'s model. Uploads: ((features,), classes) means one channel."""
     shape, classes = input_spec(cfg, upload_shape)
+    if cfg.model.arch in RESIDUAL_ARCHS:  # counted layer by layer from the net's spec
+        return build_spec(cfg.model, shape, classes).params
     shape = (1, 1, *shape) if len(shape) == 1 else shape
     model, mlp = cfg.model, cfg.model.arch == "mlp"
     weight = WEIGHT_LAYER[model.arch]

@@ -103,7 +103,12 @@ def noise_moments(kind: str, rate: float) -> tuple[float, float]:
 
 # ---------------------------------------------------------------------------- models
 
-ARCHS: tuple[str, ...] = ("mlp", "cnn")
+ARCHS: tuple[str, ...] = ("mlp", "cnn", "resnet", "wrn", "densenet")
+# Residual nets of the literature (backend/schema/netspec.py describes them, the engine's
+# worker/engine/nets.py builds them); mlp and cnn are the block-list nets of model.py.
+RESIDUAL_ARCHS: tuple[str, ...] = ("resnet", "wrn", "densenet")
+# Where model.dropout_at puts dropout in a residual net (netspec.py says exactly where).
+DROPOUT_PLACEMENTS: tuple[str, ...] = ("none", "before_bn", "before_conv", "after_conv", "head")
 # The layers a hidden block may hold, in any order; each block has exactly one weight layer.
 BLOCK_LAYERS: tuple[str, ...] = ("linear", "conv", "dropout", "batchnorm", "activation")
 WEIGHT_LAYER: dict[str, str] = {"mlp": "linear", "cnn": "conv"}  # arch -> its block's weight
@@ -166,6 +171,7 @@ DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]
 DropoutKindName = Literal[DROPOUT_KIND_NAMES]  # type: ignore[valid-type]
 MaskKind = Literal[MASK_KINDS]  # type: ignore[valid-type]
 Arch = Literal[ARCHS]  # type: ignore[valid-type]
+DropoutPlacement = Literal[DROPOUT_PLACEMENTS]  # type: ignore[valid-type]
 BlockLayer = Literal[BLOCK_LAYERS]  # type: ignore[valid-type]
 Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
 Pooling = Literal[POOLINGS]  # type: ignore[valid-type]

@@ -93,6 +93,8 @@ export const getPreset = (id) => request("GET", `/api/presets/${encodeURICompone
 export const listRuns = (filters = {}) => request("GET", "/api/runs", { query: filters });
 export const getRun = (id) => request("GET", `/api/runs/${id}`);
 export const createRun = (config) => request("POST", "/api/runs", { json: config, write: true });
+// What a config builds (parameters, BN layers, ...): nothing is stored.
+export const describe = (config) => request("POST", "/api/describe", { json: config });
 export const createSweep = (sweep) => request("POST", "/api/sweeps", { json: sweep, write: true });
 export const cancelRun = (id) => request("POST", `/api/runs/${id}/cancel`, { write: true });
 export const retryRun = (id) => request("POST", `/api/runs/${id}/retry`, { write: true });

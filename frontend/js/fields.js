@@ -12,13 +12,22 @@ export const SECTIONS = [
     { path: "dataset.val_fraction", label: "validation fraction", type: "float" },
   ] },
   { title: "Model", fields: [
-    { path: "model.arch", label: "architecture", type: "select", options: ["mlp", "cnn"] },
+    { path: "model.arch", label: "architecture", type: "select",
+      options: ["mlp", "cnn", "resnet", "wrn", "densenet"] },
     { path: "model.widths", label: "widths (per block)", type: "intlist" },
     { path: "model.block", label: "block order", type: "block" },
     { path: "model.activation", label: "activation", type: "select",
       options: ["relu", "sigmoid", "tanh", "gaussian", "identity"] },
     { path: "model.pooling", label: "pooling (cnn)", type: "select", options: ["max", "avg"] },
     { path: "model.head_dropout", label: "head dropout rate", type: "float", nullable: true },
+    // residual nets (resnet, wrn, densenet): they ignore widths, block order and pooling
+    { path: "model.depth", label: "depth (resnet/wrn/densenet; empty = default)", type: "int",
+      nullable: true },
+    { path: "model.widen", label: "widen k (wrn)", type: "int" },
+    { path: "model.growth", label: "growth k (densenet)", type: "int" },
+    { path: "model.bottleneck", label: "bottleneck units (resnet)", type: "bool" },
+    { path: "model.dropout_at", label: "dropout placement (residual nets)", type: "select",
+      nullable: true, options: ["", "none", "before_bn", "before_conv", "after_conv", "head"] },
   ] },
   { title: "Dropout", fields: [
     { path: "model.dropout.kind", label: "kind", type: "select",

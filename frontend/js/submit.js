@@ -229,7 +229,28 @@ export function submitPanel({ onSubmitted } = {}) {
     }
   });
 
+  // Live size of the model being edited (POST /api/describe), a moment after the last edit.
+  const modelSize = el("p", { class: "model-size", "aria-live": "polite" });
+  form.querySelector(".sections").after(modelSize);
+  let sizeTimer = null, sizeSeq = 0;
+  const showSize = () => {
+    const { config, errors } = read();
+    const seq = ++sizeSeq;
+    if (errors.length) { modelSize.textContent = "model: fix the fields marked above"; return; }
+    api.describe(config).then((d) => {
+      if (seq !== sizeSeq) return;
+      modelSize.textContent = `model: ${d.params.toLocaleString("en-US")} parameters, ` +
+        `${d.bn_layers.length} BN layers`;
+    }).catch((exc) => {
+      if (seq === sizeSeq) modelSize.textContent = `model: ${exc.message}`;
+    });
+  };
+  const sizeSoon = () => { clearTimeout(sizeTimer); sizeTimer = setTimeout(showSize, 250); };
+  form.addEventListener("input", sizeSoon);
+  form.addEventListener("change", sizeSoon);
+
   fill({ ...DEFAULT_BASE, ...defaultsFromSchema() });
+  sizeSoon();
   api.presets().then((data) => {
     for (const [i, preset] of presetList(data).entries()) {
       presets.push(preset);
@@ -256,6 +277,7 @@ function defaultsFromSchema() {
     dataset: { name: "digits", val_fraction: 0.2, path: null, upload_id: null, n_samples: null, limit: null },
     model: { arch: "mlp", widths: [256, 256, 256], block: ["linear", "dropout", "batchnorm", "activation"],
       head_dropout: null, activation: "relu", pooling: "max",
+      bottleneck: false, depth: null, widen: 1, growth: 12, dropout_at: null,
       dropout: { kind: "bernoulli", rate: 0.5, mask: "per_sample" },
       batchnorm: { momentum: 0.1, eps: 1e-5, affine: true, gamma_init: 1.0, beta_init: 0.0, impl: "torch" } },
     train: { epochs: 5, batch_size: 128, optimizer: "sgd", lr: 0.05, momentum: 0.9, weight_decay: 0.0,

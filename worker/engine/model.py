@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from backend.schema.registry import ARCHS, RESIDUAL_ARCHS
+
 from .batchnorm import get_norm_layer
 from .dropout import get_dropout_layer
 
@@ -136,8 +138,14 @@ def _block(
 def build_model(model_cfg: Any, in_shape: tuple[int, ...], n_classes: int) -> Net:
     """Build the network of `model_cfg` (a ModelConfig or its dict) for inputs of in_shape (C, H, W)."""
     arch = _get(model_cfg, "arch")
+    if arch in RESIDUAL_ARCHS:  # resnet / wrn / densenet: built from their spec (nets.py)
+        from backend.schema.experiment import ModelConfig
+
+        from .nets import build_residual
+
+        return build_residual(ModelConfig.model_validate(model_cfg), in_shape, n_classes)
     if arch not in ("mlp", "cnn"):
-        raise ValueError(f"model.arch must be 'mlp' or 'cnn', got {arch!r}")
+        raise ValueError(f"model.arch must be one of {ARCHS}, got {arch!r}")
     c = math.prod(in_shape) if arch == "mlp" else in_shape[0]
     hw = tuple(in_shape[1:3]) if arch == "cnn" else (1, 1)
     blocks = []

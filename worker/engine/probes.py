@@ -43,7 +43,10 @@ class Unit:
 
 
 def units(model: nn.Module) -> list[Unit]:
-    """The layers a probe reports: one per hidden block of a Net, else one per BN layer."""
+    """The layers a probe reports: one per hidden block of a Net, one per BN of a residual
+    net (named by place, `stage2.unit3.bn2`), else one per BN layer."""
+    if hasattr(model, "probe_units"):  # worker/engine/nets.py: BN and the conv feeding it
+        return [Unit(name, bn, weight) for name, bn, weight in model.probe_units()]
     if hasattr(model, "blocks"):
         out = []
         for i, block in enumerate(model.blocks):
@@ -220,9 +223,17 @@ class BNProbe:
             mask = per_channel([float(m is None) for m in momenta], sizes, device)
             self.cumulative = mask.repeat(2).bool()
         self.eps = per_channel([bn.eps for bn in self.bns], sizes, device)
-        # (layers, channels): every layer's channel mean in one matmul
-        blocks = [torch.full((1, c), 1.0 / c) for c in sizes]
-        self.avg = torch.block_diag(*blocks).to(device) if blocks else None
+        # every layer's channel mean in one index_add over the flat channels: O(channels),
+        # where a dense (layers, channels) averaging matrix grows as their product (a
+        # DenseNet-BC-100 has 99 BNs over ~21k channels: 2M entries, 8 MB, per probe)
+        self.layer_of = torch.arange(len(sizes)).repeat_interleave(
+            torch.tensor(sizes, dtype=torch.long)).to(device)
+        self.inv_sizes = torch.tensor([1.0 / c for c in sizes], device=device).view(-1, 1)
+
+    def _layer_means(self, rows: torch.Tensor) -> torch.Tensor:
+        """(layers, keys): per layer, the mean over its channels of each row of (keys, channels)."""
+        sums = rows.new_zeros(len(self.sizes), rows.shape[0]).index_add_(0, self.layer_of, rows.T)
+        return sums * self.inv_sizes
 
     @property
     def names(self) -> list[str]:
@@ -319,7 +330,7 @@ class BNProbe:
                 "shift": shift,
             }
             rows = torch.stack([stats[k] for k in BN_LAYER_KEYS])
-            values = (self.avg @ rows.T).tolist()  # (layers, keys); CPU-GPU sync point
+            values = (self._layer_means(rows)).tolist()  # (layers, keys); CPU-GPU sync point
             self.reset_window(current)
         else:
             self.reset_window()

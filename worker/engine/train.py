@@ -350,6 +350,14 @@ def _predicted_shifts(run: Run) -> dict[str, float]:
     first such BN should match `shift`: deeper ones also inherit the shift of the layers above.
     """
     block, drop = run.cfg.model.block, run.cfg.model.dropout
+    spec = getattr(run.model, "spec", None)  # residual nets: the BNs the spec puts after dropout
+    if spec is not None:
+        after_drop = {b.name for b in spec.bn_layers if b.dropout_before}
+        return {
+            name: predicted_shift(drop.kind, drop.rate, m, v).mean().item()
+            for name, (m, v) in run.probe.last_eval.items()
+            if name in after_drop
+        }
     if not (
         "dropout" in block
         and "batchnorm" in block
