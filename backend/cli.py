@@ -47,6 +47,23 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
 
 
 @app.command()
+def worker(gpus: str = typer.Option(
+               "none", help="all, none, or GPU indices like 0,1,3: one worker process per GPU, "
+               "each pinned with CUDA_VISIBLE_DEVICES (env BNLAB_GPUS).", envvar="BNLAB_GPUS"),
+           workers: int = typer.Option(1, min=1, envvar="BNLAB_CPU_WORKERS",
+                                       help="CPU worker processes with --gpus none.")
+           ) -> None:
+    """Worker processes only (no API): for a GPU host, or a worker host of a cluster."""
+    from backend.gpu_workers import GpuSpecError, parse_gpus, run_workers
+
+    try:
+        gpu_list = parse_gpus(gpus)
+    except GpuSpecError as exc:
+        raise _fail(str(exc)) from exc
+    run_workers(gpu_list, cpu_workers=workers)
+
+
+@app.command()
 def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
         out: Path | None = typer.Option(None, help="Write config, metrics, layers, summary here.")
         ) -> None:

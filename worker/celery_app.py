@@ -38,13 +38,17 @@ _stop = threading.Event()
 
 def _beat() -> None:
     """Keep this worker's row in the `workers` table fresh until shutdown."""
+    from worker.device import current, write_health
+
     sessions = get_sessionmaker()
+    device = current()
     while True:
+        write_health(device, ready=True)  # the container healthcheck reads it (no database)
         try:
             with sessions() as s, s.begin():
                 if not touch_worker(session=s, worker_id=WORKER_ID):
                     register_worker(session=s, worker_id=WORKER_ID,
-                                    host=socket.gethostname(), pid=os.getpid())
+                                    host=socket.gethostname(), pid=os.getpid(), device=device)
         except Exception as exc:  # database down: try again next beat, never kill the thread
             log.warning("worker heartbeat failed: %s", exc)
         if _stop.wait(settings.heartbeat_s):

@@ -4,6 +4,7 @@ each worker process registers a row and touches `last_seen` from a background th
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -12,10 +13,12 @@ from backend.db.models import Worker, utcnow
 from backend.settings import settings
 
 
-def register_worker(*, session: Session, worker_id: str, host: str, pid: int) -> Worker:
-    """Insert (or revive) the row of a starting worker."""
+def register_worker(*, session: Session, worker_id: str, host: str, pid: int,
+                    device: dict[str, Any] | None = None) -> Worker:
+    """Insert (or revive) the row of a starting worker, with what it trains on."""
     worker = session.get(Worker, worker_id) or Worker(id=worker_id, host=host, pid=pid)
     worker.host, worker.pid, worker.last_seen = host, pid, utcnow()
+    worker.device = device
     session.add(worker)
     return worker
 

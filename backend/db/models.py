@@ -188,3 +188,6 @@ class Worker(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # {"visible_devices", "cuda_available", "gpu_name", "driver", "torch_cuda", "error"}: what
+    # the process trains on, as it found it at start (migration 0007; shown in /api/health).
+    device: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
