@@ -38,12 +38,18 @@ def run_local(
     datasets_root: Path | None = None,
     uploads_dir: Path | None = None,
     export_dir: Path | None = None,
+    deterministic: bool = False,
 ) -> dict[str, Any]:
     """Validate, train with a MemorySink and write {"config","metrics","layers","summary"} to out_path.
 
     datasets_root / uploads_dir default to the Settings' directories (BNLAB_DATASETS_DIR ...).
-    The returned dict also carries "status" and "error".
+    The returned dict also carries "status" and "error". deterministic: one torch thread and
+    deterministic algorithms for this process (engine/repro.py), so the run repeats bit for bit.
     """
+    if deterministic:
+        from worker.engine.repro import make_deterministic
+
+        make_deterministic()
     cfg = validate_config(load_config_file(config_path))
     if datasets_root is None or uploads_dir is None:
         from backend.settings import Settings

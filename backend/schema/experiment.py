@@ -8,14 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from backend.schema import netspec, registry
 from backend.schema.registry import (
@@ -30,9 +23,6 @@ from backend.schema.registry import (
     Optimizer,
     Pooling,
 )
-
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
-
 
 class _Strict(BaseModel):
     # Unknown keys are typos; refusing them names the field instead of silently ignoring it.
@@ -58,8 +48,16 @@ class DatasetConfig(_Strict):
 
 class DropoutConfig(_Strict):
     kind: DropoutKindName = "bernoulli"
-    rate: Rate = 0.5  # drop probability r (bernoulli, gaussian: var r/(1-r)); beta for uniform
+    # drop probability r in [0, 1) (bernoulli, gaussian: noise var r/(1-r)); for uniform the
+    # half-width beta in [0, 8) (noise var beta²/3; beta = sqrt(3r/(1-r)) is bernoulli r's noise)
+    rate: float = Field(0.5, ge=0.0)
     mask: MaskKind = "per_sample"  # per_batch: one mask for the whole batch
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_for_kind(cls, rate: float, info: ValidationInfo) -> float:
+        # kind is declared first, so it is in info.data when valid; the bound depends on it
+        return registry.check_rate(info.data.get("kind", "bernoulli"), rate)
 
 
 class BatchNormConfig(_Strict):
@@ -79,7 +77,8 @@ class ModelConfig(_Strict):
     block: list[BlockLayer] = Field(
         default_factory=lambda: ["linear", "dropout", "batchnorm", "activation"], min_length=1
     )  # layer order inside every hidden block
-    head_dropout: Rate | None = None  # one dropout of the same kind right before the classifier
+    # one dropout of the same kind right before the classifier; bounded like model.dropout.rate
+    head_dropout: float | None = Field(None, ge=0.0)
     activation: Activation = "relu"
     pooling: Pooling = "max"  # cnn only: 2x2 pooling after each block
     dropout: DropoutConfig = Field(default_factory=DropoutConfig)
@@ -158,6 +157,8 @@ class ModelConfig(_Strict):
         want = registry.WEIGHT_LAYER.get(self.arch)  # residual nets have no block list
         if want is not None and want not in self.block:
             raise ValueError(f"model.block must use '{want}' for arch '{self.arch}'")
+        if self.head_dropout is not None:  # same kind as model.dropout, so the same bound
+            registry.check_rate(self.dropout.kind, self.head_dropout, "model.head_dropout")
         return self
 
 

@@ -77,6 +77,10 @@ class DropoutKind:
     name: str
     noise_var: Callable[[float], float]
     rate_means: str  # what model.dropout.rate is for this kind
+    # model.dropout.rate must lie in [0, rate_below): a drop probability below 1; Uout's
+    # half-width beta may exceed 1 so that it can match bernoulli's noise variance r/(1-r)
+    # (beta = sqrt(3r/(1-r)): sqrt(3) at r = 0.5; 8 matches r = 0.955)
+    rate_below: float = 1.0
 
 
 DROPOUT_KINDS: dict[str, DropoutKind] = {
@@ -87,11 +91,33 @@ DROPOUT_KINDS: dict[str, DropoutKind] = {
         # g ~ N(1, r/q): the same first two moments as inverted Bernoulli
         DropoutKind("gaussian", lambda r: r / (1.0 - r), "drop probability r (variance r/(1-r))"),
         # g = 1 + u, u ~ U(-b, b): Var = b²/3 (Li et al. 2019's Uout)
-        DropoutKind("uniform", lambda b: b * b / 3.0, "half-width b of U(-b, b)"),
+        DropoutKind("uniform", lambda b: b * b / 3.0, "half-width b of U(-b, b)", 8.0),
     )
 }
 DROPOUT_KIND_NAMES: tuple[str, ...] = tuple(DROPOUT_KINDS)
 MASK_KINDS: tuple[str, ...] = ("per_sample", "per_batch")
+
+
+def check_rate(kind: str, rate: float, field: str = "model.dropout.rate") -> float:
+    """rate if it is allowed for `kind`, else ValueError naming the field and the bound."""
+    spec = DROPOUT_KINDS.get(kind)
+    if spec is not None and not 0.0 <= rate < spec.rate_below:
+        raise ValueError(
+            f"{field} must be in [0, {spec.rate_below:g}) for dropout kind {kind!r} "
+            f"({spec.rate_means}), got {rate}"
+        )
+    return rate
+
+
+def equal_noise_rate(rate: float, kind: str, to: str = "uniform") -> float:
+    """The rate of kind `to` whose noise variance equals that of `kind` at `rate`
+    (bernoulli r -> uniform beta = sqrt(3r/(1-r)); uniform beta -> bernoulli r = b²/(3+b²))."""
+    var = noise_moments(kind, rate)[1]
+    if to == "uniform":
+        return (3.0 * var) ** 0.5
+    if to in ("bernoulli", "gaussian"):
+        return var / (1.0 + var)
+    raise ValueError(f"model.dropout.kind must be one of {list(DROPOUT_KINDS)}, got {to!r}")
 
 
 def noise_moments(kind: str, rate: float) -> tuple[float, float]:
@@ -136,8 +162,36 @@ LAYER_KEY_SPECS: tuple[SeriesKey, ...] = (
     SeriesKey("running_var", "BN's running variance", from_bn=True),
     SeriesKey("eval_mean", "mean of the BN input in eval mode on held-out data", from_bn=True),
     SeriesKey("eval_var", "variance of the BN input in eval mode on held-out data", from_bn=True),
-    SeriesKey("shift", "max(eval_var/running_var, its inverse) per channel, >= 1", from_bn=True),
+    SeriesKey(
+        "shift",
+        "bnlab's per-channel statistic: mean over channels of max(r, 1/r), "
+        "r = eval_var/running_var per channel; >= 1, reads above 1 from sampling noise alone",
+        from_bn=True,
+    ),
     SeriesKey("grad_norm", "L2 norm of the block's weight gradient at the probe step"),
+    SeriesKey(
+        "shift_li",
+        "Li et al.'s layer statistic: max(a/b, b/a) of the channel-averaged eval_var (a) and "
+        "running_var (b)",
+        from_bn=True,
+    ),
+    SeriesKey(
+        "shift_floor", "what `shift` reads with no shift at this probe's sample sizes", from_bn=True
+    ),
+    SeriesKey(
+        "shift_li_floor",
+        "what `shift_li` reads with no shift at this probe's sample sizes",
+        from_bn=True,
+    ),
+    SeriesKey(
+        "shift_log_q1", "lower quartile over channels of log(eval_var/running_var)", from_bn=True
+    ),
+    SeriesKey(
+        "shift_log_median", "median over channels of log(eval_var/running_var)", from_bn=True
+    ),
+    SeriesKey(
+        "shift_log_q3", "upper quartile over channels of log(eval_var/running_var)", from_bn=True
+    ),
 )
 LAYER_KEYS: tuple[str, ...] = tuple(k.name for k in LAYER_KEY_SPECS)
 BN_LAYER_KEYS: tuple[str, ...] = tuple(k.name for k in LAYER_KEY_SPECS if k.from_bn)
@@ -149,7 +203,11 @@ METRIC_KEY_SPECS: tuple[SeriesKey, ...] = (
     SeriesKey("train_acc", "training accuracy over the probe window"),
     SeriesKey("val_loss", "validation loss in eval mode"),
     SeriesKey("val_acc", "validation accuracy in eval mode"),
-    SeriesKey("val_acc_train_mode", "validation accuracy with BN in train mode"),
+    SeriesKey(
+        "val_acc_train_mode",
+        "validation accuracy in real train mode (model.train(): dropout on, BN on each batch's "
+        "statistics, batches of the training batch size)",
+    ),
     SeriesKey("lr", "learning rate"),
     SeriesKey("grad_cos", "cosine of a mini-batch gradient to the mean gradient (grad_noise)"),
 )

@@ -27,7 +27,8 @@ export function metricsCsv(columns) {
 
 export function layersCsv(layers) {
   const keys = ["train_mean", "train_var", "running_mean", "running_var", "eval_mean", "eval_var",
-    "shift", "grad_norm"];
+    "shift", "grad_norm", "shift_li", "shift_floor", "shift_li_floor", "shift_log_q1",
+    "shift_log_median", "shift_log_q3"];
   const lines = [["layer", "name", "step", ...keys].join(",")];
   for (const layer of layers) {
     layer.step.forEach((step, i) => {

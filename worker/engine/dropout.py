@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from backend.schema.registry import DROPOUT_KIND_NAMES, MASK_KINDS
+from backend.schema.registry import DROPOUT_KIND_NAMES, MASK_KINDS, check_rate
 
 
 def mask_shape(x: torch.Tensor, mask: str) -> tuple[int, ...]:
@@ -62,8 +62,7 @@ class Dropout(nn.Module):
 
     def __init__(self, rate: float = 0.5, mask: str = "per_sample") -> None:
         super().__init__()
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"model.dropout.rate must be in [0, 1), got {rate}")
+        check_rate(self.kind, rate)  # per kind: Uout's beta may exceed 1 (equal noise)
         if mask not in MASK_KINDS:
             raise ValueError(f"model.dropout.mask must be one of {MASK_KINDS}, got {mask!r}")
         self.rate, self.mask = float(rate), mask

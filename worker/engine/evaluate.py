@@ -1,10 +1,11 @@
 """Evaluation modes, each a @torch.no_grad() function that sets the mode and restores it.
 
 - eval mode: BN on running statistics, dropout off (what inference does).
-- train-BN mode ("forgot model.eval()"): BN normalises each test batch by its own
-  statistics; dropout stays off so only BN's behaviour is measured. The model's running
-  statistics are not recorded (track_running_stats off), so evaluation never changes the
-  trained model.
+- train mode ("forgot model.eval()"): what `model.train()` does at test time, dropout on and
+  BN normalising each test batch by its own statistics; and BN-only train mode (dropout off),
+  a separately named measure of BN's part. The model's running statistics are not recorded
+  (track_running_stats off), so evaluation never changes the trained model. A test batch of
+  one is undefined for BN in train mode (one value per channel): reported as None.
 - PreciseBN recalibration (Wu & Johnson 2021, arXiv 2105.07576): on a copy of the model,
   reset BN statistics, cumulative averaging (momentum=None), dropout off, BN in train
   mode, training samples through the net without gradients.
@@ -23,7 +24,6 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .dropout import Dropout
-
 
 # Samples per forward in eval passes. On CPU a 512-image CNN forward takes ~40 % longer than
 # two of 256 (the activations stop fitting in cache); MLPs are as fast at 256 as at 4096.
@@ -106,26 +106,58 @@ def evaluate(
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
 
 
-def _batch_stats_forward(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
-    # A batch of one: BatchNorm1d refuses it in train mode. Two copies of the sample have
-    # exactly its statistics (mean = x, biased var = 0), and with dropout off they stay
-    # identical through the net, so every BN1d output collapses to β as SCIENCE.md §3 says.
-    if len(xb) == 1:
-        return model(torch.cat([xb, xb]))[:1]
-    return model(xb)
+# Why a test batch of one has no train-mode accuracy (the summary stores it beside a null).
+UNDEFINED_AT_ONE = (
+    "undefined: BatchNorm in train mode normalises by the batch's own statistics, and a batch "
+    "of one sample has one value per channel (PyTorch refuses it)"
+)
+
+
+@contextmanager
+def train_mode(model: nn.Module, *, dropout: bool) -> Iterator[nn.Module]:
+    """BN in train mode without recording its batches; dropout on too if `dropout` (what
+    `model.train()` at test time does), else every other module in eval mode."""
+    modules, bns = _tree(model)
+    saved, tracked = [m.training for m in modules], [bn.track_running_stats for bn in bns]
+    for m in modules:
+        object.__setattr__(m, "training", dropout)
+    for bn in bns:
+        object.__setattr__(bn, "training", True)
+        object.__setattr__(bn, "track_running_stats", False)
+    try:
+        yield model
+    finally:
+        for m, training in zip(modules, saved, strict=True):
+            object.__setattr__(m, "training", training)
+        for bn, track in zip(bns, tracked, strict=True):
+            object.__setattr__(bn, "track_running_stats", track)
+
+
+def _usable(n: int, batch_size: int) -> int:
+    """Samples evaluated in batches of batch_size: a trailing batch of one is left out (BN in
+    train mode cannot normalise a single value per channel)."""
+    return n - 1 if batch_size > 1 and n % batch_size == 1 and n > 1 else n
 
 
 @torch.no_grad()
+def train_mode_logits(
+    model: nn.Module, x: torch.Tensor, batch_size: int, *, dropout: bool, seed: int = 0
+) -> torch.Tensor:
+    """Logits with BN on each batch of batch_size's own statistics ("forgot model.eval()"),
+    dropout on as well if `dropout`. Running statistics are left exactly as they were; the
+    dropout draws come from a generator seeded with `seed`, so the caller's random stream is
+    untouched and the result repeats. A trailing batch of one is left out (_usable), and a
+    batch size of 1 raises PyTorch's ValueError for BatchNorm1d."""
+    x = x[: _usable(len(x), batch_size)]
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        with train_mode(model, dropout=dropout):
+            return cat_chunks([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
 def train_bn_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits with BN on each batch of batch_size's own statistics, dropout off ("forgot
-    model.eval()"). Running statistics are left exactly as they were."""
-    with mode(model, bn_train=True, bn_track=False):
-        return cat_chunks(
-            [
-                _batch_stats_forward(model, x[i : i + batch_size])
-                for i in range(0, len(x), batch_size)
-            ]
-        )
+    """train_mode_logits with dropout off: only BN's behaviour (the BN-only measure)."""
+    return train_mode_logits(model, x, batch_size, dropout=False)
 
 
 @torch.no_grad()
@@ -135,14 +167,24 @@ def evaluate_train_mode(
     y: torch.Tensor,
     batch_size: int,
     max_samples: int | None = None,
-) -> torch.Tensor:
-    """Accuracy with BN on each test batch's own statistics, as a 0-d device tensor.
+    *,
+    dropout: bool = True,
+) -> torch.Tensor | None:
+    """Accuracy in train mode at test batch size batch_size, as a 0-d device tensor: real
+    `model.train()` (dropout on) by default, BN-only with dropout=False. None where BN in train
+    mode is undefined (a batch of one value per channel; UNDEFINED_AT_ONE says why).
 
-    max_samples caps the work at tiny batch sizes (batch size 1 means one forward per sample).
+    max_samples caps the work at tiny batch sizes (batch size 2 means one forward per pair).
     """
     if max_samples is not None:
         x, y = x[:max_samples], y[:max_samples]
-    return (train_bn_logits(model, x, batch_size).argmax(1) == y).float().mean()
+    try:
+        logits = train_mode_logits(model, x, batch_size, dropout=dropout)
+    except ValueError as e:
+        if "more than 1 value per channel" in str(e):
+            return None
+        raise
+    return (logits.argmax(1) == y[: len(logits)]).float().mean()
 
 
 @torch.no_grad()
@@ -199,15 +241,23 @@ def summary_accuracies(
     recalibrate_samples: int | None,
     max_train_mode_samples: int = 2000,
 ) -> dict:
-    """The summary's accuracies: eval mode, train-BN mode per test batch size, recalibrated."""
+    """The summary's accuracies: eval mode; per test batch size real train mode (dropout on,
+    `test_acc_train_mode`) and BN-only train mode (`test_acc_train_bn`), None where undefined;
+    recalibrated."""
     _, acc = evaluate(model, data.x_test, data.y_test)
-    out = {"test_acc_eval": acc}
-    out["test_acc_train_mode"] = {
-        str(b): evaluate_train_mode(
-            model, data.x_test, data.y_test, b, max_train_mode_samples if b < 64 else None
-        )
-        for b in train_mode_sizes
-    }
+    out: dict = {"test_acc_eval": acc}
+    for key, dropout in (("test_acc_train_mode", True), ("test_acc_train_bn", False)):
+        out[key] = {
+            str(b): evaluate_train_mode(
+                model,
+                data.x_test,
+                data.y_test,
+                b,
+                max_train_mode_samples if b < 64 else None,
+                dropout=dropout,
+            )
+            for b in train_mode_sizes
+        }
     if recalibrate_samples:
         recal = recalibrate(model, data.x_train, batch_size, recalibrate_samples)
         out["test_acc_recalibrated"] = evaluate(recal, data.x_test, data.y_test)[1]

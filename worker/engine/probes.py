@@ -31,6 +31,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from backend.schema.registry import BN_LAYER_KEYS, LAYER_KEYS, noise_moments
 
 from .evaluate import EVAL_CHUNK, cat_chunks, mode, predict_logits
+from .shiftstats import (
+    SegmentQuantiles,
+    ema_weight,
+    fold_mean,
+    log_ratio_var,
+    rel_var,
+    shift_li,
+)
 
 
 @dataclass
@@ -91,49 +99,75 @@ def _dims(x: torch.Tensor) -> tuple[int, ...]:
 
 @torch.no_grad()
 def eval_pass(
-    model: nn.Module, x: torch.Tensor, bns: list[_BatchNorm], batch_size: int = EVAL_CHUNK
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    model: nn.Module,
+    x: torch.Tensor,
+    bns: list[_BatchNorm],
+    batch_size: int = EVAL_CHUNK,
+    *,
+    with_spread: bool = False,
+) -> tuple[Any, ...]:
     """Eval-mode forward of x (every dropout off, BN on running stats).
 
     Returns the logits, then the mean and biased variance per channel of what each BN layer
     receives, flat over the channels of `bns` in order (float64), and each BN's count of
-    values per channel.
+    values per channel. with_spread: also (per channel, per layer) Var(q)/E[q]² of each
+    sample's sum of squares q around the running mean (shiftstats.log_ratio_var, for the
+    noise floor): one more square and a few sums per BN input.
     """
     if not bns:
         empty = torch.zeros(0, dtype=torch.float64, device=x.device)
-        return predict_logits(model, x, batch_size), empty, empty, []
-    acc: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # id(bn) → Σh, Σh², count
+        out = (predict_logits(model, x, batch_size), empty, empty, [])
+        return out + ((empty, empty),) if with_spread else out
+    acc: dict[int, tuple[list[torch.Tensor], int]] = {}  # id(bn) → [Σh, Σh², ...], count
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
         # Sums, not var_mean: on CPU var_mean over the batch is ~20x slower than two sums.
         # Centering on running_mean (fixed during an eval pass) avoids the cancellation of
         # E[x²] − E[x]² in float32 when the mean is large against the spread.
         h = args[0] - module.running_mean.view((1, -1) + (1,) * (args[0].dim() - 2))
-        d = _dims(h)
-        s1, s2, n = h.sum(d), (h * h).sum(d), h.numel() // h.shape[1]
+        h2 = h * h
+        if h.dim() > 2:  # per sample and channel: sum over positions
+            s1, q = h.sum((0, *range(2, h.dim()))), h2.sum(tuple(range(2, h.dim())))
+        else:
+            s1, q = h.sum(0), h2
+        sums = [s1, q.sum(0)]
+        if with_spread:
+            q_layer = q.sum(1)
+            sums += [(q * q).sum(0), torch.stack([q_layer.sum(), (q_layer * q_layer).sum()])]
+        n = h.numel() // h.shape[1]
         prev = acc.get(id(module))  # a BN met twice in one forward adds up
-        acc[id(module)] = (s1, s2, n) if prev is None else (prev[0] + s1, prev[1] + s2, prev[2] + n)
+        if prev is not None:
+            sums, n = [a + b for a, b in zip(prev[0], sums, strict=True)], prev[1] + n
+        acc[id(module)] = (sums, n)
 
     handles = [bn.register_forward_pre_hook(pre_hook) for bn in bns]
     logits, total, counts = [], None, [0] * len(bns)
+    k = 4 if with_spread else 2
     try:
         with mode(model, bn_train=False):
             for i in range(0, len(x), batch_size):
                 logits.append(model(x[i : i + batch_size]))
                 parts = [acc.pop(id(bn)) for bn in bns]
-                sums = torch.cat([p[0] for p in parts] + [p[1] for p in parts])
+                sums = torch.cat([p[0][j] for j in range(k) for p in parts])
                 # float32 within a chunk, float64 across chunks
                 total = sums.double() if total is None else total + sums
-                counts = [c + p[2] for c, p in zip(counts, parts)]
+                counts = [c + p[1] for c, p in zip(counts, parts, strict=True)]
     finally:
         for h in handles:
             h.remove()
     logits = cat_chunks(logits)
     sizes = tuple(bn.num_features for bn in bns)
-    inv_n = per_channel([1 / c for c in counts] * 2, sizes * 2, x.device, torch.float64)
-    centered_mean, centered_m2 = (total * inv_n).chunk(2)
-    var = torch.addcmul(centered_m2, centered_mean, centered_mean, value=-1).clamp_min_(0.0)
-    return logits, centered_mean + torch.cat([bn.running_mean for bn in bns]), var, counts
+    inv_n = per_channel([1 / c for c in counts], sizes, x.device, torch.float64)
+    n_ch = sum(sizes)
+    offset, m2 = total[:n_ch] * inv_n, total[n_ch : 2 * n_ch] * inv_n
+    var = torch.addcmul(m2, offset, offset, value=-1).clamp_min_(0.0)
+    mean = offset + torch.cat([bn.running_mean for bn in bns])
+    if not with_spread:
+        return logits, mean, var, counts
+    n = len(x)
+    per_ch = rel_var(total[n_ch : 2 * n_ch], total[2 * n_ch : 3 * n_ch], n)
+    q_layer = total[3 * n_ch :].view(-1, 2)
+    return logits, mean, var, counts, (per_ch, rel_var(q_layer[:, 0], q_layer[:, 1], n))
 
 
 def predicted_shift(kind: str, rate: float, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -197,6 +231,7 @@ class BNProbe:
         self.sums = torch.zeros(2 * sum(self.sizes), device=device)
         self.sum_views = list(self.sums.split(self.sizes * 2))  # in-place targets, one per buffer
         self._last: tuple[torch.Tensor | None, ...] = (None, None, None)  # emean, evar, shift
+        self.last_layers: dict[str, dict[str, float | None]] = {}  # per BN unit, last record
         self.reset_window()
 
     def _seat_flat(self) -> torch.Tensor:
@@ -206,7 +241,7 @@ class BNProbe:
         and leaves the buffers where they are. The model must not be moved afterwards."""
         flat = torch.cat(self.bufs)
         views = flat.split(self.sizes * 2)
-        for bn, mean, var in zip(self.bns, views, views[len(self.bns) :]):
+        for bn, mean, var in zip(self.bns, views, views[len(self.bns) :], strict=False):
             bn.running_mean, bn.running_var = mean, var  # Module.__setattr__: same buffer names
         self.bufs = list(views)
         return flat
@@ -226,9 +261,13 @@ class BNProbe:
         # every layer's channel mean in one index_add over the flat channels: O(channels),
         # where a dense (layers, channels) averaging matrix grows as their product (a
         # DenseNet-BC-100 has 99 BNs over ~21k channels: 2M entries, 8 MB, per probe)
-        self.layer_of = torch.arange(len(sizes)).repeat_interleave(
-            torch.tensor(sizes, dtype=torch.long)).to(device)
+        self.layer_of = (
+            torch.arange(len(sizes))
+            .repeat_interleave(torch.tensor(sizes, dtype=torch.long))
+            .to(device)
+        )
         self.inv_sizes = torch.tensor([1.0 / c for c in sizes], device=device).view(-1, 1)
+        self.quantiles = SegmentQuantiles(sizes, device) if sizes else None
 
     def _layer_means(self, rows: torch.Tensor) -> torch.Tensor:
         """(layers, keys): per layer, the mean over its channels of each row of (keys, channels)."""
@@ -310,17 +349,22 @@ class BNProbe:
 
         train_batch: samples per training batch. Starts a new window.
         """
-        logits, emean, evar, counts = eval_pass(self.model, x_eval, self.bns)
-        values: list[list[float]] = []
+        logits, emean, evar, counts, spread = eval_pass(
+            self.model, x_eval, self.bns, with_spread=True
+        )
+        values: list[dict[str, float | None]] = []
         if self.bns:
             current = self._current()
             ns = [train_batch * (c // len(x_eval)) for c in counts]  # batch × H × W
             tmean, tvar = self.train_stats(ns, current)
             rmean, rvar = current.chunk(2)
+            floor_ch, floor_layer = self._floors(spread, len(x_eval), train_batch)
             evar = evar.float()
             shift = shift_per_channel(evar, rvar, self.eps)
+            # signed: < 0 when BN divides by more variance than inference feeds it
+            log_ratio = torch.log((evar + self.eps) / (rvar + self.eps))
             self._last = (emean, evar, shift)
-            stats = {  # per channel, flat; named by the registry's BN_LAYER_KEYS
+            stats = {  # per channel, flat; each reported as its channel mean
                 "train_mean": tmean,
                 "train_var": tvar,
                 "running_mean": rmean,
@@ -328,22 +372,55 @@ class BNProbe:
                 "eval_mean": emean.float(),
                 "eval_var": evar,
                 "shift": shift,
+                "shift_floor": floor_ch,
             }
-            rows = torch.stack([stats[k] for k in BN_LAYER_KEYS])
-            values = (self._layer_means(rows)).tolist()  # (layers, keys); CPU-GPU sync point
+            rows = torch.stack(list(stats.values()))
+            extra = torch.cat([self.quantiles(log_ratio).float(), floor_layer[:, None]], 1)
+            table = torch.cat([self._layer_means(rows), extra], 1).tolist()  # CPU-GPU sync point
+            values = [
+                self._derived(dict(zip(stats, row, strict=False)), row[len(stats) :])
+                for row in table
+            ]
             self.reset_window(current)
         else:
             self.reset_window()
+        bn_units = [u for u in self.units if u.bn is not None]
+        self.last_layers = dict(zip([u.name for u in bn_units], values, strict=True))
         grads = [None if u.weight is None else u.weight.grad for u in self.units]
         present = [g for g in grads if g is not None]
         norms = iter(torch.stack(torch._foreach_norm(present)).tolist() if present else [])
         return logits, self._rows(values, [None if g is None else next(norms) for g in grads])
 
+    def _floors(
+        self, spread: tuple[torch.Tensor, torch.Tensor], n_eval: int, train_batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise floors if nothing shifted (shiftstats.log_ratio_var): per channel of `shift`
+        (float32, flat) and per layer of `shift_li` (float32, one per BN)."""
+        per_ch, per_layer = spread
+        weights = [
+            ema_weight(bn.momentum, int(bn.num_batches_tracked) if bn.momentum is None else 0)
+            for bn in self.bns
+        ]
+        w_ch = per_channel(weights, tuple(self.sizes), per_ch.device, torch.float64)
+        w_layer = torch.tensor(weights, dtype=torch.float64, device=per_ch.device)
+        s_ch = log_ratio_var(per_ch, n_eval, train_batch, w_ch).sqrt()
+        s_layer = log_ratio_var(per_layer, n_eval, train_batch, w_layer).sqrt()
+        return fold_mean(s_ch).float(), fold_mean(s_layer).float()
+
+    @staticmethod
+    def _derived(means: dict[str, float], extra: list[float]) -> dict[str, float | None]:
+        """The per-layer values that are not channel means (docs/science.md §1)."""
+        out: dict[str, float | None] = dict(means)
+        out["shift_li"] = shift_li(means["eval_var"], means["running_var"])
+        out["shift_log_q1"], out["shift_log_median"], out["shift_log_q3"] = extra[:3]
+        out["shift_li_floor"] = extra[3]
+        return out
+
     def _split(self, flat: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if flat is None:  # no BN layer, or nothing recorded yet
             return {}
         names = [u.name for u in self.units if u.bn is not None]
-        return dict(zip(names, flat.split(self.sizes)))
+        return dict(zip(names, flat.split(self.sizes), strict=True))
 
     @property
     def last_shift_per_channel(self) -> dict[str, torch.Tensor]:
@@ -352,16 +429,18 @@ class BNProbe:
 
     @property
     def last_eval(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per BN unit name, the last record's (mean, var) per channel of what inference feeds it."""
+        """Per BN unit name, the last record's (mean, var) per channel of what inference
+        feeds it."""
         means, variances = self._split(self._last[0]), self._split(self._last[1])
         return {k: (means[k], variances[k]) for k in means}
 
-    def _rows(self, values: list[list[float]], grads: list[float | None]) -> list[dict[str, Any]]:
+    def _rows(
+        self, values: list[dict[str, float | None]], grads: list[float | None]
+    ) -> list[dict[str, Any]]:
         """One dict per unit: index, name and every registry LAYER_KEYS entry, by name."""
         rows, it = [], iter(values)
         for i, u in enumerate(self.units):
-            bn_vals = next(it) if u.bn is not None else [None] * len(BN_LAYER_KEYS)
-            named = dict(zip(BN_LAYER_KEYS, bn_vals, strict=True))
+            named = dict(next(it)) if u.bn is not None else dict.fromkeys(BN_LAYER_KEYS)
             named["grad_norm"] = grads[i]
             row = {"index": i, "name": u.name}
             row.update({k: _finite(named[k]) for k in LAYER_KEYS})  # KeyError: a key not measured

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from backend.schema.experiment import ExperimentConfig
+from backend.schema.registry import noise_moments
 
 from .checkpoint import (
     config_fingerprint,
@@ -31,10 +32,12 @@ from .checkpoint import (
     set_rng_state,
 )
 from .data import Data, batches, load_dataset, steps_per_epoch
-from .evaluate import summary_accuracies, train_bn_logits
+from .evaluate import UNDEFINED_AT_ONE, predict_logits, summary_accuracies, train_mode_logits
 from .gradnoise import grad_cosine
 from .model import build_model
 from .probes import BNProbe, predicted_shift
+from .repro import environment
+from .shiftstats import predicted_shift_through_weight
 from .sinks import MemorySink, MetricSink, ProbeRecord
 
 log = logging.getLogger(__name__)
@@ -193,9 +196,18 @@ class Run:
         if not math.isfinite(train_loss):
             return "diverged"
         logits, layers = self.probe.record(self.x_eval, self.batch)
-        both = torch.stack([logits, train_bn_logits(self.model, self.x_eval, self.batch)])
-        accs = (both.argmax(2) == self.y_eval).float().mean(1)  # eval mode, train-BN mode
-        val = torch.cat([F.cross_entropy(logits, self.y_eval).view(1), accs])
+        # Real train mode (model.train(): dropout on, BN on batch statistics) at the training
+        # batch size; its dropout draws come from a generator seeded by the step, so the
+        # training's random stream is untouched. A trailing batch of one is left out.
+        tm = train_mode_logits(self.model, self.x_eval, self.batch, dropout=True, seed=self.step)
+        y_tm = self.y_eval[: len(tm)]
+        val = torch.stack(
+            [
+                F.cross_entropy(logits, self.y_eval),
+                (logits.argmax(1) == self.y_eval).float().mean(),
+                (tm.argmax(1) == y_tm).float().mean(),
+            ]
+        )
         val_loss, val_acc, val_acc_train_mode = val.tolist()  # CPU-GPU sync point
         metrics = {
             "epoch": self.step / steps_per_epoch(len(self.data.x_train), self.cfg.train.batch_size),
@@ -300,6 +312,7 @@ def _finish(run: Run, status: str, t0: float, steps0: int, export_dir: Path | No
     """Final evaluation (for a succeeded run), summary to the sink, optional export."""
     cfg, data, error = run.cfg, run.data, None
     summary: dict[str, Any] = {"device": device_name(run.device), "steps": run.step}
+    summary["env"] = environment(run.device)  # torch version, threads, deterministic flags
     if status == "diverged":
         error = f"loss became NaN or infinite by step {run.step} (try a smaller train.lr)"
     elif status == "cancelled":
@@ -325,19 +338,29 @@ def _final_metrics(run: Run) -> dict[str, Any]:
         train_mode_sizes=cfg.probe.train_mode_test_batch_sizes,
         recalibrate_samples=cfg.probe.recalibrate_samples if cfg.probe.recalibrate else None,
     )
-    out = {
-        "test_acc_eval": acc["test_acc_eval"].item(),  # CPU-GPU sync point
-        "test_acc_train_mode": {k: v.item() for k, v in acc["test_acc_train_mode"].items()},
-        "test_acc_recalibrated": acc["test_acc_recalibrated"].item()
-        if "test_acc_recalibrated" in acc
-        else None,
-    }
+
+    def item(v: torch.Tensor | None) -> float | None:
+        return None if v is None else v.item()  # CPU-GPU sync point
+
+    out: dict[str, Any] = {"test_acc_eval": item(acc["test_acc_eval"])}
+    for key in ("test_acc_train_mode", "test_acc_train_bn"):  # None: undefined (batch of one)
+        out[key] = {k: item(v) for k, v in acc[key].items()}
+    undefined = sorted({k for k, v in out["test_acc_train_mode"].items() if v is None}, key=int)
+    if undefined:  # why a size has no train-mode accuracy, beside the nulls
+        out["test_acc_train_mode_undefined"] = dict.fromkeys(undefined, UNDEFINED_AT_ONE)
+    out["test_acc_recalibrated"] = item(acc.get("test_acc_recalibrated"))
     # Final shift on the whole test set (more samples than a probe's held-out batches).
     run.probe.record(data.x_test, run.batch)
-    per_channel = run.probe.last_shift_per_channel
+    per_channel, layers = run.probe.last_shift_per_channel, run.probe.last_layers
     out["shift_by_layer"] = {k: v.mean().item() for k, v in per_channel.items()}
     out["shift_per_channel"] = {k: v.tolist() for k, v in per_channel.items()}
-    out["shift_predicted_by_layer"] = _predicted_shifts(run)
+    # docs/science.md §1: Li et al.'s statistic, both noise floors, the signed log-ratio quartiles
+    for key in ("shift_li", "shift_floor", "shift_li_floor"):
+        out[f"{key}_by_layer"] = {k: v[key] for k, v in layers.items()}
+    out["shift_log_by_layer"] = {
+        k: {q: v[f"shift_log_{q}"] for q in ("q1", "median", "q3")} for k, v in layers.items()
+    }
+    out["shift_predicted_by_layer"] = _predicted_shifts(run) or _weight_path_predictions(run)
     return out
 
 
@@ -368,3 +391,47 @@ def _predicted_shifts(run: Run) -> dict[str, float]:
         name: predicted_shift(drop.kind, drop.rate, m, v).mean().item()
         for name, (m, v) in run.probe.last_eval.items()
     }
+
+def _weight_path_predictions(run: Run) -> dict[str, float]:
+    """docs/science.md §2 (through the weights) for blocks ordered dropout → linear/conv → BN:
+    per output channel 1 + σ²·Σ w² E[x²] / Var_eval(h), from the dropout's eval-mode input
+    (second moment per input feature or channel, hooked on a pass over the test set) and the
+    measured variance of the BN input. Channel mean per layer, like `shift`."""
+    block, model = run.cfg.model.block, run.model
+    weight = "linear" if "linear" in block else "conv"
+    order = [k for k in block if k in ("dropout", weight, "batchnorm")]
+    if getattr(model, "spec", None) is not None or order != ["dropout", weight, "batchnorm"]:
+        return {}
+    if block.index(weight) != block.index("dropout") + 1:
+        return {}  # something (an activation) between dropout and the weight: not this form
+    if block.index("batchnorm") != block.index(weight) + 1:
+        return {}
+    sums: dict[int, list] = {}
+
+    def hook(i: int):
+        def pre(_module: nn.Module, args: tuple) -> None:
+            x = args[0]
+            dims = (0,) if x.dim() == 2 else (0, *range(2, x.dim()))
+            s = sums.setdefault(i, [0.0, 0])
+            s[0] = s[0] + (x.double() ** 2).sum(dims)
+            s[1] += x.numel() // x.shape[1]
+
+        return pre
+
+    handles = [b.drop.register_forward_pre_hook(hook(i)) for i, b in enumerate(model.blocks)]
+    try:
+        predict_logits(model, run.data.x_test)  # eval mode: dropout is the identity
+    finally:
+        for h in handles:
+            h.remove()
+    noise_var = noise_moments(run.cfg.model.dropout.kind, run.cfg.model.dropout.rate)[1]
+    out = {}
+    for i, b in enumerate(model.blocks):
+        name = f"blocks.{i}.bn"
+        if name not in run.probe.last_eval or i not in sums:
+            continue
+        m2 = sums[i][0] / sums[i][1]
+        ev = run.probe.last_eval[name][1]
+        pred = predicted_shift_through_weight(b.weight_layer.weight, m2, ev, noise_var)
+        out[name] = pred.mean().item()
+    return out

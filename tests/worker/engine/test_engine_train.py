@@ -64,9 +64,20 @@ def test_write_summary_keys():
         "steps_per_s",
         "wall_s",
         "device",
+        "env",
+        "test_acc_train_bn",
+        "shift_li_by_layer",
+        "shift_floor_by_layer",
+        "shift_li_floor_by_layer",
+        "shift_log_by_layer",
     ):
         assert key in result.summary, key
     assert set(result.summary["test_acc_train_mode"]) == {"1", "8"}
+    # BN in train mode on a batch of one is undefined: null, with the reason beside it
+    assert result.summary["test_acc_train_mode"]["1"] is None
+    assert result.summary["test_acc_train_bn"]["1"] is None
+    assert "undefined" in result.summary["test_acc_train_mode_undefined"]["1"]
+    assert set(result.summary["shift_log_by_layer"]["blocks.0.bn"]) == {"q1", "median", "q3"}
     assert len(result.summary["shift_per_channel"]["blocks.0.bn"]) == 16
 
 
@@ -85,18 +96,10 @@ def test_probe_every_n_steps_with_all_keys():
         "val_acc_train_mode",
         "lr",
     }
-    assert set(sink.records[0].layers[0]) == {
-        "index",
-        "name",
-        "train_mean",
-        "train_var",
-        "running_mean",
-        "running_var",
-        "eval_mean",
-        "eval_var",
-        "shift",
-        "grad_norm",
-    }
+    from backend.schema.registry import LAYER_KEYS
+
+    assert set(sink.records[0].layers[0]) == {"index", "name", *LAYER_KEYS}
+    assert "shift_li" in LAYER_KEYS and "shift_floor" in LAYER_KEYS
 
 
 def test_end_as_diverged_on_nan_loss():

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from backend.schema.experiment import ModelConfig
-from worker.engine.evaluate import evaluate, evaluate_train_mode, recalibrate
+from worker.engine.evaluate import evaluate, evaluate_train_mode, recalibrate, train_mode_logits
 from worker.engine.model import build_model
 
 
@@ -38,18 +38,40 @@ def test_restore_module_modes_after_eval():
     assert flags == [m.training for m in model.modules()]
 
 
-def test_collapse_to_constant_prediction_at_batch_size_one():
-    """With BN in train mode a batch of one collapses every BatchNorm1d output to β: all samples
-    get the same prediction, and the evaluation neither crashes nor changes the model."""
+def test_report_undefined_at_batch_size_one_for_bn1d():
+    """BN in train mode on a batch of one has one value per channel: PyTorch refuses it, and
+    the accuracy is reported as None (undefined), not computed from a faked batch."""
     model = _trained_model()
     x, y = torch.randn(40, 1, 1, 6) * 3, torch.randint(0, 3, (40,))
-    acc = evaluate_train_mode(model, x, y, batch_size=1).item()
+    before = _buffers(model)
+    assert evaluate_train_mode(model, x, y, batch_size=1) is None
+    assert evaluate_train_mode(model, x, y, batch_size=1, dropout=False) is None
+    assert all(torch.equal(a, b) for a, b in zip(before, _buffers(model), strict=True))
+
+
+def test_match_model_train_by_hand_real_train_mode_accuracy():
+    """test_acc_train_mode is what `model.train()` gives at test time (dropout on, BN on each
+    batch's statistics), computed by hand on a copy with the same dropout draws; the BN-only
+    measure (dropout off) gives other logits."""
+    import copy
+
+    model = _trained_model()
+    x, y = torch.randn(64, 1, 1, 6) + 1, torch.randint(0, 3, (64,))
+    by_hand = copy.deepcopy(model).train()  # model.train() updates running stats: a copy
+    torch.manual_seed(0)  # train_mode_logits draws dropout from a generator seeded with 0
     with torch.no_grad():
-        model.eval()
-        for bn in (model.blocks[0].bn, model.blocks[1].bn):
-            bn.train()
-        constant = model(torch.cat([x[:1], x[:1]]))[0].argmax().item()  # any input: features = β
-    assert acc == (y == constant).float().mean().item()
+        logits = torch.cat([by_hand(x[i : i + 8]) for i in range(0, 64, 8)])
+    want = (logits.argmax(1) == y).float().mean().item()
+    assert evaluate_train_mode(model, x, y, batch_size=8).item() == want
+    assert torch.equal(train_mode_logits(model, x, 8, dropout=True), logits)
+    assert not torch.allclose(train_mode_logits(model, x, 8, dropout=False), logits)
+
+
+def test_leave_out_trailing_batch_of_one():
+    """65 samples in batches of 8: the trailing single sample is left out, not faked."""
+    model = _trained_model()
+    x = torch.randn(65, 1, 1, 6)
+    assert train_mode_logits(model, x, 8, dropout=False).shape[0] == 64
 
 
 def test_match_recalibrated_stats_to_direct_computation():
