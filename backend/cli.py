@@ -65,7 +65,10 @@ def worker(gpus: str = typer.Option(
 
 @app.command()
 def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
-        out: Path | None = typer.Option(None, help="Write config, metrics, layers, summary here.")
+        out: Path | None = typer.Option(None, help="Write config, metrics, layers, summary here."),
+        deterministic: bool = typer.Option(
+            False, help="One torch thread and deterministic algorithms: the run repeats bit for "
+                        "bit (figures otherwise move with the thread count).")
         ) -> None:
     """Train one experiment in this process, no server (needs the worker extra: torch)."""
     import importlib
@@ -75,7 +78,7 @@ def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Ex
     except ImportError as exc:
         raise _fail(f"`bnlab run` needs torch (pip install 'bnlab[worker]'): {exc}", 1) from exc
     try:
-        result = run_local(config, out)
+        result = run_local(config, out, deterministic=deterministic)
     except Exception as exc:  # ConfigError names the field path; anything else propagates
         if type(exc).__name__ in ("ConfigError", "ValidationError"):
             raise _fail(f"invalid config: {exc}") from exc

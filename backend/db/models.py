@@ -113,6 +113,13 @@ class LayerStat(Base):
     eval_var: Mapped[float | None] = mapped_column(Float)
     shift: Mapped[float | None] = mapped_column(Float)
     grad_norm: Mapped[float | None] = mapped_column(Float)
+    # Li et al.'s statistic, the noise floors and the log-ratio quartiles (migration 0008)
+    shift_li: Mapped[float | None] = mapped_column(Float)
+    shift_floor: Mapped[float | None] = mapped_column(Float)
+    shift_li_floor: Mapped[float | None] = mapped_column(Float)
+    shift_log_q1: Mapped[float | None] = mapped_column(Float)
+    shift_log_median: Mapped[float | None] = mapped_column(Float)
+    shift_log_q3: Mapped[float | None] = mapped_column(Float)
 
 
 class SeriesPack(Base):
