@@ -163,7 +163,8 @@ function chartSpecs(run, m, layers, logy) {
     meta: { run: run.id, layer: layer.index, series: key } }));
   specs.push(["chart-means", [...perLayer("train_mean"), ...perLayer("eval_mean", "dash")],
     "BN input mean per layer (solid train, dashed inference)", "mean"]);
-  specs.push(["chart-shift", perLayer("shift"), "variance shift per layer over training", "shift",
+  specs.push(["chart-shift", perLayer("shift"),
+    "bnlab per-channel shift per layer over training (no shift reads its noise floor, above 1)", "shift",
     { logy, yrange: withoutFirstProbe(layers, "shift", logy) }]);
   specs.push(["chart-grad", perLayer("grad_norm"), "gradient norm of each layer's preceding weight",
     "grad norm", { logy }]);
