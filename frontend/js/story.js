@@ -18,7 +18,8 @@ import { SERIES, accuracies, finite, presetIdOf, shiftRows, stats, trainModeSize
 
 // Layer series the story draws beyond the compare view's own; the view asks the API for those
 // the server records (unknown keys would be refused).
-export const STORY_LAYER_KEYS = [SERIES.gradNorm];
+export const STORY_LAYER_KEYS = [SERIES.gradNorm, SERIES.shiftLi, SERIES.floor, SERIES.liFloor, SERIES.logQ1,
+  SERIES.logMedian, SERIES.logQ3];
 
 const presetCache = new Map(); // id → Promise of the preset (or null when it is gone)
 

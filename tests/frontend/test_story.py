@@ -82,6 +82,8 @@ def test_show_preset_question_shift_and_gaps_on_compare_view(stack, page, preset
         s = run["summary"]
         for name, measured in s["shift_by_layer"].items():
             assert cell(page, run["id"], "measured", name) == fmt3(measured)
+            assert cell(page, run["id"], "measured-li", name) == fmt3(s["shift_li_by_layer"][name])
+            assert cell(page, run["id"], "floor", name) == fmt3(s["shift_floor_by_layer"][name])
             want = s.get("shift_predicted_by_layer", {}).get(name)
             if want is not None:
                 predicted_seen += 1
@@ -112,6 +114,10 @@ def test_show_preset_question_shift_and_gaps_on_compare_view(stack, page, preset
         math.isclose(a, b, rel_tol=1e-9)
         for a, b in zip(drawn["predicted"], want.values(), strict=True)
     )
+    # per-channel log-ratio quartiles over training, one median line per run
+    medians = page.evaluate("""() => document.getElementById('story-distribution').data
+        .filter(t => t.meta.series === 'logratio_median').map(t => t.meta.runs[0])""")
+    assert sorted(medians) == sorted(r["id"] for r in runs)
     assert not page.errors, page.errors
     screenshot(page, "compare-story")
 
