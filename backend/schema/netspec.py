@@ -42,6 +42,7 @@ for residual nets, `blocks.0.bn` for mlp/cnn. Each BN record says what feeds it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -699,3 +700,31 @@ def describe_json_text(text: str, source: str = "config") -> dict[str, Any]:
             "describe it there (POST /api/describe)"
         )
     return describe(cfg)
+
+
+_PLACE_PATTERNS = (
+    (re.compile(r"^stage(\d+)\.unit(\d+)\.\w+$"), "unit"),
+    (re.compile(r"^trans(\d+)\.\w+$"), "transition"),
+    (re.compile(r"^blocks\.(\d+)\.\w+$"), "block"),
+    (re.compile(r"^head\.\w+$"), "head"),
+)
+
+
+def place_of(name: str) -> dict[str, Any]:
+    """{name, stage, unit, place} of a reported layer, read from its name (the names are module
+    paths, see the module docstring): stage2.unit3.bn2 -> stage 2, unit 3, place "unit";
+    trans1.bn -> stage 1, place "transition"; blocks.4.bn (mlp/cnn) -> unit 5, place "block";
+    head.bn -> place "head"; anything else (a user's own model) -> place "other"."""
+    for pattern, place in _PLACE_PATTERNS:
+        m = pattern.match(name)
+        if not m:
+            continue
+        groups = [int(g) for g in m.groups()]
+        if place == "unit":
+            return {"name": name, "stage": groups[0], "unit": groups[1], "place": place}
+        if place == "transition":
+            return {"name": name, "stage": groups[0], "unit": None, "place": place}
+        if place == "block":
+            return {"name": name, "stage": None, "unit": groups[0] + 1, "place": place}
+        return {"name": name, "stage": None, "unit": None, "place": place}
+    return {"name": name, "stage": None, "unit": None, "place": "other"}

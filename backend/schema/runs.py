@@ -6,11 +6,11 @@ import math
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 
 from backend.schema.experiment import ExperimentConfig
+from backend.schema.netspec import place_of
 from backend.schema.registry import RunKind, RunStatus
-
 
 # POST /api/runs takes a plain ExperimentConfig: the submission *is* the config.
 RunCreate = ExperimentConfig
@@ -25,6 +25,17 @@ def finite_or_none(value: Any) -> Any:
     if isinstance(value, list):
         return [finite_or_none(v) for v in value]
     return value
+
+
+class LayerPlace(BaseModel):
+    """Where a reported layer sits, read from its name (backend/schema/netspec.py place_of):
+    lets a view group 50-300 BN layers by stage."""
+
+    index: int
+    name: str
+    stage: int | None  # residual nets: 1-based stage (dense block); transitions: the one before
+    unit: int | None  # 1-based unit in its stage; mlp/cnn: the block (blocks.0 is unit 1)
+    place: str  # unit | transition | head | block | other
 
 
 class RunPublic(BaseModel):
@@ -63,6 +74,14 @@ class RunPublic(BaseModel):
     @classmethod
     def _progress(cls, value: Any) -> Any:
         return value if value is not None and math.isfinite(value) else 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def layer_places(self) -> list[LayerPlace] | None:
+        """Per reported layer (same order as layer_names), its stage, unit and place."""
+        if self.layer_names is None:
+            return None
+        return [LayerPlace(index=i, **place_of(n)) for i, n in enumerate(self.layer_names)]
 
 
 class RunsPublic(BaseModel):

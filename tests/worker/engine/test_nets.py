@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from backend.schema.experiment import ExperimentConfig, ModelConfig
-from backend.schema.netspec import build_spec
+from backend.schema.netspec import build_spec, place_of
 from backend.schema.registry import DROPOUT_KIND_NAMES, DROPOUT_PLACEMENTS
 from worker.engine import MemorySink, train
 from worker.engine.data import assemble
@@ -208,6 +208,10 @@ def test_train_and_probe_every_bn(arch_cfg):
     spec = result.model.spec
     names = [b.name for b in spec.bn_layers]
     assert sink.layer_names == names and len(names) >= 7
+    # the API reads stage and unit back from the recorded names (GET /api/runs/{id})
+    assert [(place_of(n)["stage"], place_of(n)["unit"]) for n in sink.layer_names] == [
+        (b.stage, b.unit) for b in spec.bn_layers
+    ]
     last = sink.records[-1].layers
     assert [r["name"] for r in last] == names
     for row in last:
@@ -276,3 +280,21 @@ def test_resume_wrn_to_same_result(tmp_path):
         whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("arch_cfg", SMALL, ids=lambda c: c["arch"] + str(c.get("bottleneck", "")))
+def test_export_residual_net_as_onnx_only(tmp_path, arch_cfg):
+    """A trained residual net exports as ONNX (onnxruntime gives the torch eval-mode logits)
+    and writes no npz: the npz's flat op list cannot express residual sums or concatenation."""
+    ort = pytest.importorskip("onnxruntime")
+    data = _synthetic()
+    result = train(
+        _exp({**arch_cfg, "dropout_at": "before_bn"}), MemorySink(), data=data, export_dir=tmp_path
+    )
+    assert result.status == "succeeded"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    x = data.x_test[:16]
+    with torch.no_grad():
+        want = result.model.eval()(x).numpy()
+    got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -90,3 +90,21 @@ def test_residual_net_over_param_cap_names_depth(client, monkeypatch):
     res = client.post("/api/runs", json=make_config(model=_model(arch="resnet", depth=20)))
     assert res.status_code == 422
     assert res.json()["detail"][0]["field"] == "model.depth"
+
+
+def test_run_serves_stage_and_unit_of_each_layer(client, session):
+    """A run's layer_places (parsed from the stored layer names) give each BN the stage and
+    unit the network's spec gives it, so a view can group 50-300 layers by stage."""
+    from backend.db.models import Run
+
+    cfg = make_config(model=_model(arch="densenet", depth=16, growth=4))
+    spec = client.post("/api/describe", json=cfg).json()
+    run_id = client.post("/api/runs", json=cfg).json()["id"]
+    run = session.get(Run, run_id)
+    run.layer_names = [b["name"] for b in spec["bn_layers"]]  # what the worker records
+    session.commit()
+    places = client.get(f"/api/runs/{run_id}").json()["layer_places"]
+    assert [(p["index"], p["stage"], p["unit"], p["place"]) for p in places] == [
+        (b["index"], b["stage"], b["unit"], b["place"]) for b in spec["bn_layers"]
+    ]
+    assert {p["place"] for p in places} == {"unit", "transition", "head"}
