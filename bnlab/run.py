@@ -10,7 +10,7 @@
 The hot path, run.step(), keeps references to the values it is given and adds the BN running
 buffers into an on-device sum; it never reads a value back to the host. Every `every` steps
 the window is reduced (one host sync), the probe measures every BN layer on the held-out batch,
-and one record goes on a bounded queue to the sender thread (bnlab/transport.py).
+and one record is appended to the spool file, which the sender thread sends (bnlab/transport.py).
 torch is imported only by watch() and evaluate(): `import bnlab` and `bnlab sync` need none.
 """
 
@@ -62,7 +62,7 @@ class Run:
         start_step: int | None,
         directory: Path | None,
         timeout_s: float,
-        queue_size: int,
+        heartbeat_s: float,
     ) -> None:
         if mode not in ("online", "offline"):
             raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
@@ -103,7 +103,12 @@ class Run:
                 }
             )
         self._last_probe = self.step_count
-        self.sender = Sender(self.spool, client, queue_size=queue_size, on_cancel=self._on_cancel)
+        self.sender = Sender(
+            self.spool,
+            client,
+            heartbeat_s=heartbeat_s,
+            on_cancel=self._on_cancel,
+        )
         self.sender.start()
         if client is not None and resume is None:
             if self.sender.created.wait(timeout_s):
@@ -386,7 +391,7 @@ def init(
     start_step: int | None = None,
     dir: str | Path | None = None,
     timeout_s: float = 10.0,  # noqa: A002
-    queue_size: int = 10_000,
+    heartbeat_s: float = 5.0,
 ) -> Run:
     """Start (or resume) a run of this script.
 
@@ -394,6 +399,8 @@ def init(
     url, or mode="offline", records only go to the spool file (send it with `bnlab sync`).
     resume: a run id to continue (its step count goes on from where the server has it, or
     from start_step). dir: the spool folder (default BNLAB_SPOOL_DIR or ~/.bnlab/spool).
+    timeout_s: how long init waits for the server to create the run. heartbeat_s: how often
+    an idle client tells the server it is alive (keep it below BNLAB_SCRIPT_TIMEOUT_S).
     """
     name = name or Path(sys.argv[0] or "script").stem or "script"
     _install_hooks()
@@ -408,5 +415,5 @@ def init(
         start_step=start_step,
         directory=Path(dir) if dir is not None else None,
         timeout_s=timeout_s,
-        queue_size=queue_size,
+        heartbeat_s=heartbeat_s,
     )

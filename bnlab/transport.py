@@ -2,8 +2,8 @@
 in the CLI uses it too).
 
 Every record goes to the spool first (one JSON line each), then to the server. The training
-thread only puts records on a bounded queue; the sender thread writes them to the spool and
-sends what the server has not acknowledged, from a byte offset into the spool. When the server
+thread appends the record to the spool and wakes the sender thread, which sends what the
+server has not acknowledged, from a byte offset into the spool. When the server
 is down or slow nothing is lost: the offset stays, the spool grows, and the next successful
 request sends from there. If the process dies, `bnlab sync SPOOL` replays the file. The server
 stores points idempotently by (run, step) and finds the run by its key, so sending a line
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -248,14 +247,13 @@ class Spool:
             self.file.close()
 
 
-_FLUSH = object()
-
-
 class Sender(threading.Thread):
-    """Moves records from a bounded queue to the spool, and the spool to the server.
+    """Sends the spool to the server from a background thread.
 
-    put() never blocks the training loop: a full queue (the sender far behind) makes the
-    caller append to the spool itself, which the sender sends from anyway.
+    The training thread only appends each record to the spool (one buffered write of a few KB
+    per probe, into the page cache: it survives the process being killed, which a record held
+    in a queue in memory would not) and wakes this thread. What is in flight is bounded by the
+    file, not by memory: this thread reads at most MAX_BATCH_BYTES of it per request.
     """
 
     def __init__(
@@ -263,22 +261,21 @@ class Sender(threading.Thread):
         spool: Spool,
         client: Client | None,
         *,
-        queue_size: int = 10_000,
         heartbeat_s: float = 5.0,
         interval_s: float = 0.5,
         on_cancel: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="bnlab-sender", daemon=True)
         self.spool, self.client = spool, client
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self.heartbeat_s, self.interval_s = heartbeat_s, interval_s
         self.on_cancel = on_cancel
         self.state = Replay()
         self.offset = 0  # spool bytes the server has acknowledged (or refused for good)
+        self.wake = threading.Event()
         self.created = threading.Event()  # the run exists on the server
+        self.flush_asked = threading.Event()
         self.flushed = threading.Event()
         self.stopping = threading.Event()
-        self.overflowed = 0
         self.last_contact = 0.0
         self.backoff = 0.0
         self.next_try = 0.0
@@ -286,47 +283,36 @@ class Sender(threading.Thread):
 
     # -- training thread
     def put(self, record: Any) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            self.overflowed += 1
-            self.spool.append(record)
+        self.spool.append(record)
+        self.wake.set()
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything spooled so far is sent (False: timed out, server away)."""
         self.flushed.clear()
-        self.queue.put(_FLUSH)
+        self.flush_asked.set()
+        self.wake.set()
         return self.flushed.wait(timeout_s)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self.stopping.set()
-        self.queue.put(_FLUSH)
+        self.wake.set()
         self.join(timeout_s)
 
     # -- sender thread
     def run(self) -> None:
-        flush_asked = False
         while True:
-            try:
-                item = self.queue.get(timeout=self.interval_s)
-            except queue.Empty:
-                item = None
-            while item is not None:
-                if item is _FLUSH:
-                    flush_asked = True
-                else:
-                    self.spool.append(item)
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    item = None
+            self.wake.wait(self.interval_s)
+            self.wake.clear()
+            forced = self.flush_asked.is_set()
             if self.client is not None:
-                self._send(force=flush_asked)
-            if flush_asked and (self.client is None or self._caught_up()):
+                self._send(force=forced)
+            if forced and (self.client is None or self._caught_up()):
+                self.flush_asked.clear()
                 self.flushed.set()
-                flush_asked = False
             if self.stopping.is_set():
                 return
+            if forced:  # finishing: retry every interval, not after the backoff
+                time.sleep(self.interval_s)
 
     def _caught_up(self) -> bool:
         return self.offset >= self.spool.path.stat().st_size
@@ -342,15 +328,16 @@ class Sender(threading.Thread):
                     break
                 send_lines(self.client, lines, self.state)
                 self.offset = end
+                self.last_contact = time.monotonic()
                 if self.state.run_id is not None:
                     self.created.set()
             if self.state.run_id is not None and now - self.last_contact > self.heartbeat_s:
                 beat = self.client.call(
                     "POST", f"/api/runs/{self.state.run_id}/heartbeat", key=self.state.key
                 )
+                self.last_contact = time.monotonic()
                 if beat.get("cancel_requested") and self.on_cancel is not None:
                     self.on_cancel()
-            self.last_contact = time.monotonic()
             self.backoff, self.last_error = 0.0, None
         except Unreachable as exc:
             if self.last_error is None:

@@ -118,11 +118,16 @@ def resume(*, session: Session, run: Run, secret: str) -> Run:
             f"run {run.id} is trained by a worker from its config; only script runs "
             "are resumed with bnlab.init(resume=...)"
         )
-    if run.status == "succeeded":
-        raise Conflict(f"run {run.id} already succeeded; start a new run instead")
     digest = key_hash(secret)
     owner = session.scalar(select(ScriptKey.run_id).where(ScriptKey.key_hash == digest))
-    if owner is not None and owner != run.id:
+    if owner == run.id:
+        # This resume was made already: the resumed script's own sender, or `bnlab sync` of
+        # its spool, sends the spool's resume line again. Nothing changes (a synced spool must
+        # not bring a dead run back to running).
+        return run
+    if run.status == "succeeded":
+        raise Conflict(f"run {run.id} already succeeded; start a new run instead")
+    if owner is not None:
         raise Conflict("key: this key already names another run; make a fresh one")
     session.execute(
         update(Run)

@@ -239,6 +239,8 @@ def test_crash_silent_runs_take_synced_points_and_resume(client, session):
     r = client.post(f"/api/runs/{run_id}/resume", json={"key": k2})
     assert r.status_code == 200 and r.json()["status"] == "running" and r.json()["attempt"] == 2
     assert r.json()["step"] == 40
+    again = client.post(f"/api/runs/{run_id}/resume", json={"key": k2})  # a spool's resume line
+    assert again.status_code == 200 and again.json()["attempt"] == 2
     post(client, run_id, {"X-Bnlab-Run-Key": k2}, [rows(60)])
     post(client, run_id, h, [rows(80)])  # the first process's key still opens it (bnlab sync)
     assert layers(client, run_id)[0]["step"] == [20, 40, 60, 80]
