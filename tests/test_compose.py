@@ -1,5 +1,6 @@
-"""The compose deployment, checked without a Docker engine (none runs on this machine): the file
-parses, every command and Dockerfile points at code that exists, secrets come from the env."""
+"""The compose deployment, checked statically: the file parses, every command and Dockerfile
+points at code that exists, secrets come from the env, every setting reaches the containers,
+only the API publishes a port. tests/deploy runs the same file for real on a Docker engine."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib
 import importlib.util
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,10 @@ def command_words(service: dict[str, Any]) -> list[str]:
 
 
 def module_targets(words: list[str]) -> list[str]:
-    """Every `python -m MOD`, `uvicorn MOD:ATTR` and `celery -A MOD:ATTR` in a command."""
-    out = []
+    """Every `python -m MOD`, `uvicorn MOD:ATTR`, `celery -A MOD:ATTR` and console script
+    (pyproject's [project.scripts], e.g. `bnlab` -> backend.cli:app) in a command."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    out = [scripts[words[0]]] if words and words[0] in scripts else []
     for i, w in enumerate(words[:-1]):
         nxt = words[i + 1]
         if w == "-m" and words[i - 1].startswith("python"):
@@ -69,20 +73,53 @@ def test_build_service_from_existing_dockerfile(name: str) -> None:
     build = SERVICES[name]["build"]
     dockerfile = ROOT / build["context"] / build["dockerfile"]
     text = dockerfile.read_text()
-    assert build["context"] == "." and "COPY backend/ backend/" in text
+    assert build["context"] == "." and "COPY backend/ /tmp/build/backend/" in text
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_install_dependencies_before_copying_code(name: str) -> None:
+    """The dependency layers come from pyproject.toml alone, before any code is copied, and the
+    code is a regular (non-editable) install: a code change rebuilds only the last layers."""
+    lines = [
+        ln.strip()
+        for ln in (ROOT / SERVICES[name]["build"]["dockerfile"]).read_text().splitlines()
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    deps = next(
+        i
+        for i, ln in enumerate(lines)
+        if "requirements.txt" in ln and "pip install" in " ".join(lines[i : i + 3])
+    )
+    code = next(i for i, ln in enumerate(lines) if ln.startswith("COPY backend/"))
+    assert deps < code
+    assert any("pip install --no-deps" in ln for ln in lines[code:])
+    assert not any(re.search(r"pip install .*-e\b", ln) for ln in lines)
+
+
+def test_keep_build_context_small_and_secret_free() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for entry in (".git", "tests", ".env", "**/__pycache__"):
+        assert entry in ignored, entry
 
 
 def test_keep_torch_out_of_api_image() -> None:
     """The API image installs only the api extra: no torch (docs/design.md)."""
     lines = (ROOT / "backend" / "Dockerfile").read_text().splitlines()
     code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
-    assert "'.[api]'" in code and "worker]" not in code and "torch" not in code
+    assert re.search(r"requirements\.py \S+ api\b", code) and "torch" not in code
+    assert "COPY worker/ " not in code  # only worker/__init__.py, for the package metadata
 
 
-def test_reserve_gpu_for_worker() -> None:
-    """The worker reserves an NVIDIA GPU through deploy.resources.reservations.devices."""
+def test_reserve_every_gpu_for_the_one_worker_container() -> None:
+    """The worker container gets every GPU of its host and `bnlab worker` splits them, one
+    process per GPU (count: 1 with --scale would give every replica the same GPU)."""
     devices = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    assert any(
+        d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d["count"] == "all"
+        for d in devices
+    )
+    assert command_words(SERVICES["worker"])[:2] == ["bnlab", "worker"]
+    assert SERVICES["worker"]["environment"]["BNLAB_GPUS"].startswith("${BNLAB_GPUS:-all}")
 
 
 @pytest.mark.parametrize("name", ["api", "worker"])
@@ -96,7 +133,7 @@ def test_wait_for_healthy_dependencies(name: str) -> None:
 def test_take_secrets_from_env_with_guards() -> None:
     """Passwords and the API token come from the env file with ${VAR:?...} guards, none inline."""
     raw = (ROOT / "docker-compose.yml").read_text()
-    for var in ("POSTGRES_PASSWORD", "BNLAB_API_TOKEN"):
+    for var in ("POSTGRES_PASSWORD", "BNLAB_API_TOKEN", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD"):
         assert re.search(r"\$\{" + var + r":\?", raw), f"{var} has no :? guard"
     assert not re.search(r"(PASSWORD|TOKEN):\s*['\"]?[A-Za-z0-9]", raw), "an inline secret"
 
@@ -107,3 +144,29 @@ def test_list_every_setting_in_env_example() -> None:
     names = {(f.alias or f"BNLAB_{n}").upper() for n, f in Settings.model_fields.items()}
     missing = sorted(n for n in names if n not in text)
     assert not missing, missing
+
+
+def test_pass_every_setting_to_api_and_worker() -> None:
+    """Every Settings field reaches both app containers from .env (BNLAB_<NAME>: ${...}), so a
+    knob set in .env is never silently dropped; the URLs can be overridden (worker hosts)."""
+    names = {(f.alias or f"BNLAB_{n}").upper() for n, f in Settings.model_fields.items()}
+    for service in ("api", "worker"):
+        env = SERVICES[service]["environment"]
+        missing = sorted(names - set(env))
+        assert not missing, (service, missing)
+        for name in names - {"BNLAB_DATA_DIR"}:
+            assert env[name].startswith("${" + name), (service, name, env[name])
+
+
+def test_publish_only_the_api_and_only_where_asked() -> None:
+    """No store publishes a port (docker-compose.cluster.yml does that, for worker hosts);
+    the API listens on the host's loopback unless BNLAB_BIND says otherwise."""
+    for name, service in SERVICES.items():
+        if name != "api":
+            assert "ports" not in service, name
+    assert SERVICES["api"]["ports"] == ["${BNLAB_BIND:-127.0.0.1}:${BNLAB_PORT:-8000}:8000"]
+
+
+def test_redis_requires_a_password() -> None:
+    command = SERVICES["redis"]["command"]
+    assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
