@@ -17,6 +17,18 @@ import { watch } from "./stream.js";
 import { STORY_LAYER_KEYS, renderStory } from "./story.js";
 
 const MAX_POINTS = 1000; // per series and run: min/max buckets on the server keep every dip
+// Points per curve shrink as runs are added: a chart ~700 px wide shows no more than ~12,000
+// points per series kind legibly, whatever the run count (12 runs: 1000 per curve, 100 runs:
+// 120; min/max buckets keep every spike, and zooming re-fetches the window at full detail).
+// `?points=` overrides.
+const POINT_BUDGET = 12_000;
+const MIN_POINTS = 100;
+
+export function maxPointsFor(nRuns) {
+  const forced = Number(param("points"));
+  if (Number.isInteger(forced) && forced >= 32) return Math.min(forced, 100_000);
+  return Math.max(MIN_POINTS, Math.min(MAX_POINTS, Math.floor(POINT_BUDGET / Math.max(1, nRuns))));
+}
 const REFRESH_MS = 1500; // live redraws at most this often
 // The compare view draws only these layer series: asking for them alone halves the payload.
 const LAYER_KEYS = ["train_var", "eval_var", "running_var", "shift", ...STORY_LAYER_KEYS].join(",");
@@ -151,8 +163,7 @@ function shiftTraces(ctx, layerNames) {
     // x is the depth (layer index), the name in the hover: 300 names would not fit as ticks.
     const trace = line({ x: layerNames.map((_, i) => i), y, name: entry.label, color: ctx.colourOf(entry),
       group: entry.key, meta: { series: "shift", runs: entry.runs.map((r) => r.id) } });
-    trace.text = layerNames;
-    trace.hovertemplate = `%{text}: %{y:.4g}<extra>${trace.name}</extra>`;
+    trace.hovertemplate = `layer %{x}: %{y:.4g}<extra>${trace.name}</extra>`;
     trace.type = "scatter";
     trace.mode = "lines+markers";
     if (entry.runs.length > 1) {
@@ -424,7 +435,7 @@ export function renderCompare(root, ids) {
         layout({ title: `BN layer ${c.index} · ${names[c.index]} — input variance`, yTitle: "variance",
           xTitle, logy: opts.logy, showlegend: single && legend, height: single ? 460 : 300 }),
         { uirevision: revision, filename: `bnlab-compare-layer${c.index}` }));
-      c.note.textContent = rawNote(layersRaw, MAX_POINTS);
+      c.note.textContent = rawNote(layersRaw, maxPointsFor(ids.length));
     }
     drawing.push(render(shift.plot, shiftTraces(ctx, names),
       layout({ title: "bnlab per-channel shift by layer (final; with no shift it reads its noise floor, above 1)", xTitle: "BN layer (depth)", yTitle: "shift",
@@ -434,7 +445,7 @@ export function renderCompare(root, ids) {
       layout({ title: "validation accuracy — eval mode (solid) vs train mode (dashed)", yTitle: "accuracy",
         xTitle, showlegend: legend }),
       { uirevision: revision, filename: "bnlab-compare-accuracy" }));
-    accuracy.note.textContent = rawNote([...ctx.data.values()].map((d) => d.metricsRaw), MAX_POINTS);
+    accuracy.note.textContent = rawNote([...ctx.data.values()].map((d) => d.metricsRaw), maxPointsFor(ids.length));
     if (gradCos) {
       drawing.push(render(gradCos.plot, gradCosTraces(ctx, opts),
         layout({ title: "gradient cosine to the large-batch gradient (higher = less noise)", yTitle: "cosine",
@@ -497,7 +508,7 @@ export function renderCompare(root, ids) {
     if (JSON.stringify(window) === JSON.stringify(zoomWindow)) return;
     zoomWindow = window;
     const visible = ctx.entries.flatMap((e) => e.runs.map((r) => r.id));
-    const fresh = await loadRunsData(visible, MAX_POINTS,
+    const fresh = await loadRunsData(visible, maxPointsFor(ids.length),
       window ? { stepMin: window[0], stepMax: window[1] } : {}).catch(() => null);
     if (!alive || !fresh) return;
     for (const [id, d] of fresh.data) ctx.data.set(id, d);
@@ -514,7 +525,7 @@ export function renderCompare(root, ids) {
     refreshTimer = null;
     const todo = [...dirty];
     dirty.clear();
-    const fresh = await loadRunsData(todo, MAX_POINTS).catch(() => null);
+    const fresh = await loadRunsData(todo, maxPointsFor(ids.length)).catch(() => null);
     if (!alive || !fresh) return;
     for (const d of fresh.data.values()) {
       ctx.data.set(d.run.id, d);
@@ -533,7 +544,7 @@ export function renderCompare(root, ids) {
   (async () => {
     let loaded;
     try {
-      loaded = await loadRunsData(ids, MAX_POINTS);
+      loaded = await loadRunsData(ids, maxPointsFor(ids.length));
     } catch (err) {
       loaded = { data: new Map(), missing: [err.message] };
     }
