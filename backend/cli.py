@@ -28,7 +28,8 @@ DEFAULT_URL = os.environ.get("BNLAB_URL", "http://127.0.0.1:8000")
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     # markup off: messages carry user text and pydantic's "[type=...]", not rich markup.
-    err.print(f"error: {message}", style="red", highlight=False, markup=False)
+    # soft_wrap: one line whatever the terminal width (scripts and logs grep for it).
+    err.print(f"error: {message}", style="red", highlight=False, markup=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -41,9 +42,12 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     """The whole stack: migrate the database, supervise the worker(s), serve API + dashboard."""
     if data_dir is not None:
         os.environ["BNLAB_DATA_DIR"] = str(data_dir.expanduser().resolve())
-    from backend.supervisor import serve_stack
+    from backend.supervisor import SetupError, serve_stack
 
-    serve_stack(host=host, port=port, n_workers=workers)
+    try:
+        serve_stack(host=host, port=port, n_workers=workers)
+    except SetupError as exc:  # one line, not a traceback: a read-only or missing data dir
+        raise _fail(str(exc), 1) from None
 
 
 @app.command()

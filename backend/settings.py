@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, computed_field
+from pydantic import Field, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     broker_url_: str | None = Field(None, alias="BNLAB_BROKER_URL")  # default: embedded (filesystem)
     datasets_dir_: Path | None = Field(None, alias="BNLAB_DATASETS_DIR")  # root for dataset.path
     api_token: str | None = None  # when set, every write needs `Authorization: Bearer <token>`
+    # With api_token: every read under /api needs the token too (configs, series, exports, the
+    # event stream); /api/health stays open. backend/api/auth.py. On in docker-compose.yml.
+    auth_reads: bool = False
     max_epochs: int = 200  # cap on train.epochs for a submission
     max_params: int = 50_000_000  # cap on a model's parameter count
     max_sweep_runs: int = 200  # cap on the number of runs one sweep expands to
@@ -48,6 +51,13 @@ class Settings(BaseSettings):
     # Set by `bnlab worker --gpus ...` for its children: a worker pinned to a GPU whose CUDA
     # cannot start takes no run (it would silently train on the CPU) and says why.
     require_cuda: bool = False
+
+    @model_validator(mode="after")
+    def _reads_need_a_token(self) -> Settings:
+        # Reads locked with no token to unlock them would be a server nobody can use.
+        if self.auth_reads and not self.api_token:
+            raise ValueError("BNLAB_AUTH_READS needs BNLAB_API_TOKEN (the token reads will need)")
+        return self
 
     @computed_field
     @property

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -103,14 +104,32 @@ class WorkerSupervisor:
                 proc.wait()
 
 
-def prepare(settings) -> None:
-    """Folders and schema, before any process touches them."""
-    from backend.db.migrate import upgrade
+class SetupError(RuntimeError):
+    """The stack cannot start here; the message says what and where, in one line."""
 
+
+def prepare(settings) -> None:
+    """Folders and schema, before any process touches them (SetupError when it cannot)."""
     for folder in (settings.data_dir, settings.datasets_dir, settings.checkpoints_dir,
                    settings.uploads_dir, settings.exports_dir):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            # mkdir succeeds on an existing read-only folder: prove it takes a file
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".bnlab-write-test-"):
+                pass
+        except OSError as exc:
+            raise SetupError(f"cannot write the data directory {folder} ({exc.strerror}); "
+                             "use a writable --data-dir or BNLAB_DATA_DIR") from None
+    from sqlalchemy.exc import DBAPIError
+
+    from backend.db.migrate import upgrade
+
+    try:
+        upgrade(settings.database_url)
+    except DBAPIError as exc:  # never print the URL: it may hold a password
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise SetupError(f"cannot open or migrate the database (BNLAB_DATABASE_URL): {reason}"
+                         ) from None
 
 
 def serve_stack(*, host: str, port: int, n_workers: int) -> None:

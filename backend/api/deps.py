@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -10,11 +9,11 @@ from fastapi import Depends, HTTPException, Path, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from backend.api.auth import token_matches
 from backend.crud.errors import NotFound
 from backend.crud.runs import get_run
 from backend.db.models import Run
 from backend.db.session import get_sessionmaker
-from backend.settings import settings
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database: larger ones are simply not found
 
@@ -35,12 +34,9 @@ _bearer = HTTPBearer(auto_error=False, description="needed for writes when BNLAB
 def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
                   ) -> None:
     """401 unless the bearer token matches BNLAB_API_TOKEN (when one is set)."""
-    expected = settings.api_token
-    if not expected:
-        return
-    given = credentials.credentials if credentials else ""
-    # Constant-time comparison; the token itself is never logged or echoed back.
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    # Constant-time comparison; the token itself is never logged or echoed back. The
+    # TokenGate middleware (backend/api/auth.py) has already checked it before the body.
+    if not token_matches(credentials.credentials if credentials else None):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong API token",
                             headers={"WWW-Authenticate": "Bearer"})
 

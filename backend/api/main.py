@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from backend import reconcile
 from backend.api import errors, static
+from backend.api.auth import OPEN_PATHS, TokenGate
 from backend.api.limits import UploadSizeLimit
 from backend.api.routes import (compare, describe, exports, health, metrics, presets, runs,
                                 script_runs, stream, sweeps, uploads)
@@ -74,17 +75,29 @@ def add_static(app: FastAPI) -> None:
 
 def document_auth(app: FastAPI) -> None:
     """OpenAPI says what this server enforces: without BNLAB_API_TOKEN the bearer token of the
-    write routes is optional (`security: [{}, {HTTPBearer: []}]`), with it, required."""
+    write routes is optional (`security: [{}, {HTTPBearer: []}]`), with it, required; with
+    BNLAB_AUTH_READS as well, every read but /api/health requires it and may answer 401."""
     build = app.openapi
 
     def openapi() -> dict:
         spec = build()
         optional = not settings.api_token
-        for item in spec.get("paths", {}).values():
-            for op in item.values():
-                security = op.get("security") if isinstance(op, dict) else None
+        reads_locked = bool(settings.api_token and settings.auth_reads)
+        for path, item in spec.get("paths", {}).items():
+            for method, op in item.items():
+                if not isinstance(op, dict):
+                    continue
+                security = op.get("security")
                 if security is not None:
                     op["security"] = [s for s in security if s] + ([{}] if optional else [])
+                elif reads_locked and method in ("get", "head") and path not in OPEN_PATHS:
+                    # BNLAB_AUTH_READS: backend/api/auth.py's TokenGate answers 401 here too.
+                    op["security"] = [{"HTTPBearer": []}]
+                    op.setdefault("responses", {}).setdefault("401", {
+                        "description": errors.WHY[401],
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/ErrorPublic"}}},
+                    })
         return spec
 
     app.openapi = openapi
@@ -98,6 +111,7 @@ def create_app() -> FastAPI:
     add_static(app)
     document_auth(app)
     app.add_middleware(UploadSizeLimit)
+    app.add_middleware(TokenGate)  # outside the size limit: a stranger gets 401, not 413
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])

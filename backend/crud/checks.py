@@ -14,7 +14,9 @@ from backend.crud.errors import FieldError
 from backend.db.models import Upload
 from backend.schema.experiment import ExperimentConfig
 from backend.schema.params import estimate_params
+from backend.schema import registry
 from backend.schema.registry import WEIGHT_LAYER
+from backend.schema.splits import dataset_total, train_split_size
 from backend.schema.paths import resolve_dataset_path
 from backend.settings import settings
 
@@ -43,6 +45,25 @@ def _upload_spec(session: Session, cfg: ExperimentConfig) -> tuple[tuple[int, ..
     return (upload.n_features,), upload.n_classes
 
 
+def check_batch_fits(*, session: Session, config: ExperimentConfig) -> None:
+    """train.batch_size must not exceed the training split (when its size is known here)."""
+    ds = config.dataset
+    rows = None
+    if ds.name == "upload":
+        upload = session.get(Upload, ds.upload_id)
+        rows = upload.n_rows if upload is not None else None
+    total = dataset_total(ds.name, ds.n_samples, rows)
+    if total is None:
+        return  # sized by its files: the engine refuses it when it loads them
+    spec = registry.dataset(ds.name)
+    n_train = train_split_size(total, own_test_split=spec.own_test_split,
+                               val_fraction=ds.val_fraction, limit=ds.limit)
+    if config.train.batch_size > n_train:
+        raise FieldError("train.batch_size", f"{config.train.batch_size} is larger than the "
+                         f"training split of dataset '{ds.name}' ({n_train} samples after the "
+                         "test and validation splits)")
+
+
 def check_submission(*, session: Session, config: ExperimentConfig) -> None:
     """Raise FieldError naming the field if `config` must not be queued."""
     check_storable(config.model_dump(mode="python"))
@@ -52,8 +73,12 @@ def check_submission(*, session: Session, config: ExperimentConfig) -> None:
     if config.dataset.path:
         try:
             resolve_dataset_path(settings.datasets_dir, config.dataset.path)
-        except (ValueError, OSError) as exc:  # OSError: e.g. a name too long for the filesystem
+        except ValueError as exc:
             raise FieldError("dataset.path", str(exc)) from None
+        except OSError as exc:  # e.g. a name too long: its message would hold the server's path
+            raise FieldError("dataset.path", f"cannot be opened ({exc.strerror or 'invalid'})"
+                             ) from None
+    check_batch_fits(session=session, config=config)
     params = estimate_params(config, _upload_spec(session, config))
     if params > settings.max_params:
         # residual nets grow with depth (and widen / growth); mlp and cnn with widths

@@ -6,6 +6,7 @@ the grid field that produced it (`grid.model.dropout.rate`), so a sweep is store
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from typing import Any
@@ -48,21 +49,27 @@ def _cell_name(base_name: str, cell: dict[str, Any], seed: int | None) -> str:
 
 def _cell_config(base: dict[str, Any], cell: dict[str, Any], seed: int | None,
                  keys: list[str]) -> ExperimentConfig:
-    data = base
+    data = copy.deepcopy(base)  # once per cell, then set in place: linear in the grid's keys
     for key, value in cell.items():
         try:
-            data = set_dotted(data, key, value)
+            set_dotted(data, key, value, in_place=True)
         except (ValueError, AttributeError, TypeError):
             raise FieldError(f"grid.{key}", "does not lead to a config field") from None
     if seed is not None:
-        data = set_dotted(data, "train.seed", seed)
+        set_dotted(data, "train.seed", seed, in_place=True)
     data["name"] = _cell_name(base["name"], cell, seed) if "name" not in cell else data["name"]
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "base"
-        raise FieldError(_grid_field(field, keys), f"{err['msg']} (value {cell})") from None
+        field = _grid_field(".".join(str(p) for p in err["loc"]) or "base", keys)
+        value = cell.get(field.removeprefix("grid."), cell) if field.startswith("grid.") else cell
+        raise FieldError(field, f"{err['msg']} (value {_brief(value)})") from None
+
+
+def _brief(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def cell_configs(sweep: SweepCreate) -> list[tuple[list[str], ExperimentConfig]]:

@@ -8,6 +8,7 @@ again if the database row cannot be stored, so a failure leaves nothing behind.
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 import uuid
@@ -47,22 +48,63 @@ def copy_capped(stream: BinaryIO, dest: BinaryIO, max_bytes: int) -> int:
     return total
 
 
-def _npz_member_sizes(path: Path, max_bytes: int) -> None:
-    # A small compressed file may inflate enormously (zip bomb): check sizes before loading.
+# Decompressed, the arrays of an .npz may take at most this many times the upload cap (the
+# CSV bound in csv_row_bound is of the same order): a 3 MB .npz whose X inflates to 3.2 GB of
+# zeros is refused from its 128-byte .npy header, before anything is decompressed.
+NPZ_INFLATION = 4
+NPY_VERSIONS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def npz_array_cap() -> int:
+    return NPZ_INFLATION * settings.max_upload_mb * 2**20
+
+
+def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, header bytes) an .npz member declares, read from its first bytes only."""
+    with archive.open(name) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in NPY_VERSIONS:
+            raise _bad(f"array '{name[:-4]}' has an unsupported .npy version {version}")
+        shape, _fortran, dtype = NPY_VERSIONS[version](fh)
+        return tuple(shape), dtype, fh.tell()
+
+
+def _read_npz(path: Path, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """X and y, refused by declared shape and dtype before decompressing any data.
+
+    Each member's .npy header names its shape and dtype; an array past `cap` bytes (or its
+    float32 copy past it), an object dtype, or a member longer than its header says is refused.
+    Reading then takes exactly the declared bytes (np.lib.format.read_array), so what is
+    decompressed is bounded by the checked sizes.
+    """
+    out = {}
     with zipfile.ZipFile(path) as archive:
-        for name in ("X.npy", "y.npy"):
-            if name not in archive.namelist():
-                raise _bad(f"the .npz has no array '{name[:-4]}' (needs X and y)")
-            if archive.getinfo(name).file_size > max_bytes:
-                raise _bad(f"array '{name[:-4]}' is too large once uncompressed")
+        names = archive.namelist()
+        for key in ("X", "y"):
+            name = f"{key}.npy"
+            if name not in names:
+                raise _bad(f"the .npz has no array '{key}' (needs X and y)")
+            shape, dtype, header = _npy_header(archive, name)
+            if dtype.hasobject or dtype.kind not in "biuf":
+                raise _bad(f"array '{key}' of the .npz must be numeric, got dtype {dtype}")
+            count = math.prod(shape)
+            if count * max(dtype.itemsize, 4) > cap:  # X becomes float32
+                raise _bad(f"array '{key}' declares shape {shape} of {dtype}: "
+                           f"{count * dtype.itemsize / 2**20:.0f} MB once decompressed, over the "
+                           f"cap of {cap // 2**20} MB ({NPZ_INFLATION} x BNLAB_MAX_UPLOAD_MB)")
+            if archive.getinfo(name).file_size > header + count * dtype.itemsize:
+                raise _bad(f"array '{key}' holds more bytes than its shape {shape} declares")
+        for key in ("X", "y"):
+            with archive.open(f"{key}.npy") as fh:
+                out[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    return out["X"], out["y"]
 
 
 def parse_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """X and y from an .npz; allow_pickle=False, so no object array can run code."""
+    """X and y from an .npz; never a pickle, never more than npz_array_cap() decompressed."""
     try:
-        _npz_member_sizes(path, MAX_ROWS * MAX_FEATURES * 8 // 16)
-        with np.load(path, allow_pickle=False) as data:
-            return np.asarray(data["X"]), np.asarray(data["y"])
+        return _read_npz(path, npz_array_cap())
     except FieldError:
         raise
     except ValueError as exc:  # object arrays (pickles) and corrupt headers land here
@@ -76,6 +118,16 @@ def _label_column(header: list[str]) -> int:
     return names.index("label") if "label" in names else len(names) - 1
 
 
+def csv_row_bound(size: int, columns: int) -> int:
+    """Most data rows a CSV of `size` bytes with `columns` columns can hold, capped at MAX_ROWS + 1.
+
+    np.loadtxt allocates max_rows x columns floats before reading: bounded by MAX_ROWS alone, a
+    780 KB file with 2,000 columns asked for 30 GiB. A row takes at least 2 bytes per column (one
+    digit, then a comma or the newline), so this bound keeps the allocation within 4 x size.
+    """
+    return min(MAX_ROWS + 1, size // (2 * columns - 1) + 1)
+
+
 def parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A CSV with a header row; the `label` column (or the last one) holds the class."""
     try:
@@ -83,10 +135,13 @@ def parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
             header = fh.readline().strip().split(",")
             if len(header) < 2:
                 raise _bad("the .csv needs a header row and at least one feature and a label column")
+            if len(header) > MAX_FEATURES + 1:
+                raise _bad(f"the .csv header has {len(header)} columns; at most "
+                           f"{MAX_FEATURES} features and a label")
             with warnings.catch_warnings():  # "no data" is reported below as a clear message
                 warnings.simplefilter("ignore", UserWarning)
                 table = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2,
-                                   max_rows=MAX_ROWS + 1)
+                                   max_rows=csv_row_bound(path.stat().st_size, len(header)))
     except UnicodeDecodeError:
         raise _bad("the .csv is not UTF-8 text") from None
     except ValueError as exc:  # numpy names the row and column of the bad value

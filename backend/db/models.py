@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData,
                         String, Text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names, so Alembic migrations diff cleanly on PostgreSQL and SQLite.
 NAMING = {
@@ -31,6 +32,30 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class UTCDateTime(TypeDecorator):
+    """A timestamp that always comes back timezone-aware, in UTC, on every backend.
+
+    PostgreSQL's timestamptz keeps the offset; SQLite stores text without one and returned
+    naive datetimes, which the API sent without an offset (not RFC 3339, and browsers read
+    them as local time). Values are stored as UTC and read back tagged with UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        elif value is not None:
+            value = value.replace(tzinfo=timezone.utc)  # naive values in this code base are UTC
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -43,7 +68,7 @@ class Sweep(Base):
     base: Mapped[dict[str, Any]] = mapped_column(JSON)  # the base ExperimentConfig
     grid: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"model.dropout.rate": [0.1, 0.5], ...}
     seeds: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep")
 
@@ -57,11 +82,11 @@ class Run(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)  # validated ExperimentConfig
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # last send_task
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # last send_task
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(200))  # worker id holding the run
     host: Mapped[str | None] = mapped_column(String(200))
     device: Mapped[str | None] = mapped_column(String(200))
@@ -156,7 +181,7 @@ class ScriptKey(Base):
 
     key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ExtraMetric(Base):
@@ -181,7 +206,7 @@ class Upload(Base):
     n_rows: Mapped[int] = mapped_column(Integer)
     n_features: Mapped[int] = mapped_column(Integer)
     n_classes: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Worker(Base):
@@ -193,8 +218,8 @@ class Worker(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:random
     host: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     # {"visible_devices", "cuda_available", "gpu_name", "driver", "torch_cuda", "error"}: what
     # the process trains on, as it found it at start (migration 0007; shown in /api/health).
     device: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -16,7 +16,11 @@ def resolve_dataset_path(root: Path, path: str) -> Path:
         candidate = root / candidate
     resolved = candidate.resolve()
     if resolved != root and root not in resolved.parents:
-        raise ValueError(f"dataset.path must stay inside the datasets root ({root})")
+        # The rule, not the server's absolute paths (they tell a stranger about the host).
+        raise ValueError(
+            "dataset.path must lead to a folder inside the datasets root (BNLAB_DATASETS_DIR): "
+            "a relative path without '..' and without links out of it"
+        )
     if not resolved.exists():
         raise ValueError(f"dataset.path '{path}' does not exist under the datasets root")
     return resolved

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from backend.schema.experiment import ExperimentConfig
 from backend.schema.runs import RunPublic
 
+MAX_GRID_KEYS = 64
 DottedPath = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*$")]
 
 
@@ -20,7 +21,11 @@ class SweepCreate(BaseModel):
 
     name: str | None = Field(None, max_length=200)  # default: the base config's name
     base: ExperimentConfig = Field(default_factory=ExperimentConfig)
-    grid: dict[DottedPath, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    # At most MAX_GRID_KEYS keys (a config has fewer fields than that), so refusing a huge grid
+    # costs one length check, stated in the schema as maxProperties.
+    grid: dict[DottedPath, Annotated[list[Any], Field(min_length=1)]] = Field(
+        default_factory=dict, max_length=MAX_GRID_KEYS
+    )
     seeds: Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)] | None = None
 
 

@@ -164,7 +164,7 @@ function chartSpecs(run, m, layers, logy) {
   specs.push(["chart-means", [...perLayer("train_mean"), ...perLayer("eval_mean", "dash")],
     "BN input mean per layer (solid train, dashed inference)", "mean"]);
   specs.push(["chart-shift", perLayer("shift"),
-    "bnlab per-channel shift per layer over training (no shift reads its noise floor, above 1)", "shift",
+    "bnlab per-channel shift per layer (no shift: its noise floor, > 1)", "shift",
     { logy, yrange: withoutFirstProbe(layers, "shift", logy) }]);
   specs.push(["chart-grad", perLayer("grad_norm"), "gradient norm of each layer's preceding weight",
     "grad norm", { logy }]);

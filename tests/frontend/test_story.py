@@ -156,3 +156,4 @@ def test_show_story_on_run_page(stack, page, preset_runs):
     )
     assert page.locator("#story-loss .main-svg").count() > 0
     assert not page.errors, page.errors
+    screenshot(page, "run-story")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -18,7 +18,12 @@ BROKER_TIMEOUT_S = 2.0
 
 
 class HealthPublic(BaseModel):
-    status: str  # "ok" when database and broker both answer, else "degraded"
+    """GET /api/health. 200: the API can serve (status "ok", or "degraded" while only the broker
+    is unreachable: runs are stored and the reconciler enqueues them later). 503: the database
+    is unreachable, so an orchestrator's readiness probe takes this replica out. New fields may
+    be added (clients ignore what they do not know)."""
+
+    status: str  # "ok"; "degraded": the broker does not answer; "unavailable": the database
     database: str  # "ok" or the error
     broker: str  # "ok" or the error
     workers: list[dict[str, Any]]  # live workers (heartbeat recent), if the worker table exists
@@ -65,11 +70,17 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-@router.get("/health", response_model=HealthPublic)
-def read_health(session: SessionDep) -> HealthPublic:
-    """Database, broker and worker status; 200 even when degraded (the body says what)."""
+@router.get("/health", response_model=HealthPublic, responses={
+    503: {"model": HealthPublic, "description": "the database is unreachable (not ready)"}})
+def read_health(session: SessionDep, response: Response) -> HealthPublic:
+    """Database, broker and worker status: 200 while the database answers (the body says what
+    else is degraded), 503 with the same body when it does not."""
     database = check_database(session)
     workers = live_workers(session) if database == "ok" else []
     broker_state = check_broker()
-    state = "ok" if database == broker_state == "ok" else "degraded"
+    if database != "ok":
+        state = "unavailable"
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    else:
+        state = "ok" if broker_state == "ok" else "degraded"
     return HealthPublic(status=state, database=database, broker=broker_state, workers=workers)

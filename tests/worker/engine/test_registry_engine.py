@@ -13,14 +13,14 @@ import torch
 
 from backend.schema import registry
 from backend.schema.experiment import DatasetConfig, ModelConfig
-from tests.utils.datasets import write_cifar, write_mnist
+from tests.utils.datasets import write_cifar, write_cifar100, write_mnist
 from worker.engine import data as data_mod
 from worker.engine import dropout as dropout_mod
 from worker.engine import model as model_mod
 from worker.engine.probes import BNProbe, predicted_shift
 
 # A writer of a tiny dataset per registry folder format (a new format needs one here).
-FOLDER_WRITERS = {"idx": write_mnist, "cifar_pickle": write_cifar}
+FOLDER_WRITERS = {"idx": write_mnist, "cifar_pickle": write_cifar, "cifar100_pickle": write_cifar100}
 
 
 @pytest.mark.parametrize("name", [n for n in registry.DATASET_NAMES if n != "upload"])
@@ -102,3 +102,27 @@ def test_probe_rows_carry_every_layer_key(block):
     if "batchnorm" not in block:
         assert all(r[k] is None for r in rows for k in registry.BN_LAYER_KEYS)
     assert all(r["grad_norm"] is not None for r in rows)
+
+
+@pytest.mark.parametrize("name", [n for n, d in registry.DATASETS.items() if d.source != "upload"
+                                  and not d.needs_path])
+@pytest.mark.parametrize("limit", [None, 100])
+def test_split_sizes_without_loading_match_the_loader(name, limit):
+    """backend/schema/splits.py (the API's batch-size check) sizes the training split exactly."""
+    from backend.schema.splits import dataset_total, train_split_size
+
+    spec = registry.DATASETS[name]
+    cfg = DatasetConfig(name=name, limit=limit, val_fraction=0.3)
+    expected = train_split_size(dataset_total(name, None, None), own_test_split=spec.own_test_split,
+                                val_fraction=0.3, limit=limit)
+    assert len(data_mod.load_dataset(cfg).x_train) == expected
+
+
+def test_engine_refuses_batch_larger_than_training_split():
+    """A direct engine call (no API in front) names train.batch_size and the split size."""
+    from worker.engine import ConfigError, train
+
+    cfg = {"dataset": {"name": "digits", "limit": 100}, "train": {"batch_size": 128, "epochs": 1},
+           "model": {"widths": [8]}}
+    with pytest.raises(ConfigError, match=r"train\.batch_size: 128 .* \(80 samples"):
+        train(cfg)

@@ -63,7 +63,9 @@ def test_create_upload_csv_last_column_is_label(client):
 def test_create_upload_usable_in_run(client):
     """A run on the uploaded dataset is accepted (upload id known, model sized from it)."""
     upload_id = _post(client, _npz(**_good())).json()["upload_id"]
-    res = client.post("/api/runs", json=make_config(dataset={"name": "upload", "upload_id": upload_id}))
+    # 40 rows: 26 training samples after the test and validation splits, so batches of 8
+    res = client.post("/api/runs", json=make_config(dataset={"name": "upload", "upload_id": upload_id},
+                                                    train__batch_size=8))
     assert res.status_code == 201, res.text
 
 
