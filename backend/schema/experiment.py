@@ -6,7 +6,7 @@ Validation errors name the field path (pydantic's `loc`), which the API turns in
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -36,9 +36,13 @@ class DatasetConfig(_Strict):
     upload_id: str | None = None  # for name == "upload"
     n_samples: int | None = Field(None, ge=64, le=2_000_000)  # synthetic / mnist1d size; None = generator default
     limit: int | None = Field(None, ge=64)  # use only the first N training samples (quick runs)
+    # cifar100 only: the 100 fine classes or the 20 superclasses (coarse_labels)
+    label_mode: Literal["fine", "coarse"] = "fine"
 
     @model_validator(mode="after")
     def _source_present(self) -> DatasetConfig:
+        if self.label_mode != "fine" and self.name != "cifar100":
+            raise ValueError("dataset.label_mode 'coarse' exists for dataset 'cifar100' only")
         if registry.dataset(self.name).needs_path and not self.path:
             raise ValueError(f"dataset.path is required for dataset '{self.name}'")
         if self.name == "upload" and not self.upload_id:
@@ -75,9 +79,7 @@ class ModelConfig(_Strict):
         default_factory=lambda: [256, 256, 256], min_length=1, max_length=64
     )  # hidden units (mlp) or channels (cnn) per block
     block: list[BlockLayer] = Field(
-        default_factory=lambda: ["linear", "dropout", "batchnorm", "activation"],
-        min_length=1,
-        json_schema_extra={"uniqueItems": True},  # _block_order refuses a repeated layer
+        default_factory=lambda: ["linear", "dropout", "batchnorm", "activation"], min_length=1
     )  # layer order inside every hidden block
     # one dropout of the same kind right before the classifier; bounded like model.dropout.rate
     head_dropout: float | None = Field(None, ge=0.0)
@@ -173,6 +175,28 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto: first CUDA device, else CPU
+    nesterov: bool = False  # sgd with momentum > 0 only
+    # lr per step (worker/engine/schedule.py): constant; step = x lr_decay at each milestone
+    # epoch (default 50 % and 75 % of epochs); cosine to 0 over the run. Warm-up ramps first.
+    schedule: Literal["constant", "step", "cosine"] = "constant"
+    milestones: list[Annotated[int, Field(ge=1)]] | None = Field(None, max_length=16)
+    lr_decay: float = Field(0.1, gt=0.0, le=1.0)
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    augment: bool = False  # 4-pixel padded random crop + horizontal flip, on the device (images)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward; weights, BN stats fp32
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> TrainConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("train.nesterov needs optimizer 'sgd' with momentum > 0")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError("train.warmup_epochs must be below train.epochs")
+        ms = self.milestones or []
+        if ms and (self.schedule != "step" or ms != sorted(set(ms)) or ms[-1] >= self.epochs):
+            raise ValueError(
+                "train.milestones: increasing epochs below train.epochs, for schedule 'step'"
+            )
+        return self
 
 
 class ProbeConfig(_Strict):
@@ -202,15 +226,21 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
+    @model_validator(mode="after")
+    def _augment_needs_images(self) -> ExperimentConfig:
+        # Crops and flips are for natural colour images; on digits or vectors they destroy
+        # the signal (a flipped 2 is no 2; a vector has no rows to shift).
+        shape = registry.dataset(self.dataset.name).shape
+        if self.train.augment and not (shape and shape[0] == 3):
+            raise ValueError("train.augment needs a colour-image dataset (cifar10, cifar100)")
+        return self
 
-def set_dotted(
-    data: dict[str, Any], path: str, value: Any, *, in_place: bool = False
-) -> dict[str, Any]:
-    """Return a deep copy of `data` (or `data` itself, in_place) with `path`
-    ("model.dropout.rate") set to `value`."""
+
+def set_dotted(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """Return a deep copy of `data` with `path` ("model.dropout.rate") set to `value`."""
     import copy
 
-    out = data if in_place else copy.deepcopy(data)
+    out = copy.deepcopy(data)
     node = out
     *parents, leaf = path.split(".")
     for key in parents:

@@ -2,7 +2,8 @@
 
 - IDX (MNIST / Fashion-MNIST): big-endian header 0x0000 0x08 ndim + dims, then unsigned bytes.
 - CIFAR-10 python batches: a pickled dict {b"batch_label", b"labels", b"data", b"filenames"}
-  with data a uint8 (N, 3072) array, pickled with protocol 2 like the original files.
+  with data a uint8 (N, 3072) array, pickled with protocol 2 like the original files;
+  CIFAR-100's `train` / `test` the same with b"fine_labels" and b"coarse_labels".
 - Uploads: .npz with arrays X, y; .csv with the label in the last column.
 """
 
@@ -84,6 +85,31 @@ def write_cifar(folder: Path, n_per_batch: int = 20, n_batches: int = 5) -> dict
         out[name] = cifar_batch(n_per_batch, seed=i)
         with (folder / name).open("wb") as f:
             pickle.dump(out[name], f, protocol=2)
+    return out
+
+
+def write_cifar100(folder: Path, n_train: int = 30, n_test: int = 10, seed: int = 0) -> dict:
+    """`train`, `test` and `meta` as protocol-2 pickles, like cifar-100-python/: byte-string keys,
+    uint8 data (N, 3072), fine labels 0..99 and their superclass in coarse_labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    coarse_of = rng.permutation(np.repeat(np.arange(20), 5))  # 5 fine classes per superclass
+    out = {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = rng.integers(0, 100, n)
+        out[name] = {
+            b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+            b"batch_label": f"{name}ing batch 1 of 1".encode(),
+            b"fine_labels": fine.tolist(),
+            b"coarse_labels": coarse_of[fine].tolist(),
+            b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
+        }
+        with (folder / name).open("wb") as f:
+            pickle.dump(out[name], f, protocol=2)
+    with (folder / "meta").open("wb") as f:
+        meta = {b"fine_label_names": [b"c%d" % i for i in range(100)],
+                b"coarse_label_names": [b"s%d" % i for i in range(20)]}
+        pickle.dump(meta, f, protocol=2)
     return out
 
 

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from backend.schema import registry
-from backend.schema.splits import GENERATED_SAMPLES, TEST_FRACTION, held_out
 
+TEST_FRACTION = 0.2  # for sets without their own test split
 SPLIT_SEED = 12345  # the test split never depends on the run's seed: runs compare on one test set
 
 
@@ -313,18 +313,30 @@ def _check_upload(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
-    k = held_out(n, fraction)  # backend/schema/splits.py sizes the splits the same way
+    k = max(1, int(round(n * fraction)))
     return perm[k:], perm[:k]
 
 
 # Where each registry dataset's arrays come from: a reader of the folder at dataset.path (by the
 # registry's `source`), or a reader of bundled / generated / uploaded arrays (by name). A drift
 # test checks every registry dataset has one.
-FOLDER_READERS: dict[str, Any] = {"idx": load_idx_folder, "cifar_pickle": load_cifar_folder}
+FOLDER_READERS: dict[str, Any] = {
+    "idx": lambda folder, cfg: load_idx_folder(folder),
+    "cifar_pickle": lambda folder, cfg: load_cifar_folder(folder),
+    "cifar100_pickle": lambda folder, cfg: _cifar100(folder, cfg.label_mode),
+}
+
+
+def _cifar100(folder: Path, label_mode: str) -> tuple[np.ndarray, ...]:
+    from .cifar import load_cifar100_folder  # cifar.py imports this module's unpickler
+
+    return load_cifar100_folder(folder, label_mode)
+
+
 ARRAY_READERS: dict[str, Any] = {
     "digits": lambda cfg, uploads_dir: load_digits_arrays(),
-    "mnist1d": lambda cfg, uploads_dir: make_mnist1d(cfg.n_samples or GENERATED_SAMPLES),
-    "synthetic": lambda cfg, uploads_dir: make_synthetic(cfg.n_samples or GENERATED_SAMPLES),
+    "mnist1d": lambda cfg, uploads_dir: make_mnist1d(cfg.n_samples or 4000),
+    "synthetic": lambda cfg, uploads_dir: make_synthetic(cfg.n_samples or 4000),
     "upload": lambda cfg, uploads_dir: _upload_arrays(cfg, uploads_dir),
 }
 
@@ -346,7 +358,7 @@ def raw_arrays(
         if datasets_root is None:
             raise ValueError("dataset.path: no datasets root is configured (BNLAB_DATASETS_DIR)")
         folder = resolve_dataset_path(Path(datasets_root), cfg.path)
-        return FOLDER_READERS[spec.source](folder)
+        return FOLDER_READERS[spec.source](folder, cfg)
     x, y = ARRAY_READERS[spec.name](cfg, uploads_dir)
     tr, te = _split(len(x), TEST_FRACTION, SPLIT_SEED)
     return x[tr], y[tr], x[te], y[te]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +118,26 @@ def fold_ops(ops: list, arch: str) -> tuple[list, dict[str, str]]:
     return out, notes
 
 
+@contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """Full-precision fp32 convolutions and matmuls on CUDA for the block's duration.
+
+    cuDNN convolutions default to TF32 on Ampere and later GPUs (10 mantissa bits, relative
+    error ~1e-3 per product), which would put the stored reference logits ~1e-3 away from the
+    float64 numpy predictor. The reference is computed with TF32 off (IEEE fp32), so the
+    export's agreement check holds to fp32 round-off (atol 1e-4 on the logits, as on CPU).
+    Training itself keeps the default (TF32 convs): the weights are what they are; only the
+    reference pass must be exact. No effect on CPU.
+    """
+    b = torch.backends
+    saved = b.cudnn.conv.fp32_precision, b.cuda.matmul.fp32_precision
+    b.cudnn.conv.fp32_precision = b.cuda.matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        b.cudnn.conv.fp32_precision, b.cuda.matmul.fp32_precision = saved
+
+
 def npz_arrays(model: Net, cfg: Any, data: Any = None) -> dict[str, np.ndarray]:
     """Every array of the export, keyed as described in the module docstring."""
     ops = inference_ops(model)
@@ -143,7 +165,8 @@ def npz_arrays(model: Net, cfg: Any, data: Any = None) -> dict[str, np.ndarray]:
 
             out["test.x"] = data.x_test.cpu().numpy()
             out["test.y"] = data.y_test.cpu().numpy()
-            out["test.logits"] = predict_logits(model, data.x_test).cpu().numpy()
+            with ieee_fp32():
+                out["test.logits"] = predict_logits(model, data.x_test).cpu().numpy()
     return out
 
 
@@ -183,11 +206,7 @@ def export_onnx(model: Net, in_shape: tuple[int, ...], path: Path) -> Path | Non
 def export_all(model: Net, cfg: Any, data: Any, export_dir: Path) -> dict[str, Path]:
     """model.npz (+ model.onnx when onnx is installed) in export_dir."""
     export_dir = Path(export_dir)
-    out = {}
-    # The npz is a flat list of ops: it has no residual sums or concatenations, so residual
-    # nets (worker/engine/nets.py) export as ONNX only, never as a wrong npz.
-    if model.arch in ("mlp", "cnn"):
-        out["npz"] = export_npz(model, cfg, export_dir / "model.npz", data)
+    out = {"npz": export_npz(model, cfg, export_dir / "model.npz", data)}
     onnx_path = export_onnx(model, data.in_shape, export_dir / "model.onnx")
     if onnx_path is not None:
         out["onnx"] = onnx_path

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
@@ -31,11 +32,13 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .augment import CropFlip
 from .data import Data, batches, load_dataset, steps_per_epoch
 from .evaluate import UNDEFINED_AT_ONE, predict_logits, summary_accuracies, train_mode_logits
 from .gradnoise import grad_cosine
 from .model import build_model
 from .probes import BNProbe, predicted_shift
+from .schedule import lr_at
 from .repro import environment
 from .shiftstats import predicted_shift_through_weight
 from .sinks import MemorySink, MetricSink, ProbeRecord
@@ -90,8 +93,29 @@ def make_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optim
     if t.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     return torch.optim.SGD(
-        model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+        model.parameters(),
+        lr=t.lr,
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
+        nesterov=t.nesterov,
     )
+
+
+def batch_prep(cfg: ExperimentConfig, data: Data, device: torch.device) -> Any:
+    """xb -> the batch the model trains on: augmented (train.augment) and, for a conv net on
+    CUDA, channels-last (the layout cuDNN's fastest kernels use); on the device throughout."""
+    fmt = torch.contiguous_format
+    if device.type == "cuda" and cfg.model.arch != "mlp":
+        fmt = torch.channels_last
+    if cfg.train.augment:
+        c = data.x_train.shape[1]
+        mean = data.input_mean if data.input_mean is not None else np.zeros(c)
+        std = data.input_std if data.input_std is not None else np.ones(c)
+        fill = torch.as_tensor(-mean / std, dtype=torch.float32, device=device)  # black pixel
+        return CropFlip(fill, memory_format=fmt)
+    if fmt is torch.channels_last:
+        return lambda xb: xb.contiguous(memory_format=fmt)
+    return lambda xb: xb
 
 
 class Window:
@@ -142,13 +166,21 @@ class Run:
         torch.manual_seed(cfg.train.seed)
         self.cfg, self.data, self.device, self.sink = cfg, data, device, sink
         self.model = build_model(cfg.model, data.in_shape, data.n_classes).to(device)
+        if device.type == "cuda":  # conv algorithms picked by timing: batch shapes never change
+            torch.backends.cudnn.benchmark = True
+            if cfg.model.arch != "mlp":
+                self.model.to(memory_format=torch.channels_last)
+        self.prep = batch_prep(cfg, data, device)
+        # bf16 autocast for the training forward only; weights, grads, BN running stats (and so
+        # the probe's sums) stay fp32, and probes and evaluation run in fp32.
+        bf16 = cfg.train.precision == "bf16"
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
         self.opt = make_optimizer(cfg, self.model)
         self.probe = BNProbe(self.model)
         self.window = Window()
         self.batch = min(cfg.train.batch_size, len(data.x_train))  # samples per training batch
-        self.total_steps = cfg.train.epochs * steps_per_epoch(
-            len(data.x_train), cfg.train.batch_size
-        )
+        self.per_epoch = steps_per_epoch(len(data.x_train), cfg.train.batch_size)
+        self.total_steps = cfg.train.epochs * self.per_epoch
         n_eval = cfg.probe.eval_batches * cfg.train.batch_size
         self.x_eval, self.y_eval = data.x_val[:n_eval], data.y_val[:n_eval]
         self.step = self.epoch = 0
@@ -231,9 +263,12 @@ class Run:
         x, y, every = self.data.x_train, self.data.y_train, self.cfg.probe.every_steps
         self.model.train()
         for idx in batches(len(x), self.cfg.train.batch_size, self.device):
-            xb, yb = x[idx], y[idx]  # (B, C, H, W), (B,): gathered on the device
-            logits = self.model(xb)
-            loss = F.cross_entropy(logits, yb)
+            xb, yb = self.prep(x[idx]), y[idx]  # (B, C, H, W), (B,): gathered on the device
+            for g in self.opt.param_groups:  # train.schedule, closed form in the step
+                g["lr"] = lr_at(self.cfg.train, self.step, self.per_epoch)
+            with self.autocast:
+                logits = self.model(xb)
+                loss = F.cross_entropy(logits, yb)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -276,11 +311,6 @@ def train(
             cfg.dataset, seed=cfg.train.seed, datasets_root=datasets_root, uploads_dir=uploads_dir
         )
     ).to(device)
-    if cfg.train.batch_size > len(data.x_train):  # one step at chance accuracy otherwise
-        raise ConfigError(
-            f"train.batch_size: {cfg.train.batch_size} is larger than the training split "
-            f"({len(data.x_train)} samples after the validation split)"
-        )
     run = Run(cfg, data, device, sink)
     run.resume(checkpoint_path)
     sink.on_start(

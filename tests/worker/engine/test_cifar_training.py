@@ -1,0 +1,326 @@
+"""CIFAR-100 and synthetic CIFAR files, on-device augmentation, lr schedules, Nesterov, bf16
+and the CUDA options (worker/engine/cifar.py, augment.py, schedule.py, train.py, export.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from backend.schema.experiment import DatasetConfig, ExperimentConfig, TrainConfig
+from tests.utils.datasets import write_cifar100, write_crafted_pickle
+from worker.engine import MemorySink, train
+from worker.engine.augment import CropFlip
+from worker.engine.cifar import write_cifar as write_synthetic
+from worker.engine.data import assemble, load_dataset
+from worker.engine.schedule import lr_at
+from worker.engine.train import Run, batch_prep, make_optimizer
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    """A datasets root with synthetic CIFAR-10 (1200 images) in its real layout."""
+    root = tmp_path_factory.mktemp("datasets")
+    write_synthetic(root / "c10", classes=10, n=1200, n_test=300)
+    return root
+
+
+def cnn_cfg(**train):
+    return {
+        "dataset": {"name": "cifar10", "path": "c10", "limit": 512},
+        "model": {
+            "arch": "cnn",
+            "widths": [8, 16],
+            "block": ["conv", "batchnorm", "activation"],
+            "dropout": {"rate": 0.3},
+        },
+        "train": {"epochs": 2, "batch_size": 64, "lr": 0.05, "device": "cpu", **train},
+        "probe": {"every_steps": 3, "train_mode_test_batch_sizes": [8], "recalibrate": False},
+    }
+
+
+# ---------------------------------------------------------------- CIFAR-100 reader
+
+
+@pytest.mark.parametrize("mode", ["fine", "coarse"])
+def test_read_cifar100_files_in_real_format(tmp_path, mode):
+    """cifar-100-python/train and test (protocol-2 pickles, byte keys): the test split is the
+    file's images and labels in order; train + validation hold exactly the train file's labels."""
+    written = write_cifar100(tmp_path / "c100" / "cifar-100-python", n_train=40, n_test=12)
+    key = b"fine_labels" if mode == "fine" else b"coarse_labels"
+    cfg = DatasetConfig(name="cifar100", path="c100", label_mode=mode, val_fraction=0.25)
+    d = load_dataset(cfg, datasets_root=tmp_path)
+    assert d.in_shape == (3, 32, 32)
+    assert d.y_test.tolist() == written["test"][key]
+    assert sorted(d.y_train.tolist() + d.y_val.tolist()) == sorted(written["train"][key])
+    raw = written["test"][b"data"].reshape(-1, 3, 32, 32).astype(np.float32)
+    back = d.x_test.numpy() * d.input_std[:, None, None] + d.input_mean[:, None, None]
+    np.testing.assert_allclose(back, raw, atol=1e-3)
+
+
+def test_refuse_crafted_cifar100_pickle(tmp_path):
+    """A `train` file whose unpickling would run a shell command is refused; nothing runs."""
+    folder = tmp_path / "evil"
+    write_cifar100(folder)
+    marker = tmp_path / "pwned"
+    write_crafted_pickle(folder / "train", marker)
+    with pytest.raises(ValueError, match="dataset.path"):
+        load_dataset(DatasetConfig(name="cifar100", path="evil"), datasets_root=tmp_path)
+    assert not marker.exists()
+
+
+def test_refuse_coarse_labels_outside_cifar100():
+    with pytest.raises(ValidationError, match="dataset.label_mode"):
+        DatasetConfig(name="cifar10", path="c10", label_mode="coarse")
+
+
+def test_write_synthetic_cifar100_with_superclasses(tmp_path):
+    """The generator's CIFAR-100 layout reads back with coarse = fine // 5 (20 superclasses)."""
+    write_synthetic(tmp_path / "s100", classes=100, n=600, n_test=200)
+    fine = load_dataset(DatasetConfig(name="cifar100", path="s100"), datasets_root=tmp_path)
+    coarse = load_dataset(
+        DatasetConfig(name="cifar100", path="s100", label_mode="coarse"), datasets_root=tmp_path
+    )
+    assert torch.equal(coarse.y_test, fine.y_test // 5)
+    assert fine.n_classes == 100 and coarse.n_classes == 20
+
+
+def test_learn_synthetic_cifar10(synth_root):
+    """The synthetic images carry a learnable signal: a small CNN ends at 3x chance (10 %) or
+    more and its validation accuracy rises over training."""
+    sink = MemorySink()
+    cfg = cnn_cfg(epochs=4, augment=True, schedule="cosine", nesterov=True)
+    cfg["dataset"]["limit"] = 1200
+    cfg["model"]["widths"] = [16, 32, 32]
+    result = train(cfg, sink, datasets_root=synth_root)
+    acc = sink.metrics()["val_acc"]
+    assert result.summary["test_acc_eval"] > 0.3, result.summary["test_acc_eval"]
+    assert acc[-1] > acc[0] + 0.15, acc
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def _distinct(b: int, device="cpu") -> torch.Tensor:
+    return (torch.arange(b * 3 * 32 * 32, dtype=torch.float32, device=device) + 1).reshape(
+        b, 3, 32, 32
+    )
+
+
+def test_augment_deterministic_per_seed():
+    aug, x = CropFlip(torch.zeros(3)), _distinct(16)
+    outs = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        outs.append(aug(x))
+    assert torch.equal(outs[0], outs[1])
+    assert not torch.equal(outs[0], outs[2])
+
+
+def test_augment_is_a_padded_crop_or_its_mirror():
+    """Every output image equals exactly one of the 81 crops (x2 flips) of its own padded image
+    (computed here one by one); offsets cover 0..8 and about half the images are flipped."""
+    torch.manual_seed(3)
+    fill = torch.tensor([-1.0, -2.0, -3.0])
+    x = _distinct(64)
+    out = CropFlip(fill)(x)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    padded += (padded == 0) * fill[None, :, None, None]  # the inputs are never 0
+    seen_oy, flips = set(), 0
+    for i in range(len(x)):
+        hits = [
+            (oy, ox, f)
+            for oy in range(9)
+            for ox in range(9)
+            for f in (False, True)
+            if torch.equal(
+                out[i],
+                padded[i, :, oy : oy + 32, ox : ox + 32].flip(2)
+                if f
+                else padded[i, :, oy : oy + 32, ox : ox + 32],
+            )
+        ]
+        assert len(hits) == 1, (i, hits)
+        seen_oy.add(hits[0][0])
+        flips += hits[0][2]
+    assert len(seen_oy) >= 7 and 16 <= flips <= 48, (seen_oy, flips)
+    assert out.device == x.device and out.shape == x.shape
+
+
+def test_pad_with_the_standardised_black_pixel():
+    """batch_prep pads with what the dataset's own standardisation makes of a black pixel."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 3, 32, 32)).astype(np.float32)
+    xt = np.zeros((2, 3, 32, 32), dtype=np.float32)  # black test images
+    y = rng.integers(0, 10, 64)
+    data = assemble(x, y, xt, y[:2], val_fraction=0.25, seed=0)
+    cfg = ExperimentConfig.model_validate(cnn_cfg(augment=True))
+    prep = batch_prep(cfg, data, torch.device("cpu"))
+    torch.testing.assert_close(prep.fill.flatten(), data.x_test[0, :, 0, 0])
+
+
+def test_augment_batches_in_training_deterministically(synth_root):
+    """Training with augmentation: identical series for one seed; the augmentation is really
+    applied (the series differ from an unaugmented run)."""
+    runs = [MemorySink() for _ in range(3)]
+    for sink, aug in zip(runs, (True, True, False), strict=True):
+        assert train(cnn_cfg(augment=aug), sink, datasets_root=synth_root).status == "succeeded"
+    assert runs[0].metrics() == runs[1].metrics()
+    assert runs[0].metrics()["train_loss"] != runs[2].metrics()["train_loss"]
+
+
+def test_refuse_augment_on_digits():
+    with pytest.raises(ValidationError, match="train.augment"):
+        ExperimentConfig.model_validate({"train": {"augment": True}})
+
+
+# ---------------------------------------------------------------- schedules and optimizer
+
+
+def test_step_schedule_closed_form():
+    """Default milestones at 50 % and 75 % of 8 epochs (epochs 4 and 6), x0.1 each."""
+    t, p = TrainConfig(lr=0.1, epochs=8, schedule="step"), 10
+    expect = {0: 0.1, 39: 0.1, 40: 0.01, 59: 0.01, 60: 0.001, 79: 0.001}
+    for step, lr in expect.items():
+        assert lr_at(t, step, p) == pytest.approx(lr, rel=1e-12), step
+    t = TrainConfig(lr=0.1, epochs=8, schedule="step", milestones=[2, 5], lr_decay=0.2)
+    assert [lr_at(t, s, p) for s in (19, 20, 49, 50)] == pytest.approx([0.1, 0.02, 0.02, 0.004])
+
+
+def test_cosine_schedule_with_warmup_closed_form():
+    """Linear warm-up over 1 epoch (lr/10 … lr), then lr(1 + cos(pi (s - 10) / 70)) / 2."""
+    t, p = TrainConfig(lr=0.2, epochs=8, schedule="cosine", warmup_epochs=1), 10
+    assert [lr_at(t, s, p) for s in (0, 4, 9)] == pytest.approx([0.02, 0.1, 0.2])
+    for s in (10, 27, 45, 79):
+        assert lr_at(t, s, p) == pytest.approx(0.1 * (1 + math.cos(math.pi * (s - 10) / 70)))
+    assert lr_at(t, 45, p) == pytest.approx(0.1)  # half way through the cosine: lr / 2
+    assert lr_at(TrainConfig(lr=0.2, epochs=8), 79, p) == 0.2  # constant
+
+
+def test_training_uses_the_schedule(synth_root):
+    """The lr a probe reports (that of the step just taken) equals the closed form."""
+    sink = MemorySink()
+    cfg = cnn_cfg(epochs=4, schedule="step", warmup_epochs=0.5)
+    train(cfg, sink, datasets_root=synth_root)
+    t = ExperimentConfig.model_validate(cfg).train
+    per_epoch = sink.records[-1].total_steps // 4
+    m = sink.metrics()
+    assert len(set(m["lr"])) >= 4
+    for step, lr in zip(m["step"], m["lr"], strict=True):
+        assert lr == pytest.approx(lr_at(t, step - 1, per_epoch), rel=1e-12), step
+
+
+def test_nesterov_first_step_closed_form():
+    """SGD with Nesterov momentum mu: the first update is lr (1 + mu) g (buffer = g)."""
+    cfg = ExperimentConfig.model_validate({"train": {"nesterov": True, "lr": 0.1, "momentum": 0.9}})
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    model = torch.nn.Module()
+    model.w = w
+    opt = make_optimizer(cfg, model)
+    (w * torch.tensor([3.0, 5.0])).sum().backward()
+    opt.step()
+    expect = torch.tensor([1.0, -2.0]) - 0.1 * 1.9 * torch.tensor([3.0, 5.0])
+    torch.testing.assert_close(w.detach(), expect)
+
+
+@pytest.mark.parametrize(
+    "train_kw, field",
+    [
+        ({"nesterov": True, "optimizer": "adam"}, "train.nesterov"),
+        ({"warmup_epochs": 5}, "train.warmup_epochs"),
+        ({"schedule": "step", "milestones": [3, 2]}, "train.milestones"),
+        ({"schedule": "cosine", "milestones": [2]}, "train.milestones"),
+    ],
+)
+def test_refuse_bad_schedule_naming_field(train_kw, field):
+    with pytest.raises(ValidationError, match=field):
+        TrainConfig(epochs=5, **train_kw)
+
+
+# ---------------------------------------------------------------- precision and resume
+
+
+def test_bf16_autocast_keeps_bn_stats_and_probe_fp32(synth_root):
+    """precision bf16 (CPU autocast here, the same code path as CUDA): convs run in bf16 during
+    training, BN running statistics and the probe's sums stay float32."""
+    cfg = ExperimentConfig.model_validate(cnn_cfg(precision="bf16"))
+    data = load_dataset(cfg.dataset, datasets_root=synth_root)
+    run = Run(cfg, data, torch.device("cpu"), MemorySink())
+    dtypes = []
+    conv = next(m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d))
+
+    # training forwards only (the probe's passes run without grad, in fp32)
+    def hook(_m, _i, out):
+        if torch.is_grad_enabled():
+            dtypes.append(out.dtype)
+
+    conv.register_forward_hook(hook)
+    assert run.run_epoch(None) is None
+    assert len(dtypes) == run.step and set(dtypes) == {torch.bfloat16}
+    bns = [m for m in run.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(b.running_var.dtype == torch.float32 for b in bns)
+    state = [t for t in run.probe.state_dict().values() if torch.is_tensor(t)]
+    assert all(t.dtype == torch.float32 for t in state)
+    logits, layers = run.probe.record(run.x_eval, run.batch)
+    assert logits.dtype == torch.float32 and all(math.isfinite(r["shift"]) for r in layers)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAfterFirstEpoch(MemorySink):
+    def on_epoch_end(self, *, epoch: int, step: int) -> None:
+        super().on_epoch_end(epoch=epoch, step=step)
+        raise Crash
+
+
+def test_resume_with_augmentation_and_schedule(synth_root, tmp_path):
+    """Augmentation draws and the scheduled lr continue exactly after a resume: the resumed
+    run ends equal to an uninterrupted one."""
+    cfg = cnn_cfg(epochs=3, augment=True, schedule="cosine", warmup_epochs=1, nesterov=True)
+    whole = train(cfg, MemorySink(), datasets_root=synth_root)
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(Crash):
+        train(cfg, CrashAfterFirstEpoch(), datasets_root=synth_root, checkpoint_path=ckpt)
+    resumed = train(cfg, MemorySink(), datasets_root=synth_root, checkpoint_path=ckpt)
+    for key in ("test_acc_eval", "test_acc_train_mode", "shift_by_layer"):
+        assert resumed.summary[key] == whole.summary[key], key
+
+
+# ---------------------------------------------------------------- CUDA (skipped without a GPU)
+
+
+@needs_cuda
+def test_cuda_channels_last_benchmark_and_on_device_augmentation(synth_root):
+    cfg = cnn_cfg(augment=True, device="cuda", precision="bf16")
+    result = train(cfg, MemorySink(), datasets_root=synth_root)
+    assert result.status == "succeeded" and torch.backends.cudnn.benchmark
+    conv = next(m for m in result.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = _distinct(8, "cuda")
+    cpu_rng = torch.get_rng_state()
+    out = CropFlip(torch.zeros(3, device="cuda"))(x)
+    assert out.device == x.device and torch.equal(torch.get_rng_state(), cpu_rng)
+
+
+@needs_cuda
+def test_cuda_trained_export_agrees_with_numpy(synth_root, tmp_path):
+    """A GPU-trained CNN (TF32 convs in training) exports reference logits computed in IEEE
+    fp32; the float64 numpy predictor reproduces them within 1e-4."""
+    from worker.engine.predict import predict
+
+    cfg = cnn_cfg(device="cuda")
+    train(cfg, MemorySink(), datasets_root=synth_root, export_dir=tmp_path)
+    f = np.load(tmp_path / "model.npz", allow_pickle=False)
+    np.testing.assert_allclose(predict(f, f["test.x"]), f["test.logits"], atol=1e-4, rtol=0)
