@@ -79,7 +79,9 @@ class ModelConfig(_Strict):
         default_factory=lambda: [256, 256, 256], min_length=1, max_length=64
     )  # hidden units (mlp) or channels (cnn) per block
     block: list[BlockLayer] = Field(
-        default_factory=lambda: ["linear", "dropout", "batchnorm", "activation"], min_length=1
+        default_factory=lambda: ["linear", "dropout", "batchnorm", "activation"],
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},  # _block_order refuses a repeated layer
     )  # layer order inside every hidden block
     # one dropout of the same kind right before the classifier; bounded like model.dropout.rate
     head_dropout: float | None = Field(None, ge=0.0)
@@ -236,11 +238,14 @@ class ExperimentConfig(_Strict):
         return self
 
 
-def set_dotted(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """Return a deep copy of `data` with `path` ("model.dropout.rate") set to `value`."""
+def set_dotted(
+    data: dict[str, Any], path: str, value: Any, *, in_place: bool = False
+) -> dict[str, Any]:
+    """Return a deep copy of `data` (or `data` itself, in_place) with `path`
+    ("model.dropout.rate") set to `value`."""
     import copy
 
-    out = copy.deepcopy(data)
+    out = data if in_place else copy.deepcopy(data)
     node = out
     *parents, leaf = path.split(".")
     for key in parents:

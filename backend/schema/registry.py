@@ -36,19 +36,25 @@ class DatasetSpec:
     needs_path: bool  # dataset.path (a folder under BNLAB_DATASETS_DIR) is required
     source: str  # how it is read: bundled, generated, upload, or a folder format (idx, ...)
     about: str
+    samples: int | None = None  # bundled sets: samples before any split (splits.py)
+    own_test_split: bool = False  # the files hold a test split (else 20 % is held out)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     d.name: d
     for d in (
-        DatasetSpec("digits", (1, 8, 8), 10, False, "bundled", "scikit-learn's 8x8 digits"),
+        DatasetSpec("digits", (1, 8, 8), 10, False, "bundled", "scikit-learn's 8x8 digits", 1797),
         DatasetSpec("mnist1d", (1, 1, 40), 10, False, "generated", "MNIST-1D-style signals"),
         DatasetSpec("synthetic", (1, 8, 8), 10, False, "generated", "seeded Gaussian clusters"),
-        DatasetSpec("mnist", (1, 28, 28), 10, True, "idx", "MNIST IDX files"),
-        DatasetSpec("fashion_mnist", (1, 28, 28), 10, True, "idx", "Fashion-MNIST IDX files"),
-        DatasetSpec("cifar10", (3, 32, 32), 10, True, "cifar_pickle", "CIFAR-10 python batches"),
+        DatasetSpec("mnist", (1, 28, 28), 10, True, "idx", "MNIST IDX files", own_test_split=True),
+        DatasetSpec(
+            "fashion_mnist", (1, 28, 28), 10, True, "idx", "Fashion-MNIST IDX", own_test_split=True
+        ),
+        DatasetSpec(
+            "cifar10", (3, 32, 32), 10, True, "cifar_pickle", "CIFAR-10 batches", own_test_split=True
+        ),
         DatasetSpec(  # dataset.label_mode "coarse": the 20 superclasses instead
-            "cifar100", (3, 32, 32), 100, True, "cifar100_pickle", "CIFAR-100 python files"
+            "cifar100", (3, 32, 32), 100, True, "cifar100_pickle", "CIFAR-100 python files", own_test_split=True
         ),
         DatasetSpec("upload", None, None, False, "upload", "an uploaded .npz or .csv"),
     )

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from backend.schema import registry
+from backend.schema.splits import GENERATED_SAMPLES, TEST_FRACTION, held_out
 
-TEST_FRACTION = 0.2  # for sets without their own test split
 SPLIT_SEED = 12345  # the test split never depends on the run's seed: runs compare on one test set
 
 
@@ -313,7 +313,7 @@ def _check_upload(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
-    k = max(1, int(round(n * fraction)))
+    k = held_out(n, fraction)  # backend/schema/splits.py sizes the splits the same way
     return perm[k:], perm[:k]
 
 
@@ -335,8 +335,8 @@ def _cifar100(folder: Path, label_mode: str) -> tuple[np.ndarray, ...]:
 
 ARRAY_READERS: dict[str, Any] = {
     "digits": lambda cfg, uploads_dir: load_digits_arrays(),
-    "mnist1d": lambda cfg, uploads_dir: make_mnist1d(cfg.n_samples or 4000),
-    "synthetic": lambda cfg, uploads_dir: make_synthetic(cfg.n_samples or 4000),
+    "mnist1d": lambda cfg, uploads_dir: make_mnist1d(cfg.n_samples or GENERATED_SAMPLES),
+    "synthetic": lambda cfg, uploads_dir: make_synthetic(cfg.n_samples or GENERATED_SAMPLES),
     "upload": lambda cfg, uploads_dir: _upload_arrays(cfg, uploads_dir),
 }
 

@@ -206,7 +206,11 @@ def export_onnx(model: Net, in_shape: tuple[int, ...], path: Path) -> Path | Non
 def export_all(model: Net, cfg: Any, data: Any, export_dir: Path) -> dict[str, Path]:
     """model.npz (+ model.onnx when onnx is installed) in export_dir."""
     export_dir = Path(export_dir)
-    out = {"npz": export_npz(model, cfg, export_dir / "model.npz", data)}
+    out = {}
+    # The npz is a flat list of ops: it has no residual sums or concatenations, so residual
+    # nets (worker/engine/nets.py) export as ONNX only, never as a wrong npz.
+    if model.arch in ("mlp", "cnn"):
+        out["npz"] = export_npz(model, cfg, export_dir / "model.npz", data)
     onnx_path = export_onnx(model, data.in_shape, export_dir / "model.onnx")
     if onnx_path is not None:
         out["onnx"] = onnx_path

@@ -311,6 +311,11 @@ def train(
             cfg.dataset, seed=cfg.train.seed, datasets_root=datasets_root, uploads_dir=uploads_dir
         )
     ).to(device)
+    if cfg.train.batch_size > len(data.x_train):  # one step at chance accuracy otherwise
+        raise ConfigError(
+            f"train.batch_size: {cfg.train.batch_size} is larger than the training split "
+            f"({len(data.x_train)} samples after the validation split)"
+        )
     run = Run(cfg, data, device, sink)
     run.resume(checkpoint_path)
     sink.on_start(
