@@ -3,6 +3,9 @@ the API enqueues by name, so it never needs torch (docs/design.md, "Enqueue by n
 
 from __future__ import annotations
 
+import threading
+import time
+
 from celery import Celery
 from kombu import Queue
 
@@ -45,6 +48,30 @@ def make_celery(s: Settings = settings) -> Celery:
 celery_app = make_celery()
 
 
+_send_lock = threading.Lock()
+_last_send_ms = -1
+
+
+def _ms() -> int:
+    return int(round(time.monotonic() * 1000))  # the clock kombu's filesystem transport names by
+
+
 def enqueue_run(run_id: int, app: Celery | None = None) -> None:
-    """Hand a committed run to the workers (docs/design.md, "Commit, then enqueue")."""
-    (app or celery_app).send_task(TRAIN_RUN, args=[run_id], queue=QUEUE)
+    """Hand a committed run to the workers (docs/design.md, "Commit, then enqueue").
+
+    Runs are trained in the order they were queued: Redis lists are FIFO and a worker reserves
+    one message at a time (prefetch multiplier 1 with acks_late, worker/celery_app.py). kombu's
+    filesystem transport (`bnlab serve`) names each message `<monotonic ms>_<random uuid>` and
+    reads them in name order, so two sends in the same millisecond (a sweep's runs) came out in
+    random order; here consecutive sends are at least one millisecond apart.
+    """
+    global _last_send_ms
+    app = app or celery_app
+    if not str(app.conf.broker_url or "").startswith("filesystem"):
+        app.send_task(TRAIN_RUN, args=[run_id], queue=QUEUE)
+        return
+    with _send_lock:
+        while _ms() <= _last_send_ms:
+            time.sleep(0.0002)
+        app.send_task(TRAIN_RUN, args=[run_id], queue=QUEUE)
+        _last_send_ms = _ms()  # >= the name kombu gave this message
