@@ -157,3 +157,37 @@ def test_show_story_on_run_page(stack, page, preset_runs):
     assert page.locator("#story-loss .main-svg").count() > 0
     assert not page.errors, page.errors
     screenshot(page, "run-story")
+
+
+def test_compute_story_figures_like_independent_code(stack, page):
+    """storydata.js's figures against independent Python: mean and sample sd (statistics),
+    Pearson r (numpy), the noise floor's fold E[max(R, 1/R)] (its closed form with math.erf, and
+    a Monte Carlo of log R ~ N(0, s²)) and its inverse."""
+    import statistics
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=20).tolist(), rng.normal(size=20).tolist()
+    page.goto(stack.url + "/")
+    got = page.evaluate(
+        """async ([xs, ys]) => {
+            const m = await import('/js/storydata.js');
+            const s = m.stats([...xs, null, NaN]);
+            const spreads = [0.05, 0.2, 0.7];
+            const back = spreads.map((v) => m.unfold(m.foldMean(v)));
+            return {mean: s.mean, sd: s.sd, n: s.n, r: m.pearson(xs, ys).r,
+                    fold: spreads.map(m.foldMean), back};
+        }""",
+        [xs, ys],
+    )
+    assert got["n"] == 20
+    assert math.isclose(got["mean"], statistics.fmean(xs), rel_tol=1e-12)
+    assert math.isclose(got["sd"], statistics.stdev(xs), rel_tol=1e-12)
+    assert math.isclose(got["r"], float(np.corrcoef(xs, ys)[0, 1]), rel_tol=1e-9)
+    for s, fold, back in zip((0.05, 0.2, 0.7), got["fold"], got["back"], strict=True):
+        closed = 2 * math.exp(s * s / 2) * 0.5 * (1 + math.erf(s / math.sqrt(2)))  # 2·e^(s²/2)·Φ(s)
+        assert math.isclose(fold, closed, rel_tol=1e-6), (s, fold, closed)
+        mc = float(np.mean(np.exp(np.abs(rng.normal(0, s, 400_000)))))  # max(R, 1/R) = e^|log R|
+        assert math.isclose(fold, mc, rel_tol=3e-3), (s, fold, mc)
+        assert math.isclose(back, s, rel_tol=1e-6), (s, back)
