@@ -38,6 +38,9 @@ class DatasetSpec:
     about: str
     samples: int | None = None  # bundled sets: samples before any split (splits.py)
     own_test_split: bool = False  # the files hold a test split (else 20 % is held out)
+    # folder sets: training samples of the standard release, for estimates only (`bnlab
+    # describe`'s time); the files at dataset.path may hold fewer, checks never use this
+    standard_train: int | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -46,15 +49,45 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("digits", (1, 8, 8), 10, False, "bundled", "scikit-learn's 8x8 digits", 1797),
         DatasetSpec("mnist1d", (1, 1, 40), 10, False, "generated", "MNIST-1D-style signals"),
         DatasetSpec("synthetic", (1, 8, 8), 10, False, "generated", "seeded Gaussian clusters"),
-        DatasetSpec("mnist", (1, 28, 28), 10, True, "idx", "MNIST IDX files", own_test_split=True),
         DatasetSpec(
-            "fashion_mnist", (1, 28, 28), 10, True, "idx", "Fashion-MNIST IDX", own_test_split=True
+            "mnist",
+            (1, 28, 28),
+            10,
+            True,
+            "idx",
+            "MNIST IDX files",
+            own_test_split=True,
+            standard_train=60000,
         ),
         DatasetSpec(
-            "cifar10", (3, 32, 32), 10, True, "cifar_pickle", "CIFAR-10 batches", own_test_split=True
+            "fashion_mnist",
+            (1, 28, 28),
+            10,
+            True,
+            "idx",
+            "Fashion-MNIST IDX",
+            own_test_split=True,
+            standard_train=60000,
+        ),
+        DatasetSpec(
+            "cifar10",
+            (3, 32, 32),
+            10,
+            True,
+            "cifar_pickle",
+            "CIFAR-10 batches",
+            own_test_split=True,
+            standard_train=50000,
         ),
         DatasetSpec(  # dataset.label_mode "coarse": the 20 superclasses instead
-            "cifar100", (3, 32, 32), 100, True, "cifar100_pickle", "CIFAR-100 python files", own_test_split=True
+            "cifar100",
+            (3, 32, 32),
+            100,
+            True,
+            "cifar100_pickle",
+            "CIFAR-100 python files",
+            own_test_split=True,
+            standard_train=50000,
         ),
         DatasetSpec("upload", None, None, False, "upload", "an uploaded .npz or .csv"),
     )

@@ -298,3 +298,17 @@ def test_export_residual_net_as_onnx_only(tmp_path, arch_cfg):
         want = result.model.eval()(x).numpy()
     got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch_cfg", SMALL, ids=lambda c: c["arch"] + str(c.get("bottleneck", "")))
+def test_spec_macs_match_torch_flop_counter(arch_cfg):
+    """The spec's multiply-adds per sample (the basis of describe's time estimate) are half the
+    forward FLOPs torch's own counter measures on the built model (convs and the classifier)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mc = ModelConfig.model_validate(arch_cfg)
+    model = build_model(mc, (3, 16, 16), 10).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.randn(2, 3, 16, 16))
+    assert counter.get_total_flops() == 2 * 2 * build_spec(mc, (3, 16, 16), 10).macs
