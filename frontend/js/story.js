@@ -16,10 +16,38 @@ import {
 } from "./storycharts.js";
 import { SERIES, accuracies, finite, presetIdOf, shiftRows, stats, trainModeSizes } from "./storydata.js";
 
-// Layer series the story draws beyond the compare view's own; the view asks the API for those
-// the server records (unknown keys would be refused).
-export const STORY_LAYER_KEYS = [SERIES.gradNorm, SERIES.shiftLi, SERIES.floor, SERIES.liFloor, SERIES.logQ1,
-  SERIES.logMedian, SERIES.logQ3];
+// Layer series the story draws beyond the compare view's own: they travel in the view's one
+// request. The distribution panel's series are asked for only when that panel is opened (four
+// more series per layer would more than double the view's payload for a panel not always read).
+export const STORY_LAYER_KEYS = [SERIES.gradNorm, SERIES.shiftLi];
+const DIST_KEYS = [SERIES.floor, SERIES.logQ1, SERIES.logMedian, SERIES.logQ3];
+const DIST_POINTS = 400; // per curve: a quartile band needs no more
+const distCache = new WeakMap(); // a run's data object → Promise of its layers with DIST_KEYS
+
+const hasDistKeys = (data) => data.layers.some((l) => DIST_KEYS.every((k) => Array.isArray(l[k])));
+
+// ctx with every run's layers carrying DIST_KEYS: fetched once per data object the view holds.
+async function withDistribution(ctx) {
+  const need = ctx.runs.filter((r) => {
+    const d = ctx.data.get(r.id);
+    return d && !hasDistKeys(d) && !distCache.has(d);
+  });
+  if (need.length) {
+    const answer = api.getCompare(need.map((r) => r.id),
+      { layerKeys: DIST_KEYS.join(","), metricKeys: "epoch", maxPoints: DIST_POINTS });
+    for (const run of need) {
+      distCache.set(ctx.data.get(run.id), answer
+        .then((body) => body.runs.find((e) => e.run.id === run.id)?.layers.layers ?? [])
+        .catch(() => []));
+    }
+  }
+  const data = new Map();
+  for (const run of ctx.runs) {
+    const d = ctx.data.get(run.id);
+    if (d) data.set(run.id, hasDistKeys(d) ? d : { ...d, layers: await distCache.get(d) });
+  }
+  return { ...ctx, data };
+}
 
 const presetCache = new Map(); // id → Promise of the preset (or null when it is gone)
 
@@ -208,6 +236,7 @@ async function buildStory(container, ctx, single, mine) {
   const loss = chartBox("story-loss", "loss");
   const grad = chartBox("story-grad-depth", "gradient norm by depth");
   const dist = layer ? chartBox("story-distribution", "per-channel shift over training") : null;
+  mine.distOpen = mine.distOpen ?? single; // the run page has the series already
 
   purgeAll(container);
   container.replaceChildren(
@@ -224,9 +253,15 @@ async function buildStory(container, ctx, single, mine) {
     el("section", { class: "panel story-panel" },
       el("h2", { text: "Variance shift per BN layer: measured and predicted" }), shiftTable(ctx, names)),
     el("div", { class: "chart-grid story-charts" }, shiftChart.box, scatter?.box ?? null, loss.box, grad.box,
-      dist ? el("div", { class: "chart-box story-dist" },
-        layerSelect ? el("label", { class: "inline story-control" }, "BN layer ", layerSelect) : null,
-        dist.plot, dist.note) : null),
+    ),
+    dist ? el("details", { class: "panel story-dist", open: mine.distOpen,
+      ontoggle: (e) => {
+        mine.distOpen = e.target.open;
+        if (mine.distOpen) drawDistribution();
+      } },
+    el("summary", { text: "Per-channel shift over training, runs overlaid" }),
+    layerSelect ? el("label", { class: "inline story-control" }, "BN layer ", layerSelect) : null,
+    el("div", { class: "chart-box" }, dist.plot, dist.note)) : null,
   );
 
   const rev = `story:${ctx.entries.map((e) => e.key).join("|")}`;
@@ -249,18 +284,23 @@ async function buildStory(container, ctx, single, mine) {
   drawing.push(render(grad.plot, gradDepthTraces(ctx), layout({ title: "gradient norm by depth (last probe)",
     xTitle: "block (input side first)", yTitle: "grad norm", logy: true, showlegend: legend }),
   { uirevision: rev, filename: "bnlab-grad-depth" }));
-  if (dist) {
-    const d = distributionTraces(ctx, layer);
+  async function drawDistribution() {
+    const full = await withDistribution(ctx);
+    if (generation !== mine.generation) return null;
+    const d = distributionTraces(full, layer);
     const over = d.kind === "series";
-    drawing.push(render(dist.plot, d.traces, layout({
+    const drawn = render(dist.plot, d.traces, layout({
       title: over ? `${layer}: per-channel log(eval_var / running_var) over training — median, quartiles`
         : `${layer}: final per-channel shift max(r, 1/r), runs overlaid`,
       xTitle: over ? "step" : "shift", yTitle: over ? "log ratio (0 = no shift)" : "channels", showlegend: legend,
       extra: over ? {} : { barmode: "overlay", hovermode: "closest" } }), { uirevision: `${rev}:${layer}`,
-      filename: "bnlab-shift-distribution" }));
+      filename: "bnlab-shift-distribution" });
     dist.note.textContent = over ? "Above 0: the layer sees more variance at inference than it normalises "
-      + "with. Grey band: ± the noise floor." : "Per-channel shift of the last probe (no per-probe distribution recorded).";
+      + "with. Grey band: where the quartiles would lie from sampling noise alone."
+      : "Per-channel shift of the last probe (no per-probe distribution recorded).";
+    return drawn;
   }
+  if (dist && mine.distOpen) drawing.push(drawDistribution());
   container.dataset.ready = "story";
   return Promise.all(drawing);
 }

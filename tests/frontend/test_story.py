@@ -64,8 +64,11 @@ def test_show_preset_question_shift_and_gaps_on_compare_view(stack, page, preset
     the measured and the predicted shift; eval, train-mode and recalibrated accuracy with the
     gaps recalibrated − eval and eval − train mode — every figure the one in the run's summary."""
     preset, runs = preset_runs
+    asked = []
+    page.on("request", lambda req: asked.append(req.url) if "/api/compare?" in req.url else None)
     page.goto(f"{stack.url}/compare?runs={','.join(str(r['id']) for r in runs)}")
     page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
+    assert len(asked) == 1, asked  # the story rides on the view's one request
     panel = page.locator(f'.story-preset[data-preset="{PRESET}"]')
     assert preset["question"] in panel.locator(".story-question").inner_text()
     assert preset["expected"] in panel.locator(".story-expected").inner_text()
@@ -114,7 +117,15 @@ def test_show_preset_question_shift_and_gaps_on_compare_view(stack, page, preset
         math.isclose(a, b, rel_tol=1e-9)
         for a, b in zip(drawn["predicted"], want.values(), strict=True)
     )
-    # per-channel log-ratio quartiles over training, one median line per run
+    # per-channel log-ratio quartiles over training, one median line per run: asked for when
+    # the panel is opened
+    page.locator(".story-dist summary").click()
+    page.wait_for_function(
+        """document.getElementById('story-distribution')?.data
+            ?.some(t => t.meta.series === 'logratio_median')""",
+        timeout=30_000,
+    )
+    assert len(asked) == 2 and "shift_log_median" in asked[1], asked
     medians = page.evaluate("""() => document.getElementById('story-distribution').data
         .filter(t => t.meta.series === 'logratio_median').map(t => t.meta.runs[0])""")
     assert sorted(medians) == sorted(r["id"] for r in runs)
