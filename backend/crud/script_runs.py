@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.crud import columns
 from backend.crud.errors import Conflict, FieldError, NotFound, TooLarge
 from backend.crud.ingest import write_rows
 from backend.db.models import ExtraMetric, Run, ScriptKey, SeriesPack, utcnow
@@ -224,6 +225,9 @@ class Batch:
     extra_rows: list[dict[str, Any]]
     last_step: int
     layer_names: list[str] | None
+    # the binary columns body (crud/columns.py): (n, 2) layer/step and (n, keys) values
+    layer_index: Any = None
+    layer_values: Any = None
 
 
 def _number(value: Any, where: str) -> float | None:
@@ -338,6 +342,22 @@ def parse_batch(run_id: int, payload: Any) -> Batch:
     return Batch(list(metrics.values()), list(layers.values()), extra_rows, last, names)
 
 
+def parse_columns_batch(run_id: int, raw: bytes) -> Batch:
+    """A binary columns body (crud/columns.py): its header's records give the run-level rows
+    (validated as in parse_batch), its arrays the layer points."""
+    header, index, values = columns.parse(
+        raw, max_rows=MAX_LAYER_ROWS, max_layers=MAX_LAYERS, max_step=MAX_STEP
+    )
+    payload = {"records": header.get("records", [])}
+    if "layer_names" in header:
+        payload["layer_names"] = header["layer_names"]
+    batch = parse_batch(run_id, payload)
+    if len(index):
+        batch.last_step = max(batch.last_step, int(index[:, 1].max()))
+    batch.layer_index, batch.layer_values = index, values
+    return batch
+
+
 def ingest(*, session: Session, run: Run, batch: Batch) -> dict[str, int | str]:
     """Store a batch into a running (or crashed: synced) script run, idempotently by
     (run, step): a re-sent batch overwrites its own points with the same values."""
@@ -374,6 +394,8 @@ def ingest(*, session: Session, run: Run, batch: Batch) -> dict[str, int | str]:
     n_metrics, n_layers = write_rows(
         session=session, metric_rows=batch.metric_rows, layer_rows=batch.layer_rows
     )
+    if batch.layer_index is not None:
+        n_layers += columns.write(session, run.id, batch.layer_index, batch.layer_values)
     if batch.extra_rows:
         _upsert_extra(session, batch.extra_rows)
     session.commit()

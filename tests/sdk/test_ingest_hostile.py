@@ -244,3 +244,62 @@ def test_crash_silent_runs_take_synced_points_and_resume(client, session):
     post(client, run_id, {"X-Bnlab-Run-Key": k2}, [rows(60)])
     post(client, run_id, h, [rows(80)])  # the first process's key still opens it (bnlab sync)
     assert layers(client, run_id)[0]["step"] == [20, 40, 60, 80]
+
+
+def columns_post(client, run_id: int, headers: dict, body: bytes):
+    from backend.crud.columns import MEDIA_TYPE
+
+    r = client.post(
+        f"/api/runs/{run_id}/points", content=body, headers={**headers, "Content-Type": MEDIA_TYPE}
+    )
+    assert r.status_code < 500, r.text
+    return r
+
+
+def test_store_the_columns_body_like_the_json_one(client):
+    """The SDK's binary body: the same rows as JSON, NaN and infinity stored as null, a
+    repeated (layer, step) stored once (the last), re-sent batches stored once."""
+    from backend.crud.columns import encode
+
+    keys = list(LAYER_KEYS)
+    a, ha = new_run(client, "json")
+    b, hb = new_run(client, "columns")
+    recs = [rows(40), rows(20), rows(40, base=3.0)]
+    recs[1]["layers"][1][keys.index("shift")] = None
+    post(client, a, ha, recs, layer_names=["x", "y"])
+    body = encode(recs, keys, ["x", "y"])
+    for _ in range(2):
+        assert columns_post(client, b, hb, body).status_code == 200
+    assert layers(client, a) == layers(client, b)
+    m_a = client.get(f"/api/runs/{a}/metrics").json()
+    assert m_a == client.get(f"/api/runs/{b}/metrics").json()
+    got = layers(client, b)
+    assert got[1]["step"] == [20, 40] and got[1]["shift"][0] is None
+    assert got[0]["train_mean"][1] == 3.0 + 40  # the last row sent for step 40
+    inf = [dict(r) for r in recs[:1]]
+    inf[0]["layers"] = [[float("inf")] * len(keys), None]
+    assert columns_post(client, b, hb, encode(inf, keys)).status_code == 200
+    assert layers(client, b)[0]["grad_norm"][-1] is None
+
+
+def test_refuse_a_bad_columns_body_naming_the_part(client):
+    from backend.crud.columns import encode
+
+    run_id, h = new_run(client)
+    good = encode([rows(20)], list(LAYER_KEYS))
+    cases = [
+        (good[:-8], 422, "expected"),
+        (b"\x00", 422, "too short"),
+        (b"\x05\x00\x00\x00{nope", 422, "header"),
+        (
+            encode([{"step": -1, "layers": [[1.0] * len(LAYER_KEYS)]}], list(LAYER_KEYS)),
+            422,
+            "step",
+        ),
+    ]
+    for body, status, says in cases:
+        r = columns_post(client, run_id, h, body)
+        assert r.status_code == status and says in r.text, (body[:20], r.text)
+    other, ho = new_run(client)
+    assert columns_post(client, other, h, good).status_code == 403
+    assert layers(client, run_id) == [] and layers(client, other) == []

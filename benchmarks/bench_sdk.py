@@ -1,0 +1,286 @@
+"""The SDK's cost in a user's own loop, and REST ingest into PostgreSQL.
+
+    python benchmarks/bench_sdk.py [--repeats 5] [--quick]
+
+A real `bnlab serve` (PostgreSQL, a scratch database) runs on this machine for the whole
+benchmark and receives every point.
+
+1. Overhead. The same user loop (forward, loss, zero_grad, backward, step over resident
+   tensors) on an MLP (784-256-256-256, dropout before each BatchNorm1d, batch 128) and a CNN
+   (3x32x32 input, three conv blocks with dropout before each BatchNorm2d, batch 64), once
+   plain and once with bnlab (run.step(loss=loss.detach()) after every step; watch() with a
+   held-out batch of 128, a probe every 20 steps, each probe streamed to the server). As in
+   bench_engine.py both loops take turns epoch by epoch on one model instance and optimizer
+   (rotating which goes first); a repeat is one epoch of each, the ratio is bnlab/plain,
+   reported as the median over repeats [lowest, highest]. Times are process CPU seconds with
+   one torch thread: they include the SDK's sender thread (encoding and HTTP), not the
+   server's process.
+2. Ingest. 100k layer points (50 layers x 2000 probe steps, every statistic of LAYER_KEYS) sent
+   by one client, each way: the SDK's binary columns body (pre-encoded, so the figure is the
+   server's rate), the JSON body, `bnlab.sync` of a spool file (the whole client path:
+   reading the spool, encoding, sending), and the direct in-process path (crud.ingest
+   insert_points, no HTTP) for scale on the same machine at the same moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+import bnlab  # noqa: E402
+from backend.crud import columns  # noqa: E402
+from backend.schema.registry import LAYER_KEYS  # noqa: E402
+from tests.conftest import _create_database, _drop_database  # noqa: E402
+from tests.sdk.servers import make_server  # noqa: E402
+
+CLOCK = time.process_time
+
+
+def mlp() -> nn.Module:
+    layers: list[nn.Module] = []
+    width = 784
+    for w in (256, 256, 256):
+        layers += [nn.Linear(width, w), nn.Dropout(0.3), nn.BatchNorm1d(w), nn.ReLU()]
+        width = w
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def cnn() -> nn.Module:
+    layers: list[nn.Module] = []
+    c = 3
+    for w in (16, 32, 32):
+        layers += [
+            nn.Conv2d(c, w, 3, padding=1),
+            nn.Dropout(0.3),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
+        c = w
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+
+
+def epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int,
+    run: bnlab.Run | None,
+) -> float:
+    """One epoch of the user's loop; returns its CPU seconds."""
+    t0 = CLOCK()
+    model.train()
+    perm = torch.randperm(len(x))
+    for i in range(0, len(x) - batch + 1, batch):
+        idx = perm[i : i + batch]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if run is not None:
+            run.step(loss=loss.detach())
+    return CLOCK() - t0
+
+
+def overhead(
+    name: str, make, shape: tuple[int, ...], n: int, batch: int, repeats: int, url: str
+) -> dict:
+    torch.manual_seed(0)
+    model = make()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = torch.randn(n, *shape), torch.randint(0, 10, (n,))
+    run = bnlab.init(name=f"bench {name}", url=url, dir=tempfile.mkdtemp())
+    run.watch(model, held_out=torch.randn(128, *shape), every=20, batch_size=batch)
+    epoch(model, opt, x, y, batch, None)  # warm-up (allocator, kernels)
+    plain, sdk = [], []
+    for r in range(repeats):
+        order = [None, run] if r % 2 == 0 else [run, None]
+        for which in order:
+            t = epoch(model, opt, x, y, batch, which)
+            (sdk if which is run else plain).append(t)
+    steps = run.step_count
+    t0 = time.perf_counter()
+    run.finish()
+    finish_s = time.perf_counter() - t0
+    with httpx.Client(base_url=url) as c:
+        layers = c.get(f"/api/runs/{run.id}/layers").json()["layers"]
+    stored = sum(layer["raw_points"] for layer in layers)
+    ratios = [s / p for s, p in zip(sdk, plain, strict=True)]
+    return {
+        "case": name,
+        "plain_s": statistics.median(plain),
+        "sdk_s": statistics.median(sdk),
+        "ratio": statistics.median(ratios),
+        "lo": min(ratios),
+        "hi": max(ratios),
+        "steps": steps,
+        "probes": steps // 20,
+        "layers": len(layers),
+        "stored_points": stored,
+        "finish_s": finish_s,
+    }
+
+
+def records(n_steps: int, n_layers: int, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    vals = torch.rand(n_steps, n_layers, len(LAYER_KEYS), generator=g, dtype=torch.float64)
+    return [
+        {
+            "step": 20 * (s + 1),
+            "metrics": {"train_loss": float(vals[s, 0, 0])},
+            "layers": vals[s].tolist(),
+        }
+        for s in range(n_steps)
+    ]
+
+
+def ingest(url: str, database_url: str, n_steps: int, n_layers: int, per_request: int) -> list:
+    recs = records(n_steps, n_layers)
+    n_points = n_steps * n_layers
+    out = []
+    with httpx.Client(base_url=url, timeout=120) as c:
+        for form in ("columns", "json"):
+            key = secrets.token_urlsafe(32)
+            run_id = c.post("/api/script-runs", json={"key": key, "name": f"ingest {form}"}).json()[
+                "id"
+            ]
+            chunks = [recs[i : i + per_request] for i in range(0, n_steps, per_request)]
+            if form == "columns":
+                bodies = [columns.encode(ch, list(LAYER_KEYS)) for ch in chunks]
+                media = columns.MEDIA_TYPE
+            else:
+                bodies = [orjson.dumps({"records": ch}) for ch in chunks]
+                media = "application/json"
+            t0 = time.perf_counter()
+            for body in bodies:
+                r = c.post(
+                    f"/api/runs/{run_id}/points",
+                    content=body,
+                    headers={"X-Bnlab-Run-Key": key, "Content-Type": media},
+                )
+                r.raise_for_status()
+            out.append((f"REST, {form} body (pre-encoded)", n_points / (time.perf_counter() - t0)))
+    spool = Path(tempfile.mkdtemp()) / "spool.jsonl"
+    lines = [
+        {"type": "run", "key": secrets.token_urlsafe(32), "name": "ingest sync"},
+        {
+            "type": "watch",
+            "layer_names": [f"l{i}" for i in range(n_layers)],
+            "layer_keys": list(LAYER_KEYS),
+        },
+        *recs,
+    ]
+    spool.write_bytes(b"".join(orjson.dumps(rec) + b"\n" for rec in lines))
+    t0 = time.perf_counter()
+    state = bnlab.sync(spool, url)
+    out.append(
+        (
+            "bnlab.sync of a spool (client reads, encodes, sends)",
+            n_points / (time.perf_counter() - t0),
+        )
+    )
+    assert not state.skipped and state.records == n_steps, state
+    from sqlalchemy.orm import Session
+
+    from backend.crud.ingest import insert_points
+    from backend.db.models import Run
+    from backend.db.session import make_engine
+
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        run = Run(
+            name="direct",
+            status="running",
+            kind="script",
+            config={},
+            tags=[],
+            progress=0.0,
+            step=0,
+            attempt=1,
+            cancel_requested=False,
+        )
+        session.add(run)
+        session.commit()
+        direct = [
+            {
+                "step": r["step"],
+                "metrics": r["metrics"],
+                "layers": [dict(zip(LAYER_KEYS, v, strict=True)) for v in r["layers"]],
+            }
+            for r in recs
+        ]
+        t0 = time.perf_counter()
+        for i in range(0, n_steps, per_request):
+            insert_points(session=session, run_id=run.id, records=direct[i : i + per_request])
+            session.commit()
+        out.append(
+            ("direct, in process (crud.ingest, no HTTP)", n_points / (time.perf_counter() - t0))
+        )
+    engine.dispose()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="smaller data, 3 repeats")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    repeats = 3 if args.quick else args.repeats
+    name = f"bnlab_bench_sdk_{os.getpid()}"
+    database_url = _create_database(name)
+    from backend.db.migrate import upgrade
+
+    upgrade(database_url)
+    server = make_server(Path(tempfile.mkdtemp()), database_url=database_url).start()
+    try:
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        scale = 4 if args.quick else 1
+        rows = [
+            overhead("MLP", mlp, (784,), 12800 // scale, 128, repeats, server.url),
+            overhead("CNN", cnn, (3, 32, 32), 2560 // scale, 64, repeats, server.url),
+        ]
+        print(
+            "\n| case | plain s/epoch | with bnlab | ratio [min, max] | probes streamed | "
+            "points stored | finish() s |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['case']} | {r['plain_s']:.3f} | {r['sdk_s']:.3f} | {r['ratio']:.3f} "
+                f"[{r['lo']:.3f}, {r['hi']:.3f}] | {r['probes']} | {r['stored_points']} "
+                f"({r['layers']} layers) | {r['finish_s']:.2f} |"
+            )
+        steps = 400 if args.quick else 2000
+        print(
+            f"\n| ingest of {steps * 50:,} layer points (50 layers x {steps} steps), "
+            "one client | points/s |"
+        )
+        print("|---|---|")
+        for label, rate in ingest(server.url, database_url, steps, 50, 200):
+            print(f"| {label} | {rate:,.0f} |")
+        print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
+    finally:
+        server.stop()
+        _drop_database(name)
+
+
+if __name__ == "__main__":
+    main()
