@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 def write_markdown(results: dict[str, Any], path: Path) -> None:
     intro = ("Written by `python scripts/run_studies.py` (one torch thread, runs in sequence, on a shared "
              f"2-core machine; torch {torch.__version__}). Accuracies are on each dataset's fixed test split; "
-             "shift is max(eval_var/running_var, running_var/eval_var) per channel, averaged per BN layer, "
+             "shift is bnlab's per-channel statistic, max(eval_var/running_var, running_var/eval_var) per "
+             "channel, averaged per BN layer (not Li et al.'s layer-level one; docs/science.md §1), "
              "measured on the test set after training, with docs/science.md §2's prediction in "
              "brackets where the block puts dropout right before BN.")
     lines = ["# Study results (CPU size)", "", intro, ""]

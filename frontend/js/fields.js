@@ -59,7 +59,7 @@ export const SECTIONS = [
     { path: "probe.eval_batches", label: "eval batches", type: "int" },
     { path: "probe.train_mode_test_batch_sizes", label: "train-mode test batch sizes", type: "intlist" },
     { path: "probe.recalibrate", label: "recalibrate BN after training", type: "bool" },
-    { path: "probe.grad_noise", label: "gradient noise (grad_cos; ~33 backward passes per probe)",
+    { path: "probe.grad_noise", label: "gradient-noise probe (grad_cos, a cosine: higher = less noise; ~33 backward passes per probe)",
       type: "bool" },
   ] },
 ];

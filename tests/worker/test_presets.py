@@ -128,7 +128,8 @@ def test_match_predicted_shift_at_first_bn_after_dropout(variance_shift_runs):
 
 def test_keep_shift_near_one_with_head_dropout_only(variance_shift_runs):
     """Dropout only before the classifier: no BN sees dropout, every layer's shift stays near 1
-    (the moving average's drift only) and there is no prediction to make."""
+    (bnlab's statistic at its noise floor: sampling noise folded above 1, not a shift) and there
+    is no prediction to make."""
     s = variance_shift_runs["head_only"]
     assert s["shift_predicted_by_layer"] == {}
     assert s["shift_by_layer"] and all(1.0 <= v < 1.2 for v in s["shift_by_layer"].values())
