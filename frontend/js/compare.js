@@ -35,6 +35,7 @@ const LAYER_KEYS = ["train_var", "eval_var", "running_var", "shift", ...STORY_LA
 
 const MAX_ID = 2 ** 31 - 1; // run ids are 32-bit in the database
 const MAX_LAYER_CHARTS = 12; // beyond this many BN layers, pick a stage (deep nets have 50-300)
+const MAX_FLAT_MENU = 24; // more layers than this: the layer menu lists one stage at a time
 const X_TITLES = { step: "step", epoch: "epoch", wall: "wall time (s, at the run's mean pace)" };
 
 function runData(entry) {
@@ -177,8 +178,8 @@ function shiftTraces(ctx, layerNames) {
 }
 
 // The depth axis of the shift chart: numeric layer index, ticks at the stage starts.
-function depthAxis(names) {
-  const stages = stagesOf(names, names.map((_, i) => i));
+function depthAxis(names, places = null) {
+  const stages = stagesOf(names, names.map((_, i) => i), places);
   const base = { title: { text: "BN layer (depth)" }, zeroline: false };
   if (stages.length < 2) return base;
   return { ...base, tickvals: stages.map((st) => st.indices[0]), ticktext: stages.map((st) => st.stage) };
@@ -253,10 +254,10 @@ function summaryTable(ctx) {
     })));
 }
 
-function controls(layerNames, bnIndices, groupPaths, redraw) {
+function controls(layerNames, bnIndices, groupPaths, redraw, places = null) {
   const opts = options();
   // Deep nets: a stage menu, then the layers of that stage only (never 300 names in one menu).
-  const stages = stagesOf(layerNames, bnIndices);
+  const stages = stagesOf(layerNames, bnIndices, places);
   const stageSel = el("select", { name: "stage", "aria-label": "stage" },
     el("option", { value: "all", text: stages.length > 1 ? "all stages" : "all BN layers" }),
     stages.length > 1 ? stages.map((st) => el("option", { value: st.stage, text: `${st.stage} (${st.indices.length})` })) : []);
@@ -265,7 +266,7 @@ function controls(layerNames, bnIndices, groupPaths, redraw) {
   const inStage = stageSel.value === "all" ? bnIndices : stages.find((st) => st.stage === stageSel.value).indices;
   const layer = el("select", { name: "layer", "aria-label": "layer" },
     el("option", { value: "all", text: `all ${inStage.length} layers${inStage.length > MAX_LAYER_CHARTS ? ` (first ${MAX_LAYER_CHARTS} drawn)` : ""}` }),
-    inStage.length <= 60 || stageSel.value !== "all"
+    inStage.length <= MAX_FLAT_MENU || stageSel.value !== "all"
       ? inStage.map((i) => el("option", { value: String(i), text: `${i}: ${layerNames[i]}` })) : []);
   layer.value = inStage.includes(Number(opts.layer)) ? opts.layer : "all";
   const check = (name, label, on) => el("label", { class: "inline" },
@@ -364,6 +365,16 @@ export function renderCompare(root, ids) {
     };
   }
 
+  // Stage/unit/place of each layer (RunPublic.layer_places) of the run with the most layers.
+  function layerPlaces() {
+    let places = null;
+    for (const d of ctx.data.values()) {
+      const p = d.run.layer_places;
+      if (Array.isArray(p) && p.length > (places?.length ?? 0)) places = p;
+    }
+    return places;
+  }
+
   function layerNames() {
     let names = [];
     for (const d of ctx.data.values()) {
@@ -389,7 +400,8 @@ export function renderCompare(root, ids) {
     const names = layerNames();
     const opts = options();
     const withBn = bnLayerIndices(names);
-    const stage = stagesOf(names, withBn).find((st) => st.stage === param("stage"));
+    const places = layerPlaces();
+    const stage = stagesOf(names, withBn, places).find((st) => st.stage === param("stage"));
     const pool = stage ? stage.indices : withBn;
     const shown = opts.layer === "all" || !pool.includes(Number(opts.layer))
       ? pool.slice(0, MAX_LAYER_CHARTS) : [Number(opts.layer)];
@@ -398,10 +410,10 @@ export function renderCompare(root, ids) {
     const shift = chartBox("chart-shift", "variance shift by depth");
     const gradCos = hasGradCos(ctx) ? chartBox("chart-gradcos", "gradient cosine") : null;
     const story = el("div", { class: "story" }); // story.js: the argument above the raw curves
-    charts = { layerCharts, accuracy, shift, gradCos, names, story };
+    charts = { layerCharts, accuracy, shift, gradCos, names, story, places };
     body.replaceChildren(
       controls(names, withBn, differingPaths(ctx.runs).filter((p) => p !== "train.seed"),
-        (rebuild) => (rebuild ? build() : draw())),
+        (rebuild) => (rebuild ? build() : draw()), places),
       legendPanel(ctx),
       story,
       el("div", { class: `chart-grid ${shown.length === 1 ? "single" : ""}` }, layerCharts.map((c) => c.box)),
@@ -439,7 +451,7 @@ export function renderCompare(root, ids) {
     }
     drawing.push(render(shift.plot, shiftTraces(ctx, names),
       layout({ title: "bnlab per-channel shift by layer (final; with no shift it reads its noise floor, above 1)", xTitle: "BN layer (depth)", yTitle: "shift",
-        logy: opts.logy, showlegend: legend, extra: { xaxis: depthAxis(names) } }),
+        logy: opts.logy, showlegend: legend, extra: { xaxis: depthAxis(names, charts.places) } }),
       { uirevision: revision, filename: "bnlab-compare-shift" }));
     drawing.push(render(accuracy.plot, accuracyTraces(ctx, opts),
       layout({ title: "validation accuracy — eval mode (solid) vs train mode (dashed)", yTitle: "accuracy",

@@ -58,10 +58,13 @@ export function aggregateBand(series, band = "minmax") {
   return { x, mean, lo, hi };
 }
 
-// "stage2.unit3.bn2" → "stage2"; "blocks.4.norm" → "blocks"; a record's own `stage` wins.
+// A layer's stage: from the run's layer_places record ({stage, unit, place}, the API reads it
+// from the name) when there is one, else from the name: "stage2.unit3.bn2" → "stage2",
+// "blocks.4.norm" → "blocks".
 export function stageOf(layer) {
   if (layer && typeof layer === "object") {
-    if (layer.stage !== undefined && layer.stage !== null) return String(layer.stage).startsWith("stage") ? String(layer.stage) : `stage${layer.stage}`;
+    if (layer.stage !== undefined && layer.stage !== null) return `stage${layer.stage}`;
+    if (layer.place === "head") return "head";
     return stageOf(layer.name ?? "");
   }
   const name = String(layer);
@@ -72,10 +75,10 @@ export function stageOf(layer) {
 }
 
 // Layers (by index) grouped by stage, in depth order: [{stage, indices}].
-export function stagesOf(names, indices) {
+export function stagesOf(names, indices, places = null) {
   const out = [];
   for (const i of indices) {
-    const stage = stageOf(names[i] ?? "");
+    const stage = stageOf(places?.[i] ?? names[i] ?? "");
     if (!out.length || out.at(-1).stage !== stage) out.push({ stage, indices: [] });
     out.at(-1).indices.push(i);
   }

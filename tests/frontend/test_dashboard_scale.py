@@ -19,6 +19,10 @@ from dashboard_stack import seed_runs
 
 PREFIX = f"scale-{uuid.uuid4().hex[:6]} "
 READY = 60_000
+ORDER_JS = (
+    "JSON.stringify([...document.querySelectorAll('table.runs tbody tr')]"
+    ".map(t => Number(t.dataset.runId)))"
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,9 @@ def runs(stack):
 
 def api_runs(stack, **query) -> list[dict]:
     with stack.client() as c:
-        return c.get("/api/runs", params={"q": PREFIX.strip(), "limit": 500, **query}).json()["data"]
+        return c.get("/api/runs", params={"q": PREFIX.strip(), "limit": 500, **query}).json()[
+            "data"
+        ]
 
 
 def shown_ids(page) -> list[int]:
@@ -39,35 +45,55 @@ def shown_ids(page) -> list[int]:
 
 
 def wait_rows(page, n: int) -> None:
-    page.wait_for_function(f"document.querySelectorAll('table.runs tbody tr[data-run-id]').length === {n}",
-                           timeout=READY)
+    page.wait_for_function(
+        f"document.querySelectorAll('table.runs tbody tr[data-run-id]').length === {n}",
+        timeout=READY,
+    )
 
 
 def test_sort_by_summary_column_and_keep_columns_in_url(stack, page, runs):
     """Clicking a summary column's header sorts the rows as the API sorts them (ascending, then
     descending); a column picked in the picker is added to the URL and survives a reload."""
-    page.goto(f"{stack.url}/?q={PREFIX.strip()}&cols=id,name,summary.test_acc_eval,config.model.dropout.rate")
+    page.goto(
+        f"{stack.url}/?q={PREFIX.strip()}&cols=id,name,summary.test_acc_eval,config.model.dropout.rate"
+    )
     wait_rows(page, len(runs))
     page.click('th button[data-sort="summary.test_acc_eval"]')
     page.wait_for_function("location.search.includes('sort=summary.test_acc_eval')")
     up = [r["id"] for r in api_runs(stack, sort="summary.test_acc_eval")]
-    page.wait_for_function(f"JSON.stringify([...document.querySelectorAll('table.runs tbody tr')].map(t => Number(t.dataset.runId))) === '{json.dumps(up).replace(' ', '')}'", timeout=READY)
+    page.wait_for_function(
+        f"{ORDER_JS} === '{json.dumps(up).replace(' ', '')}'",
+        timeout=READY,
+    )
     accs = [r["summary"]["test_acc_eval"] for r in api_runs(stack, sort="summary.test_acc_eval")]
     assert accs == sorted(accs)  # the API's order is the values' order
     page.click('th button[data-sort="summary.test_acc_eval"]')
     page.wait_for_function("location.search.includes('sort=-summary.test_acc_eval')")
     down = [r["id"] for r in api_runs(stack, sort="-summary.test_acc_eval")]
-    page.wait_for_function(f"JSON.stringify([...document.querySelectorAll('table.runs tbody tr')].map(t => Number(t.dataset.runId))) === '{json.dumps(down).replace(' ', '')}'", timeout=READY)
-    assert page.get_attribute('th[aria-sort="descending"] button', "data-sort") == "summary.test_acc_eval"
+    page.wait_for_function(
+        f"{ORDER_JS} === '{json.dumps(down).replace(' ', '')}'",
+        timeout=READY,
+    )
+    assert (
+        page.get_attribute('th[aria-sort="descending"] button', "data-sort")
+        == "summary.test_acc_eval"
+    )
 
     page.click(".column-picker summary")
     page.check('.column-option[data-key="config.train.seed"] input')
-    page.wait_for_function("new URL(location.href).searchParams.get('cols').split(',').includes('config.train.seed')")
+    page.wait_for_function(
+        "new URL(location.href).searchParams.get('cols').split(',').includes('config.train.seed')"
+    )
     page.reload()
     wait_rows(page, len(runs))
-    headers = page.evaluate("() => [...document.querySelectorAll('table.runs thead th')].map(th => th.title)")
+    headers = page.evaluate(
+        "() => [...document.querySelectorAll('table.runs thead th')].map(th => th.title)"
+    )
     assert headers[-1] == "config.train.seed", headers
-    seeds = page.evaluate("() => [...document.querySelectorAll('table.runs tbody tr')].map(tr => tr.lastChild.textContent)")
+    seeds = page.evaluate(
+        "() => [...document.querySelectorAll('table.runs tbody tr')]"
+        ".map(tr => tr.lastChild.textContent)"
+    )
     by_id = {r["id"]: str(r["config"]["train"]["seed"]) for r in api_runs(stack)}
     assert seeds == [by_id[i] for i in shown_ids(page)]
     assert page.evaluate("window.__bnlabTimings.table_ms") < 500
@@ -77,14 +103,19 @@ def test_sort_by_summary_column_and_keep_columns_in_url(stack, page, runs):
 def test_group_by_config_field_shows_n_mean_sd(stack, page, runs):
     """Grouping by dropout rate: one collapsible row per rate with n and mean ± sd of the eval
     accuracy, equal to Python's statistics over the API's runs; opening a group lists its runs."""
-    page.goto(f"{stack.url}/?q={PREFIX.strip()}&group=config.model.dropout.rate"
-              "&cols=id,name,summary.test_acc_eval")
+    page.goto(
+        f"{stack.url}/?q={PREFIX.strip()}&group=config.model.dropout.rate"
+        "&cols=id,name,summary.test_acc_eval"
+    )
     page.wait_for_selector("tr.group-row", timeout=READY)
     rows = page.evaluate("""() => [...document.querySelectorAll('tr.group-row')].map(tr =>
-        ({value: JSON.parse(tr.dataset.group), n: Number(tr.dataset.n), cells: [...tr.children].map(td => td.textContent)}))""")
+        ({value: JSON.parse(tr.dataset.group), n: Number(tr.dataset.n),
+          cells: [...tr.children].map(td => td.textContent)}))""")
     expected = {}
     for r in api_runs(stack):
-        expected.setdefault(r["config"]["model"]["dropout"]["rate"], []).append(r["summary"]["test_acc_eval"])
+        expected.setdefault(r["config"]["model"]["dropout"]["rate"], []).append(
+            r["summary"]["test_acc_eval"]
+        )
     assert [row["value"] for row in rows] == sorted(expected)
     for row in rows:
         accs = expected[row["value"]]
@@ -93,7 +124,11 @@ def test_group_by_config_field_shows_n_mean_sd(stack, page, runs):
         assert row["cells"][-1] == f"{mean:.3f} ± {sd:.3f}", row
     page.locator("tr.group-row button.group-toggle").first.click()
     wait_rows(page, rows[0]["n"])
-    listed = {r["id"] for r in api_runs(stack) if r["config"]["model"]["dropout"]["rate"] == rows[0]["value"]}
+    listed = {
+        r["id"]
+        for r in api_runs(stack)
+        if r["config"]["model"]["dropout"]["rate"] == rows[0]["value"]
+    }
     assert set(shown_ids(page)) == listed
     assert not page.errors, page.errors
 
@@ -123,11 +158,18 @@ def test_shared_zoom_and_refetch_in_window(stack, page, runs):
     page.goto(compare_url(stack, runs[:4]))
     page.wait_for_selector("body[data-ready=compare]", timeout=READY)
     before = page.evaluate("document.getElementById('chart-layer-0').data[0].x.length")
-    page.evaluate("() => Plotly.relayout(document.getElementById('chart-layer-0'), {'xaxis.range': [200, 400]})")
-    page.wait_for_function("document.querySelector('.compare-body').dataset.stepWindow === '200,400'", timeout=READY)
-    charts = page.evaluate("""() => ['chart-layer-0', 'chart-layer-1', 'chart-layer-2', 'chart-accuracy'].map(id => {
+    page.evaluate(
+        "() => Plotly.relayout(document.getElementById('chart-layer-0'),"
+        " {'xaxis.range': [200, 400]})"
+    )
+    page.wait_for_function(
+        "document.querySelector('.compare-body').dataset.stepWindow === '200,400'", timeout=READY
+    )
+    charts = page.evaluate("""() => ['chart-layer-0', 'chart-layer-1', 'chart-layer-2',
+                                      'chart-accuracy'].map(id => {
         const d = document.getElementById(id);
-        return {range: d.layout.xaxis.range, xs: d.data.filter(t => !t.meta.band).flatMap(t => t.x)};
+        return {range: d.layout.xaxis.range,
+                xs: d.data.filter(t => !t.meta.band).flatMap(t => t.x)};
     })""")
     for chart in charts:
         assert chart["range"] == [200, 400]
@@ -135,9 +177,15 @@ def test_shared_zoom_and_refetch_in_window(stack, page, runs):
     assert before == 40 and len(charts[0]["xs"]) >= 11  # steps 200..400 every 20 (seeded)
     # shared zoom off: zooming one chart leaves the others alone
     page.uncheck('input[name="zoom"]')
-    page.evaluate("() => Plotly.relayout(document.getElementById('chart-layer-1'), {'xaxis.range': [240, 300]})")
+    page.evaluate(
+        "() => Plotly.relayout(document.getElementById('chart-layer-1'),"
+        " {'xaxis.range': [240, 300]})"
+    )
     page.wait_for_timeout(500)
-    assert page.evaluate("document.getElementById('chart-layer-0').layout.xaxis.range") == [200, 400]
+    assert page.evaluate("document.getElementById('chart-layer-0').layout.xaxis.range") == [
+        200,
+        400,
+    ]
     assert not page.errors, page.errors
 
 
@@ -159,7 +207,9 @@ def test_hidden_run_absent_from_every_chart(stack, page, runs):
     assert sorted(layer["runs"]) == sorted([ids[0], ids[2]])
     page.reload()
     page.wait_for_selector("body[data-ready=compare]", timeout=READY)
-    assert ids[1] not in page.evaluate("document.getElementById('chart-accuracy').data.flatMap(t => t.meta.runs)")
+    assert ids[1] not in page.evaluate(
+        "document.getElementById('chart-accuracy').data.flatMap(t => t.meta.runs)"
+    )
 
 
 def test_group_by_field_with_sd_band(stack, page, runs):
@@ -168,10 +218,13 @@ def test_group_by_field_with_sd_band(stack, page, runs):
     page.goto(compare_url(stack, runs, "&group=model.dropout.rate&band=sd"))
     page.wait_for_selector("body[data-ready=compare]", timeout=READY)
     traces = page.evaluate("""() => document.getElementById('chart-layer-0').data
-        .filter(t => t.meta.series === 'train_var').map(t => ({runs: t.meta.runs, band: t.meta.band || null,
+        .filter(t => t.meta.series === 'train_var')
+        .map(t => ({runs: t.meta.runs, band: t.meta.band || null,
           fill: t.fill || '', x: t.x, y: t.y}))""")
     with stack.client() as c:
-        body = c.get("/api/compare", params={"runs": ",".join(map(str, runs)), "layer_keys": "train_var"}).json()
+        body = c.get(
+            "/api/compare", params={"runs": ",".join(map(str, runs)), "layer_keys": "train_var"}
+        ).json()
     series = {e["run"]["id"]: e["layers"]["layers"][0] for e in body["runs"]}
     groups = {tuple(t["runs"]) for t in traces}
     assert len(groups) == 5 and all(len(g) == 4 for g in groups)
@@ -184,8 +237,12 @@ def test_group_by_field_with_sd_band(stack, page, runs):
             vals = [series[i]["train_var"][k] for i in group]
             assert series[group[0]]["step"][k] == mean["x"][k]
             assert mean["y"][k] == pytest.approx(statistics.mean(vals), rel=1e-9)
-            assert hi["y"][k] == pytest.approx(statistics.mean(vals) + statistics.stdev(vals), rel=1e-9)
-            assert lo["y"][k] == pytest.approx(statistics.mean(vals) - statistics.stdev(vals), rel=1e-9)
+            assert hi["y"][k] == pytest.approx(
+                statistics.mean(vals) + statistics.stdev(vals), rel=1e-9
+            )
+            assert lo["y"][k] == pytest.approx(
+                statistics.mean(vals) - statistics.stdev(vals), rel=1e-9
+            )
 
 
 def test_smoothing_keeps_faint_raw_curve(stack, page, runs):
@@ -193,12 +250,17 @@ def test_smoothing_keeps_faint_raw_curve(stack, page, runs):
     page.goto(compare_url(stack, runs[:2], "&smooth=0.8"))
     page.wait_for_selector("body[data-ready=compare]", timeout=READY)
     traces = page.evaluate("""() => document.getElementById('chart-layer-0').data.map(t =>
-        ({runs: t.meta.runs, series: t.meta.series, raw: Boolean(t.meta.raw), opacity: t.opacity ?? 1, y: t.y}))""")
+        ({runs: t.meta.runs, series: t.meta.series, raw: Boolean(t.meta.raw),
+          opacity: t.opacity ?? 1, y: t.y}))""")
     with stack.client() as c:
         body = c.get("/api/compare", params={"runs": runs[0], "layer_keys": "train_var"}).json()
     stored = body["runs"][0]["layers"]["layers"][0]["train_var"]
-    raw = next(t for t in traces if t["raw"] and t["runs"] == [runs[0]] and t["series"] == "train_var")
-    smooth = next(t for t in traces if not t["raw"] and t["runs"] == [runs[0]] and t["series"] == "train_var")
+    raw = next(
+        t for t in traces if t["raw"] and t["runs"] == [runs[0]] and t["series"] == "train_var"
+    )
+    smooth = next(
+        t for t in traces if not t["raw"] and t["runs"] == [runs[0]] and t["series"] == "train_var"
+    )
     assert raw["y"] == stored and raw["opacity"] < 0.5
     assert smooth["y"] != stored and smooth["y"][0] == pytest.approx(stored[0])
 
@@ -208,12 +270,19 @@ def test_sweep_brushing_selects_runs_for_compare(stack, page, runs):
     that range; Compare opens them."""
     page.goto(f"{stack.url}/sweep?runs={','.join(map(str, runs))}")
     page.wait_for_selector("body[data-ready=sweep]", timeout=READY)
-    labels = page.evaluate("document.getElementById('chart-parcoords').data[0].dimensions.map(d => d.label)")
+    labels = page.evaluate(
+        "document.getElementById('chart-parcoords').data[0].dimensions.map(d => d.label)"
+    )
     k = labels.index("model.dropout.rate")
-    page.evaluate(f"() => Plotly.restyle(document.getElementById('chart-parcoords'), {{'dimensions[{k}].constraintrange': [[0.25, 0.45]]}})")
+    page.evaluate(
+        f"() => Plotly.restyle(document.getElementById('chart-parcoords'),"
+        f" {{'dimensions[{k}].constraintrange': [[0.25, 0.45]]}})"
+    )
     page.wait_for_function("document.querySelector('.sweep-selected').dataset.ids !== undefined")
     picked = sorted(int(i) for i in page.get_attribute(".sweep-selected", "data-ids").split(","))
-    expected = sorted(r["id"] for r in api_runs(stack) if 0.25 <= r["config"]["model"]["dropout"]["rate"] <= 0.45)
+    expected = sorted(
+        r["id"] for r in api_runs(stack) if 0.25 <= r["config"]["model"]["dropout"]["rate"] <= 0.45
+    )
     assert picked == expected and len(picked) == 8
     page.get_by_role("button", name=f"Compare selected ({len(picked)})").click()
     page.wait_for_selector("body[data-ready=compare]", timeout=READY)
@@ -239,19 +308,25 @@ OVERFLOW_JS = """() => {
     // inside a box that scrolls by itself (a wide table): that box scrolls, not the page
     for (let p = e.parentElement; p; p = p.parentElement) {
       const o = getComputedStyle(p).overflowX;
-      if ((o === 'auto' || o === 'scroll' || o === 'hidden') && p !== document.body && p !== document.documentElement) return false;
+      const page = p === document.body || p === document.documentElement;
+      if ((o === 'auto' || o === 'scroll' || o === 'hidden') && !page) return false;
     }
     return true;
   });
   return {width, scroll: document.scrollingElement.scrollWidth,
-          wide: wide.slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))};
+          wide: wide.slice(0, 5).map(e =>
+            e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))};
 }"""
 
 
 def test_no_horizontal_scroll_at_390px(stack, phone, runs):
     """At 390 px no page scrolls sideways and no element sticks out of the screen."""
-    for path, ready in (("/", "runs"), (f"/compare?runs={runs[0]},{runs[1]}", "compare"),
-                        (f"/runs/{runs[0]}", "run"), (f"/sweep?runs={','.join(map(str, runs[:6]))}", "sweep")):
+    for path, ready in (
+        ("/", "runs"),
+        (f"/compare?runs={runs[0]},{runs[1]}", "compare"),
+        (f"/runs/{runs[0]}", "run"),
+        (f"/sweep?runs={','.join(map(str, runs[:6]))}", "sweep"),
+    ):
         phone.goto(stack.url + path)
         phone.wait_for_selector(f"body[data-ready={ready}]", timeout=READY)
         phone.wait_for_timeout(300)
@@ -273,10 +348,13 @@ def test_static_files_compressed_and_plotly_only_on_chart_pages(stack, page, run
     page.goto(f"{stack.url}/?q={PREFIX.strip()}")
     wait_rows(page, len(runs))
     assert page.evaluate("typeof window.Plotly") == "undefined"
-    assert not page.evaluate("performance.getEntriesByType('resource').some(e => e.name.includes('plotly'))")
+    assert not page.evaluate(
+        "performance.getEntriesByType('resource').some(e => e.name.includes('plotly'))"
+    )
     page.goto(compare_url(stack, runs[:2]))
     page.wait_for_selector("body[data-ready=compare]", timeout=READY)
-    sizes = page.evaluate("""() => performance.getEntriesByType('resource').filter(e => e.name.includes('plotly.min.js'))
+    sizes = page.evaluate("""() => performance.getEntriesByType('resource')
+        .filter(e => e.name.includes('plotly.min.js'))
         .map(e => ({wire: e.encodedBodySize, body: e.decodedBodySize}))""")
     assert sizes and sizes[0]["wire"] < 0.4 * sizes[0]["body"], sizes
     with stack.client() as c:
@@ -284,9 +362,16 @@ def test_static_files_compressed_and_plotly_only_on_chart_pages(stack, page, run
         assert res.headers["content-encoding"] == "gzip"
     page.hover("#chart-layer-0")
     assert page.locator(".modebar-btn").count() > 0
-    assert page.locator('.modebar-btn[data-attr*="Cloud"], .modebar-btn[data-title*="Cloud"], '
-                        '.modebar-btn[data-title*="Chart Studio"]').count() == 0
-    assert page.evaluate("document.getElementById('chart-layer-0')._context.showSendToCloud") is False
+    assert (
+        page.locator(
+            '.modebar-btn[data-attr*="Cloud"], .modebar-btn[data-title*="Cloud"], '
+            '.modebar-btn[data-title*="Chart Studio"]'
+        ).count()
+        == 0
+    )
+    assert (
+        page.evaluate("document.getElementById('chart-layer-0')._context.showSendToCloud") is False
+    )
 
 
 def test_dark_theme_follows_browser(stack, browser, runs):
@@ -297,7 +382,7 @@ def test_dark_theme_follows_browser(stack, browser, runs):
     background = pg.evaluate("getComputedStyle(document.body).backgroundColor")
     paper = pg.evaluate("document.getElementById('chart-layer-0').layout.paper_bgcolor")
     context.close()
-    channels = [int(v) for v in background[background.index("(") + 1:-1].split(",")[:3]]
+    channels = [int(v) for v in background[background.index("(") + 1 : -1].split(",")[:3]]
     assert max(channels) < 60, background
     assert paper.lower() == "#161a20"
 
@@ -310,8 +395,11 @@ def test_run_page_lr_axis_first_probe_cancel_and_exports(stack, page, runs):
     db = sqlite3.connect(stack.data_dir / "bnlab.db")
     with db:
         db.execute("UPDATE layer_stats SET shift = 80.0 WHERE run_id = ? AND step = 0", (spiky,))
-        db.execute("UPDATE runs SET status = 'cancelled', error = 'cancelled', cancel_requested = 1 "
-                   "WHERE id = ?", (cancelled,))
+        db.execute(
+            "UPDATE runs SET status = 'cancelled', error = 'cancelled', cancel_requested = 1 "
+            "WHERE id = ?",
+            (cancelled,),
+        )
     db.close()
     page.goto(f"{stack.url}/runs/{spiky}")
     page.wait_for_selector("body[data-ready=run]", timeout=READY)
@@ -330,4 +418,46 @@ def test_run_page_lr_axis_first_probe_cancel_and_exports(stack, page, runs):
     page.wait_for_selector("body[data-ready=run]", timeout=READY)
     assert page.locator(".error-text").count() == 0
     assert "Cancelled by a user" in page.locator(".run-top .notice-info").inner_text()
+    assert not page.errors, page.errors
+
+
+def test_deep_net_layers_by_stage(stack, page):
+    """A 3-stage net of 54 BN layers named by place: the layer menu lists no layer until a stage
+    is picked, then only that stage's layers; at most 12 layer charts are drawn; the shift-by-depth
+    chart has every layer with ticks at the stage starts."""
+    ids = seed_runs(
+        stack.database_url, n_runs=2, n_layers=54, n_steps=10, name_prefix=PREFIX + "deep "
+    )
+    names = [f"stage{s}.unit{u}.bn{k}" for s in (1, 2, 3) for u in range(1, 10) for k in (1, 2)]
+    db = sqlite3.connect(stack.data_dir / "bnlab.db")
+    with db:
+        for run_id in ids:
+            db.execute(
+                "UPDATE runs SET layer_names = ?, summary = NULL WHERE id = ?",
+                (json.dumps(names), run_id),
+            )
+    db.close()
+    page.goto(compare_url(stack, ids))
+    page.wait_for_selector("body[data-ready=compare]", timeout=READY)
+    stages = page.evaluate(
+        "[...document.querySelector('select[name=stage]').options].map(o => o.value)"
+    )
+    assert stages == ["all", "stage1", "stage2", "stage3"]
+    assert page.locator("select[name=layer] option").count() == 1  # "all 54 layers" only
+    assert page.locator('[id^="chart-layer-"]').count() == 12
+    shift = page.evaluate("""() => { const d = document.getElementById('chart-shift');
+        return {n: d.data[0].x.length, ticks: d.layout.xaxis.tickvals,
+                text: d.layout.xaxis.ticktext}; }""")
+    assert shift == {"n": 54, "ticks": [0, 18, 36], "text": ["stage1", "stage2", "stage3"]}
+    page.select_option("select[name=stage]", "stage2")
+    page.wait_for_function("location.search.includes('stage=stage2')")
+    page.wait_for_selector("body[data-ready=compare]", timeout=READY)
+    layer_options = page.evaluate(
+        "[...document.querySelector('select[name=layer]').options].map(o => o.text)"
+    )
+    assert len(layer_options) == 19 and all("stage2." in t for t in layer_options[1:])
+    drawn = page.evaluate(
+        "[...document.querySelectorAll('[id^=chart-layer-]')].map(d => Number(d.id.split('-')[2]))"
+    )
+    assert drawn == list(range(18, 30))
     assert not page.errors, page.errors
