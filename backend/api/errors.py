@@ -58,7 +58,9 @@ def responses(*codes: int) -> dict[int | str, dict]:
 def field_path(loc: tuple | list) -> str:
     """("body", "model", "dropout", "rate") → "model.dropout.rate" (the config's own path)."""
     parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+    if len(parts) > 1 and parts[0] in ("query", "path", "header", "cookie"):
+        return parts[1]  # a parameter is one field, even a list (`runs.0` is `runs`)
+    if parts and parts[0] == "body":
         parts = parts[1:] or parts
     return ".".join(parts)
 

@@ -72,11 +72,11 @@ def test_token_compared_in_constant_time(monkeypatch, token):
 
     from fastapi.security import HTTPAuthorizationCredentials
 
-    from backend.api import deps
+    from backend.api import auth, deps
 
     calls = []
     real = hmac.compare_digest
-    monkeypatch.setattr(deps.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
     deps.require_token(HTTPAuthorizationCredentials(scheme="Bearer", credentials=TOKEN))
     assert calls == [1]
 

@@ -44,6 +44,9 @@ def test_database_down_is_503(dead_db_client, method, path):
 
 
 def test_health_reports_database_down(dead_db_client):
-    """/api/health still answers (200) and says the database is not ok."""
-    body = dead_db_client.get("/api/health").json()
-    assert body["database"].startswith("error") and body["status"] == "degraded"
+    """/api/health answers 503 (not ready: an orchestrator takes the replica out) and says the
+    database is not ok."""
+    res = dead_db_client.get("/api/health")
+    assert res.status_code == 503
+    body = res.json()
+    assert body["database"].startswith("error") and body["status"] == "unavailable"
