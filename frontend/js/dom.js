@@ -39,7 +39,8 @@ export function pct(value) {
   return typeof value === "number" ? `${(100 * value).toFixed(1)}%` : "–";
 }
 
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "diverged"]);
+// crashed: a script run (the bnlab SDK) whose client went silent
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "diverged", "crashed"]);
 
 export function isTerminal(status) {
   return TERMINAL.has(status);

@@ -55,6 +55,8 @@ function when(stamp) {
 function facts(run) {
   const rows = [
     ["status", statusBadge(run.status)],
+    // engine: trained by a bnlab worker from its config; script: a user's own loop (bnlab SDK)
+    ["kind", run.kind === "script" ? "script (bnlab SDK in the user's training loop)" : "engine"],
     ["progress", isTerminal(run.status) ? pct(run.progress) : el("span", {}, progressBar(run.progress),
       ` ${pct(run.progress)} · step ${run.step ?? 0}`)],
     ["attempt", String(run.attempt ?? 0)],

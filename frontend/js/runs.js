@@ -13,7 +13,7 @@ import { compareUrl, navigate, param, runUrl, setParams } from "./state.js";
 import { watch } from "./stream.js";
 import { submitPanel } from "./submit.js";
 
-const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "diverged"];
+const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "diverged", "crashed"];
 const PAGE = 100;
 const POLL_MS = 5000; // safety net beside SSE while runs are live; stops when none are
 const GROUP_ROWS = 100; // runs listed under an opened group
@@ -59,7 +59,10 @@ const NAMED = {
   tags: { label: "tags", sort: null },
   data: { label: "data", sort: "config.dataset.name", cell: (r) => r.config?.dataset?.name ?? "–" },
   model: { label: "model", sort: "config.model.arch",
-    cell: (r) => `${r.config?.model?.arch ?? ""} ${widthsText(r.config?.model?.widths ?? [])}` },
+    // a script run (bnlab SDK) has the user's own model: its class, from the summary
+    cell: (r) => (r.kind === "script" ? `script: ${r.summary?.model?.class ?? "own model"}`
+      : `${r.config?.model?.arch ?? ""} ${widthsText(r.config?.model?.widths ?? [])}`) },
+  kind: { label: "kind", sort: null, cell: (r) => r.kind ?? "engine" },
   block: { label: "block", sort: null, cell: (r) => shortValue(r.config?.model?.block ?? []) },
   dropout: { label: "dropout", sort: "config.model.dropout.rate", cell: (r) => dropoutText(r.config?.model ?? {}) },
   bn_momentum: { label: "BN mom.", sort: "config.model.batchnorm.momentum",
