@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 from http.cookies import SimpleCookie
+from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -60,7 +61,7 @@ def cookie_token(scope: Scope) -> str | None:
         morsel = SimpleCookie(raw).get(COOKIE)
     except Exception:  # noqa: BLE001 - a malformed cookie header is simply no token
         return None
-    return morsel.value if morsel else None
+    return unquote(morsel.value) if morsel else None  # the dashboard URI-encodes it
 
 
 def needs_token(method: str, path: str) -> bool:

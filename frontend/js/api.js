@@ -1,8 +1,24 @@
 // The only module that talks to the server with fetch: one function per REST endpoint.
-// Writes carry `Authorization: Bearer <token>`; the token is asked once (on the first 401)
-// and kept in localStorage, so a researcher types it once per browser.
+// Requests carry `Authorization: Bearer <token>` once a token is known; it is asked once (on
+// the first 401: a write, or any read when the server sets BNLAB_AUTH_READS) and kept in
+// localStorage, so a researcher types it once per browser. It is also put in the
+// `bnlab_token` cookie (path /api): EventSource and download links cannot send a header, and
+// the server accepts the cookie for reads only (never for writes, so no other site can make
+// this browser write with it).
 
 const TOKEN_KEY = "bnlab.token";
+const COOKIE = "bnlab_token";
+
+function setCookie(token) {
+  const value = token ? encodeURIComponent(token) : "";
+  const expiry = token ? "" : "; Max-Age=0";
+  document.cookie = `${COOKIE}=${value}; Path=/api; SameSite=Strict${expiry}`;
+}
+
+function keepToken(token) {
+  localStorage.setItem(TOKEN_KEY, token);
+  setCookie(token);
+}
 
 export class ApiError extends Error {
   constructor(status, detail, message) {
@@ -24,7 +40,11 @@ export function storedToken() {
 
 export function forgetToken() {
   localStorage.removeItem(TOKEN_KEY);
+  setCookie(null);
 }
+
+// A token stored by an earlier visit goes back into the cookie (it may have been cleared).
+if (storedToken()) setCookie(storedToken());
 
 function buildUrl(path, query) {
   const url = new URL(path, window.location.origin);
@@ -53,7 +73,7 @@ async function send(method, path, { query, json, form, write } = {}) {
     body = form; // the browser sets the multipart boundary
   }
   const token = storedToken();
-  if (write && token) headers.Authorization = `Bearer ${token}`;
+  if (token) headers.Authorization = `Bearer ${token}`;
   return fetch(buildUrl(path, query), { method, headers, body });
 }
 
@@ -67,15 +87,25 @@ async function parse(response) {
   }
 }
 
-// A write that answers 401 asks for the token (once), stores it and tries again.
+// A request that answers 401 asks for the token (one dialog for every request waiting on
+// it), stores it and tries again.
+let asking = null;
+
+function askOnce() {
+  if (!asking) {
+    asking = tokenPrompt().then((token) => {
+      if (token) keepToken(token);
+      return token;
+    }).finally(() => { asking = null; });
+  }
+  return asking;
+}
+
 async function request(method, path, options = {}) {
   let response = await send(method, path, options);
-  if (response.status === 401 && options.write && tokenPrompt) {
-    const token = await tokenPrompt();
-    if (token) {
-      localStorage.setItem(TOKEN_KEY, token);
-      response = await send(method, path, options);
-    }
+  if (response.status === 401 && tokenPrompt) {
+    const token = await askOnce();
+    if (token) response = await send(method, path, options);
   }
   if (options.raw && response.ok) return response;
   const data = await parse(response);

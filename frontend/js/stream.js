@@ -32,13 +32,15 @@ export function watch(ids, onEvent, { onClose } = {}) {
   if (pending && pending.size === 0) return () => {};
   // The server filters by id up to 200 runs; beyond that, take every event and filter here.
   const query = ids && ids.length <= MAX_FILTER_IDS ? { runs: ids.join(",") } : {};
-  const source = new EventSource(eventsUrl(query));
+  let source = null;
+  let retry = null;
   window.__bnlabStreams.open += 1;
   let closed = false;
 
   const close = () => {
     if (closed) return;
     closed = true;
+    clearTimeout(retry);
     source.close();
     window.__bnlabStreams.open -= 1;
     if (onClose) onClose();
@@ -53,7 +55,17 @@ export function watch(ids, onEvent, { onClose } = {}) {
       if (pending.size === 0) close();
     }
   };
-  for (const name of EVENT_NAMES) source.addEventListener(name, handle(name));
+  // EventSource retries a dropped connection by itself but gives up on an HTTP error (a 401
+  // before the token was entered, a 503 while the database restarts): open it again later,
+  // with the token cookie api.js has set by then.
+  const open = () => {
+    source = new EventSource(eventsUrl(query));
+    for (const name of EVENT_NAMES) source.addEventListener(name, handle(name));
+    source.addEventListener("error", () => {
+      if (!closed && source.readyState === EventSource.CLOSED) retry = setTimeout(open, 2000);
+    });
+  };
+  open();
   return close;
 }
 

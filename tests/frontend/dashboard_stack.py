@@ -80,7 +80,7 @@ class Stack:
 
 
 def start_stack(data_dir: Path, *, token: str | None = None, workers: int = 1,
-                timeout_s: float = 90.0) -> Stack:
+                timeout_s: float = 90.0, extra_env: dict[str, str] | None = None) -> Stack:
     """`bnlab serve` on a free port with `data_dir`; returns once /api/health answers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BNLAB_")}
@@ -89,6 +89,7 @@ def start_stack(data_dir: Path, *, token: str | None = None, workers: int = 1,
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if token:
         env["BNLAB_API_TOKEN"] = token
+    env.update(extra_env or {})
     log_path = data_dir / "stack.log"
     cmd = [sys.executable, "-c", "from backend.cli import app; app()", "serve", "--host", "127.0.0.1",
            "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)]
