@@ -67,6 +67,26 @@ def worker(gpus: str = typer.Option(
     run_workers(gpu_list, cpu_workers=workers)
 
 
+@app.command("make-cifar")
+def make_cifar(folder: Path = typer.Argument(..., file_okay=False, help="Folder to write."),
+               classes: int = typer.Option(10, help="10 (CIFAR-10 layout) or 100 (CIFAR-100)."),
+               n: int = typer.Option(5000, min=10, help="Training images."),
+               n_test: int | None = typer.Option(None, min=10, help="Test images (default n/5)."),
+               seed: int = typer.Option(0, min=0)) -> None:
+    """Write synthetic CIFAR-format files (a learnable signal, nothing downloaded) for tests
+    and the CPU study presets; read them with dataset.name cifar10 / cifar100."""
+    import importlib
+
+    if classes not in (10, 100):
+        raise _fail("--classes must be 10 or 100")
+    try:  # by name: the backend never imports the worker statically (import-linter contract)
+        write_cifar = importlib.import_module("worker.engine.cifar").write_cifar
+    except ImportError as exc:
+        raise _fail(f"`bnlab make-cifar` needs the worker extra (numpy, torch): {exc}", 1) from exc
+    out = write_cifar(folder, classes=classes, n=n, n_test=n_test, seed=seed)
+    console.print(f"wrote {n} + {n_test or max(n // 5, 100)} images to {out}", highlight=False)
+
+
 @app.command()
 def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
         out: Path | None = typer.Option(None, help="Write config, metrics, layers, summary here."),

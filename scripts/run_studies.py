@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -56,6 +57,8 @@ def cells(preset: Preset) -> list[tuple[str, ExperimentConfig]]:
 
 
 def _short(v: Any) -> str:
+    if isinstance(v, dict) and "name" in v:  # a whole dataset (or model) config: its name
+        return str(v["name"])
     return ">".join(v) if isinstance(v, list) else str(v)
 
 
@@ -172,9 +175,33 @@ EXTRAS = {"saturating": grad_depth, "dropout_masks": grad_noise, "beta_init_sigm
 
 # ---------------------------------------------------------------- running
 
+# Folder-based datasets (the li_* presets' synthetic CIFAR files) are read under this root;
+# main() sets it from --datasets (default BNLAB_DATASETS_DIR, else a temporary folder).
+DATASETS_ROOT: Path | None = None
+SYNTHETIC_CIFAR = {"synthetic-cifar10": 10, "synthetic-cifar100": 100}  # folder: classes
+
+
+def ensure_synthetic_cifar(root: Path) -> None:
+    """Write the CPU presets' synthetic CIFAR-10/100 folders (5000 + 1000 images) if absent."""
+    from worker.engine.cifar import write_cifar
+
+    for folder, classes in SYNTHETIC_CIFAR.items():
+        if not (root / folder).is_dir():
+            write_cifar(root / folder, classes=classes, n=5000, n_test=1000, seed=0)
+
+
+def bn_shift(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) -> dict[str, Any]:
+    """Mean and largest per-layer shift over every BN of a residual net (7-100 layers)."""
+    shifts = list(result.summary.get("shift_by_layer", {}).values())
+    return {"shift_mean": statistics.fmean(shifts), "shift_max": max(shifts), "n_bn": len(shifts)}
+
+
+EXTRAS.update(dict.fromkeys(("li_preresnet", "li_wrn", "li_densenet", "li_wrn_width"), bn_shift))
+
+
 def run_cell(preset: Preset, label: str, cfg: ExperimentConfig) -> dict[str, Any]:
     sink = MemorySink()
-    data = load_dataset(cfg.dataset, seed=cfg.train.seed)
+    data = load_dataset(cfg.dataset, seed=cfg.train.seed, datasets_root=DATASETS_ROOT)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = Path(tmp) if preset.id == "custom_inference" else None
@@ -270,6 +297,10 @@ def _extra_columns(pid: str) -> list[tuple[str, Any]]:
     if pid in ("gamma_init_relu", "affine_off"):
         return [("train loss after epoch 1", lambda e: f3(e.get("train_loss_epoch1"))),
                 ("val acc after epoch 1 %", lambda e: pct(e.get("val_acc_epoch1")))]
+    if pid.startswith("li_"):
+        return [("BN layers", lambda e: str(e.get("n_bn", "–"))),
+                ("mean shift over BN layers", lambda e: f3(e.get("shift_mean"))),
+                ("largest layer shift", lambda e: f3(e.get("shift_max")))]
     if pid == "pooling":
         return [("(eval_mean − running_mean)/sd by layer", lambda e: " / ".join(f"{v:+.3f}" for v in e.get("mean_gap", {}).values()))]
     return []
@@ -281,8 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--json", default=str(ROOT / "docs" / "studies_results.json"))
     p.add_argument("--out", default=str(ROOT / "docs" / "studies_results.md"))
+    p.add_argument("--datasets", default=os.environ.get("BNLAB_DATASETS_DIR"),
+                   help="datasets root for the li_* presets (synthetic CIFAR written there if absent)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global DATASETS_ROOT
+    DATASETS_ROOT = Path(args.datasets or tempfile.mkdtemp(prefix="bnlab-datasets-"))
+    if any(pid.startswith("li_") for pid in (args.only or ["li_"])):
+        ensure_synthetic_cifar(DATASETS_ROOT)
     json_path = Path(args.json)
     results = json.loads(json_path.read_text()) if json_path.exists() else {}
     for preset in load_presets():

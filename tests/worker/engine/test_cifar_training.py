@@ -324,3 +324,76 @@ def test_cuda_trained_export_agrees_with_numpy(synth_root, tmp_path):
     train(cfg, MemorySink(), datasets_root=synth_root, export_dir=tmp_path)
     f = np.load(tmp_path / "model.npz", allow_pickle=False)
     np.testing.assert_allclose(predict(f, f["test.x"]), f["test.logits"], atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------- CLI and the li_* presets
+
+
+def test_make_cifar_command_writes_readable_files(tmp_path):
+    """`bnlab make-cifar DIR --classes 100` writes files the cifar100 reader takes; a class
+    count without a CIFAR layout is refused naming the option."""
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["make-cifar", str(tmp_path / "s"), "--classes", "100", "--n", "120"])
+    assert ok.exit_code == 0, ok.output
+    d = load_dataset(DatasetConfig(name="cifar100", path="s"), datasets_root=tmp_path)
+    assert len(d.x_train) + len(d.x_val) == 120 and len(d.x_test) == 100
+    bad = runner.invoke(app, ["make-cifar", str(tmp_path / "t"), "--classes", "7"])
+    assert bad.exit_code == 2 and "--classes" in bad.output
+
+
+LI_FAMILY = ("li_preresnet", "li_wrn", "li_densenet")
+PAPER_NETS = {  # the full variants' nets, as the papers size them
+    "li_preresnet": {"arch": "resnet", "depth": 110},
+    "li_wrn": {"arch": "wrn", "depth": 28, "widen": 10},
+    "li_densenet": {"arch": "densenet", "depth": 100, "growth": 12},
+}
+
+
+def _cells(sweep):
+    from backend.crud.sweeps import cell_configs
+
+    return [cfg for _, cfg in cell_configs(sweep)]
+
+
+@pytest.mark.parametrize("preset_id", LI_FAMILY)
+def test_li_family_presets_cover_the_paper_grid(preset_id):
+    """rates 0, 0.1, 0.3, 0.5 x {before_bn, head} x {CIFAR-10, CIFAR-100}; CPU variant on the
+    synthetic files and the CPU; full variant on the real files, sized like the paper."""
+    from backend.presets import load_presets
+    from backend.schema.sweeps import SweepCreate
+
+    preset = next(p for p in load_presets() if p.id == preset_id)
+    full = SweepCreate.model_validate(preset.full)
+    for sweep, paths in ((preset.sweep, "synthetic-cifar"), (full, "cifar")):
+        cells = _cells(sweep)
+        grid = {(c.dataset.name, c.model.dropout_at, c.model.dropout.rate) for c in cells}
+        assert grid == {
+            (d, at, r)
+            for d in ("cifar10", "cifar100")
+            for at in ("before_bn", "head")
+            for r in (0.0, 0.1, 0.3, 0.5)
+        }
+        assert all(c.dataset.path == f"{paths}{c.dataset.name[5:]}" for c in cells)
+    assert all(c.train.device == "cpu" and c.dataset.limit <= 1500 for c in _cells(preset.sweep))
+    for c in _cells(full):
+        assert c.train.device == "auto" and c.train.augment and c.dataset.limit is None
+        assert {k: getattr(c.model, k) for k in PAPER_NETS[preset_id]} == PAPER_NETS[preset_id]
+
+
+def test_li_width_preset():
+    """WRN with dropout between the convolutions: k = 1, 2, 4 on CPU, 1 … 10 (WRN-28-k) full."""
+    from backend.presets import load_presets
+    from backend.schema.sweeps import SweepCreate
+
+    preset = next(p for p in load_presets() if p.id == "li_wrn_width")
+    cpu, full = _cells(preset.sweep), _cells(SweepCreate.model_validate(preset.full))
+    assert [c.model.widen for c in cpu] == [1, 2, 4]
+    assert [c.model.widen for c in full] == [1, 2, 4, 8, 10]
+    for c in cpu + full:
+        assert c.model.arch == "wrn" and c.model.dropout_at == "before_conv"
+        assert c.model.dropout.rate == 0.5
+    assert {c.model.depth for c in full} == {28} and {c.train.device for c in cpu} == {"cpu"}

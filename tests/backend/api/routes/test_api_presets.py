@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from backend.presets import PRESETS_DIR, load_preset, load_presets
+from tests.utils.datasets import write_cifar, write_cifar100
+
+
+@pytest.fixture
+def cifar_files(client):
+    """The li_* presets' CPU variants read synthetic CIFAR folders under the datasets root
+    (docs/studies.md: `bnlab make-cifar`); tiny ones in the real layouts stand in here."""
+    from backend.settings import settings
+
+    write_cifar(settings.datasets_dir / "synthetic-cifar10", n_per_batch=8)
+    write_cifar100(settings.datasets_dir / "synthetic-cifar100")
 
 
 def test_read_presets_lists_every_file(client):
@@ -20,7 +33,7 @@ def test_read_preset_by_id(client):
     assert client.get("/api/presets/nope").status_code == 404
 
 
-def test_submit_every_preset_is_accepted(client):
+def test_submit_every_preset_is_accepted(client, cifar_files):
     """Each preset's payload is accepted by the endpoint of its kind (201)."""
     for preset in client.get("/api/presets").json():
         if preset["kind"] == "run":

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Write the research-scale study presets after Li et al. (CVPR 2019) into backend/presets/.
+
+    python scripts/make_li_presets.py      # rewrites li_*.json; the files are what ships
+
+One source for the family so that the seven files stay consistent:
+- li_preresnet, li_wrn, li_densenet: a sweep over dataset (CIFAR-10, CIFAR-100) x placement
+  (`before_bn`: inside every unit right before BN, Li et al.'s harmful case; `head`: after all
+  BN, before the classifier) x drop rate (0, 0.1, 0.3, 0.5). Rate 0 appears under both
+  placements: the same network twice, so the pair's difference is the run-to-run noise
+  (zero on CPU, where runs are bit-reproducible; cuDNN's nondeterminism on a GPU).
+- li_wrn_width: WRN with dropout inside the units (WRN's own placement, between the two
+  convolutions) at widening factors k = 1, 2, 4, 8, 10 (CPU: 1, 2, 4).
+The `full` variants are sized like the papers (PreResNet-110: He et al. 2016; WRN-28-10:
+Zagoruyko & Komodakis 2016; DenseNet-BC-100, k = 12: Huang et al. 2017) and read the real
+CIFAR files under BNLAB_DATASETS_DIR (`cifar10/`, `cifar100/`). The CPU variants read
+synthetic CIFAR-format files (`synthetic-cifar10/`, `synthetic-cifar100/`, written by
+`bnlab make-cifar`, see docs/studies.md) and train narrow nets on 1200 images for minutes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ROOT / "backend" / "presets"
+
+RATES = [0.0, 0.1, 0.3, 0.5]
+PLACEMENTS = ["before_bn", "head"]
+
+CPU_DATA = {"limit": 1200, "val_fraction": 0.2}
+CPU_TRAIN = {
+    "epochs": 3,
+    "batch_size": 32,
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 0.0005,
+    "schedule": "cosine",
+    "augment": True,
+    "seed": 0,
+    "device": "cpu",
+}
+# Few, cheap probes; train-mode accuracy at the training batch size only (batch 1 would be a
+# thousand forwards of a residual net); recalibration on 512 images.
+CPU_PROBE = {
+    "every_steps": 15,
+    "eval_batches": 2,
+    "train_mode_test_batch_sizes": [32],
+    "recalibrate": True,
+    "recalibrate_samples": 512,
+}
+FULL_PROBE = {
+    "every_steps": 200,
+    "eval_batches": 8,
+    "train_mode_test_batch_sizes": [1, 8, 64],
+    "recalibrate": True,
+    "recalibrate_samples": 4096,
+}
+
+
+def datasets(full: bool) -> list[dict]:
+    if full:  # the real files; 5000 training images held out for the probes' validation set
+        return [
+            {"name": "cifar10", "path": "cifar10", "val_fraction": 0.1},
+            {"name": "cifar100", "path": "cifar100", "val_fraction": 0.1},
+        ]
+    return [
+        {"name": "cifar10", "path": "synthetic-cifar10", **CPU_DATA},
+        {"name": "cifar100", "path": "synthetic-cifar100", **CPU_DATA},
+    ]
+
+
+# Each paper's own recipe (full) and a narrow net of the same family (CPU).
+ARCHS = {
+    "preresnet": {
+        "title": "PreResNet",
+        "cpu_model": {"arch": "resnet", "depth": 8},
+        "full_model": {"arch": "resnet", "depth": 110},
+        # He et al. 2016 (pre-activation): 164 epochs, lr 0.1 (x0.1 at 50 % and 75 %), wd 1e-4
+        "full_train": {
+            "epochs": 164,
+            "batch_size": 128,
+            "lr": 0.1,
+            "weight_decay": 0.0001,
+            "schedule": "step",
+            "milestones": [82, 123],
+            "lr_decay": 0.1,
+            "nesterov": False,
+        },
+    },
+    "wrn": {
+        "title": "Wide ResNet",
+        "cpu_model": {"arch": "wrn", "depth": 10, "widen": 2},
+        "full_model": {"arch": "wrn", "depth": 28, "widen": 10},
+        # Zagoruyko & Komodakis 2016: 200 epochs, lr 0.1 x0.2 at 60, 120, 160; Nesterov; wd 5e-4
+        "full_train": {
+            "epochs": 200,
+            "batch_size": 128,
+            "lr": 0.1,
+            "weight_decay": 0.0005,
+            "schedule": "step",
+            "milestones": [60, 120, 160],
+            "lr_decay": 0.2,
+            "nesterov": True,
+        },
+    },
+    "densenet": {
+        "title": "DenseNet-BC",
+        "cpu_model": {"arch": "densenet", "depth": 10, "growth": 12},
+        "full_model": {"arch": "densenet", "depth": 100, "growth": 12},
+        # Huang et al. 2017: 300 epochs, batch 64, lr 0.1 x0.1 at 50 % and 75 %, Nesterov, wd 1e-4
+        "full_train": {
+            "epochs": 300,
+            "batch_size": 64,
+            "lr": 0.1,
+            "weight_decay": 0.0001,
+            "schedule": "step",
+            "milestones": [150, 225],
+            "lr_decay": 0.1,
+            "nesterov": True,
+        },
+    },
+}
+
+
+def config(name: str, tags: list[str], dataset: dict, model: dict, train: dict, probe: dict):
+    return {
+        "name": name,
+        "tags": tags,
+        "dataset": dataset,
+        "model": {"dropout": {"kind": "bernoulli", "rate": 0.5}, **model},
+        "train": train,
+        "probe": probe,
+    }
+
+
+def full_train(extra: dict) -> dict:
+    return {
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "augment": True,
+        "seed": 0,
+        "device": "auto",
+        **extra,
+    }
+
+
+def family(key: str) -> dict:
+    a = ARCHS[key]
+    title = f"Dropout and BN in {a['title']}: inside the units vs after all BN"
+    tags = ["variance-shift", "li2019", key]
+    grid = lambda full: {  # noqa: E731
+        "dataset": datasets(full),
+        "model.dropout_at": PLACEMENTS,
+        "model.dropout.rate": RATES,
+    }
+    base_cpu = config(
+        title,
+        tags,
+        datasets(False)[0],
+        {**a["cpu_model"], "dropout_at": "before_bn"},
+        CPU_TRAIN,
+        CPU_PROBE,
+    )
+    base_full = config(
+        f"{title} (full)",
+        [*tags, "full"],
+        datasets(True)[0],
+        {**a["full_model"], "dropout_at": "before_bn"},
+        full_train(a["full_train"]),
+        FULL_PROBE,
+    )
+    return {
+        "id": f"li_{key}",
+        "title": title,
+        "question": (
+            f"In a {a['title']} on CIFAR-10 and CIFAR-100, does Dropout inside every unit right "
+            "before BN shift BN's variance and cost accuracy in eval mode, growing with the drop "
+            "rate, while the same rates after all BN (before the classifier) leave every BN "
+            "unshifted (Li et al., CVPR 2019, statistical experiments)?"
+        ),
+        "look_at": (
+            "Compare view grouped by model.dropout_at: shift by depth (every BN, stage by "
+            "stage), summary shift_li and shift_by_layer; test_acc_eval vs "
+            "test_acc_recalibrated per rate; CIFAR-10 and CIFAR-100 side by side."
+        ),
+        "expected": (
+            "before_bn: shift above 1 at every BN that follows a dropout, rising with the rate "
+            "and with depth; eval-mode accuracy falls with the rate and recalibration recovers "
+            "part of it. head: shift at its noise floor (about 1) at every rate, accuracy about "
+            "that of rate 0. Rate 0 is the same network under both placements."
+        ),
+        "kind": "sweep",
+        "sweep": {"name": title, "base": base_cpu, "grid": grid(False), "seeds": None},
+        "full": {"name": f"{title} (full)", "base": base_full, "grid": grid(True), "seeds": None},
+    }
+
+
+def width() -> dict:
+    title = "Wider WRN, smaller variance shift"
+    tags = ["variance-shift", "li2019", "wrn", "width"]
+    model = {"arch": "wrn", "dropout_at": "before_conv"}  # rate 0.5: config()'s dropout
+    base_cpu = config(
+        title, tags, datasets(False)[0], {**model, "depth": 10, "widen": 1}, CPU_TRAIN, CPU_PROBE
+    )
+    base_full = config(
+        f"{title} (full)",
+        [*tags, "full"],
+        datasets(True)[0],
+        {**model, "depth": 28, "widen": 10},
+        full_train(ARCHS["wrn"]["full_train"]),
+        FULL_PROBE,
+    )
+    return {
+        "id": "li_wrn_width",
+        "title": title,
+        "question": (
+            "With Dropout inside every WRN unit (between the two convolutions, WRN's own "
+            "placement), does the variance shift at the BN layers downstream fall as the "
+            "widening factor k grows (Li et al., CVPR 2019: the large feature dimension of WRN "
+            "reduces the shift, which is why Dropout and BN cooperate there)?"
+        ),
+        "look_at": (
+            "Summary shift_by_layer per run (mean over the BN layers), shift by depth in the "
+            "compare view ordered by model.widen; test_acc_eval vs test_acc_recalibrated."
+        ),
+        "expected": (
+            "The mean shift over the BN layers falls as k grows (CPU: k = 1, 2, 4; full: 1 to "
+            "10), and the gap between recalibrated and eval-mode accuracy narrows with it."
+        ),
+        "kind": "sweep",
+        "sweep": {
+            "name": title,
+            "base": base_cpu,
+            "grid": {"model.widen": [1, 2, 4]},
+            "seeds": None,
+        },
+        "full": {
+            "name": f"{title} (full)",
+            "base": base_full,
+            "grid": {"model.widen": [1, 2, 4, 8, 10]},
+            "seeds": None,
+        },
+    }
+
+
+def main() -> None:
+    for preset in [family(k) for k in ARCHS] + [width()]:
+        path = PRESETS / f"{preset['id']}.json"
+        path.write_text(json.dumps(copy.deepcopy(preset), indent=2) + "\n", encoding="utf-8")
+        print(path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main()
