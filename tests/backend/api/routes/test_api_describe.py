@@ -108,3 +108,25 @@ def test_run_serves_stage_and_unit_of_each_layer(client, session):
         (b["index"], b["stage"], b["unit"], b["place"]) for b in spec["bn_layers"]
     ]
     assert {p["place"] for p in places} == {"unit", "transition", "head"}
+
+
+def test_describe_sizes_an_upload_from_its_stored_shape(client):
+    """An upload's model is sized from the stored feature and class counts; an unknown upload
+    id is a 422 naming dataset.upload_id."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, X=np.random.default_rng(0).normal(size=(40, 5)), y=np.arange(40) % 3)
+    up = client.post("/api/datasets", files={"file": ("d.npz", buf.getvalue(), "x/y")}).json()
+    cfg = make_config(dataset={"name": "upload", "upload_id": up["upload_id"]})
+    d = client.post("/api/describe", json=cfg).json()
+    assert d["input_shape"] == [1, 1, 5] and d["classes"] == 3
+    w = cfg["model"]["widths"]  # linear -> dropout -> BN -> act blocks, BN on each width
+    fan_in = [5, *w[:-1]]
+    want = sum(i * o + o + 2 * o for i, o in zip(fan_in, w, strict=True)) + w[-1] * 3 + 3
+    assert d["params"] == want
+    bad = make_config(dataset={"name": "upload", "upload_id": "nope"})
+    res = client.post("/api/describe", json=bad)
+    assert res.status_code == 422 and res.json()["detail"][0]["field"] == "dataset.upload_id"
