@@ -100,8 +100,11 @@ async def on_db_data(_: Request, exc: DataError) -> JSONResponse:
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """The methods the OpenAPI schema documents for `path` (templates like /api/runs/{run_id})."""
+    paths = app.openapi().get("paths", {})
+    if path in paths:  # a literal path (/api/runs/groups) is not also a run id's template
+        return sorted(m.upper() for m in paths[path] if m in HTTP_METHODS)
     methods: set[str] = set()
-    for template, item in app.openapi().get("paths", {}).items():
+    for template, item in paths.items():
         pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, path):
             methods |= {m.upper() for m in item if m in HTTP_METHODS}

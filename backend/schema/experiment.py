@@ -24,9 +24,22 @@ from backend.schema.registry import (
     Pooling,
 )
 
+def _factory_defaults(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """State in the JSON schema the defaults a default_factory makes (pydantic leaves them
+    out), so the served schema gives every default and the dashboard's form starts from it.
+    A nested model states its own defaults."""
+    for name, field in cls.model_fields.items():
+        prop = schema.get("properties", {}).get(name)
+        if prop is None or "default" in prop or field.default_factory is None:
+            continue
+        value = field.default_factory()
+        if not isinstance(value, BaseModel):
+            prop["default"] = value
+
+
 class _Strict(BaseModel):
     # Unknown keys are typos; refusing them names the field instead of silently ignoring it.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_factory_defaults)
 
 
 class DatasetConfig(_Strict):

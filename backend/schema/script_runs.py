@@ -4,10 +4,9 @@ hand in crud/script_runs.py (pydantic over 100k values per request costs more th
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, field_validator
 
 from backend.schema.runs import RunPublic
 
@@ -29,7 +28,9 @@ class ScriptRunCreate(BaseModel):
     host: str | None = Field(None, max_length=200, pattern=NoNul)
     device: str | None = Field(None, max_length=200, pattern=NoNul)
     layer_names: list[str] | None = Field(None, max_length=4096)
-    started_at: datetime | None = None  # when the script started (a synced spool is late)
+    # when the script started (a synced spool is late). Strict: an RFC 3339 string with an
+    # offset, as the schema says, not a number or a naive time (schemathesis found both).
+    started_at: Annotated[AwareDatetime, Strict()] | None = None
 
     @field_validator("tags")
     @classmethod

@@ -1,24 +1,24 @@
 // The ExperimentConfig fields the submit form edits (backend/schema/experiment.py), with how
 // each is parsed from text. The form, the sweep builder and the config diff share this table.
+// A select's options and every default come from the served JSON schema (schema.js), not from
+// here; tests/frontend/test_form_schema.py fails when the schema has a field this table lacks.
 
 export const SECTIONS = [
   { title: "Data", fields: [
-    { path: "dataset.name", label: "dataset", type: "select",
-      options: ["digits", "mnist1d", "synthetic", "mnist", "fashion_mnist", "cifar10", "upload"] },
+    { path: "dataset.name", label: "dataset", type: "select" },
     { path: "dataset.path", label: "path (under datasets dir)", type: "text", nullable: true },
     { path: "dataset.upload_id", label: "upload id", type: "text", nullable: true },
     { path: "dataset.limit", label: "limit (first N samples)", type: "int", nullable: true },
     { path: "dataset.n_samples", label: "n samples (generated)", type: "int", nullable: true },
     { path: "dataset.val_fraction", label: "validation fraction", type: "float" },
+    { path: "dataset.label_mode", label: "labels (cifar100: fine / coarse)", type: "select" },
   ] },
   { title: "Model", fields: [
-    { path: "model.arch", label: "architecture", type: "select",
-      options: ["mlp", "cnn", "resnet", "wrn", "densenet"] },
+    { path: "model.arch", label: "architecture", type: "select" },
     { path: "model.widths", label: "widths (per block)", type: "intlist" },
     { path: "model.block", label: "block order", type: "block" },
-    { path: "model.activation", label: "activation", type: "select",
-      options: ["relu", "sigmoid", "tanh", "gaussian", "identity"] },
-    { path: "model.pooling", label: "pooling (cnn)", type: "select", options: ["max", "avg"] },
+    { path: "model.activation", label: "activation", type: "select" },
+    { path: "model.pooling", label: "pooling (cnn)", type: "select" },
     { path: "model.head_dropout", label: "head dropout rate", type: "float", nullable: true },
     // residual nets (resnet, wrn, densenet): they ignore widths, block order and pooling
     { path: "model.depth", label: "depth (resnet/wrn/densenet; empty = default)", type: "int",
@@ -27,13 +27,12 @@ export const SECTIONS = [
     { path: "model.growth", label: "growth k (densenet)", type: "int" },
     { path: "model.bottleneck", label: "bottleneck units (resnet)", type: "bool" },
     { path: "model.dropout_at", label: "dropout placement (residual nets)", type: "select",
-      nullable: true, options: ["", "none", "before_bn", "before_conv", "after_conv", "head"] },
+      nullable: true },
   ] },
   { title: "Dropout", fields: [
-    { path: "model.dropout.kind", label: "kind", type: "select",
-      options: ["bernoulli", "gaussian", "uniform"] },
+    { path: "model.dropout.kind", label: "kind", type: "select" },
     { path: "model.dropout.rate", label: "rate", type: "float" },
-    { path: "model.dropout.mask", label: "mask", type: "select", options: ["per_sample", "per_batch"] },
+    { path: "model.dropout.mask", label: "mask", type: "select" },
   ] },
   { title: "Batch norm", fields: [
     { path: "model.batchnorm.momentum", label: "momentum (empty = cumulative)", type: "float",
@@ -42,15 +41,23 @@ export const SECTIONS = [
     { path: "model.batchnorm.affine", label: "affine", type: "bool" },
     { path: "model.batchnorm.gamma_init", label: "gamma init", type: "float" },
     { path: "model.batchnorm.beta_init", label: "beta init", type: "float" },
-    { path: "model.batchnorm.impl", label: "implementation", type: "select", options: ["torch", "matrix"] },
+    { path: "model.batchnorm.impl", label: "implementation", type: "select" },
   ] },
   { title: "Training", fields: [
     { path: "train.epochs", label: "epochs", type: "int" },
     { path: "train.batch_size", label: "batch size", type: "int" },
-    { path: "train.optimizer", label: "optimizer", type: "select", options: ["sgd", "adam"] },
+    { path: "train.optimizer", label: "optimizer", type: "select" },
+    { path: "train.nesterov", label: "nesterov (sgd)", type: "bool" },
     { path: "train.lr", label: "learning rate", type: "float" },
     { path: "train.momentum", label: "momentum (sgd)", type: "float" },
     { path: "train.weight_decay", label: "weight decay", type: "float" },
+    { path: "train.schedule", label: "lr schedule", type: "select" },
+    { path: "train.milestones", label: "milestones (step schedule; empty = 50 %, 75 %)",
+      type: "intlist", nullable: true },
+    { path: "train.lr_decay", label: "lr decay (step schedule)", type: "float" },
+    { path: "train.warmup_epochs", label: "warm-up epochs", type: "float" },
+    { path: "train.augment", label: "augment (crop + flip, colour images)", type: "bool" },
+    { path: "train.precision", label: "precision", type: "select" },
     { path: "train.seed", label: "seed", type: "int" },
     { path: "train.device", label: "device", type: "text" },
   ] },
@@ -59,6 +66,7 @@ export const SECTIONS = [
     { path: "probe.eval_batches", label: "eval batches", type: "int" },
     { path: "probe.train_mode_test_batch_sizes", label: "train-mode test batch sizes", type: "intlist" },
     { path: "probe.recalibrate", label: "recalibrate BN after training", type: "bool" },
+    { path: "probe.recalibrate_samples", label: "recalibration samples", type: "int" },
     { path: "probe.grad_noise", label: "gradient-noise probe (grad_cos, a cosine: higher = less noise; ~33 backward passes per probe)",
       type: "bool" },
   ] },
@@ -67,7 +75,14 @@ export const SECTIONS = [
 export const FIELDS = SECTIONS.flatMap((s) => s.fields);
 export const FIELD_BY_PATH = Object.fromEntries(FIELDS.map((f) => [f.path, f]));
 
-export const BLOCK_LAYERS = ["dropout", "batchnorm", "activation"];
+// The block layers besides the weight layer (linear | conv), in the schema's order; filled
+// from the served schema (model.block's enum) by setBlockLayers before the form is built.
+export const WEIGHT_LAYERS = ["linear", "conv"];
+export const BLOCK_LAYERS = [];
+
+export function setBlockLayers(names) {
+  BLOCK_LAYERS.splice(0, BLOCK_LAYERS.length, ...names.filter((n) => !WEIGHT_LAYERS.includes(n)));
+}
 
 export function getDotted(data, path) {
   return path.split(".").reduce((node, key) => (node == null ? undefined : node[key]), data);

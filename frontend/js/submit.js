@@ -6,8 +6,9 @@ import * as api from "./api.js";
 import { el, notice } from "./dom.js";
 import {
   BLOCK_LAYERS, FIELD_BY_PATH, FIELDS, ParseError, SECTIONS, formatValue, getDotted,
-  parseSweepValues, parseValue, setDotted,
+  parseSweepValues, parseValue, setBlockLayers, setDotted,
 } from "./fields.js";
+import { defaultsOf, fieldOptions, loadSchemas } from "./schema.js";
 import { runUrl } from "./state.js";
 
 const DEFAULT_BASE = { name: "experiment", tags: [] };
@@ -38,7 +39,11 @@ function presetList(data) {
 // ---- one field ---------------------------------------------------------------------------
 
 function blockWidget(field) {
-  const list = el("ol", { class: "block-order", dataset: { path: field.path } });
+  return el("ol", { class: "block-order", dataset: { path: field.path } });
+}
+
+// The block's layers (BLOCK_LAYERS, from the served schema) as movable, optional items.
+function fillBlockWidget(list) {
   const move = (item, delta) => {
     const items = [...list.children];
     const target = items.indexOf(item) + delta;
@@ -58,8 +63,7 @@ function blockWidget(field) {
     );
     return li;
   };
-  list.append(item("main"), ...BLOCK_LAYERS.map(item));
-  return list;
+  list.replaceChildren(item("main"), ...BLOCK_LAYERS.map(item));
 }
 
 function setBlock(list, block, arch) {
@@ -81,10 +85,8 @@ function readBlock(list) {
 }
 
 function fieldWidget(field) {
-  if (field.type === "select") {
-    return el("select", { name: field.path, id: `f-${field.path}` },
-      field.options.map((o) => el("option", { value: o, text: o })));
-  }
+  // options arrive with the served schema (setOptions)
+  if (field.type === "select") return el("select", { name: field.path, id: `f-${field.path}` });
   if (field.type === "bool") return el("input", { type: "checkbox", name: field.path, id: `f-${field.path}` });
   if (field.type === "block") return blockWidget(field);
   const numeric = field.type === "int" || field.type === "float";
@@ -249,14 +251,26 @@ export function submitPanel({ onSubmitted } = {}) {
   form.addEventListener("input", sizeSoon);
   form.addEventListener("change", sizeSoon);
 
-  fill({ ...DEFAULT_BASE, ...defaultsFromSchema() });
-  sizeSoon();
-  api.presets().then((data) => {
+  // Options and defaults are the server's (the served JSON schema); presets load after them,
+  // so a preset never fills a select that has no options yet.
+  loadSchemas().then((schemas) => {
+    setBlockLayers(fieldOptions(schemas, "model.block"));
+    fillBlockWidget(blockList);
+    for (const field of FIELDS) {
+      if (field.type !== "select") continue;
+      input(field.path).replaceChildren(
+        ...fieldOptions(schemas, field.path).map((o) => el("option", { value: o, text: o || "(none)" })));
+    }
+    fill({ ...DEFAULT_BASE, ...defaultsOf(schemas) });
+    sizeSoon();
+    form.dataset.schema = "ready";
+    return api.presets();
+  }).then((data) => {
     for (const [i, preset] of presetList(data).entries()) {
       presets.push(preset);
       presetSelect.append(el("option", { value: String(i), text: presetLabel(preset) }));
     }
-  }).catch((exc) => presetNote.replaceChildren(notice(`presets unavailable: ${exc.message}`, "warn")));
+  }).catch((exc) => presetNote.replaceChildren(notice(`form setup: ${exc.message}`, "warn")));
 
   return form;
 }
@@ -269,21 +283,6 @@ function submittedNote(created) {
     note.append(el("a", { href: runUrl(run.id), "data-link": true, text: `#${run.id}` }), " ");
   }
   return note;
-}
-
-// The schema's own defaults (backend/schema/experiment.py), so the form starts valid.
-function defaultsFromSchema() {
-  return {
-    dataset: { name: "digits", val_fraction: 0.2, path: null, upload_id: null, n_samples: null, limit: null },
-    model: { arch: "mlp", widths: [256, 256, 256], block: ["linear", "dropout", "batchnorm", "activation"],
-      head_dropout: null, activation: "relu", pooling: "max",
-      bottleneck: false, depth: null, widen: 1, growth: 12, dropout_at: null,
-      dropout: { kind: "bernoulli", rate: 0.5, mask: "per_sample" },
-      batchnorm: { momentum: 0.1, eps: 1e-5, affine: true, gamma_init: 1.0, beta_init: 0.0, impl: "torch" } },
-    train: { epochs: 5, batch_size: 128, optimizer: "sgd", lr: 0.05, momentum: 0.9, weight_decay: 0.0,
-      seed: 0, device: "auto" },
-    probe: { every_steps: 20, eval_batches: 1, train_mode_test_batch_sizes: [1, 8, 64], recalibrate: true },
-  };
 }
 
 // ---- sweep builder ---------------------------------------------------------------------------

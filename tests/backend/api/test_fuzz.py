@@ -16,13 +16,43 @@ from hypothesis import settings as hsettings
 schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/api/events")
 
 
-@pytest.fixture
-def api_schema(app, monkeypatch):
+@pytest.fixture(params=["postgresql", "sqlite"])
+def api_schema(request, monkeypatch, tmp_path):
+    """The app on the test PostgreSQL database, or on a fresh migrated SQLite file (the embedded
+    default): both backends must answer within the schema (timestamps with an offset, ...)."""
     from backend.settings import settings
 
     # Small caps keep each generated sweep to a handful of runs: the bound is on time, not coverage.
     monkeypatch.setattr(settings, "max_sweep_runs", 4)
+    if request.param == "postgresql":
+        app = request.getfixturevalue("app")
+    else:
+        app = _sqlite_app(request, tmp_path)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+def _sqlite_app(request, tmp_path):
+    from sqlalchemy.orm import sessionmaker
+
+    from backend.api.deps import get_session
+    from backend.api.main import create_app
+    from backend.db.migrate import upgrade
+    from backend.db.session import make_engine
+
+    request.getfixturevalue("api_db")  # settings (broker, data dir) point at the test services
+    url = f"sqlite:///{tmp_path / 'bnlab.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    request.addfinalizer(engine.dispose)
+    maker = sessionmaker(bind=engine, expire_on_commit=False)
+
+    def session():
+        with maker() as s:
+            yield s
+
+    app = create_app()
+    app.dependency_overrides[get_session] = session
+    return app
 
 
 @schema.parametrize()
