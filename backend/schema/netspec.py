@@ -105,7 +105,7 @@ def resolved_depth(model: Any) -> int:
 class Op:
     """One layer (one torch module of the built net) and what it costs per sample."""
 
-    kind: str  # conv | linear | bn | act | drop | pool
+    kind: str  # conv | linear | bn | act | drop | pool (average) | maxpool
     name: str  # module path in the built model
     c_in: int
     c_out: int
@@ -119,8 +119,9 @@ class Op:
 
     @property
     def elems(self) -> int:
-        """Output values per sample (what training keeps for the backward pass)."""
-        return self.c_out * self.hw[0] * self.hw[1]
+        """Output values per sample (what training keeps for the backward pass); max pooling
+        also keeps the int64 index of each output, two float32s' worth."""
+        return self.c_out * self.hw[0] * self.hw[1] * (3 if self.kind == "maxpool" else 1)
 
 
 @dataclass(frozen=True)
@@ -416,7 +417,8 @@ def _block_spec(model: Any, shape: tuple[int, int, int], classes: int) -> NetSpe
         if not mlp:
             kern = pool_kernel(*hw)
             hw = (hw[0] // kern[0], hw[1] // kern[1])
-            ops.append(Op("pool", f"{prefix}.pool", ch, ch, hw, window=kern))
+            pool = "maxpool" if model.pooling == "max" else "pool"  # max keeps int64 indices
+            ops.append(Op(pool, f"{prefix}.pool", ch, ch, hw, window=kern))
         units.append(Unit("block", prefix, None, i + 1, tuple(ops), out_channels=ch, out_hw=hw))
         c = ch
     head = []

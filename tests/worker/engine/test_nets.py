@@ -349,3 +349,31 @@ def test_resume_wrn_on_cifar_files_to_same_result(tmp_path):
     ]
     assert resumed.summary["shift_by_layer"] == whole.summary["shift_by_layer"]
     assert list(whole.summary["shift_by_layer"]) == [b.name for b in whole.model.spec.bn_layers]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [*SMALL, {"arch": "mlp"}, {"arch": "cnn", "widths": [8, 16], "block": ["conv", "batchnorm"]}],
+    ids=lambda c: c["arch"] + str(c.get("bottleneck", "")),
+)
+def test_activation_estimate_bounds_what_autograd_keeps(cfg):
+    """describe's activation memory (every layer output) is at least what autograd saves for
+    the backward pass (measured with saved-tensor hooks, parameters and input excluded) and at
+    most 2.5 times it: conservative, not absurd."""
+    mc = ModelConfig.model_validate({**cfg, "dropout": {"rate": 0.2}})
+    model = build_model(mc, (3, 16, 16), 10).train()
+    x = torch.randn(8, 3, 16, 16)
+    skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    skip.add(x.untyped_storage().data_ptr())
+    saved = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum()
+    estimate = build_spec(mc, (3, 16, 16), 10).activation_elems() * 8 * 4
+    assert 1.0 <= estimate / sum(saved.values()) <= 2.5
