@@ -12,7 +12,7 @@ import math
 
 from backend.schema.experiment import ExperimentConfig
 from backend.schema.netspec import build_spec
-from backend.schema.registry import DATASETS, RESIDUAL_ARCHS, WEIGHT_LAYER
+from backend.schema.registry import COARSE_CLASSES, DATASETS, RESIDUAL_ARCHS, WEIGHT_LAYER
 
 # dataset name -> (input shape (C, H, W), classes), from the registry (uploads carry their own).
 DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
@@ -27,7 +27,10 @@ def input_spec(cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], int] 
         if upload_shape is None:
             raise ValueError("an upload's shape is needed to size its model")
         return upload_shape
-    return DATASET_SHAPES[cfg.dataset.name]
+    shape, classes = DATASET_SHAPES[cfg.dataset.name]
+    if cfg.dataset.label_mode == "coarse":  # the classifier has one output per superclass
+        classes = COARSE_CLASSES
+    return shape, classes
 
 
 def estimate_params(cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], int] | None = None

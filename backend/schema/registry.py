@@ -93,6 +93,7 @@ DATASETS: dict[str, DatasetSpec] = {
     )
 }
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+COARSE_CLASSES = 20  # cifar100 with dataset.label_mode "coarse": its 20 superclasses
 PATH_DATASETS: tuple[str, ...] = tuple(n for n, d in DATASETS.items() if d.needs_path)
 
 

@@ -377,3 +377,24 @@ def test_activation_estimate_bounds_what_autograd_keeps(cfg):
         model(x).sum()
     estimate = build_spec(mc, (3, 16, 16), 10).activation_elems() * 8 * 4
     assert 1.0 <= estimate / sum(saved.values()) <= 2.5
+
+
+@pytest.mark.parametrize("label_mode", ["fine", "coarse"])
+def test_cifar100_head_sized_like_the_loaded_labels(tmp_path, label_mode):
+    """describe / the API cap size CIFAR-100's classifier as the engine does from the files:
+    100 outputs for fine labels, 20 for the superclasses."""
+    from backend.schema.params import estimate_params
+    from worker.engine.cifar import write_cifar
+    from worker.engine.data import load_dataset
+
+    write_cifar(tmp_path / "c100", classes=100, n=600, n_test=200)
+    cfg = ExperimentConfig.model_validate(
+        {
+            "dataset": {"name": "cifar100", "path": "c100", "label_mode": label_mode},
+            "model": {"arch": "resnet", "depth": 8},
+        }
+    )
+    data = load_dataset(cfg.dataset, datasets_root=tmp_path)
+    model = build_model(cfg.model, data.in_shape, data.n_classes)
+    assert estimate_params(cfg) == count_params(model)
+    assert data.n_classes == (100 if label_mode == "fine" else 20)
