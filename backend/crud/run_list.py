@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, String, case, cast, func, or_, select, update
+from sqlalchemy import String, case, cast, func, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -84,16 +84,9 @@ def _is_pg(session: Session) -> bool:
 
 
 def _json_parts(session: Session, path: tuple[str, ...]) -> tuple[ColumnElement, ColumnElement]:
-    """(numeric value or NULL, text value or NULL) of a config/summary path."""
+    """SQLite: (numeric value or NULL, text value or NULL) of a config/summary path."""
     column = getattr(Run, path[0])
-    rest = path[1:]
-    if _is_pg(session):
-        node = column[rest]  # `#>`: the JSON node at the path
-        as_text = column[rest].as_string()  # `#>>`
-        # The cast runs only where the node is a JSON number (CASE is evaluated lazily).
-        number = case((func.json_typeof(node) == "number", cast(as_text, Float)), else_=None)
-        return number, case((func.json_typeof(node) == "number", None), else_=as_text)
-    where = "$" + "".join(f'."{p}"' for p in rest)
+    where = "$" + "".join(f'."{p}"' for p in path[1:])
     raw = func.json_extract(column, where)
     kind = func.json_type(column, where)
     number = case((kind.in_(("integer", "real")), raw), else_=None)
@@ -110,6 +103,11 @@ def order_by(session: Session, key: SortKey) -> list[ColumnElement]:
     if len(key.path) == 1:
         column = getattr(Run, key.path[0])
         return [direction(column)] if key.path[0] == "id" else [direction(column), tie]
+    if _is_pg(session):
+        # JSONB's own order: numbers numerically, strings as text, one extraction per row
+        # (JSON null counts as missing, so it goes last like an absent key).
+        node = func.nullif(getattr(Run, key.path[0])[key.path[1:]], literal_column("'null'::jsonb"))
+        return [direction(node), tie]
     number, text = _json_parts(session, key.path)
     return [direction(number), direction(text), tie]
 
@@ -265,6 +263,20 @@ def bulk_tag(
             changed.append(run.id)
     session.commit()
     return changed
+
+
+def lean_summary(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The summary without its arrays: values that are lists, or mappings holding lists
+    (shift_per_channel: per layer, per channel). Scalars and mappings of scalars stay."""
+    if not summary:
+        return summary
+
+    def has_list(value: Any) -> bool:
+        if isinstance(value, list):
+            return True
+        return isinstance(value, dict) and any(has_list(v) for v in value.values())
+
+    return {k: v for k, v in summary.items() if not has_list(v)}
 
 
 def deletable(run: Run) -> bool:

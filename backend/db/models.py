@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData,
                         String, Text)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -27,6 +28,10 @@ from backend.schema.registry import (  # noqa: F401  (re-exported: one definitio
     TERMINAL_STATUSES,
 )
 
+
+# JSONB on PostgreSQL (migration 0009): the runs table sorts by paths inside these documents,
+# and a `json` column is re-parsed whole for every path read.
+SortableJSON = JSON().with_variant(JSONB(), "postgresql")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -79,7 +84,7 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # validated ExperimentConfig
+    config: Mapped[dict[str, Any]] = mapped_column(SortableJSON)  # validated ExperimentConfig
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -96,7 +101,7 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
     layer_names: Mapped[list[str] | None] = mapped_column(JSON)  # BN layer names, by index
-    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(SortableJSON)
     kind: Mapped[str] = mapped_column(String(16), index=True, default="engine",
                                       server_default="engine")  # RUN_KINDS (migration 0006)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import Any
@@ -18,12 +19,22 @@ RunCreate = ExperimentConfig
 
 def finite_or_none(value: Any) -> Any:
     """Replace NaN/inf (a diverged run's numbers) by None, recursively: JSON has no NaN."""
+    if isinstance(value, dict | list):
+        try:  # the usual case, no NaN anywhere: one C-speed pass instead of a Python walk
+            json.dumps(value, allow_nan=False)
+            return value
+        except (ValueError, TypeError):
+            pass
+    return _finite_walk(value)
+
+
+def _finite_walk(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
+        return {k: _finite_walk(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [finite_or_none(v) for v in value]
+        return [_finite_walk(v) for v in value]
     return value
 
 

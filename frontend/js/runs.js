@@ -377,7 +377,7 @@ export function renderRuns(root) {
   async function loadGroupRuns() {
     const sort = param("sort");
     await Promise.all(groups.filter((g) => openGroups.has(JSON.stringify(g.value))).map(async (g) => {
-      const body = await api.listRuns({ ids: g.ids.slice(0, GROUP_ROWS).join(","), sort, limit: GROUP_ROWS });
+      const body = await api.listRuns({ ids: g.ids.slice(0, GROUP_ROWS).join(","), sort, limit: GROUP_ROWS, lean: 1 });
       groupRuns.set(JSON.stringify(g.value), runList(body).runs);
     }));
     runs = [...groupRuns.values()].flat();
@@ -465,7 +465,7 @@ export function renderRuns(root) {
       }
       const page = Math.max(0, Number(param("page", "0")) || 0);
       const { runs: rows, count } = runList(await api.listRuns({ ...filters, sort: param("sort"),
-        offset: page * PAGE, limit: PAGE }));
+        offset: page * PAGE, limit: PAGE, lean: 1 }));
       if (!alive) return;
       runs = rows;
       learn(runs);

@@ -79,12 +79,19 @@ def read_runs(
         "summary.test_acc_eval; a leading - sorts descending (default -id: newest first)"))] = None,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    lean: Annotated[bool, Query(description=(
+        "drop the summary's per-channel and per-layer arrays (a deep net's run carries thousands "
+        "of numbers there; a table of runs shows none of them)"))] = False,
 ) -> RunsPublic:
     """Runs matching every filter, sorted (missing values last), paginated."""
     where = _where(status, sweep, tag, text, q, ids)
     runs, count = run_list.read_page(session=session, where=where, sort=run_list.parse_sort(sort),
                                      offset=offset, limit=limit)
-    return RunsPublic(data=[RunPublic.model_validate(r) for r in runs], count=count)
+    data = [RunPublic.model_validate(r) for r in runs]
+    if lean:
+        for run in data:
+            run.summary = run_list.lean_summary(run.summary)
+    return RunsPublic(data=data, count=count)
 
 
 @router.get("/groups", response_model=RunGroupsPublic)

@@ -162,3 +162,20 @@ def test_bulk_tag_untag_delete(table):
     res = client.post("/api/runs/bulk", json={"ids": ids[4:], "action": "delete"})
     assert sorted(res.json()["done"]) == sorted(ids[4:])
     assert listed(client, tag=tag) == ids[3::-1]
+
+
+def test_lean_list_drops_summary_arrays(table):
+    """lean=1 keeps the summary's scalars and mappings of scalars, drops per-channel arrays."""
+    client, ids, tag = table
+    full = client.get("/api/runs", params={"tag": tag, "limit": 1}).json()["data"][0]["summary"]
+    lean = client.get("/api/runs", params={"tag": tag, "limit": 1, "lean": 1}).json()["data"][0]
+    assert lean["summary"] == full  # the fixture's summaries have no arrays
+    from backend.crud.run_list import lean_summary
+
+    summary = {
+        "test_acc_eval": 0.9,
+        "test_acc_train_mode": {"8": 0.5},
+        "shift_per_channel": {"bn1": [1.0, 2.0]},
+        "curve": [1, 2],
+    }
+    assert lean_summary(summary) == {"test_acc_eval": 0.9, "test_acc_train_mode": {"8": 0.5}}
