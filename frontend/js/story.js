@@ -132,7 +132,7 @@ function accuracyTable(ctx, bs) {
   const hasBn = ctx.runs.some((r) => Object.keys(r.summary?.test_acc_train_bn ?? {}).length);
   const head = ["runs", "n", "eval", `train mode @${bs}`, ...(hasBn ? [`BN-only train @${bs}`] : []),
     "recalibrated", "recalibrated − eval", `eval − train mode @${bs}`];
-  return el("table", { class: "summary story-accuracy" },
+  return el("table", { class: "story-table story-accuracy" },
     el("thead", {}, el("tr", {}, head.map((h) => el("th", { text: h })))),
     el("tbody", {}, ctx.entries.map((entry) => {
       const acc = entry.runs.map((run) => accuracies(run, bs));
@@ -174,7 +174,7 @@ function shiftTable(ctx, names) {
     }
   }
   if (!rows.length) return notice("No BN layer statistics yet.", "info");
-  return el("table", { class: "summary story-shift" },
+  return el("table", { class: "story-table story-shift" },
     el("thead", {}, el("tr", {}, head.map((h) => el("th", { text: h })))), el("tbody", {}, rows));
 }
 
@@ -231,8 +231,10 @@ async function buildStory(container, ctx, single, mine) {
     onchange: (e) => { mine.layer = e.target.value; rerender(); } },
   names.map((n) => el("option", { value: n, text: n, selected: n === layer }))) : null;
 
-  const shiftChart = chartBox("story-shift-layers", "measured vs predicted shift by layer");
-  const scatter = !single && ctx.runs.length > 1 ? chartBox("story-shift-accuracy", "shift vs accuracy lost") : null;
+  // Networks without BN have no shift to show: no shift chart, correlation or distribution.
+  const shiftChart = names.length ? chartBox("story-shift-layers", "measured vs predicted shift by layer") : null;
+  const scatter = names.length > 0 && !single && ctx.runs.length > 1
+    ? chartBox("story-shift-accuracy", "shift vs accuracy lost") : null;
   const loss = chartBox("story-loss", "loss");
   const grad = chartBox("story-grad-depth", "gradient norm by depth");
   const dist = layer ? chartBox("story-distribution", "per-channel shift over training") : null;
@@ -250,9 +252,9 @@ async function buildStory(container, ctx, single, mine) {
       el("p", { class: "hint", text: "Grouped runs: mean ± sample standard deviation, n runs; hover a cell "
         + "for min and max. A train-mode accuracy is undefined (–) where BN cannot run in train mode "
         + "(one sample per channel at test batch size 1)." })),
-    el("section", { class: "panel story-panel" },
-      el("h2", { text: "Variance shift per BN layer: measured and predicted" }), shiftTable(ctx, names)),
-    el("div", { class: "chart-grid story-charts" }, shiftChart.box, scatter?.box ?? null, loss.box, grad.box,
+    names.length ? el("section", { class: "panel story-panel" },
+      el("h2", { text: "Variance shift per BN layer: measured and predicted" }), shiftTable(ctx, names)) : null,
+    el("div", { class: "chart-grid story-charts" }, shiftChart?.box ?? null, scatter?.box ?? null, loss.box, grad.box,
     ),
     dist ? el("details", { class: "panel story-dist", open: mine.distOpen,
       ontoggle: (e) => {
@@ -266,10 +268,14 @@ async function buildStory(container, ctx, single, mine) {
 
   const rev = `story:${ctx.entries.map((e) => e.key).join("|")}`;
   const legend = ctx.entries.length <= 6;
-  const drawing = [render(shiftChart.plot, shiftByLayerTraces(ctx, names), layout({
-    title: "final shift by layer — measured (solid: Li et al., dotted: bnlab) vs predicted (dashed)",
-    xTitle: "BN layer", yTitle: "shift", showlegend: legend }), { uirevision: rev, filename: "bnlab-shift-measured-predicted" })];
-  shiftChart.note.textContent = "Grey band: what bnlab's per-channel statistic reads with no shift (noise floor).";
+  const drawing = [];
+  if (shiftChart) {
+    drawing.push(render(shiftChart.plot, shiftByLayerTraces(ctx, names), layout({
+      title: "final shift by layer — measured (solid: Li et al., dotted: bnlab) vs predicted (dashed)",
+      xTitle: "BN layer", yTitle: "shift", showlegend: legend }),
+    { uirevision: rev, filename: "bnlab-shift-measured-predicted" }));
+    shiftChart.note.textContent = "Grey band: what bnlab's per-channel statistic reads with no shift (noise floor).";
+  }
   if (scatter) {
     const corr = shiftAccuracyTraces(ctx);
     const r = finite(corr.r) ? `r = ${corr.r.toFixed(2)}, n = ${corr.n}` : `n = ${corr.n}`;
