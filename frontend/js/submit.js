@@ -212,6 +212,14 @@ export function submitPanel({ onSubmitted } = {}) {
     errors.push(...grid.errors);
     if (errors.length) {
       errors.forEach((e) => markField(form, formError, e.path, e.msg));
+      // The client's checks must not hide the server's: the config is complete (a field that
+      // did not parse keeps its last valid value), so POST /api/describe validates the rest
+      // without storing anything, and its 422 is shown beside the client's errors.
+      try {
+        await api.describe(config);
+      } catch (exc) {
+        if (exc instanceof api.ApiError && exc.status === 422) showErrors(form, formError, exc);
+      }
       summariseErrors(form, formError);
       return;
     }

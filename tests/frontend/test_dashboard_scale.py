@@ -461,3 +461,29 @@ def test_deep_net_layers_by_stage(stack, page):
     )
     assert drawn == list(range(18, 30))
     assert not page.errors, page.errors
+
+
+def test_submit_errors_summarised_client_and_server(stack, page):
+    """A value the browser cannot read (epochs "abc") and one only the server refuses (rate
+    1.5) are both reported: at their fields and in a summary at the top of the form, which is
+    scrolled into view; nothing is submitted."""
+    page.set_viewport_size({"width": 1200, "height": 600})
+    page.goto(stack.url + "/")
+    page.wait_for_selector("body[data-ready=runs]", timeout=READY)
+    if page.locator("form.submit-form").is_hidden():
+        page.get_by_role("button", name="New experiment").click()
+    page.wait_for_selector('select[name="preset"] option', state="attached")
+    page.fill('input[name="train.epochs"]', "abc")
+    page.fill('input[name="model.dropout.rate"]', "1.5")
+    page.get_by_role("button", name="Submit run").click()
+    summary = page.locator(".form-errors-summary")
+    summary.wait_for(timeout=READY)
+    items = summary.locator("li").all_inner_texts()
+    assert any(t.startswith("train.epochs") for t in items), items
+    # the server's own message (POST /api/describe's 422), not a client check
+    assert any(t.startswith("model.dropout.rate") and "[0, 1)" in t for t in items), items
+    box = page.evaluate(
+        "document.querySelector('.form-errors-summary').getBoundingClientRect().top"
+    )
+    assert 0 <= box < 600  # scrolled into view
+    assert page.locator(".form-result a").count() == 0
