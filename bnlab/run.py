@@ -71,7 +71,7 @@ class Run:
         self.offline = mode == "offline" or not url
         self.name, self.config, self.tags = name, dict(config or {}), list(tags or [])
         self.key = secrets.token_urlsafe(32)  # this process's secret for its run
-        self.id: int | None = None
+        self._id: int | None = None
         self.url = None if self.offline else url.rstrip("/")
         self.step_count = 0
         self.every = 20
@@ -112,7 +112,7 @@ class Run:
         self.sender.start()
         if client is not None and resume is None:
             if self.sender.created.wait(timeout_s):
-                self.id = self.sender.state.run_id
+                self._id = self.sender.state.run_id
             else:
                 log.warning(
                     "bnlab: %s did not answer in %.0f s; spooling to %s (sent when it "
@@ -133,7 +133,7 @@ class Run:
         """Continue run `run_id`: the server learns this process's key now (so the points that
         follow are accepted) and says where the run stopped."""
         self.spool.append({"type": "resume", "run_id": run_id, "key": self.key})
-        self.id = run_id
+        self._id = run_id
         if client is None:
             if start_step is None:
                 raise ValueError(
@@ -320,6 +320,12 @@ class Run:
 
     def _on_cancel(self) -> None:
         self.cancel_requested = True
+
+    @property
+    def id(self) -> int | None:
+        """The run's id on the server; None until the server has created it (offline: until
+        `bnlab sync`)."""
+        return self._id if self._id is not None else self.sender.state.run_id
 
     @property
     def link(self) -> str | None:

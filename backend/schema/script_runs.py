@@ -4,9 +4,9 @@ hand in crud/script_runs.py (pydantic over 100k values per request costs more th
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from backend.schema.runs import RunPublic
 
@@ -28,9 +28,17 @@ class ScriptRunCreate(BaseModel):
     host: str | None = Field(None, max_length=200, pattern=NoNul)
     device: str | None = Field(None, max_length=200, pattern=NoNul)
     layer_names: list[str] | None = Field(None, max_length=4096)
-    # when the script started (a synced spool is late). Strict: an RFC 3339 string with an
-    # offset, as the schema says, not a number or a naive time (schemathesis found both).
-    started_at: Annotated[AwareDatetime, Strict()] | None = None
+    # when the script started (a synced spool is late): an RFC 3339 string with an offset, as
+    # the schema says, not a number or a naive time (schemathesis found both). Not Strict():
+    # in strict mode pydantic refuses the string too (FastAPI validates parsed JSON).
+    started_at: AwareDatetime | None = None
+
+    @field_validator("started_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be an RFC 3339 date-time string with an offset")
+        return value
 
     @field_validator("tags")
     @classmethod

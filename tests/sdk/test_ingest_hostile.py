@@ -48,11 +48,20 @@ def layers(client, run_id: int) -> list[dict]:
 
 def test_create_is_idempotent_by_key_and_shows_the_kind(client):
     k = key()
-    a = client.post("/api/script-runs", json={"key": k, "name": "a", "config": {"lr": 0.1}})
+    a = client.post(
+        "/api/script-runs",
+        json={
+            "key": k,
+            "name": "a",
+            "config": {"lr": 0.1},
+            "started_at": "2026-12-01T17:43:40.16+00:00",
+        },
+    )
     b = client.post("/api/script-runs", json={"key": k, "name": "other"})
     assert (a.status_code, b.status_code) == (201, 200)
     assert a.json()["id"] == b.json()["id"] and b.json()["created"] is False
     assert a.json()["kind"] == "script" and a.json()["status"] == "running"
+    assert a.json()["started_at"].startswith("2026-12-01T17:43:40.16")
     listed = client.get("/api/runs").json()["data"]
     assert {r["id"]: r["kind"] for r in listed}[a.json()["id"]] == "script"
 
@@ -65,6 +74,8 @@ def test_create_is_idempotent_by_key_and_shows_the_kind(client):
         ({"key": "k" * 40, "name": ""}, "name"),
         ({"key": "k" * 40, "name": "x", "tags": [""]}, "tags"),
         ({"key": "k" * 40, "name": "x", "status": "succeeded"}, "status"),
+        ({"key": "k" * 40, "name": "x", "started_at": 1764600000}, "started_at"),
+        ({"key": "k" * 40, "name": "x", "started_at": "2026-12-01T17:43:40"}, "started_at"),
     ],
 )
 def test_refuse_a_bad_create_naming_the_field(client, body, field):
