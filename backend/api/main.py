@@ -73,6 +73,9 @@ def add_static(app: FastAPI) -> None:
         return static.frontend_response(request, FRONTEND_DIR, path)
 
 
+HTTP_VERBS = ("get", "head", "post", "put", "patch", "delete")
+
+
 def document_auth(app: FastAPI) -> None:
     """OpenAPI says what this server enforces: without BNLAB_API_TOKEN the bearer token of the
     write routes is optional (`security: [{}, {HTTPBearer: []}]`), with it, required; with
@@ -90,7 +93,7 @@ def document_auth(app: FastAPI) -> None:
                 security = op.get("security")
                 if security is not None:
                     op["security"] = [s for s in security if s] + ([{}] if optional else [])
-                elif reads_locked and method in ("get", "head") and path not in OPEN_PATHS:
+                elif reads_locked and method in HTTP_VERBS and path not in OPEN_PATHS:
                     # BNLAB_AUTH_READS: backend/api/auth.py's TokenGate answers 401 here too.
                     op["security"] = [{"HTTPBearer": []}]
                     op.setdefault("responses", {}).setdefault("401", {

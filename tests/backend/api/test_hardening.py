@@ -252,6 +252,9 @@ def test_write_without_token_is_401_before_the_body_is_read(client, token_on, pa
 
 def test_reads_stay_open_without_auth_reads(client, token_on):
     assert client.get("/api/runs").status_code == 200
+    # POST /api/describe stores nothing: no TokenDep on its route, so no token asked
+    assert client.post("/api/describe", json=make_config()).status_code == 200
+    assert client.post("/api/no-such-write", json={}).status_code == 401  # no path probing
 
 
 def test_reads_need_the_token_when_locked(client, reads_locked):
