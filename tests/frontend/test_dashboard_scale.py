@@ -487,3 +487,30 @@ def test_submit_errors_summarised_client_and_server(stack, page):
     )
     assert 0 <= box < 600  # scrolled into view
     assert page.locator(".form-result a").count() == 0
+
+
+def test_x_axis_by_epoch_and_wall_time(stack, page, runs):
+    """x=epoch draws the accuracy against the run's own recorded epochs and the layer charts at
+    the same epochs; x=wall against step / steps_per_s (the run's mean pace)."""
+    run_id = runs[0]
+    with stack.client() as c:
+        metrics = c.get(f"/api/runs/{run_id}/metrics", params={"keys": "epoch"}).json()
+        pace = c.get(f"/api/runs/{run_id}").json()["summary"]["steps_per_s"]
+    page.goto(compare_url(stack, [run_id], "&x=epoch"))
+    page.wait_for_selector("body[data-ready=compare]", timeout=READY)
+    acc_x = page.evaluate("document.getElementById('chart-accuracy').data[0].x")
+    layer_x = page.evaluate("document.getElementById('chart-layer-0').data[0].x")
+    assert acc_x == pytest.approx(metrics["epoch"]) and layer_x == pytest.approx(metrics["epoch"])
+    assert (
+        page.evaluate("document.getElementById('chart-accuracy').layout.xaxis.title.text")
+        == "epoch"
+    )
+    page.select_option("select[name=x]", "wall")
+    page.wait_for_function("location.search.includes('x=wall')")
+    page.wait_for_function(
+        "document.getElementById('chart-accuracy')?.layout?.xaxis?.title?.text"
+        "?.startsWith('wall time')",
+        timeout=READY,
+    )
+    wall_x = page.evaluate("document.getElementById('chart-accuracy').data[0].x")
+    assert wall_x == pytest.approx([s / pace for s in metrics["step"]])
