@@ -69,7 +69,15 @@ def _entry(loc: list, msg: str, kind: str) -> dict:
     return {"loc": loc, "msg": msg, "type": kind, "field": field_path(loc)}
 
 
-async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    paths = request.app.openapi().get("paths", {})
+    item = paths.get(request.url.path)
+    if item is not None and request.method.lower() not in item:
+        # DELETE /api/runs/groups reached /api/runs/{run_id} and failed its int check: the
+        # literal path has no such method, a 405 (the answer its schema documents).
+        allow = ", ".join(sorted(m.upper() for m in item if m in HTTP_METHODS))
+        return JSONResponse({"detail": "Method Not Allowed"}, status.HTTP_405_METHOD_NOT_ALLOWED,
+                            headers={"Allow": allow})
     errors = [_entry(list(e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
     message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
     return JSONResponse({"detail": errors, "message": message}, status.HTTP_422_UNPROCESSABLE_CONTENT)

@@ -19,8 +19,14 @@ from backend.schema.metrics import LayersPublic, MetricsPublic
 router = APIRouter(prefix="/runs", tags=["metrics"], responses=responses(404))
 MaxPoints = Annotated[int | None, Query(ge=MIN_POINTS, le=1_000_000,
                                         description="downsample to at most this many points")]
-KeysQuery = Annotated[list[str] | None, Query(description="comma-separated subset of "
-                                               + ", ".join(METRIC_KEYS))]
+def keys_pattern(known: tuple[str, ...]) -> str:
+    """The grammar of a `?keys=` value, stated in the schema: comma-separated known keys."""
+    alt = "|".join(("step", *known))
+    return rf"^ *({alt})( *, *({alt}))* *$"
+
+
+KeysQuery = Annotated[list[Annotated[str, Query(pattern=keys_pattern(METRIC_KEYS))]] | None,
+                      Query(description="comma-separated subset of " + ", ".join(METRIC_KEYS))]
 StepMin = Annotated[int | None, Query(ge=0, le=2**31 - 1,
                                       description="only points at steps >= this (a zoomed chart)")]
 StepMax = Annotated[int | None, Query(ge=0, le=2**31 - 1,
@@ -34,8 +40,10 @@ def window(step_min: int | None, step_max: int | None) -> tuple[int | None, int 
     return step_min, step_max
 
 
-LayerKeysQuery = Annotated[list[str] | None, Query(description="comma-separated subset of "
-                                                    + ", ".join(LAYER_KEYS))]
+LayerKeysQuery = Annotated[
+    list[Annotated[str, Query(pattern=keys_pattern(LAYER_KEYS))]] | None,
+    Query(description="comma-separated subset of " + ", ".join(LAYER_KEYS)),
+]
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic,
