@@ -70,6 +70,7 @@ class Api:
         while limit is None or len(rows) < limit:
             page = self._get(
                 "/api/runs",
+                kind=kind,
                 tag=tag,
                 sweep=sweep,
                 status=status,
@@ -81,8 +82,6 @@ class Api:
             rows += data
             if len(data) < PAGE or len(rows) >= page.get("count", 0):
                 break
-        if kind is not None:
-            rows = [r for r in rows if r.get("kind", "engine") == kind]
         rows = rows[:limit] if limit is not None else rows
         flat = []
         for r in rows:

@@ -64,6 +64,12 @@ def test_create_is_idempotent_by_key_and_shows_the_kind(client):
     assert a.json()["started_at"].startswith("2026-12-01T17:43:40.16")
     listed = client.get("/api/runs").json()["data"]
     assert {r["id"]: r["kind"] for r in listed}[a.json()["id"]] == "script"
+    scripts = client.get("/api/runs", params={"kind": "script"}).json()["data"]
+    engines = client.get("/api/runs", params={"kind": "engine"}).json()["data"]
+    assert a.json()["id"] in [r["id"] for r in scripts]
+    assert {r["kind"] for r in scripts} == {"script"} and {r["kind"] for r in engines} <= {"engine"}
+    bad = client.get("/api/runs", params={"kind": "nope"})
+    assert bad.status_code == 422 and "kind" in bad.text
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from backend.crud import run_list
 from backend.crud import runs as crud
 from backend.crud.errors import FieldError
 from backend.db.models import Run
-from backend.schema.registry import RUN_STATUSES
+from backend.schema.registry import RUN_STATUSES, RunKind
 from backend.schema.run_list import BulkAction, BulkResult, BulkSkip, RunGroupsPublic
 from backend.schema.runs import RunCreate, RunPublic, RunsPublic
 
@@ -58,6 +58,8 @@ TextQuery = Annotated[str | None, Query(max_length=200, pattern=NoNul, descripti
 SearchQuery = Annotated[str | None, Query(max_length=200, pattern=NoNul,
                                           description="substring of the name or of any tag")]
 IdsQuery = Annotated[list[str] | None, Query(description="comma-separated run ids")]
+KindQuery = Annotated[RunKind | None, Query(
+    description="engine: configs a bnlab worker trained; script: the SDK in a user's own loop")]
 
 
 def _where(status, sweep, tag, text, q, ids) -> list:
@@ -74,6 +76,7 @@ def read_runs(
     text: TextQuery = None,
     q: SearchQuery = None,
     ids: IdsQuery = None,
+    kind: KindQuery = None,
     sort: Annotated[str | None, Query(max_length=200, pattern=NoNul, description=(
         "a column (" + ", ".join(run_list.SORT_COLUMNS) + ") or a path such as config.train.lr or "
         "summary.test_acc_eval; a leading - sorts descending (default -id: newest first)"))] = None,
@@ -85,6 +88,8 @@ def read_runs(
 ) -> RunsPublic:
     """Runs matching every filter, sorted (missing values last), paginated."""
     where = _where(status, sweep, tag, text, q, ids)
+    if kind is not None:
+        where.append(Run.kind == kind)
     runs, count = run_list.read_page(session=session, where=where, sort=run_list.parse_sort(sort),
                                      offset=offset, limit=limit)
     data = [RunPublic.model_validate(r) for r in runs]
