@@ -210,3 +210,31 @@ def test_end_a_silent_client_crashed_then_sync_and_resume_it(server, tmp_path):
     got, layers, metrics = stored(server.url, run_id)
     assert got["status"] == "succeeded" and got["attempt"] == 2 and got["step"] == 20
     assert metrics["step"] == [4, 8, 12, 16, 20] and layers[0]["step"] == [4, 8, 12, 16, 20]
+
+
+def test_run_the_example_against_a_server(server, tmp_path):
+    """examples/own_loop.py, as the README runs it: its run is on the server, kind script."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "BNLAB_URL": server.url,
+        "BNLAB_SPOOL_DIR": str(tmp_path),
+    }
+    cmd = [
+        sys.executable,
+        str(REPO / "examples" / "own_loop.py"),
+        "--epochs",
+        "1",
+        "--train-size",
+        "640",
+        "--batch-size",
+        "32",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run_id = int(out.stdout.split()[1].rstrip(":"))
+    run, layers, metrics = stored(server.url, run_id)
+    assert run["kind"] == "script" and run["status"] == "succeeded"
+    assert "layer1.0.bn2" in run["layer_names"] and len(layers) == len(run["layer_names"])
+    assert metrics["step"] == [20] and run["summary"]["shift_predicted_by_layer"]
+    assert 0.0 <= run["summary"]["test_acc_eval"] <= 1.0
