@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))  # backend + the tests' scratch-database helper
 from sqlalchemy.orm import Session
 
 from backend.crud.ingest import insert_points
+from backend.schema.records import ProbeRecord
 from backend.db.models import LAYER_KEYS, Run
 from backend.db.session import make_engine
 from tests.worker.procs import scratch_pg_database
@@ -36,12 +37,12 @@ from tests.worker.procs import scratch_pg_database
 ADMIN = os.environ.get("BNLAB_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def make_records(steps: int, layers: int) -> list[dict]:
-    """Probe records shaped like the engine's, with distinct values per row."""
-    return [{"step": s, "metrics": {"epoch": s / 100, "train_loss": 1 / (s + 1), "val_acc": 0.9},
-             "layers": [{"index": i, "name": f"blocks.{i}.bn",
-                         **{k: s * 1e-3 + i + j * 0.1 for j, k in enumerate(LAYER_KEYS)}}
-                        for i in range(layers)]}
+def make_records(steps: int, layers: int) -> list[ProbeRecord]:
+    """Probe records like the engine's, with distinct values per row."""
+    return [ProbeRecord(s, steps, {"epoch": s / 100, "train_loss": 1 / (s + 1), "val_acc": 0.9},
+                        [{"index": i, "name": f"blocks.{i}.bn",
+                          **{k: s * 1e-3 + i + j * 0.1 for j, k in enumerate(LAYER_KEYS)}}
+                         for i in range(layers)])
             for s in range(steps)]
 
 

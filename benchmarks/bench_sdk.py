@@ -200,6 +200,7 @@ def ingest(url: str, database_url: str, n_steps: int, n_layers: int, per_request
     from sqlalchemy.orm import Session
 
     from backend.crud.ingest import insert_points
+    from backend.schema.records import ProbeRecord
     from backend.db.models import Run
     from backend.db.session import make_engine
 
@@ -219,11 +220,12 @@ def ingest(url: str, database_url: str, n_steps: int, n_layers: int, per_request
         session.add(run)
         session.commit()
         direct = [
-            {
-                "step": r["step"],
-                "metrics": r["metrics"],
-                "layers": [dict(zip(LAYER_KEYS, v, strict=True)) for v in r["layers"]],
-            }
+            ProbeRecord(
+                r["step"],
+                n_steps,
+                r["metrics"],
+                [dict(zip(LAYER_KEYS, v, strict=True)) for v in r["layers"]],
+            )
             for r in recs
         ]
         t0 = time.perf_counter()

@@ -9,7 +9,7 @@ SQLite: executemany of `INSERT ... ON CONFLICT DO UPDATE`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from backend.db.models import LayerStat, RunMetric
+from backend.schema.records import ProbeRecord
 from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 
 METRIC_COLS = ("run_id", "step", *METRIC_KEYS)
@@ -27,22 +28,14 @@ _layer_values = itemgetter(*LAYER_KEYS)
 _PG_TYPES = {"Integer": "int4", "Float": "float8"}
 
 
-def _parts(record: Any) -> tuple[int, Mapping[str, Any], Iterable[Mapping[str, Any]]]:
-    """(step, metrics, layers) of a ProbeRecord-like object or a plain dict (the backend never
-    imports the worker, so records are duck-typed)."""
-    if isinstance(record, Mapping):
-        return int(record["step"]), record.get("metrics") or {}, record.get("layers") or ()
-    return int(record.step), record.metrics or {}, record.layers or ()
-
-
-def split_records(run_id: int, records: Iterable[Any]) -> tuple[list[tuple], list[tuple]]:
+def split_records(run_id: int, records: Iterable[ProbeRecord]) -> tuple[list[tuple], list[tuple]]:
     """Probe records → (metric rows, layer rows) as tuples in METRIC_COLS / LAYER_COLS order.
     The last record of a step wins, so one batch never holds a key twice. Values pass through
     unconverted (the hot loop of ingest: psycopg adapts Python and NumPy numbers alike)."""
     metrics: dict[int, tuple] = {}
     layers: dict[tuple[int, int], tuple] = {}
     for rec in records:
-        step, m, layer_dicts = _parts(rec)
+        step, m, layer_dicts = rec.step, rec.metrics or {}, rec.layers or ()
         metrics[step] = (run_id, step, *[m.get(k) for k in METRIC_KEYS])
         for i, layer in enumerate(layer_dicts):
             index = layer.get("index", i)
@@ -54,7 +47,8 @@ def split_records(run_id: int, records: Iterable[Any]) -> tuple[list[tuple], lis
     return list(metrics.values()), list(layers.values())
 
 
-def insert_points(*, session: Session, run_id: int, records: Iterable[Any]) -> tuple[int, int]:
+def insert_points(*, session: Session, run_id: int, records: Iterable[ProbeRecord]
+                  ) -> tuple[int, int]:
     """Upsert the records' points; returns (metric rows, layer rows) written. Does not commit."""
     metric_rows, layer_rows = split_records(run_id, records)
     return write_rows(session=session, metric_rows=metric_rows, layer_rows=layer_rows)

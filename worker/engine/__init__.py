@@ -16,7 +16,7 @@ from .evaluate import (
     summary_accuracies,
 )
 from .export import export_all, export_npz, export_onnx
-from .model import build_model, count_params, estimate_params
+from .model import build_model, count_params
 from .probes import BNProbe
 from .sinks import JsonlSink, MemorySink, MetricSink, ProbeRecord
 from .train import ConfigError, TrainResult, resolve_device, train, validate_config
@@ -34,7 +34,6 @@ __all__ = [
     "TrainResult",
     "build_model",
     "count_params",
-    "estimate_params",
     "evaluate",
     "evaluate_mc_dropout",
     "evaluate_train_mode",

@@ -130,10 +130,3 @@ def get_norm_layer(
             layer.weight.fill_(gamma_init)
             layer.bias.fill_(beta_init)
     return layer
-
-
-def bn_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
-    """Every BN layer of `model` with its named_modules() path, in forward order."""
-    return [
-        (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-    ]

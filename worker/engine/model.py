@@ -9,11 +9,11 @@ an optional `head_drop` (dropout of the same kind, "Dropout after all BN") then 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
+from backend.schema.experiment import ModelConfig
 from backend.schema.registry import ARCHS, RESIDUAL_ARCHS
 
 from .batchnorm import get_norm_layer
@@ -42,10 +42,6 @@ ACTIVATIONS = {
     "gaussian": Gaussian,
     "identity": nn.Identity,
 }
-
-
-def _get(cfg: Any, key: str) -> Any:
-    return cfg[key] if isinstance(cfg, dict) else getattr(cfg, key)
 
 
 def pool_kernel(h: int, w: int) -> tuple[int, int]:
@@ -96,104 +92,69 @@ class Net(nn.Module):
         return self.classifier(x)
 
 
-def _layer(kind: str, cfg: Any, arch: str, c_in: int, c_out: int) -> nn.Module:
+def _layer(kind: str, cfg: ModelConfig, arch: str, c_in: int, c_out: int) -> nn.Module:
     """One layer of a block; c_in is the channel count at its position in the block."""
     if kind == "linear":
         return nn.Linear(c_in, c_out)
     if kind == "conv":
         return nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)
     if kind == "dropout":
-        d = _get(cfg, "dropout")
-        return get_dropout_layer(_get(d, "kind"), _get(d, "rate"), _get(d, "mask"))
+        d = cfg.dropout
+        return get_dropout_layer(d.kind, d.rate, d.mask)
     if kind == "batchnorm":
-        b = _get(cfg, "batchnorm")
+        b = cfg.batchnorm
         return get_norm_layer(
-            _get(b, "impl"),
+            b.impl,
             1 if arch == "mlp" else 2,
             c_in,
-            eps=_get(b, "eps"),
-            momentum=_get(b, "momentum"),
-            affine=_get(b, "affine"),
-            gamma_init=_get(b, "gamma_init"),
-            beta_init=_get(b, "beta_init"),
+            eps=b.eps,
+            momentum=b.momentum,
+            affine=b.affine,
+            gamma_init=b.gamma_init,
+            beta_init=b.beta_init,
         )
-    return ACTIVATIONS[_get(cfg, "activation")]()
+    return ACTIVATIONS[cfg.activation]()
 
 
 def _block(
-    cfg: Any, arch: str, c_in: int, c_out: int, hw: tuple[int, int]
+    cfg: ModelConfig, arch: str, c_in: int, c_out: int, hw: tuple[int, int]
 ) -> tuple[Block, tuple[int, int]]:
     layers, c = [], c_in
-    for kind in _get(cfg, "block"):
+    for kind in cfg.block:
         layers.append((ROLES[kind], _layer(kind, cfg, arch, c, c_out)))
         c = c_out if kind in ("linear", "conv") else c
     if arch == "cnn":
         k = pool_kernel(*hw)
-        pool = nn.MaxPool2d(k) if _get(cfg, "pooling") == "max" else nn.AvgPool2d(k)
+        pool = nn.MaxPool2d(k) if cfg.pooling == "max" else nn.AvgPool2d(k)
         layers.append(("pool", pool))
         hw = (hw[0] // k[0], hw[1] // k[1])
     return Block(layers), hw
 
 
-def build_model(model_cfg: Any, in_shape: tuple[int, ...], n_classes: int) -> Net:
-    """Build the network of `model_cfg` (a ModelConfig or its dict) for inputs of in_shape (C, H, W)."""
-    arch = _get(model_cfg, "arch")
+def build_model(model_cfg: ModelConfig, in_shape: tuple[int, ...], n_classes: int) -> Net:
+    """Build the network of `model_cfg` for inputs of in_shape (C, H, W)."""
+    arch = model_cfg.arch
     if arch in RESIDUAL_ARCHS:  # resnet / wrn / densenet: built from their spec (nets.py)
-        from backend.schema.experiment import ModelConfig
-
         from .nets import build_residual
 
-        return build_residual(ModelConfig.model_validate(model_cfg), in_shape, n_classes)
+        return build_residual(model_cfg, in_shape, n_classes)
     if arch not in ("mlp", "cnn"):
         raise ValueError(f"model.arch must be one of {ARCHS}, got {arch!r}")
     c = math.prod(in_shape) if arch == "mlp" else in_shape[0]
     hw = tuple(in_shape[1:3]) if arch == "cnn" else (1, 1)
     blocks = []
-    for width in _get(model_cfg, "widths"):
+    for width in model_cfg.widths:
         block, hw = _block(model_cfg, arch, c, width, hw)
         blocks.append(block)
         c = width
-    head = _get(model_cfg, "head_dropout")
+    head = model_cfg.head_dropout
     head_drop = None
     if head is not None:
-        d = _get(model_cfg, "dropout")
-        head_drop = get_dropout_layer(_get(d, "kind"), head, _get(d, "mask"))
+        d = model_cfg.dropout
+        head_drop = get_dropout_layer(d.kind, head, d.mask)
     return Net(blocks, head_drop, nn.Linear(c, n_classes), arch)
 
 
 def count_params(model: nn.Module) -> int:
     """Number of trainable parameters of a built model."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-# (input shape (C, H, W), classes) of each built-in dataset, for estimate_params without loading data.
-# Uploads: (1, 1, D) for (N, D) features, (1, s, s) when D = s², (1, H, W) / (C, H, W) for images.
-DATASET_SHAPES = {
-    "digits": ((1, 8, 8), 10),
-    "mnist1d": ((1, 1, 40), 10),
-    "synthetic": ((1, 8, 8), 10),
-    "mnist": ((1, 28, 28), 10),
-    "fashion_mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-}
-
-
-def estimate_params(model_cfg: Any, in_shape: int | tuple[int, ...], n_classes: int) -> int:
-    """Parameter count of build_model(model_cfg, in_shape, n_classes) without torch (for API caps).
-
-    in_shape is (C, H, W) or a feature count; an int means (1, 1, D) for a CNN.
-    """
-    shape = (1, 1, in_shape) if isinstance(in_shape, int) else tuple(in_shape)
-    arch, block = _get(model_cfg, "arch"), list(_get(model_cfg, "block"))
-    affine = bool(_get(_get(model_cfg, "batchnorm"), "affine"))
-    c = math.prod(shape) if arch == "mlp" else shape[0]
-    total = 0
-    for width in _get(model_cfg, "widths"):
-        weight = "linear" if arch == "mlp" else "conv"
-        fan_in = c if arch == "mlp" else c * 9  # 3×3 kernels
-        total += fan_in * width + width
-        if "batchnorm" in block and affine:
-            bn_before = block.index("batchnorm") < block.index(weight)
-            total += 2 * (c if bn_before else width)
-        c = width
-    return total + c * n_classes + n_classes

@@ -7,21 +7,11 @@ MemorySink (and writes it as JSON), tests whichever they like.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-
-@dataclass
-class ProbeRecord:
-    """Everything measured at one probe step."""
-
-    step: int  # optimizer steps done so far (global, across epochs)
-    total_steps: int  # planned optimizer steps for the whole run (progress = step / total_steps)
-    metrics: dict[str, float]  # epoch, train_loss, train_acc, val_loss, val_acc, val_acc_train_mode, lr
-    layers: list[dict[str, Any]] = field(default_factory=list)
-    # one dict per BN layer: index, name, train_mean, train_var, running_mean, running_var,
-    # eval_mean, eval_var, shift, grad_norm
+from backend.schema.records import ProbeRecord  # one type for the engine and ingest
 
 
 @runtime_checkable

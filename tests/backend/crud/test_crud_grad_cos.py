@@ -8,6 +8,7 @@ import math
 import pytest
 
 from backend.crud.ingest import insert_points
+from backend.schema.records import ProbeRecord
 from backend.crud.metrics import read_metrics
 from backend.db.models import Run
 
@@ -37,8 +38,8 @@ def test_store_and_read_grad_cos(db):
               attempt=1, cancel_requested=False)
     db.add(run)
     db.flush()
-    recs = [{"step": 10, "metrics": {"val_acc": 0.5, "grad_cos": 0.25}, "layers": []},
-            {"step": 20, "metrics": {"val_acc": 0.6}, "layers": []}]
+    recs = [ProbeRecord(10, 20, {"val_acc": 0.5, "grad_cos": 0.25}),
+            ProbeRecord(20, 20, {"val_acc": 0.6})]
     insert_points(session=db, run_id=run.id, records=recs)
     cols, n = read_metrics(session=db, run_id=run.id, keys=["grad_cos"])
     assert n == 2

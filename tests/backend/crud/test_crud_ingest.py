@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from backend.crud.ingest import insert_points
+from backend.schema.records import ProbeRecord
 from backend.db.models import LayerStat, Run, RunMetric
 from tests.worker.procs import database_sessions
 
@@ -28,9 +29,9 @@ def run_id_in(sessions) -> int:
 
 
 def records(steps, n_layers=3, shift=0.5):
-    return [{"step": st, "metrics": {"val_acc": 0.5, "train_loss": 1.0},
-             "layers": [{"index": i, "name": f"l{i}", "shift": shift, "train_var": 1.0}
-                        for i in range(n_layers)]} for st in steps]
+    return [ProbeRecord(st, 100, {"val_acc": 0.5, "train_loss": 1.0},
+                        [{"index": i, "name": f"l{i}", "shift": shift, "train_var": 1.0}
+                         for i in range(n_layers)]) for st in steps]
 
 
 def counts(sessions, run_id):
@@ -73,8 +74,8 @@ def test_store_numpy_scalars_as_floats(sessions) -> None:
     import numpy as np
 
     run_id = run_id_in(sessions)
-    batch = [{"step": 1, "metrics": {"val_acc": np.float32(0.25)},
-              "layers": [{"index": 0, "shift": np.float32(1.5), "train_var": np.float64(2.0)}]}]
+    batch = [ProbeRecord(1, 1, {"val_acc": np.float32(0.25)},
+                         [{"index": 0, "shift": np.float32(1.5), "train_var": np.float64(2.0)}])]
     with sessions() as s, s.begin():
         insert_points(session=s, run_id=run_id, records=batch)
     with sessions() as s:

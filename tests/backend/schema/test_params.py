@@ -1,4 +1,4 @@
-"""estimate_params (backend, no torch) agrees with the engine's count and with torch itself."""
+"""estimate_params (backend, no torch) agrees with the model torch builds."""
 
 from __future__ import annotations
 
@@ -22,17 +22,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("cfg", CASES)
-def test_estimate_params_matches_engine(cfg):
-    """The backend's count equals worker.engine.model.estimate_params for the same config."""
-    engine = pytest.importorskip("worker.engine.model")
-    config = ExperimentConfig.model_validate(cfg)
-    shape, classes = DATASET_SHAPES[config.dataset.name]
-    assert estimate_params(config) == engine.estimate_params(config.model, shape, classes)
-
-
-@pytest.mark.parametrize("cfg", CASES[:4])
 def test_estimate_params_matches_torch_model(cfg):
-    """For MLPs the count equals the parameters of the model torch actually builds."""
+    """The count equals the parameters of the model torch actually builds (MLPs and CNNs)."""
     model_mod = pytest.importorskip("worker.engine.model")
     config = ExperimentConfig.model_validate(cfg)
     shape, classes = DATASET_SHAPES[config.dataset.name]

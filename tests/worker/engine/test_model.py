@@ -1,12 +1,13 @@
-"""build_model and estimate_params (worker/engine/model.py)."""
+"""build_model (worker/engine/model.py), and the torch-free parameter count against it."""
 
 import pytest
 import torch
 from torch import nn
 
-from backend.schema.experiment import ModelConfig
+from backend.schema.experiment import ExperimentConfig, ModelConfig
+from backend.schema.params import estimate_params
 from worker.engine.batchnorm import MatrixBatchNorm2d
-from worker.engine.model import build_model, count_params, estimate_params
+from worker.engine.model import build_model, count_params
 
 CONFIGS = [
     {},
@@ -29,10 +30,12 @@ CONFIGS = [
 
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_estimate_params_like_built_model(cfg):
-    """The torch-free estimate equals the built model's parameter count (images and 1-D signals)."""
+    """backend/schema/params.py's torch-free count equals the built model's parameter count
+    (images and 1-D signals, sized like an upload of that shape)."""
     mc = ModelConfig.model_validate(cfg)
+    config = ExperimentConfig(model=mc, dataset={"name": "upload", "upload_id": "u"})
     for shape in [(1, 8, 8), (3, 5, 5), (1, 1, 40)]:
-        assert estimate_params(mc, shape, 7) == count_params(build_model(mc, shape, 7)), shape
+        assert estimate_params(config, (shape, 7)) == count_params(build_model(mc, shape, 7)), shape
 
 
 def test_name_children_by_role_in_block_order():
@@ -121,14 +124,3 @@ def test_init_bn_affine_from_config():
         build_model(ModelConfig(batchnorm={"affine": False}), (1, 1, 4), 2).blocks[0].bn.weight
         is None
     )
-
-
-@pytest.mark.parametrize("name", ["digits", "mnist1d", "synthetic"])
-def test_know_shapes_of_builtin_datasets(name):
-    """DATASET_SHAPES (for parameter caps without loading data) matches what the loader produces."""
-    from backend.schema.experiment import DatasetConfig
-    from worker.engine.data import load_dataset
-    from worker.engine.model import DATASET_SHAPES
-
-    data = load_dataset(DatasetConfig(name=name))
-    assert (data.in_shape, data.n_classes) == DATASET_SHAPES[name]
