@@ -219,11 +219,10 @@ function groupPicker(known, onChange) {
   return el("label", { class: "inline" }, "group by ", select);
 }
 
+// "mean ± sd" of a group's metric (the sample sd; a lone value has none).
 function statText(s) {
   if (!s || !s.n) return "–";
-  const scale = (v) => (Math.abs(v) <= 1 ? fmt(v) : fmt(v));
-  const sd = s.sd == null ? "" : ` ± ${scale(s.sd)}`;
-  return `${scale(s.mean)}${sd}`;
+  return `${fmt(s.mean)}${s.sd == null ? "" : ` ± ${fmt(s.sd)}`}`;
 }
 
 // ---- the view --------------------------------------------------------------------------------
