@@ -203,11 +203,11 @@ function preferGl(traces) {
 
 // Plotly's cost grows with the number of traces far more than with their points (a chart of
 // 200 line traces x 240 points takes ~750 ms in software rendering, the same points in 20 traces
-// a fraction of that). Past MERGE_ABOVE traces (about 60 runs in a layer chart), lines that
+// a fraction of that). Past MERGE_ABOVE traces (about 40 runs in a layer chart), lines that
 // look identical (same colour, dash, width, opacity, marker) become one trace with gaps between
 // the runs; each point keeps its own name in customdata, so the hover still says which run it
 // is. Bands (fills) are left alone. Below it every curve stays its own trace.
-export const MERGE_ABOVE = 120;
+export const MERGE_ABOVE = 80;
 
 function mergeKey(t) {
   if (t.type !== "scatter" && t.type !== "scattergl") return null;
