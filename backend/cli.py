@@ -75,12 +75,10 @@ def make_cifar(folder: Path = typer.Argument(..., file_okay=False, help="Folder 
                seed: int = typer.Option(0, min=0)) -> None:
     """Write synthetic CIFAR-format files (a learnable signal, nothing downloaded) for tests
     and the CPU study presets; read them with dataset.name cifar10 / cifar100."""
-    import importlib
-
     if classes not in (10, 100):
         raise _fail("--classes must be 10 or 100")
-    try:  # by name: the backend never imports the worker statically (import-linter contract)
-        write_cifar = importlib.import_module("worker.engine.cifar").write_cifar
+    try:  # the one other CLI import of the worker, declared in .importlinter (ignore_imports)
+        from worker.engine.cifar import write_cifar
     except ImportError as exc:
         raise _fail(f"`bnlab make-cifar` needs the worker extra (numpy, torch): {exc}", 1) from exc
     out = write_cifar(folder, classes=classes, n=n, n_test=n_test, seed=seed)
@@ -95,10 +93,9 @@ def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Ex
                         "bit (figures otherwise move with the thread count).")
         ) -> None:
     """Train one experiment in this process, no server (needs the worker extra: torch)."""
-    import importlib
-
-    try:  # by name: the backend never imports the worker statically (import-linter contract)
-        run_local = importlib.import_module("worker.local").run_local
+    try:  # `bnlab run` trains in-process: declared in .importlinter (ignore_imports), lazy so
+        # the API image (no torch) can still run every other command
+        from worker.local import run_local
     except ImportError as exc:
         raise _fail(f"`bnlab run` needs torch (pip install 'bnlab[worker]'): {exc}", 1) from exc
     try:
