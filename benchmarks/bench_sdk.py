@@ -8,8 +8,8 @@ benchmark and receives every point.
 1. Overhead. The same user loop (forward, loss, zero_grad, backward, step over resident
    tensors) on an MLP (784-256-256-256, dropout before each BatchNorm1d, batch 128) and a CNN
    (3x32x32 input, three conv blocks with dropout before each BatchNorm2d, batch 64), once
-   plain and once with bnlab (run.step(loss=loss.detach()) after every step; watch() with a
-   held-out batch of 128, a probe every 20 steps, each probe streamed to the server). As in
+   plain and once with bnlab (run.step(loss=loss.detach()) after every step; watch() with one
+   held-out batch, a probe every 20 steps, every probe streamed to the server). As in
    bench_engine.py both loops take turns epoch by epoch on one model instance and optimizer
    (rotating which goes first); a repeat is one epoch of each, the ratio is bnlab/plain,
    reported as the median over repeats [lowest, highest]. Times are process CPU seconds with
@@ -107,7 +107,8 @@ def overhead(
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = torch.randn(n, *shape), torch.randint(0, 10, (n,))
     run = bnlab.init(name=f"bench {name}", url=url, dir=tempfile.mkdtemp())
-    run.watch(model, held_out=torch.randn(128, *shape), every=20, batch_size=batch)
+    # held out: one batch, as bnlab's own runs probe by default (probe.eval_batches 1)
+    run.watch(model, held_out=torch.randn(batch, *shape), every=20, batch_size=batch)
     epoch(model, opt, x, y, batch, None)  # warm-up (allocator, kernels)
     plain, sdk = [], []
     for r in range(repeats):
@@ -200,9 +201,9 @@ def ingest(url: str, database_url: str, n_steps: int, n_layers: int, per_request
     from sqlalchemy.orm import Session
 
     from backend.crud.ingest import insert_points
-    from backend.schema.records import ProbeRecord
     from backend.db.models import Run
     from backend.db.session import make_engine
+    from backend.schema.records import ProbeRecord
 
     engine = make_engine(database_url)
     with Session(engine) as session:
