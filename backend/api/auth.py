@@ -118,9 +118,15 @@ class TokenGate:
         if scope["type"] != "http" or authorized(scope):
             await self.app(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(UNAUTHORIZED)).encode()),
-            (b"www-authenticate", b"Bearer"),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(UNAUTHORIZED)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": UNAUTHORIZED})

@@ -24,8 +24,11 @@ def read_only_dir(tmp_path) -> Iterator[Path]:
         yield folder
         folder.chmod(0o755)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "none", str(folder)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "none", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.strip()}")
     try:
@@ -39,9 +42,23 @@ def test_serve_on_read_only_data_dir_says_so_in_one_line(read_only_dir, sub):
     data_dir = read_only_dir / sub if sub else read_only_dir
     env = {k: v for k, v in os.environ.items() if not k.startswith("BNLAB_")}
     out = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "serve", "--data-dir", str(data_dir),
-         "--port", str(free_port()), "--workers", "0"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(free_port()),
+            "--workers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
     )
     assert out.returncode == 1, (out.stdout, out.stderr)
     lines = [line for line in out.stderr.splitlines() if line.strip()]

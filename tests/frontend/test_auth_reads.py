@@ -13,8 +13,12 @@ TOKEN = "reads-t0ken;with=odd chars"  # the cookie must carry any token (URI-enc
 
 @pytest.fixture(scope="module")
 def locked_stack(tmp_path_factory):
-    s = start_stack(tmp_path_factory.mktemp("dashboard-locked"), token=TOKEN, workers=0,
-                    extra_env={"BNLAB_AUTH_READS": "1"})
+    s = start_stack(
+        tmp_path_factory.mktemp("dashboard-locked"),
+        token=TOKEN,
+        workers=0,
+        extra_env={"BNLAB_AUTH_READS": "1"},
+    )
     yield s
     s.stop()
 
@@ -40,8 +44,11 @@ def test_dashboard_asks_token_then_reads_and_streams(locked_stack, page):
     dialog.wait_for(state="visible", timeout=30_000)
     dialog.locator("input").fill(TOKEN)
     dialog.get_by_role("button", name="Save").click()
-    page.wait_for_function("() => [...document.querySelectorAll('table.runs tbody .run-name')]"
-                           ".some(e => e.textContent.includes('locked run'))", timeout=30_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('table.runs tbody .run-name')]"
+        ".some(e => e.textContent.includes('locked run'))",
+        timeout=30_000,
+    )
     assert page.evaluate("localStorage.getItem('bnlab.token')") == TOKEN
     # The event stream now opens with the cookie and sends the run's state.
     event = page.evaluate(EVENT_JS, run["id"])
@@ -49,11 +56,12 @@ def test_dashboard_asks_token_then_reads_and_streams(locked_stack, page):
     # A status change reaches the open table live (the table's own EventSource reconnected).
     with locked_stack.client() as c:
         c.post(f"/api/runs/{run['id']}/cancel")
-    page.wait_for_function("() => document.querySelector('table.runs tbody')"
-                           "?.textContent.includes('cancelled')", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('table.runs tbody')?.textContent.includes('cancelled')",
+        timeout=30_000,
+    )
     # The run page reads its run with the stored token, without asking again.
     page.goto(f"{locked_stack.url}/runs/{run['id']}")
-    page.wait_for_function("() => document.body.textContent.includes('locked run')",
-                           timeout=30_000)
+    page.wait_for_function("() => document.body.textContent.includes('locked run')", timeout=30_000)
     assert dialog.is_hidden()
     assert not page.errors, page.errors

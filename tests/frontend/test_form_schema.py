@@ -45,8 +45,9 @@ def _leaves(schema: dict, node: dict, prefix: str = "") -> list[str]:
     out = []
     for key, prop in node["properties"].items():
         path = f"{prefix}.{key}" if prefix else key
-        ref = prop.get("$ref") or next((n["$ref"] for n in prop.get("anyOf", []) if "$ref" in n),
-                                       None)
+        ref = prop.get("$ref") or next(
+            (n["$ref"] for n in prop.get("anyOf", []) if "$ref" in n), None
+        )
         sub = schema["$defs"].get(ref.rsplit("/", 1)[1]) if ref else None
         out += _leaves(schema, sub, path) if sub and "properties" in sub else [path]
     return out
@@ -54,17 +55,23 @@ def _leaves(schema: dict, node: dict, prefix: str = "") -> list[str]:
 
 def test_selects_offer_the_registry_names(form):
     for path, names in SELECTS.items():
-        options = form.eval_on_selector(f'select[name="{path}"]',
-                                        "s => [...s.options].map(o => o.value)")
+        options = form.eval_on_selector(
+            f'select[name="{path}"]', "s => [...s.options].map(o => o.value)"
+        )
         assert options == list(names), path
-    block = form.eval_on_selector_all("ol.block-order li .block-name", "ns => ns.map(n => n.textContent)")
+    block = form.eval_on_selector_all(
+        "ol.block-order li .block-name", "ns => ns.map(n => n.textContent)"
+    )
     assert block[1:] == [k for k in registry.BLOCK_LAYERS if k not in ("linear", "conv")]
 
 
 def test_every_config_field_is_on_the_form(form):
     schema = ExperimentConfig.model_json_schema()
-    on_form = set(form.eval_on_selector_all(
-        "form.submit-form [data-path]", "ns => ns.map(n => n.dataset.path)"))
+    on_form = set(
+        form.eval_on_selector_all(
+            "form.submit-form [data-path]", "ns => ns.map(n => n.dataset.path)"
+        )
+    )
     missing = [p for p in _leaves(schema, schema) if p not in on_form]
     assert not missing, f"fields.js lacks {missing}"
 
@@ -72,10 +79,17 @@ def test_every_config_field_is_on_the_form(form):
 def test_form_starts_from_the_schema_defaults(form):
     defaults = ExperimentConfig().model_dump(mode="json")
     assert form.input_value('input[name="probe.recalibrate_samples"]') == str(
-        defaults["probe"]["recalibrate_samples"])
+        defaults["probe"]["recalibrate_samples"]
+    )
     assert form.is_checked('input[name="probe.grad_noise"]') is defaults["probe"]["grad_noise"]
     assert form.input_value('input[name="model.widths"]') == ", ".join(
-        map(str, defaults["model"]["widths"]))
-    assert form.input_value('select[name="model.dropout.kind"]') == defaults["model"]["dropout"]["kind"]
-    assert form.input_value('input[name="train.batch_size"]') == str(defaults["train"]["batch_size"])
+        map(str, defaults["model"]["widths"])
+    )
+    assert (
+        form.input_value('select[name="model.dropout.kind"]')
+        == defaults["model"]["dropout"]["kind"]
+    )
+    assert form.input_value('input[name="train.batch_size"]') == str(
+        defaults["train"]["batch_size"]
+    )
     assert not form.errors, form.errors

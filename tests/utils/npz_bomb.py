@@ -27,13 +27,40 @@ def _zip(members: list[tuple[str, bytes, int, int]]) -> bytes:
     out, central = bytearray(), bytearray()
     for name, comp, crc, size in members:
         nb, offset = name.encode(), len(out)
-        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(comp), size,
-                           len(nb), 0) + nb + comp
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc,
-                               len(comp), size, len(nb), 0, 0, 0, 0, 0, offset) + nb
+        out += (
+            struct.pack(
+                "<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(comp), size, len(nb), 0
+            )
+            + nb
+            + comp
+        )
+        central += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                20,
+                20,
+                0,
+                8,
+                0,
+                0,
+                crc,
+                len(comp),
+                size,
+                len(nb),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + nb
+        )
     start = len(out)
-    out += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members),
-                                 len(central), start, 0)
+    out += central + struct.pack(
+        "<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), start, 0
+    )
     return bytes(out)
 
 
@@ -57,7 +84,9 @@ def write_npz_bomb(path: Path, shape: tuple[int, ...] = (400_000, 1000)) -> Path
     y = io.BytesIO()
     np.save(y, np.zeros(shape[0], dtype=np.int64))
     yb = y.getvalue()
-    members = [("X.npy", stream, crc, len(head) + total),
-               ("y.npy", _raw_deflate(yb, zlib.Z_FINISH), zlib.crc32(yb), len(yb))]
+    members = [
+        ("X.npy", stream, crc, len(head) + total),
+        ("y.npy", _raw_deflate(yb, zlib.Z_FINISH), zlib.crc32(yb), len(yb)),
+    ]
     Path(path).write_bytes(_zip(members))
     return Path(path)

@@ -121,8 +121,13 @@ def test_npz_bomb_refused_under_a_memory_limit(npz_bomb):
             sys.exit(0)
         sys.exit(3)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=Path(__file__).resolve().parents[3])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "declares shape (400000, 1000)" in out.stdout
 
@@ -235,18 +240,24 @@ def reads_locked(monkeypatch, token_on):
     monkeypatch.setattr(settings, "auth_reads", True)
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("/api/runs", b"{not json"),
-    ("/api/sweeps", b'{"grid": '),
-    ("/api/runs", b'{"model": {"block": []}}'),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/runs", b"{not json"),
+        ("/api/sweeps", b'{"grid": '),
+        ("/api/runs", b'{"model": {"block": []}}'),
+    ],
+)
 def test_write_without_token_is_401_before_the_body_is_read(client, token_on, path, body):
     res = client.post(path, content=body, headers={"Content-Type": "application/json"})
     assert res.status_code == 401, res.text
     assert res.headers["www-authenticate"] == "Bearer"
     # with the token the same body is judged on its merits
-    res = client.post(path, content=body, headers={"Content-Type": "application/json",
-                                                   "Authorization": f"Bearer {TOKEN}"})
+    res = client.post(
+        path,
+        content=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+    )
     assert res.status_code == 422
 
 
@@ -262,9 +273,14 @@ def test_reads_need_the_token_when_locked(client, reads_locked):
     dashboard's cookie opens them; /api/health stays open for orchestrators."""
     auth = {"Authorization": f"Bearer {TOKEN}"}
     run = client.post("/api/runs", json=make_config(), headers=auth).json()
-    for path in ("/api/runs", f"/api/runs/{run['id']}", f"/api/runs/{run['id']}/metrics",
-                 f"/api/runs/{run['id']}/export", f"/api/compare?runs={run['id']}",
-                 "/api/presets"):
+    for path in (
+        "/api/runs",
+        f"/api/runs/{run['id']}",
+        f"/api/runs/{run['id']}/metrics",
+        f"/api/runs/{run['id']}/export",
+        f"/api/compare?runs={run['id']}",
+        "/api/presets",
+    ):
         assert client.get(path).status_code == 401, path
         assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get(path, headers=auth).status_code != 401, path
@@ -292,8 +308,11 @@ def server(api_db) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
-                                        log_level="warning", lifespan="off"))
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not srv.started:
@@ -318,8 +337,9 @@ def test_event_stream_under_locked_reads(server, reads_locked):
 
 def test_openapi_states_enforced_rules(client):
     spec = client.get("/openapi.json").json()
-    runs = next(p for p in spec["paths"]["/api/compare"]["get"]["parameters"]
-                if p["name"] == "runs")["schema"]
+    runs = next(
+        p for p in spec["paths"]["/api/compare"]["get"]["parameters"] if p["name"] == "runs"
+    )["schema"]
     assert runs["minItems"] == 1 and re.fullmatch(runs["items"]["pattern"][1:-1], "3, 1,2")
     assert not re.fullmatch(runs["items"]["pattern"], "")
     block = spec["components"]["schemas"]["ModelConfig"]["properties"]["block"]

@@ -49,7 +49,7 @@ def _enum(schema: dict, *path: str) -> list[str]:
     ],
 )
 def test_schema_offers_exactly_the_registry_names(path, names):
-    """The served JSON schema (what the dashboard and API clients see) lists the registry's names."""
+    """The served JSON schema (what the dashboard and clients see) lists the registry's names."""
     assert _enum(ExperimentConfig.model_json_schema(), *path) == list(names)
 
 

@@ -20,7 +20,11 @@ from worker.engine import model as model_mod
 from worker.engine.probes import BNProbe, predicted_shift
 
 # A writer of a tiny dataset per registry folder format (a new format needs one here).
-FOLDER_WRITERS = {"idx": write_mnist, "cifar_pickle": write_cifar, "cifar100_pickle": write_cifar100}
+FOLDER_WRITERS = {
+    "idx": write_mnist,
+    "cifar_pickle": write_cifar,
+    "cifar100_pickle": write_cifar100,
+}
 
 
 @pytest.mark.parametrize("name", [n for n in registry.DATASET_NAMES if n != "upload"])
@@ -104,8 +108,9 @@ def test_probe_rows_carry_every_layer_key(block):
     assert all(r["grad_norm"] is not None for r in rows)
 
 
-@pytest.mark.parametrize("name", [n for n, d in registry.DATASETS.items() if d.source != "upload"
-                                  and not d.needs_path])
+@pytest.mark.parametrize(
+    "name", [n for n, d in registry.DATASETS.items() if d.source != "upload" and not d.needs_path]
+)
 @pytest.mark.parametrize("limit", [None, 100])
 def test_split_sizes_without_loading_match_the_loader(name, limit):
     """backend/schema/splits.py (the API's batch-size check) sizes the training split exactly."""
@@ -113,8 +118,12 @@ def test_split_sizes_without_loading_match_the_loader(name, limit):
 
     spec = registry.DATASETS[name]
     cfg = DatasetConfig(name=name, limit=limit, val_fraction=0.3)
-    expected = train_split_size(dataset_total(name, None, None), own_test_split=spec.own_test_split,
-                                val_fraction=0.3, limit=limit)
+    expected = train_split_size(
+        dataset_total(name, None, None),
+        own_test_split=spec.own_test_split,
+        val_fraction=0.3,
+        limit=limit,
+    )
     assert len(data_mod.load_dataset(cfg).x_train) == expected
 
 
@@ -122,7 +131,10 @@ def test_engine_refuses_batch_larger_than_training_split():
     """A direct engine call (no API in front) names train.batch_size and the split size."""
     from worker.engine import ConfigError, train
 
-    cfg = {"dataset": {"name": "digits", "limit": 100}, "train": {"batch_size": 128, "epochs": 1},
-           "model": {"widths": [8]}}
+    cfg = {
+        "dataset": {"name": "digits", "limit": 100},
+        "train": {"batch_size": 128, "epochs": 1},
+        "model": {"widths": [8]},
+    }
     with pytest.raises(ConfigError, match=r"train\.batch_size: 128 .* \(80 samples"):
         train(cfg)
