@@ -25,9 +25,23 @@ ROOT = Path(__file__).resolve().parent.parent  # holds the backend/ and worker/ 
 def worker_command(name: str, loglevel: str = "INFO") -> list[str]:
     """One Celery worker, one job at a time (solo pool: the task runs in the worker process).
     worker.launch checks the device first (a required GPU without CUDA takes no run)."""
-    return [sys.executable, "-m", "worker.launch",
-            "--pool", "solo", "--concurrency", "1", "-Q", "bnlab", "-n", name,
-            "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    return [
+        sys.executable,
+        "-m",
+        "worker.launch",
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "-Q",
+        "bnlab",
+        "-n",
+        name,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def worker_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -49,9 +63,14 @@ def _die_with_parent() -> None:
 class WorkerSupervisor:
     """Keeps `n` worker subprocesses alive until `stop()`; restarts each one that exits."""
 
-    def __init__(self, n: int = 1, *, min_uptime_s: float = 10.0,
-                 env: dict[str, str] | None = None,
-                 slots: list[tuple[str, dict[str, str]]] | None = None) -> None:
+    def __init__(
+        self,
+        n: int = 1,
+        *,
+        min_uptime_s: float = 10.0,
+        env: dict[str, str] | None = None,
+        slots: list[tuple[str, dict[str, str]]] | None = None,
+    ) -> None:
         """slots: (name, extra env) per process, e.g. ("gpu3", {"CUDA_VISIBLE_DEVICES": "3"});
         default: n slots named bnlab0.. with no extra env. A restarted process keeps its slot."""
         self.slots = slots or [(f"bnlab{i}", {}) for i in range(n)]
@@ -72,8 +91,9 @@ class WorkerSupervisor:
         slot, extra = self.slots[i]
         name = f"{slot}-{os.getpid()}@%h"
         env = {**worker_env(self.env), **extra, "BNLAB_WORKER_SLOT": slot}
-        return subprocess.Popen(worker_command(name), env=env, cwd=str(ROOT),
-                                preexec_fn=_die_with_parent)
+        return subprocess.Popen(
+            worker_command(name), env=env, cwd=str(ROOT), preexec_fn=_die_with_parent
+        )
 
     def _keep(self, i: int) -> None:
         backoff = 1.0
@@ -84,7 +104,9 @@ class WorkerSupervisor:
             if self._stop.is_set():
                 return
             # A worker that dies at once (bad broker URL, import error) is retried slowly.
-            backoff = 1.0 if time.monotonic() - started > self.min_uptime_s else min(backoff * 2, 30)
+            backoff = (
+                1.0 if time.monotonic() - started > self.min_uptime_s else min(backoff * 2, 30)
+            )
             self.restarts += 1
             log.warning("worker %d exited with %s; restarting in %.0fs", i, code, backoff)
             self._stop.wait(backoff)
@@ -110,16 +132,23 @@ class SetupError(RuntimeError):
 
 def prepare(settings) -> None:
     """Folders and schema, before any process touches them (SetupError when it cannot)."""
-    for folder in (settings.data_dir, settings.datasets_dir, settings.checkpoints_dir,
-                   settings.uploads_dir, settings.exports_dir):
+    for folder in (
+        settings.data_dir,
+        settings.datasets_dir,
+        settings.checkpoints_dir,
+        settings.uploads_dir,
+        settings.exports_dir,
+    ):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
             # mkdir succeeds on an existing read-only folder: prove it takes a file
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".bnlab-write-test-"):
                 pass
         except OSError as exc:
-            raise SetupError(f"cannot write the data directory {folder} ({exc.strerror}); "
-                             "use a writable --data-dir or BNLAB_DATA_DIR") from None
+            raise SetupError(
+                f"cannot write the data directory {folder} ({exc.strerror}); "
+                "use a writable --data-dir or BNLAB_DATA_DIR"
+            ) from None
     from sqlalchemy.exc import DBAPIError
 
     from backend.db.migrate import upgrade
@@ -128,8 +157,9 @@ def prepare(settings) -> None:
         upgrade(settings.database_url)
     except DBAPIError as exc:  # never print the URL: it may hold a password
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        raise SetupError(f"cannot open or migrate the database (BNLAB_DATABASE_URL): {reason}"
-                         ) from None
+        raise SetupError(
+            f"cannot open or migrate the database (BNLAB_DATABASE_URL): {reason}"
+        ) from None
 
 
 def serve_stack(*, host: str, port: int, n_workers: int) -> None:

@@ -2,7 +2,8 @@
 
 acks_late + reject_on_worker_lost: a message is acknowledged only after the task returns, so a
 worker killed mid-run does not silently drop it (docs/design.md, "Idempotent task, late acks";
-the task is idempotent: the claim is atomic and points are upserts). Prefetch 1: one job at a time per worker.
+the task is idempotent: the claim is atomic and points are upserts). Prefetch 1: one job at a
+time per worker.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def _beat() -> None:
         try:
             with sessions() as s, s.begin():
                 if not touch_worker(session=s, worker_id=WORKER_ID):
-                    register_worker(session=s, worker_id=WORKER_ID,
-                                    host=socket.gethostname(), pid=os.getpid(), device=device)
+                    register_worker(
+                        session=s,
+                        worker_id=WORKER_ID,
+                        host=socket.gethostname(),
+                        pid=os.getpid(),
+                        device=device,
+                    )
         except Exception as exc:  # database down: try again next beat, never kill the thread
             log.warning("worker heartbeat failed: %s", exc)
         if _stop.wait(settings.heartbeat_s):
@@ -70,4 +76,4 @@ def _on_worker_shutdown(**_kwargs: object) -> None:
         log.warning("could not deregister worker: %s", exc)
 
 
-import worker.tasks  # noqa: F401  registers bnlab.train_run
+import worker.tasks  # noqa: E402, F401  registers bnlab.train_run (needs celery_app above)

@@ -29,15 +29,24 @@ DB_ERRORS = (OperationalError, InterfaceError)  # the database is unreachable or
 
 def is_transient(exc: BaseException) -> bool:
     """A connection problem worth retrying (not a bad statement or a constraint violation)."""
-    return isinstance(exc, DB_ERRORS) or (isinstance(exc, DBAPIError)
-                                          and bool(exc.connection_invalidated))
+    return isinstance(exc, DB_ERRORS) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    )
 
 
 class DbSink:
     """MetricSink writing to the runs / run_metrics / layer_stats tables of one claimed run."""
 
-    def __init__(self, *, run_id: int, worker_id: str, sessions: sessionmaker[Session],
-                 flush_s: float = 0.0, max_buffer: int = 200, retry_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        *,
+        run_id: int,
+        worker_id: str,
+        sessions: sessionmaker[Session],
+        flush_s: float = 0.0,
+        max_buffer: int = 200,
+        retry_s: float = 300.0,
+    ) -> None:
         self.run_id, self.worker_id, self.sessions = run_id, worker_id, sessions
         # Seconds between two batched writes. 0 = every probe: the engine saves its epoch checkpoint
         # before calling on_epoch_end, so a record still buffered at a kill -9 right after the
@@ -92,8 +101,11 @@ class DbSink:
         self._check_due = False
         try:
             with self.sessions() as s:
-                row = s.execute(select(Run.cancel_requested, Run.status, Run.claimed_by)
-                                .where(Run.id == self.run_id)).first()
+                row = s.execute(
+                    select(Run.cancel_requested, Run.status, Run.claimed_by).where(
+                        Run.id == self.run_id
+                    )
+                ).first()
         except DBAPIError as exc:  # database down: keep training, ask again at the next probe
             if not is_transient(exc):
                 raise
@@ -118,8 +130,9 @@ class DbSink:
         except DBAPIError as exc:  # keep the buffer; try again later without stalling training
             if not is_transient(exc):
                 raise
-            log.warning("run %s: flush failed, %d records kept: %s",
-                        self.run_id, len(self.buffer), exc)
+            log.warning(
+                "run %s: flush failed, %d records kept: %s", self.run_id, len(self.buffer), exc
+            )
             self._next_flush = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, 10.0)
 
@@ -128,12 +141,17 @@ class DbSink:
         progress = min(1.0, self.last_step / self.total_steps) if self.total_steps else 0.0
         with self.sessions() as s, s.begin():
             # Ownership first: a worker that lost the run must not write into a new attempt.
-            if not heartbeat(session=s, run_id=self.run_id, worker_id=self.worker_id,
-                             step=self.last_step, progress=progress):
+            if not heartbeat(
+                session=s,
+                run_id=self.run_id,
+                worker_id=self.worker_id,
+                step=self.last_step,
+                progress=progress,
+            ):
                 self.lost, self.buffer = True, []
                 return
             insert_points(session=s, run_id=self.run_id, records=batch)
-        del self.buffer[:len(batch)]
+        del self.buffer[: len(batch)]
         self.flushes += 1
 
     def _write_run(self, **values: Any) -> None:
@@ -147,8 +165,11 @@ class DbSink:
             wait=wait_exponential(multiplier=0.2, max=5.0),
             stop=stop_after_delay(self.retry_s),
             before_sleep=lambda state: log.warning(
-                "run %s: database write failed (attempt %d), retrying: %s", self.run_id,
-                state.attempt_number, state.outcome.exception() if state.outcome else None),
+                "run %s: database write failed (attempt %d), retrying: %s",
+                self.run_id,
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else None,
+            ),
             reraise=True,
         )
         retrying(fn)(**kwargs)
@@ -165,14 +186,16 @@ class Heartbeat:
     then runs (the Celery task exits the stuck process, and its supervisor starts a fresh one).
     """
 
-    def __init__(self, sink: DbSink, interval_s: float, *, stall_timeout_s: float = 0.0,
-                 on_stall: Any = None) -> None:
+    def __init__(
+        self, sink: DbSink, interval_s: float, *, stall_timeout_s: float = 0.0, on_stall: Any = None
+    ) -> None:
         self.sink, self.interval_s = sink, interval_s
         self.stall_timeout_s, self.on_stall = stall_timeout_s, on_stall
         self.stalled = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-run-{sink.run_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"heartbeat-run-{sink.run_id}", daemon=True
+        )
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -187,16 +210,21 @@ class Heartbeat:
             idle = time.monotonic() - self.sink.progress_at
             if self.stall_timeout_s and idle > self.stall_timeout_s:
                 self.stalled, self.sink.lost = True, True
-                log.error("run %s: no training progress for %.0fs (BNLAB_STALL_TIMEOUT_S=%g): "
-                          "giving the run up so it is requeued", self.sink.run_id, idle,
-                          self.stall_timeout_s)
+                log.error(
+                    "run %s: no training progress for %.0fs (BNLAB_STALL_TIMEOUT_S=%g): "
+                    "giving the run up so it is requeued",
+                    self.sink.run_id,
+                    idle,
+                    self.stall_timeout_s,
+                )
                 if self.on_stall is not None:
                     self.on_stall()
                 return
             try:
                 with self.sink.sessions() as s, s.begin():
-                    if not heartbeat(session=s, run_id=self.sink.run_id,
-                                     worker_id=self.sink.worker_id):
+                    if not heartbeat(
+                        session=s, run_id=self.sink.run_id, worker_id=self.sink.worker_id
+                    ):
                         self.sink.lost = True
             except DBAPIError as exc:  # never kill the thread: the next beat tries again
                 log.warning("run %s: heartbeat failed: %s", self.sink.run_id, exc)

@@ -1,7 +1,7 @@
 """The one task: `bnlab.train_run(run_id)`, a thin adapter between the broker, the database
 and the engine (docs/design.md, "Pass ids, assert the world"). It asserts the world itself: it
-claims the run in the database first and returns without training when the claim fails, so a doubled or redelivered
-message never trains a run twice at once."""
+claims the run in the database first and returns without training when the claim fails, so a
+doubled or redelivered message never trains a run twice at once."""
 
 from __future__ import annotations
 
@@ -58,17 +58,26 @@ def _claim(sessions, run_id: int) -> ExperimentConfig | str | None:
             device = _device_hint(cfg.train.device)
         except ValidationError as exc:
             cfg, device = f"invalid config: {exc}", None
-        if not claim_run(session=s, run_id=run_id, worker_id=WORKER_ID,
-                         host=socket.gethostname(), device=device, stale_before=stale_before):
+        if not claim_run(
+            session=s,
+            run_id=run_id,
+            worker_id=WORKER_ID,
+            host=socket.gethostname(),
+            device=device,
+            stale_before=stale_before,
+        ):
             return None
     return cfg
 
 
 def _paths(run_id: int) -> dict[str, Path]:
     settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    return dict(datasets_root=settings.datasets_dir, uploads_dir=settings.uploads_dir,
-                checkpoint_path=settings.checkpoints_dir / f"run-{run_id}.pt",
-                export_dir=settings.exports_dir / f"run-{run_id}")
+    return dict(
+        datasets_root=settings.datasets_dir,
+        uploads_dir=settings.uploads_dir,
+        checkpoint_path=settings.checkpoints_dir / f"run-{run_id}.pt",
+        export_dir=settings.exports_dir / f"run-{run_id}",
+    )
 
 
 def _record(sink: DbSink, **kwargs: object) -> bool:
@@ -92,14 +101,22 @@ def train_run(run_id: int) -> str:
         log.info("run %s: not claimable (taken, finished or gone), skipping", run_id)
         return "skipped"
     paths = _paths(run_id)
-    sink = ClusterSink(run_id=run_id, worker_id=WORKER_ID, sessions=sessions,
-                       checkpoint_path=paths["checkpoint_path"])
+    sink = ClusterSink(
+        run_id=run_id,
+        worker_id=WORKER_ID,
+        sessions=sessions,
+        checkpoint_path=paths["checkpoint_path"],
+    )
     if isinstance(cfg, str):
         _record(sink, status="failed", error=cfg)
         return "failed"
     try:
-        with Heartbeat(sink, settings.heartbeat_s, stall_timeout_s=settings.stall_timeout_s,
-                       on_stall=exit_stalled_process):
+        with Heartbeat(
+            sink,
+            settings.heartbeat_s,
+            stall_timeout_s=settings.stall_timeout_s,
+            on_stall=exit_stalled_process,
+        ):
             # Another host may have trained this run before: its checkpoint and an uploaded
             # dataset come from the artifact store (a no-op on the embedded default).
             fetch_inputs(cfg, run_id, paths)

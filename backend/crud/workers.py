@@ -13,8 +13,9 @@ from backend.db.models import Worker, utcnow
 from backend.settings import settings
 
 
-def register_worker(*, session: Session, worker_id: str, host: str, pid: int,
-                    device: dict[str, Any] | None = None) -> Worker:
+def register_worker(
+    *, session: Session, worker_id: str, host: str, pid: int, device: dict[str, Any] | None = None
+) -> Worker:
     """Insert (or revive) the row of a starting worker, with what it trains on."""
     worker = session.get(Worker, worker_id) or Worker(id=worker_id, host=host, pid=pid)
     worker.host, worker.pid, worker.last_seen = host, pid, utcnow()
@@ -26,7 +27,9 @@ def register_worker(*, session: Session, worker_id: str, host: str, pid: int,
 def touch_worker(*, session: Session, worker_id: str) -> bool:
     """Refresh `last_seen`; False if the row vanished (then the caller registers again)."""
     result = session.execute(
-        update(Worker).where(Worker.id == worker_id).values(last_seen=utcnow())
+        update(Worker)
+        .where(Worker.id == worker_id)
+        .values(last_seen=utcnow())
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
@@ -40,9 +43,11 @@ def remove_worker(*, session: Session, worker_id: str) -> None:
 def live_workers(session: Session, timeout_s: float | None = None) -> list[Worker]:
     """Workers seen within the heartbeat timeout (the API's /api/health reports these)."""
     cutoff = utcnow() - timedelta(seconds=timeout_s or settings.heartbeat_timeout_s)
-    return list(session.scalars(
-        select(Worker).where(Worker.last_seen >= cutoff).order_by(Worker.started_at)
-    ))
+    return list(
+        session.scalars(
+            select(Worker).where(Worker.last_seen >= cutoff).order_by(Worker.started_at)
+        )
+    )
 
 
 def prune_workers(*, session: Session, older_than_s: float) -> int:

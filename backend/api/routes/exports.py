@@ -18,9 +18,15 @@ MEDIA = {"npz": "application/octet-stream", "onnx": "application/octet-stream"}
 
 def _missing(run_id: int, run_status: str, fmt: str) -> str:
     if run_status != "succeeded":
-        return f"run {run_id} has no export: it is {run_status}; exports are written when a run succeeds"
+        return (
+            f"run {run_id} has no export: it is {run_status}; "
+            "exports are written when a run succeeds"
+        )
     if fmt == "onnx":
-        return f"run {run_id} has no ONNX export (onnx was not installed on its worker); try format=npz"
+        return (
+            f"run {run_id} has no ONNX export (onnx was not installed on its worker); "
+            "try format=npz"
+        )
     return f"run {run_id} has no {fmt} export on this server"
 
 
@@ -38,9 +44,14 @@ def list_exports(run: RunDep) -> ExportsPublic:
     return ExportsPublic(formats=formats)
 
 
-@router.get("/{run_id}/export", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
-def read_export(run: RunDep, format: Annotated[Literal["npz", "onnx"], Query()] = "npz") -> FileResponse:
+@router.get(
+    "/{run_id}/export",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def read_export(
+    run: RunDep, format: Annotated[Literal["npz", "onnx"], Query()] = "npz"
+) -> FileResponse:
     """model.npz (weights, BN folded) or model.onnx of a succeeded run."""
     # From the artifact store: a worker on another host published it there (an S3 object is
     # copied into this server's data dir first; on the embedded default it already is there).

@@ -7,6 +7,7 @@ start on this host's driver (the worker then refuses runs instead of training on
 Revision ID: 0007
 Revises: 0006
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
