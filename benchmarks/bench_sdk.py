@@ -19,7 +19,10 @@ benchmark and receives every point.
    by one client, each way: the SDK's binary columns body (pre-encoded, so the figure is the
    server's rate), the JSON body, `bnlab.sync` of a spool file (the whole client path:
    reading the spool, encoding, sending), and the direct in-process path (crud.ingest
-   insert_points, no HTTP) for scale on the same machine at the same moment.
+   insert_points, no HTTP) for scale on the same machine at the same moment. Besides the wall
+   rate, the CPU the API process and PostgreSQL's backends for this database spent (from
+   /proc): points per CPU second is what one free core would sustain, whatever the
+   neighbours do.
 """
 
 from __future__ import annotations
@@ -152,7 +155,35 @@ def records(n_steps: int, n_layers: int, seed: int = 0) -> list[dict]:
     ]
 
 
-def ingest(url: str, database_url: str, n_steps: int, n_layers: int, per_request: int) -> list:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(server_pid: int, database_url: str) -> float:
+    """CPU seconds so far of the API process and of PostgreSQL's backends serving this database
+    (wall time on a machine shared with other jobs counts their work too; this does not)."""
+    import psycopg
+
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        ]
+    return _cpu_s(server_pid) + sum(_cpu_s(p) for p in pids)
+
+
+def ingest(
+    url: str, database_url: str, n_steps: int, n_layers: int, per_request: int, server_pid: int
+) -> list:
     recs = records(n_steps, n_layers)
     n_points = n_steps * n_layers
     out = []
@@ -169,7 +200,7 @@ def ingest(url: str, database_url: str, n_steps: int, n_layers: int, per_request
             else:
                 bodies = [orjson.dumps({"records": ch}) for ch in chunks]
                 media = "application/json"
-            t0 = time.perf_counter()
+            cpu0, t0 = server_cpu(server_pid, database_url), time.perf_counter()
             for body in bodies:
                 r = c.post(
                     f"/api/runs/{run_id}/points",
@@ -177,7 +208,9 @@ def ingest(url: str, database_url: str, n_steps: int, n_layers: int, per_request
                     headers={"X-Bnlab-Run-Key": key, "Content-Type": media},
                 )
                 r.raise_for_status()
-            out.append((f"REST, {form} body (pre-encoded)", n_points / (time.perf_counter() - t0)))
+            wall = time.perf_counter() - t0
+            cpu = server_cpu(server_pid, database_url) - cpu0
+            out.append((f"REST, {form} body (pre-encoded)", n_points / wall, n_points / cpu))
     spool = Path(tempfile.mkdtemp()) / "spool.jsonl"
     lines = [
         {"type": "run", "key": secrets.token_urlsafe(32), "name": "ingest sync"},
@@ -189,13 +222,12 @@ def ingest(url: str, database_url: str, n_steps: int, n_layers: int, per_request
         *recs,
     ]
     spool.write_bytes(b"".join(orjson.dumps(rec) + b"\n" for rec in lines))
-    t0 = time.perf_counter()
+    cpu0, t0 = server_cpu(server_pid, database_url), time.perf_counter()
     state = bnlab.sync(spool, url)
+    wall = time.perf_counter() - t0
+    cpu = server_cpu(server_pid, database_url) - cpu0
     out.append(
-        (
-            "bnlab.sync of a spool (client reads, encodes, sends)",
-            n_points / (time.perf_counter() - t0),
-        )
+        ("bnlab.sync of a spool (client reads, encodes, sends)", n_points / wall, n_points / cpu)
     )
     assert not state.skipped and state.records == n_steps, state
     from sqlalchemy.orm import Session
@@ -234,7 +266,11 @@ def ingest(url: str, database_url: str, n_steps: int, n_layers: int, per_request
             insert_points(session=session, run_id=run.id, records=direct[i : i + per_request])
             session.commit()
         out.append(
-            ("direct, in process (crud.ingest, no HTTP)", n_points / (time.perf_counter() - t0))
+            (
+                "direct, in process (crud.ingest, no HTTP)",
+                n_points / (time.perf_counter() - t0),
+                None,
+            )
         )
     engine.dispose()
     return out
@@ -244,6 +280,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smaller data, 3 repeats")
+    ap.add_argument("--ingest-only", action="store_true", help="skip the overhead part")
     args = ap.parse_args()
     torch.set_num_threads(1)
     repeats = 3 if args.quick else args.repeats
@@ -256,10 +293,14 @@ def main() -> None:
     try:
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         scale = 4 if args.quick else 1
-        rows = [
-            overhead("MLP", mlp, (784,), 12800 // scale, 128, repeats, server.url),
-            overhead("CNN", cnn, (3, 32, 32), 2560 // scale, 64, repeats, server.url),
-        ]
+        rows = (
+            []
+            if args.ingest_only
+            else [
+                overhead("MLP", mlp, (784,), 12800 // scale, 128, repeats, server.url),
+                overhead("CNN", cnn, (3, 32, 32), 2560 // scale, 64, repeats, server.url),
+            ]
+        )
         print(
             "\n| case | plain s/epoch | with bnlab | ratio [min, max] | probes streamed | "
             "points stored | finish() s |"
@@ -273,12 +314,14 @@ def main() -> None:
             )
         steps = 400 if args.quick else 2000
         print(
-            f"\n| ingest of {steps * 50:,} layer points (50 layers x {steps} steps), "
-            "one client | points/s |"
+            f"\n| ingest of {steps * 50:,} layer points (50 layers x {steps} steps), one "
+            "client | points/s (wall) | points per CPU second of API + PostgreSQL |"
         )
-        print("|---|---|")
-        for label, rate in ingest(server.url, database_url, steps, 50, 200):
-            print(f"| {label} | {rate:,.0f} |")
+        print("|---|---|---|")
+        for label, rate, per_cpu in ingest(
+            server.url, database_url, steps, 50, 200, server.proc.pid
+        ):
+            print(f"| {label} | {rate:,.0f} | {'–' if per_cpu is None else f'{per_cpu:,.0f}'} |")
         print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     finally:
         server.stop()
