@@ -87,7 +87,10 @@ def reconcile_once(app: Celery | None = None, s: Settings = settings) -> dict[st
     """One pass: requeue stale runs, re-send lost messages, pack ended runs' series.
     Returns what it changed."""
     app = app or broker.celery_app
-    enqueue = lambda run_id: broker.enqueue_run(run_id, app)
+
+    def enqueue(run_id: int) -> None:
+        broker.enqueue_run(run_id, app)
+
     sessions = get_sessionmaker(s.database_url)
     with sessions() as session:
         crashed = crash_silent_runs(session=session, timeout_s=s.script_timeout_s)

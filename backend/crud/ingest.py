@@ -77,7 +77,7 @@ def _executemany_upsert(session: Session, table: Table, cols: tuple[str, ...],
     )
     # sqlite3 binds only Python numbers: convert NumPy scalars here (not in the PostgreSQL path).
     session.execute(stmt, [{c: v if v is None or type(v) in (int, float) else float(v)
-                            for c, v in zip(cols, row)} for row in rows])
+                            for c, v in zip(cols, row, strict=True)} for row in rows])
 
 
 def _copy_upsert(session: Session, table: Table, cols: tuple[str, ...],

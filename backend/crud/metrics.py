@@ -30,7 +30,7 @@ def _table(rows: Sequence[tuple], width: int) -> np.ndarray:
     if not rows:
         return np.empty((width, 0))
     # Column by column: numpy converts a flat tuple of floats far faster than a list of rows.
-    return np.array([np.array(col, dtype=np.float64) for col in zip(*rows)])
+    return np.array([np.array(col, dtype=np.float64) for col in zip(*rows, strict=True)])
 
 
 def _is_pg(session: Session) -> bool:
@@ -121,7 +121,7 @@ def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
         keep = bucket_indices(values, max_points)
         step, values = step[keep], values[:, keep]
     out: Columns = {"step": step.astype(np.int64)}
-    out.update((k, np.ascontiguousarray(v)) for k, v in zip(keys, values))
+    out.update((k, np.ascontiguousarray(v)) for k, v in zip(keys, values, strict=True))
     return out
 
 

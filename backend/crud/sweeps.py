@@ -1,7 +1,8 @@
 """Sweeps: a grid over dotted config paths (x seeds) becomes one run per cell.
 
 Every cell is checked like a single submission before anything is stored, and an error names
-the grid field that produced it (`grid.model.dropout.rate`), so a sweep is stored whole or not at all.
+the grid field that produced it (`grid.model.dropout.rate`), so a sweep is stored whole or not
+at all.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _brief(value: Any, limit: int = 200) -> str:
 def cell_configs(sweep: SweepCreate) -> list[tuple[list[str], ExperimentConfig]]:
     """Every cell's validated config (schema only), with the grid keys; no caps, no database."""
     base, keys = sweep.base.model_dump(mode="json"), list(sweep.grid)
-    return [(keys, _cell_config(base, dict(zip(keys, values)), seed, keys))
+    return [(keys, _cell_config(base, dict(zip(keys, values, strict=True)), seed, keys))
             for values in itertools.product(*(sweep.grid[k] for k in keys))
             for seed in sweep.seeds or [None]]
 

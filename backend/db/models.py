@@ -11,6 +11,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from backend.schema.registry import (  # noqa: F401  (re-exported: one definition, the registry)
+    LAYER_KEYS,
+    METRIC_KEYS,
+    RUN_KINDS,
+    RUN_STATUSES,
+    TERMINAL_STATUSES,
+)
+
 # Stable constraint names, so Alembic migrations diff cleanly on PostgreSQL and SQLite.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -19,14 +27,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-from backend.schema.registry import (  # noqa: F401  (re-exported: one definition, the registry)
-    LAYER_KEYS,
-    METRIC_KEYS,
-    RUN_KINDS,
-    RUN_STATUSES,
-    TERMINAL_STATUSES,
-)
 
 
 # JSONB on PostgreSQL (migration 0009): the runs table sorts by paths inside these documents,

@@ -383,8 +383,13 @@ def assemble(
         raise ValueError("dataset.limit: fewer than 2 training samples after the validation split")
     mean = x[tr].mean(axis=(0, 2, 3), keepdims=True)
     std = x[tr].std(axis=(0, 2, 3), keepdims=True) + 1e-6  # per channel
-    norm = lambda a: torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))
-    label = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+
+    def norm(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))
+
+    def label(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+
     n_classes = int(max(y.max(), yt.max())) + 1
     return Data(
         norm(x[tr]),

@@ -78,7 +78,7 @@ def predict(
     h = _as_images(x)
     if raw:
         h = (h - f["input_mean"].reshape(1, -1, 1, 1)) / f["input_std"].reshape(1, -1, 1, 1)
-    for kind, name in zip(f[f"{prefix}ops"].tolist(), f[f"{prefix}op_names"].tolist()):
+    for kind, name in zip(f[f"{prefix}ops"].tolist(), f[f"{prefix}op_names"].tolist(), strict=True):
         a = _arrays(f, prefix, name)
         if kind == "flatten":
             h = h.reshape(len(h), -1)
