@@ -131,9 +131,9 @@ def eval_pass(
         else:
             s1, q = h.sum(0), h2
         sums = [s1, q.sum(0)]
-        if with_spread:
+        if with_spread:  # Σ_i q_ic² per channel; Σ_i (Σ_c q_ic)² per layer (Σ_i Σ_c q_ic is Σ s2)
             q_layer = q.sum(1)
-            sums += [(q * q).sum(0), torch.stack([q_layer.sum(), (q_layer * q_layer).sum()])]
+            sums += [(q * q).sum(0), (q_layer @ q_layer).view(1)]
         n = h.numel() // h.shape[1]
         prev = acc.get(id(module))  # a BN met twice in one forward adds up
         if prev is not None:
@@ -142,7 +142,7 @@ def eval_pass(
 
     handles = [bn.register_forward_pre_hook(pre_hook) for bn in bns]
     logits, total, counts = [], None, [0] * len(bns)
-    k = 4 if with_spread else 2
+    k = 4 if with_spread else 2  # part k-1 is one value per BN, the others one per channel
     try:
         with mode(model, bn_train=False):
             for i in range(0, len(x), batch_size):
@@ -166,8 +166,11 @@ def eval_pass(
         return logits, mean, var, counts
     n = len(x)
     per_ch = rel_var(total[n_ch : 2 * n_ch], total[2 * n_ch : 3 * n_ch], n)
-    q_layer = total[3 * n_ch :].view(-1, 2)
-    return logits, mean, var, counts, (per_ch, rel_var(q_layer[:, 0], q_layer[:, 1], n))
+    sum_q = total[n_ch : 2 * n_ch]
+    q_layer = sum_q.new_zeros(len(bns)).index_add_(  # Σ over a layer's channels of Σ_i q_ic
+        0, torch.arange(len(bns), device=x.device).repeat_interleave(torch.tensor(sizes)), sum_q
+    )
+    return logits, mean, var, counts, (per_ch, rel_var(q_layer, total[3 * n_ch :], n))
 
 
 def predicted_shift(kind: str, rate: float, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -189,6 +192,9 @@ def shift_per_channel(
     """max(eval/running, running/eval) per channel (≥ 1); eps (BN's own) guards dead channels."""
     ratio = (eval_var + eps) / (running_var + eps)
     return torch.maximum(ratio, 1.0 / ratio)
+
+
+SPREAD_EVERY = 8  # records between two measurements of the noise floor's spread
 
 
 class BNProbe:
@@ -232,6 +238,10 @@ class BNProbe:
         self.sum_views = list(self.sums.split(self.sizes * 2))  # in-place targets, one per buffer
         self._last: tuple[torch.Tensor | None, ...] = (None, None, None)  # emean, evar, shift
         self.last_layers: dict[str, dict[str, float | None]] = {}  # per BN unit, last record
+        # The noise floor's spread (Var(q)/E[q]², per channel and per layer) changes slowly and
+        # costs ~0.3 ms per eval pass on a small MLP: measured every SPREAD_EVERY records.
+        self.records, self.spread = 0, None
+        self._floor_cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.reset_window()
 
     def _seat_flat(self) -> torch.Tensor:
@@ -313,6 +323,8 @@ class BNProbe:
             "start": self.start,
             "start_t": self.start_t,
             "steps": self.steps,
+            "records": self.records,
+            "spread": self.spread,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -321,6 +333,10 @@ class BNProbe:
         self.start = state["start"].to(device, copy=True)
         self.start_t = None if state["start_t"] is None else state["start_t"].to(device, copy=True)
         self.steps = int(state["steps"])
+        self.records = int(state.get("records", 0))  # older checkpoints: measure afresh
+        spread = state.get("spread")
+        self.spread = None if spread is None else tuple(t.to(device) for t in spread)
+        self._floor_cache = None
 
     def train_stats(
         self, ns: list[int], current: torch.Tensor
@@ -343,15 +359,20 @@ class BNProbe:
     # -------------------------------------------------------------- measuring
     @torch.no_grad()
     def record(
-        self, x_eval: torch.Tensor, train_batch: int
+        self, x_eval: torch.Tensor, train_batch: int, *, fresh_spread: bool = False
     ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         """Measure every layer now (eval pass over x_eval); returns (eval logits, layer dicts).
 
-        train_batch: samples per training batch. Starts a new window.
+        train_batch: samples per training batch. Starts a new window. fresh_spread: measure
+        the noise floor's spread in this pass (else every SPREAD_EVERY records).
         """
-        logits, emean, evar, counts, spread = eval_pass(
-            self.model, x_eval, self.bns, with_spread=True
-        )
+        want = fresh_spread or self.spread is None or self.records % SPREAD_EVERY == 0
+        out = eval_pass(self.model, x_eval, self.bns, with_spread=want)
+        logits, emean, evar, counts = out[:4]
+        if want:
+            self.spread, self._floor_cache = out[4], None
+        self.records += 1
+        spread = self.spread
         values: list[dict[str, float | None]] = []
         if self.bns:
             current = self._current()
@@ -401,11 +422,16 @@ class BNProbe:
             ema_weight(bn.momentum, int(bn.num_batches_tracked) if bn.momentum is None else 0)
             for bn in self.bns
         ]
+        key = (n_eval, train_batch, tuple(weights))  # the cache is cleared with a new spread
+        if self._floor_cache is not None and self._floor_cache[0] == key:
+            return self._floor_cache[1]  # same spread and sample sizes: the same floors
         w_ch = per_channel(weights, tuple(self.sizes), per_ch.device, torch.float64)
         w_layer = torch.tensor(weights, dtype=torch.float64, device=per_ch.device)
         s_ch = log_ratio_var(per_ch, n_eval, train_batch, w_ch).sqrt()
         s_layer = log_ratio_var(per_layer, n_eval, train_batch, w_layer).sqrt()
-        return fold_mean(s_ch).float(), fold_mean(s_layer).float()
+        floors = fold_mean(s_ch).float(), fold_mean(s_layer).float()
+        self._floor_cache = (key, floors)
+        return floors
 
     @staticmethod
     def _derived(means: dict[str, float], extra: list[float]) -> dict[str, float | None]:

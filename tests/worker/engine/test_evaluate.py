@@ -115,3 +115,32 @@ def test_equal_eval_mode_in_mc_dropout_without_dropout():
     flags = [m.training for m in model.modules()]
     assert evaluate_mc_dropout(model, x, y, passes=3).item() == evaluate(model, x, y)[1].item()
     assert flags == [m.training for m in model.modules()]
+
+
+def test_leave_training_unchanged_by_train_mode_probes():
+    """The per-probe real train-mode pass draws dropout masks and restores the random state:
+    probing at every step or almost never trains to bit-identical weights."""
+    from worker.engine import train
+
+    cfg = {
+        "model": {"widths": [16, 16], "dropout": {"rate": 0.5}},
+        "train": {"epochs": 1, "batch_size": 64, "device": "cpu"},
+        "probe": {"train_mode_test_batch_sizes": [8], "recalibrate": False},
+    }
+    often = train({**cfg, "probe": {**cfg["probe"], "every_steps": 1}}).model
+    rarely = train({**cfg, "probe": {**cfg["probe"], "every_steps": 10_000}}).model
+    for (k, a), b in zip(often.state_dict().items(), rarely.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_draw_bernoulli_masks_by_fast_route():
+    """fast masks keep Bernoulli(q)/q (mean 1, share kept q) and the flag is undone after."""
+    from worker.engine.dropout import noise
+
+    torch.manual_seed(0)
+    g = noise(torch.ones(400, 500), "bernoulli", 0.3, "per_sample", fast=True)
+    assert g.unique().tolist() == [0.0, torch.tensor(1 / 0.7).item()]  # float32
+    assert abs((g > 0).float().mean().item() - 0.7) < 0.005  # 200k draws: s.e. 0.001
+    model = _trained_model()
+    train_mode_logits(model, torch.randn(16, 1, 1, 6), 8, dropout=True, fast_masks=True)
+    assert not any(getattr(m, "fast_masks", False) for m in model.modules())
