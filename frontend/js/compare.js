@@ -180,7 +180,7 @@ function shiftTraces(ctx, layerNames) {
 // The depth axis of the shift chart: numeric layer index, ticks at the stage starts.
 function depthAxis(names, places = null) {
   const stages = stagesOf(names, names.map((_, i) => i), places);
-  const base = { title: { text: "BN layer (depth)" }, zeroline: false };
+  const base = {};
   if (stages.length < 2) return base;
   return { ...base, tickvals: stages.map((st) => st.indices[0]), ticktext: stages.map((st) => st.stage) };
 }
@@ -449,9 +449,10 @@ export function renderCompare(root, ids) {
         { uirevision: revision, filename: `bnlab-compare-layer${c.index}` }));
       c.note.textContent = rawNote(layersRaw, maxPointsFor(ids.length));
     }
-    drawing.push(render(shift.plot, shiftTraces(ctx, names),
-      layout({ title: "bnlab per-channel shift by layer (final; with no shift it reads its noise floor, above 1)", xTitle: "BN layer (depth)", yTitle: "shift",
-        logy: opts.logy, showlegend: legend, extra: { xaxis: depthAxis(names, charts.places) } }),
+    const shiftLayout = layout({ title: "bnlab per-channel shift by layer (final; with no shift it reads its noise floor, above 1)", xTitle: "BN layer (depth)", yTitle: "shift",
+      logy: opts.logy, showlegend: legend });
+    shiftLayout.xaxis = { ...shiftLayout.xaxis, ...depthAxis(names, charts.places) }; // keeps the theme's grid
+    drawing.push(render(shift.plot, shiftTraces(ctx, names), shiftLayout,
       { uirevision: revision, filename: "bnlab-compare-shift" }));
     drawing.push(render(accuracy.plot, accuracyTraces(ctx, opts),
       layout({ title: "validation accuracy — eval mode (solid) vs train mode (dashed)", yTitle: "accuracy",
