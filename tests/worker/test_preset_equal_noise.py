@@ -29,18 +29,25 @@ def _arms() -> dict[tuple[str, float], dict]:
 def test_hold_equal_noise_pairs_in_preset():
     """The preset's uniform beta matches bernoulli 0.5's noise variance (r/(1-r) = 1)."""
     arms = _arms()
-    assert set(arms) == {("bernoulli", 0.5), ("gaussian", 0.5), ("uniform", 0.5),
-                         ("uniform", 1.732)}
+    assert set(arms) == {
+        ("bernoulli", 0.5),
+        ("gaussian", 0.5),
+        ("uniform", 0.5),
+        ("uniform", 1.732),
+    }
     assert equal_noise_rate(0.5, "bernoulli") == pytest.approx(math.sqrt(3))
     assert noise_moments("uniform", math.sqrt(3))[1] == pytest.approx(
-        noise_moments("bernoulli", 0.5)[1])
+        noise_moments("bernoulli", 0.5)[1]
+    )
 
 
 @pytest.mark.slow
 def test_match_shift_at_equal_noise_not_at_equal_rate():
     torch.set_num_threads(1)
     arms = _arms()
-    shift = {k: train(arms[k]).summary["shift_by_layer"]["blocks.0.bn"]
-             for k in (("bernoulli", 0.5), ("uniform", 0.5), ("uniform", 1.732))}
+    shift = {
+        k: train(arms[k]).summary["shift_by_layer"]["blocks.0.bn"]
+        for k in (("bernoulli", 0.5), ("uniform", 0.5), ("uniform", 1.732))
+    }
     assert shift[("uniform", 1.732)] == pytest.approx(shift[("bernoulli", 0.5)], rel=0.15), shift
     assert shift[("uniform", 0.5)] - 1 < 0.3 * (shift[("bernoulli", 0.5)] - 1), shift

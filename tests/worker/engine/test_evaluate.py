@@ -25,7 +25,7 @@ def test_keep_running_stats_in_train_mode_eval():
     model = _trained_model()
     before = _buffers(model)
     evaluate_train_mode(model, torch.randn(50, 1, 1, 6), torch.randint(0, 3, (50,)), batch_size=8)
-    assert all(torch.equal(a, b) for a, b in zip(before, _buffers(model)))
+    assert all(torch.equal(a, b) for a, b in zip(before, _buffers(model), strict=True))
 
 
 def test_restore_module_modes_after_eval():
@@ -87,7 +87,9 @@ def test_match_recalibrated_stats_to_direct_computation():
         )  # BN input: linear → (dropout off) → BN
     torch.testing.assert_close(recal.blocks[0].bn.running_mean, h.mean(1).mean(0))
     torch.testing.assert_close(recal.blocks[0].bn.running_var, h.var(1, unbiased=True).mean(0))
-    assert all(torch.equal(a, b) for a, b in zip(before, _buffers(model))), "original model changed"
+    assert all(torch.equal(a, b) for a, b in zip(before, _buffers(model), strict=True)), (
+        "original model changed"
+    )
 
 
 def test_handle_conv_bn_batch_of_one():

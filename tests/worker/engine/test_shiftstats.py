@@ -41,8 +41,10 @@ def test_match_independent_computation_li_statistic_and_log_ratio_quartiles(drop
     net, probe, x = _trained_net(dropout)
     bns = [m for m in net if isinstance(m, nn.BatchNorm1d)]
     seen: dict[int, torch.Tensor] = {}
-    hooks = [bn.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0])) for i, bn in
-             enumerate(bns)]
+    hooks = [
+        bn.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0]))
+        for i, bn in enumerate(bns)
+    ]
     probe.record(x, 64)
     net.eval()
     with torch.no_grad():
@@ -69,8 +71,10 @@ def test_match_torch_quantile_segment_quantiles_uneven_layers():
     v = torch.randn(sum(sizes)) * 3
     got = SegmentQuantiles(sizes, torch.device("cpu"))(v)
     want = torch.stack(
-        [torch.quantile(p.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-         for p in v.split(sizes)]
+        [
+            torch.quantile(p.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+            for p in v.split(sizes)
+        ]
     )
     assert torch.allclose(got, want, atol=1e-6)
 
@@ -197,7 +201,8 @@ def test_match_closed_form_width_effect_uncorrelated_inputs_no_shrink(d):
 
 def test_match_closed_form_width_effect_correlated_aligned():
     """Equicorrelated inputs (ρ = 0.2) summed with equal weights: the ratio is
-    1 + σ²·d·m2 / (d·v + d(d−1)·ρ·v), which falls towards 1 as d grows (Monte Carlo at d = 8, 256)."""
+    1 + σ²·d·m2 / (d·v + d(d−1)·ρ·v), which falls towards 1 as d grows (Monte Carlo at d = 8
+    and 256)."""
     ratios = []
     for d in (8, 256):
         gen = torch.Generator().manual_seed(d)
@@ -219,8 +224,11 @@ def test_match_measured_shift_dropout_linear_bn_in_training():
 
     cfg = {
         "dataset": {"name": "digits"},
-        "model": {"widths": [64], "block": ["dropout", "linear", "batchnorm", "activation"],
-                  "dropout": {"rate": 0.5}},
+        "model": {
+            "widths": [64],
+            "block": ["dropout", "linear", "batchnorm", "activation"],
+            "dropout": {"rate": 0.5},
+        },
         "train": {"epochs": 4, "batch_size": 32, "device": "cpu"},  # ~140 steps: EMA settled
         "probe": {"every_steps": 50, "train_mode_test_batch_sizes": [64], "recalibrate": False},
     }
