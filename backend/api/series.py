@@ -16,24 +16,47 @@ from backend.db.models import Run
 RAW_HEADER = "X-Raw-Points"  # stored points before downsampling
 
 
-def metrics_builder(session: Session, keys: Sequence[str], max_points: int | None,
-                    window: crud.Window = (None, None)):
+def metrics_builder(
+    session: Session,
+    keys: Sequence[str],
+    max_points: int | None,
+    window: crud.Window = (None, None),
+):
     """build(runs) → {run id: (columns, headers)} for /metrics."""
+
     def build(runs: Sequence[Run]) -> dict[int, tuple[object, dict[str, str]]]:
-        read = crud.read_metrics_many(session=session, runs=runs, keys=keys, max_points=max_points,
-                                      window=window)
+        read = crud.read_metrics_many(
+            session=session, runs=runs, keys=keys, max_points=max_points, window=window
+        )
         return {i: (columns, {RAW_HEADER: str(raw)}) for i, (columns, raw) in read.items()}
+
     return build
 
 
-def layers_builder(session: Session, keys: Sequence[str], max_points: int | None,
-                   window: crud.Window = (None, None)):
+def layers_builder(
+    session: Session,
+    keys: Sequence[str],
+    max_points: int | None,
+    window: crud.Window = (None, None),
+):
     """build(runs) → {run id: ({"layers": [...], "raw_points"}, headers)} for /layers."""
+
     def build(runs: Sequence[Run]) -> dict[int, tuple[object, dict[str, str]]]:
-        read = crud.read_layers_many(session=session, runs=runs, keys=keys, max_points=max_points,
-                                     window=window)
-        return {i: ({"layers": [{"index": index, "name": name, "raw_points": n, **cols}
-                                for index, name, n, cols in layers], "raw_points": raw},
-                    {RAW_HEADER: str(raw)})
-                for i, (layers, raw) in read.items()}
+        read = crud.read_layers_many(
+            session=session, runs=runs, keys=keys, max_points=max_points, window=window
+        )
+        return {
+            i: (
+                {
+                    "layers": [
+                        {"index": index, "name": name, "raw_points": n, **cols}
+                        for index, name, n, cols in layers
+                    ],
+                    "raw_points": raw,
+                },
+                {RAW_HEADER: str(raw)},
+            )
+            for i, (layers, raw) in read.items()
+        }
+
     return build

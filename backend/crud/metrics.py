@@ -21,8 +21,10 @@ from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 
 Columns = dict[str, np.ndarray]
 # kind → (table, model, leading sort columns, value keys)
-KINDS = {"metrics": ("run_metrics", RunMetric, ("step",), METRIC_KEYS),
-         "layers": ("layer_stats", LayerStat, ("layer", "step"), LAYER_KEYS)}
+KINDS = {
+    "metrics": ("run_metrics", RunMetric, ("step",), METRIC_KEYS),
+    "layers": ("layer_stats", LayerStat, ("layer", "step"), LAYER_KEYS),
+}
 
 
 def _table(rows: Sequence[tuple], width: int) -> np.ndarray:
@@ -37,8 +39,9 @@ def _is_pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _pg_tables(session: Session, table: str, columns: Sequence[str],
-               run_ids: Sequence[int]) -> dict[int, np.ndarray]:
+def _pg_tables(
+    session: Session, table: str, columns: Sequence[str], run_ids: Sequence[int]
+) -> dict[int, np.ndarray]:
     """PostgreSQL row path: per run, a (len(columns), n) array from one bytea.
 
     The database packs every row's values as big-endian float8 into a single bytea per run (one
@@ -48,29 +51,36 @@ def _pg_tables(session: Session, table: str, columns: Sequence[str],
     same size. `columns` come from the models' whitelists; the sort keys are the leading ones.
     """
     packed = " || ".join(f"float8send(coalesce({c}::float8, 'NaN'::float8))" for c in columns)
-    sql = text(f"SELECT run_id, string_agg({packed}, ''::bytea) FROM {table} "
-               "WHERE run_id IN :ids GROUP BY run_id").bindparams(bindparam("ids", expanding=True))
+    sql = text(
+        f"SELECT run_id, string_agg({packed}, ''::bytea) FROM {table} "
+        "WHERE run_id IN :ids GROUP BY run_id"
+    ).bindparams(bindparam("ids", expanding=True))
     keys = 2 if "layer" in columns else 1  # (layer, step) or (step,)
     out = {}
     for run_id, buf in session.execute(sql, {"ids": list(run_ids)}):
         table_ = np.frombuffer(buf, dtype=">f8").reshape(-1, len(columns)).T.astype(np.float64)
-        order = np.lexsort(table_[keys - 1::-1])  # lexsort's last key is the primary one
+        order = np.lexsort(table_[keys - 1 :: -1])  # lexsort's last key is the primary one
         out[run_id] = np.ascontiguousarray(table_[:, order])
     return out
 
 
-def _portable_tables(session: Session, model: type, columns: Sequence[str],
-                     run_ids: Sequence[int]) -> dict[int, np.ndarray]:
+def _portable_tables(
+    session: Session, model: type, columns: Sequence[str], run_ids: Sequence[int]
+) -> dict[int, np.ndarray]:
     """Any database: rows sorted by run and the leading columns, split by run."""
     cols = [getattr(model, c) for c in columns]
-    order = [model.run_id, *cols[:2 if "layer" in columns else 1]]
-    rows = session.execute(select(model.run_id, *cols).where(model.run_id.in_(list(run_ids)))
-                           .order_by(*order)).all()
-    return {i: np.ascontiguousarray(part) for i, part in _split_by_first(_table(rows, 1 + len(cols)))}
+    order = [model.run_id, *cols[: 2 if "layer" in columns else 1]]
+    rows = session.execute(
+        select(model.run_id, *cols).where(model.run_id.in_(list(run_ids))).order_by(*order)
+    ).all()
+    return {
+        i: np.ascontiguousarray(part) for i, part in _split_by_first(_table(rows, 1 + len(cols)))
+    }
 
 
-def _live_tables(session: Session, kind: str, columns: Sequence[str],
-                 run_ids: Sequence[int]) -> dict[int, np.ndarray]:
+def _live_tables(
+    session: Session, kind: str, columns: Sequence[str], run_ids: Sequence[int]
+) -> dict[int, np.ndarray]:
     """The stored rows of `run_ids` (every id present; empty arrays for runs without points)."""
     name, model, _, _ = KINDS[kind]
     found = {}
@@ -81,8 +91,9 @@ def _live_tables(session: Session, kind: str, columns: Sequence[str],
     return {i: found.get(i, np.empty((len(columns), 0))) for i in run_ids}
 
 
-def _tables(session: Session, runs: Sequence[Run], kind: str,
-            keys: Sequence[str]) -> dict[int, np.ndarray]:
+def _tables(
+    session: Session, runs: Sequence[Run], kind: str, keys: Sequence[str]
+) -> dict[int, np.ndarray]:
     """Per run: (leading columns + keys, n) sorted. Ended runs are read from packs on PostgreSQL;
     an ended run without a current pack of these keys is read from its rows and the keys packed
     for the next reader (the reconciler packs every key of ended runs ahead of readers)."""
@@ -105,8 +116,13 @@ def _tables(session: Session, runs: Sequence[Run], kind: str,
 Window = tuple[int | None, int | None]  # (step_min, step_max), inclusive; None: open
 
 
-def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
-             max_points: int | None, window: Window = (None, None)) -> Columns:
+def _columns(
+    step: np.ndarray,
+    values: np.ndarray,
+    keys: Sequence[str],
+    max_points: int | None,
+    window: Window = (None, None),
+) -> Columns:
     # The window is cut before downsampling, so a zoomed chart gets up to max_points min/max
     # buckets inside what it shows (a re-fetch on zoom gains detail, never loses an extreme).
     lo, hi = window
@@ -125,8 +141,9 @@ def _columns(step: np.ndarray, values: np.ndarray, keys: Sequence[str],
     return out
 
 
-def parse_keys(keys: Sequence[str] | None, known: Sequence[str] = METRIC_KEYS,
-               field: str = "keys") -> list[str]:
+def parse_keys(
+    keys: Sequence[str] | None, known: Sequence[str] = METRIC_KEYS, field: str = "keys"
+) -> list[str]:
     """`?keys=a,b&keys=c` → ["a", "b", "c"], every one in `known`; all of `known` when empty."""
     wanted = [k.strip() for item in keys or [] for k in item.split(",") if k.strip()]
     unknown = [k for k in wanted if k not in known and k != "step"]
@@ -135,19 +152,30 @@ def parse_keys(keys: Sequence[str] | None, known: Sequence[str] = METRIC_KEYS,
     return [k for k in dict.fromkeys(wanted) if k != "step"] or list(known)
 
 
-def read_metrics_many(*, session: Session, runs: Sequence[Run], keys: Sequence[str] | None = None,
-                      max_points: int | None = None, window: Window = (None, None)
-                      ) -> dict[int, tuple[Columns, int]]:
+def read_metrics_many(
+    *,
+    session: Session,
+    runs: Sequence[Run],
+    keys: Sequence[str] | None = None,
+    max_points: int | None = None,
+    window: Window = (None, None),
+) -> dict[int, tuple[Columns, int]]:
     """Per run id: run-level series {"step", *keys} (inside the step window) and the number of
     stored points."""
     keys = parse_keys(keys)
     tables = _tables(session, runs, "metrics", keys)
-    return {i: (_columns(t[0], t[1:], keys, max_points, window), t.shape[1])
-            for i, t in tables.items()}
+    return {
+        i: (_columns(t[0], t[1:], keys, max_points, window), t.shape[1]) for i, t in tables.items()
+    }
 
 
-def read_metrics(*, session: Session, run_id: int, keys: Sequence[str] | None = None,
-                 max_points: int | None = None) -> tuple[Columns, int]:
+def read_metrics(
+    *,
+    session: Session,
+    run_id: int,
+    keys: Sequence[str] | None = None,
+    max_points: int | None = None,
+) -> tuple[Columns, int]:
     """One run's series from its rows (no run row at hand, so no pack)."""
     keys = parse_keys(keys)
     table = _live_tables(session, "metrics", ["step", *keys], [run_id])[run_id]
@@ -171,24 +199,36 @@ def _split_by_first(table: np.ndarray) -> list[tuple[int, np.ndarray]]:
 LayerColumns = list[tuple[int, str, int, Columns]]
 
 
-def read_layers_many(*, session: Session, runs: Sequence[Run], keys: Sequence[str] | None = None,
-                     max_points: int | None = None, window: Window = (None, None)
-                     ) -> dict[int, tuple[LayerColumns, int]]:
+def read_layers_many(
+    *,
+    session: Session,
+    runs: Sequence[Run],
+    keys: Sequence[str] | None = None,
+    max_points: int | None = None,
+    window: Window = (None, None),
+) -> dict[int, tuple[LayerColumns, int]]:
     """Per run id: per BN layer (index, name, stored points, columns), and the most stored
     points of a layer."""
     keys = parse_keys(keys, LAYER_KEYS)
     tables = _tables(session, runs, "layers", keys)
     out = {}
     for run in runs:
-        layers = [(index, layer_name(run, index), part.shape[1],
-                   _columns(part[0], part[1:], keys, max_points, window))
-                  for index, part in _split_by_first(tables[run.id])]
+        layers = [
+            (
+                index,
+                layer_name(run, index),
+                part.shape[1],
+                _columns(part[0], part[1:], keys, max_points, window),
+            )
+            for index, part in _split_by_first(tables[run.id])
+        ]
         out[run.id] = layers, max((n for _, _, n, _ in layers), default=0)
     return out
 
 
-def read_layers(*, session: Session, run: Run, keys: Sequence[str] | None = None,
-                max_points: int | None = None) -> tuple[LayerColumns, int]:
+def read_layers(
+    *, session: Session, run: Run, keys: Sequence[str] | None = None, max_points: int | None = None
+) -> tuple[LayerColumns, int]:
     """One run's per-layer series (see read_layers_many)."""
     return read_layers_many(session=session, runs=[run], keys=keys, max_points=max_points)[run.id]
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData,
-                        String, Text)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -33,8 +43,9 @@ NAMING = {
 # and a `json` column is re-parsed whole for every path read.
 SortableJSON = JSON().with_variant(JSONB(), "postgresql")
 
+
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -50,14 +61,14 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         elif value is not None:
-            value = value.replace(tzinfo=timezone.utc)  # naive values in this code base are UTC
+            value = value.replace(tzinfo=UTC)  # naive values in this code base are UTC
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -86,7 +97,9 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
     config: Mapped[dict[str, Any]] = mapped_column(SortableJSON)  # validated ExperimentConfig
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
-    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"), index=True)
+    sweep_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # last send_task
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -102,8 +115,9 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     layer_names: Mapped[list[str] | None] = mapped_column(JSON)  # BN layer names, by index
     summary: Mapped[dict[str, Any] | None] = mapped_column(SortableJSON)
-    kind: Mapped[str] = mapped_column(String(16), index=True, default="engine",
-                                      server_default="engine")  # RUN_KINDS (migration 0006)
+    kind: Mapped[str] = mapped_column(
+        String(16), index=True, default="engine", server_default="engine"
+    )  # RUN_KINDS (migration 0006)
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
 

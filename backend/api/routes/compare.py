@@ -14,21 +14,31 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from backend.api.deps import MAX_ID, SessionDep
 from backend.api.errors import FieldErrorsPublic
-from backend.api.routes.metrics import (KeysQuery, LayerKeysQuery, MaxPoints, StepMax, StepMin,
-                                        window)
+from backend.api.routes.metrics import (
+    KeysQuery,
+    LayerKeysQuery,
+    MaxPoints,
+    StepMax,
+    StepMin,
+    window,
+)
 from backend.api.series import RAW_HEADER, layers_builder, metrics_builder
 from backend.api.series_cache import Answer, encoded
 from backend.crud import metrics as crud
 from backend.crud.errors import FieldError
 from backend.crud.runs import get_runs
 from backend.db.models import Run
-from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 from backend.schema.compare import ComparePublic
+from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 from backend.schema.runs import RunPublic
 
 # Its 404 names the field like a 422 does (`input` lists the missing ids), not a plain detail.
-NOT_FOUND = {404: {"model": FieldErrorsPublic,
-                   "description": "some runs do not exist; detail[0].input lists their ids"}}
+NOT_FOUND = {
+    404: {
+        "model": FieldErrorsPublic,
+        "description": "some runs do not exist; detail[0].input lists their ids",
+    }
+}
 router = APIRouter(tags=["metrics"], responses=NOT_FOUND)
 MAX_RUNS = 100  # a compare view of more is unreadable; the answer would pass 50 MB
 # The grammar the server accepts, stated in the OpenAPI schema (so schema-driven clients send
@@ -36,8 +46,10 @@ MAX_RUNS = 100  # a compare view of more is unreadable; the answer would pass 50
 # MAX_ID is no run (404), like /api/runs/{id}.
 RUN_ID = r"0*[1-9][0-9]{0,9}"
 RUNS_PATTERN = rf"^ *{RUN_ID}( *, *{RUN_ID}){{0,{MAX_RUNS - 1}}} *$"
-RunsQuery = Annotated[list[Annotated[str, Query(pattern=RUNS_PATTERN)]], Query(
-    min_length=1, description=f"comma-separated run ids (at most {MAX_RUNS} in all)")]
+RunsQuery = Annotated[
+    list[Annotated[str, Query(pattern=RUNS_PATTERN)]],
+    Query(min_length=1, description=f"comma-separated run ids (at most {MAX_RUNS} in all)"),
+]
 
 
 def parse_ids(values: list[str]) -> list[int]:
@@ -55,15 +67,30 @@ def _not_found(missing: list[int]) -> HTTPException:
     # Shaped like a validation error so the field is named; `input` lists the ids the client
     # can drop before asking again (the dashboard shows the others and names the missing).
     msg = f"no run with id {', '.join(map(str, missing))}"
-    return HTTPException(status.HTTP_404_NOT_FOUND, [{"loc": ["query", "runs"], "field": "runs",
-                                                      "msg": msg, "type": "not_found",
-                                                      "input": missing}])
+    return HTTPException(
+        status.HTTP_404_NOT_FOUND,
+        [
+            {
+                "loc": ["query", "runs"],
+                "field": "runs",
+                "msg": msg,
+                "type": "not_found",
+                "input": missing,
+            }
+        ],
+    )
 
 
 @router.get("/compare", response_model=ComparePublic)
-def read_compare(session: SessionDep, runs: RunsQuery, layer_keys: LayerKeysQuery = None,
-                 metric_keys: KeysQuery = None, max_points: MaxPoints = None,
-                 step_min: StepMin = None, step_max: StepMax = None) -> Response:
+def read_compare(
+    session: SessionDep,
+    runs: RunsQuery,
+    layer_keys: LayerKeysQuery = None,
+    metric_keys: KeysQuery = None,
+    max_points: MaxPoints = None,
+    step_min: StepMin = None,
+    step_max: StepMax = None,
+) -> Response:
     """Per run: the run, its metrics (+ their raw point count) and its layers, as the per-run
     endpoints answer them with the same `keys`, `max_points` and step window."""
     ids = parse_ids(runs)
@@ -74,10 +101,15 @@ def read_compare(session: SessionDep, runs: RunsQuery, layer_keys: LayerKeysQuer
         found = {r.id for r in rows}
         raise _not_found([i for i in ids if i not in found])
     win = window(step_min, step_max)
-    metrics = encoded(rows, "metrics", (m_keys, max_points, *win),
-                      metrics_builder(session, m_keys, max_points, win))
-    layers = encoded(rows, "layers", (l_keys, max_points, *win),
-                     layers_builder(session, l_keys, max_points, win))
+    metrics = encoded(
+        rows,
+        "metrics",
+        (m_keys, max_points, *win),
+        metrics_builder(session, m_keys, max_points, win),
+    )
+    layers = encoded(
+        rows, "layers", (l_keys, max_points, *win), layers_builder(session, l_keys, max_points, win)
+    )
     body = _splice(rows, metrics, layers)
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
@@ -87,9 +119,16 @@ def _splice(rows: list[Run], metrics: dict[int, Answer], layers: dict[int, Answe
     per-run bodies, spliced in as bytes: no decoding and re-encoding of megabytes of floats."""
     parts = [b'{"runs":[']
     for n, r in enumerate(rows):
-        parts += [b',{"run":' if n else b'{"run":', RunPublic.model_validate(r).model_dump_json().encode(),
-                  b',"metrics":', metrics[r.id][0],
-                  b',"metrics_raw_points":', metrics[r.id][1][RAW_HEADER].encode(),
-                  b',"layers":', layers[r.id][0], b"}"]
+        parts += [
+            b',{"run":' if n else b'{"run":',
+            RunPublic.model_validate(r).model_dump_json().encode(),
+            b',"metrics":',
+            metrics[r.id][0],
+            b',"metrics_raw_points":',
+            metrics[r.id][1][RAW_HEADER].encode(),
+            b',"layers":',
+            layers[r.id][0],
+            b"}",
+        ]
     parts.append(b"]}")
     return b"".join(parts)  # joined once: the parts are megabytes

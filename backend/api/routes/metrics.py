@@ -13,24 +13,33 @@ from backend.api.series_cache import serve_series
 from backend.crud import metrics as crud
 from backend.crud.downsample import MIN_POINTS
 from backend.crud.errors import FieldError
-from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 from backend.schema.metrics import LayersPublic, MetricsPublic
+from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
 
 router = APIRouter(prefix="/runs", tags=["metrics"], responses=responses(404))
-MaxPoints = Annotated[int | None, Query(ge=MIN_POINTS, le=1_000_000,
-                                        description="downsample to at most this many points")]
+MaxPoints = Annotated[
+    int | None,
+    Query(ge=MIN_POINTS, le=1_000_000, description="downsample to at most this many points"),
+]
+
+
 def keys_pattern(known: tuple[str, ...]) -> str:
     """The grammar of a `?keys=` value, stated in the schema: comma-separated known keys."""
     alt = "|".join(("step", *known))
     return rf"^ *({alt})( *, *({alt}))* *$"
 
 
-KeysQuery = Annotated[list[Annotated[str, Query(pattern=keys_pattern(METRIC_KEYS))]] | None,
-                      Query(description="comma-separated subset of " + ", ".join(METRIC_KEYS))]
-StepMin = Annotated[int | None, Query(ge=0, le=2**31 - 1,
-                                      description="only points at steps >= this (a zoomed chart)")]
-StepMax = Annotated[int | None, Query(ge=0, le=2**31 - 1,
-                                      description="only points at steps <= this")]
+KeysQuery = Annotated[
+    list[Annotated[str, Query(pattern=keys_pattern(METRIC_KEYS))]] | None,
+    Query(description="comma-separated subset of " + ", ".join(METRIC_KEYS)),
+]
+StepMin = Annotated[
+    int | None,
+    Query(ge=0, le=2**31 - 1, description="only points at steps >= this (a zoomed chart)"),
+]
+StepMax = Annotated[
+    int | None, Query(ge=0, le=2**31 - 1, description="only points at steps <= this")
+]
 
 
 def window(step_min: int | None, step_max: int | None) -> tuple[int | None, int | None]:
@@ -46,24 +55,49 @@ LayerKeysQuery = Annotated[
 ]
 
 
-@router.get("/{run_id}/metrics", response_model=MetricsPublic,
-            responses={200: {"headers": {RAW_HEADER: {"schema": {"type": "integer"}}}}})
-def read_metrics(request: Request, session: SessionDep, run: RunDep, keys: KeysQuery = None,
-                 max_points: MaxPoints = None, step_min: StepMin = None,
-                 step_max: StepMax = None) -> Response:
+@router.get(
+    "/{run_id}/metrics",
+    response_model=MetricsPublic,
+    responses={200: {"headers": {RAW_HEADER: {"schema": {"type": "integer"}}}}},
+)
+def read_metrics(
+    request: Request,
+    session: SessionDep,
+    run: RunDep,
+    keys: KeysQuery = None,
+    max_points: MaxPoints = None,
+    step_min: StepMin = None,
+    step_max: StepMax = None,
+) -> Response:
     """Run-level series: {"step": [...], "<key>": [...]}; X-Raw-Points has the stored count."""
     wanted = tuple(crud.parse_keys(keys))  # validated before anything is cached
     win = window(step_min, step_max)
-    return serve_series(request, run, "metrics", (wanted, max_points, *win),
-                        metrics_builder(session, wanted, max_points, win))
+    return serve_series(
+        request,
+        run,
+        "metrics",
+        (wanted, max_points, *win),
+        metrics_builder(session, wanted, max_points, win),
+    )
 
 
 @router.get("/{run_id}/layers", response_model=LayersPublic)
-def read_layers(request: Request, session: SessionDep, run: RunDep, keys: LayerKeysQuery = None,
-                max_points: MaxPoints = None, step_min: StepMin = None,
-                step_max: StepMax = None) -> Response:
+def read_layers(
+    request: Request,
+    session: SessionDep,
+    run: RunDep,
+    keys: LayerKeysQuery = None,
+    max_points: MaxPoints = None,
+    step_min: StepMin = None,
+    step_max: StepMax = None,
+) -> Response:
     """Per-BN-layer series, columnar per layer; `raw_points` has the stored count."""
     wanted = tuple(crud.parse_keys(keys, LAYER_KEYS))  # validated before anything is cached
     win = window(step_min, step_max)
-    return serve_series(request, run, "layers", (wanted, max_points, *win),
-                        layers_builder(session, wanted, max_points, win))
+    return serve_series(
+        request,
+        run,
+        "layers",
+        (wanted, max_points, *win),
+        layers_builder(session, wanted, max_points, win),
+    )

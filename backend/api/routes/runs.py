@@ -26,12 +26,15 @@ def parse_status(values: list[str] | None) -> list[str]:
     wanted = [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in RUN_STATUSES]
     if unknown:
-        raise FieldError("status", f"unknown status {unknown}; known: {list(RUN_STATUSES)}", "query")
+        raise FieldError(
+            "status", f"unknown status {unknown}; known: {list(RUN_STATUSES)}", "query"
+        )
     return wanted
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunPublic,
-             dependencies=[TokenDep])
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=RunPublic, dependencies=[TokenDep]
+)
 def create_run(session: SessionDep, config: RunCreate) -> Run:
     """Submit one ExperimentConfig; the run starts `queued`."""
     return crud.create_run(session=session, config=config)
@@ -50,21 +53,29 @@ def parse_ids(values: list[str] | None) -> list[int] | None:
     return [int(v) for v in items]
 
 
-StatusQuery = Annotated[list[str] | None,
-                        Query(description="one or more of " + ", ".join(RUN_STATUSES))]
+StatusQuery = Annotated[
+    list[str] | None, Query(description="one or more of " + ", ".join(RUN_STATUSES))
+]
 SweepQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 TagQuery = Annotated[str | None, Query(max_length=64, pattern=NoNul, description="one exact tag")]
 TextQuery = Annotated[str | None, Query(max_length=200, pattern=NoNul, description="in the name")]
-SearchQuery = Annotated[str | None, Query(max_length=200, pattern=NoNul,
-                                          description="substring of the name or of any tag")]
+SearchQuery = Annotated[
+    str | None,
+    Query(max_length=200, pattern=NoNul, description="substring of the name or of any tag"),
+]
 IdsQuery = Annotated[list[str] | None, Query(description="comma-separated run ids")]
-KindQuery = Annotated[RunKind | None, Query(
-    description="engine: configs a bnlab worker trained; script: the SDK in a user's own loop")]
+KindQuery = Annotated[
+    RunKind | None,
+    Query(
+        description="engine: configs a bnlab worker trained; script: the SDK in a user's own loop"
+    ),
+]
 
 
 def _where(status, sweep, tag, text, q, ids) -> list:
-    return run_list.filters(status=parse_status(status), sweep_id=sweep, tag=tag, text=text, q=q,
-                            ids=parse_ids(ids))
+    return run_list.filters(
+        status=parse_status(status), sweep_id=sweep, tag=tag, text=text, q=q, ids=parse_ids(ids)
+    )
 
 
 @router.get("", response_model=RunsPublic)
@@ -77,21 +88,38 @@ def read_runs(
     q: SearchQuery = None,
     ids: IdsQuery = None,
     kind: KindQuery = None,
-    sort: Annotated[str | None, Query(max_length=200, pattern=NoNul, description=(
-        "a column (" + ", ".join(run_list.SORT_COLUMNS) + ") or a path such as config.train.lr or "
-        "summary.test_acc_eval; a leading - sorts descending (default -id: newest first)"))] = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=NoNul,
+            description=(
+                "a column ("
+                + ", ".join(run_list.SORT_COLUMNS)
+                + ") or a path such as config.train.lr or "
+                "summary.test_acc_eval; a leading - sorts descending (default -id: newest first)"
+            ),
+        ),
+    ] = None,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    lean: Annotated[bool, Query(description=(
-        "drop the summary's per-channel and per-layer arrays (a deep net's run carries thousands "
-        "of numbers there; a table of runs shows none of them)"))] = False,
+    lean: Annotated[
+        bool,
+        Query(
+            description=(
+                "drop the summary's per-channel and per-layer arrays (a deep net's run carries "
+                "thousands of numbers there; a table of runs shows none of them)"
+            )
+        ),
+    ] = False,
 ) -> RunsPublic:
     """Runs matching every filter, sorted (missing values last), paginated."""
     where = _where(status, sweep, tag, text, q, ids)
     if kind is not None:
         where.append(Run.kind == kind)
-    runs, count = run_list.read_page(session=session, where=where, sort=run_list.parse_sort(sort),
-                                     offset=offset, limit=limit)
+    runs, count = run_list.read_page(
+        session=session, where=where, sort=run_list.parse_sort(sort), offset=offset, limit=limit
+    )
     data = [RunPublic.model_validate(r) for r in runs]
     if lean:
         for run in data:
@@ -102,10 +130,15 @@ def read_runs(
 @router.get("/groups", response_model=RunGroupsPublic)
 def read_groups(
     session: SessionDep,
-    group_by: Annotated[str, Query(max_length=200, pattern=NoNul,
-                                   description="a config path (config.model.dropout.rate)")],
-    metrics: Annotated[list[str] | None,
-                       Query(description="comma-separated summary/config paths")] = None,
+    group_by: Annotated[
+        str,
+        Query(
+            max_length=200, pattern=NoNul, description="a config path (config.model.dropout.rate)"
+        ),
+    ],
+    metrics: Annotated[
+        list[str] | None, Query(description="comma-separated summary/config paths")
+    ] = None,
     status: StatusQuery = None,
     sweep: SweepQuery = None,
     tag: TagQuery = None,
@@ -125,8 +158,9 @@ def bulk(session: SessionDep, body: BulkAction) -> BulkResult:
     """Tag, untag or delete many runs. Runs that do not exist, and (for delete) runs still
     queued or running, are skipped and listed with the reason; the others are done."""
     found = {r.id: r for r in crud.get_runs(session=session, run_ids=body.ids)}
-    skipped = [BulkSkip(id=i, reason="not found")
-               for i in dict.fromkeys(body.ids) if i not in found]
+    skipped = [
+        BulkSkip(id=i, reason="not found") for i in dict.fromkeys(body.ids) if i not in found
+    ]
     if body.action == "delete":
         done = []
         for run in found.values():
@@ -158,8 +192,12 @@ def cancel_run(session: SessionDep, run: RunDep) -> Run:
     return crud.request_cancel(session=session, run=run)
 
 
-@router.post("/{run_id}/retry", status_code=status.HTTP_201_CREATED, response_model=RunPublic,
-             dependencies=[TokenDep])
+@router.post(
+    "/{run_id}/retry",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunPublic,
+    dependencies=[TokenDep],
+)
 def retry_run(session: SessionDep, run: RunDep) -> Run:
     """A new run with the same config."""
     return crud.retry_run(session=session, run=run)

@@ -84,9 +84,20 @@ def test_openapi_docs_served():
     client = TestClient(main.create_app())
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/health", "/api/presets", "/api/runs", "/api/sweeps", "/api/runs/{run_id}",
-                 "/api/runs/{run_id}/metrics", "/api/runs/{run_id}/layers", "/api/runs/{run_id}/cancel",
-                 "/api/runs/{run_id}/retry", "/api/runs/{run_id}/export", "/api/datasets", "/api/events"):
+    for path in (
+        "/api/health",
+        "/api/presets",
+        "/api/runs",
+        "/api/sweeps",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/metrics",
+        "/api/runs/{run_id}/layers",
+        "/api/runs/{run_id}/cancel",
+        "/api/runs/{run_id}/retry",
+        "/api/runs/{run_id}/export",
+        "/api/datasets",
+        "/api/events",
+    ):
         assert path in paths, path
 
 
@@ -96,8 +107,10 @@ def test_cors_from_settings(monkeypatch):
 
     monkeypatch.setattr(settings, "cors_origins", ["http://lab.example"])
     client = TestClient(main.create_app())
-    ok = client.options("/api/presets", headers={"Origin": "http://lab.example",
-                                                 "Access-Control-Request-Method": "GET"})
+    ok = client.options(
+        "/api/presets",
+        headers={"Origin": "http://lab.example", "Access-Control-Request-Method": "GET"},
+    )
     assert ok.headers.get("access-control-allow-origin") == "http://lab.example"
     other = client.get("/api/presets", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
