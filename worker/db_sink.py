@@ -9,6 +9,7 @@ engine checkpoints at epoch end and a point not stored by then could be lost for
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -77,6 +78,13 @@ class DbSink:
         self.progress_at = time.monotonic()
         if self.lost:
             return
+        # When the probe ran (UNIX seconds; the compare view's wall-time axis). Stamped here, not
+        # by the engine, so its records stay identical between two runs of one seed; a resumed
+        # run's points keep their real times.
+        if "wall_time" not in record.metrics:
+            record = dataclasses.replace(
+                record, metrics={**record.metrics, "wall_time": time.time()}
+            )
         self.buffer.append(record)
         self.total_steps = record.total_steps or self.total_steps
         self.last_step = max(self.last_step, record.step)

@@ -137,6 +137,7 @@ class RunMetric(Base):
     val_acc_train_mode: Mapped[float | None] = mapped_column(Float)
     lr: Mapped[float | None] = mapped_column(Float)
     grad_cos: Mapped[float | None] = mapped_column(Float)  # probe.grad_noise only (migration 0004)
+    wall_time: Mapped[float | None] = mapped_column(Float)  # UNIX seconds (migration 0010)
 
 
 class LayerStat(Base):

@@ -253,6 +253,9 @@ METRIC_KEY_SPECS: tuple[SeriesKey, ...] = (
     ),
     SeriesKey("lr", "learning rate"),
     SeriesKey("grad_cos", "cosine of a mini-batch gradient to the mean gradient (grad_noise)"),
+    SeriesKey(
+        "wall_time", "when the probe ran, in UNIX seconds (the compare view's wall-time axis)"
+    ),
 )
 METRIC_KEYS: tuple[str, ...] = tuple(k.name for k in METRIC_KEY_SPECS)
 

@@ -36,7 +36,7 @@ const LAYER_KEYS = ["train_var", "eval_var", "running_var", "shift", ...STORY_LA
 const MAX_ID = 2 ** 31 - 1; // run ids are 32-bit in the database
 const MAX_LAYER_CHARTS = 12; // beyond this many BN layers, pick a stage (deep nets have 50-300)
 const MAX_FLAT_MENU = 24; // more layers than this: the layer menu lists one stage at a time
-const X_TITLES = { step: "step", epoch: "epoch", wall: "wall time (s, at the run's mean pace)" };
+const X_TITLES = { step: "step", epoch: "epoch", wall: "wall time (s since the first probe)" };
 
 function runData(entry) {
   const raw = entry.metrics_raw_points;

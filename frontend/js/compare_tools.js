@@ -87,8 +87,9 @@ export function stagesOf(names, indices, places = null) {
 
 /**
  * A function step → x for one run: "step" (itself), "epoch" (interpolated from the run's own
- * (step, epoch) metric points) or "wall" (seconds since the run started, at the run's mean pace
- * steps_per_s from its summary, else its start/finish stamps). Null when the run lacks the data.
+ * (step, epoch) metric points) or "wall" (seconds since the run's first probe, from the probes'
+ * recorded wall_time; runs recorded before it existed: the mean pace steps_per_s of the summary,
+ * else the start/finish stamps). Null when the run lacks the data.
  */
 export function xMapper(mode, data) {
   if (mode === "epoch") {
@@ -99,6 +100,17 @@ export function xMapper(mode, data) {
     return (step) => interpolate(pts, step);
   }
   if (mode === "wall") {
+    // The worker stamps each probe's wall time (metrics.wall_time, UNIX seconds): seconds since
+    // the run's first probe, interpolated between probes for the layer series.
+    const steps = data.metrics?.step ?? [];
+    const walls = data.metrics?.wall_time ?? [];
+    const pts = steps.map((s, i) => [s, walls[i]]).filter(([, w]) => Number.isFinite(w));
+    if (pts.length >= 2) {
+      const t0 = pts[0][1];
+      const rel = pts.map(([s, w]) => [s, w - t0]);
+      return (step) => interpolate(rel, step);
+    }
+    // Runs recorded before wall_time existed: the run's mean pace.
     const run = data.run;
     let rate = run.summary?.steps_per_s;
     if (!(rate > 0) && run.started_at) {

@@ -491,7 +491,8 @@ def test_submit_errors_summarised_client_and_server(stack, page):
 
 def test_x_axis_by_epoch_and_wall_time(stack, page, runs):
     """x=epoch draws the accuracy against the run's own recorded epochs and the layer charts at
-    the same epochs; x=wall against step / steps_per_s (the run's mean pace)."""
+    the same epochs; x=wall against the probes' recorded wall_time (seconds since the first
+    probe, a pause included), and step / steps_per_s for a run recorded without wall times."""
     run_id = runs[0]
     with stack.client() as c:
         metrics = c.get(f"/api/runs/{run_id}/metrics", params={"keys": "epoch"}).json()
@@ -514,3 +515,21 @@ def test_x_axis_by_epoch_and_wall_time(stack, page, runs):
     )
     wall_x = page.evaluate("document.getElementById('chart-accuracy').data[0].x")
     assert wall_x == pytest.approx([s / pace for s in metrics["step"]])
+
+    stamped = runs[1]  # probes 0.5 s apart (20 steps), and a 100 s pause after step 400
+    db = sqlite3.connect(stack.data_dir / "bnlab.db")
+    with db:
+        db.execute(
+            "UPDATE run_metrics SET wall_time = 1.7e9 + step * 0.025 "
+            "+ CASE WHEN step > 400 THEN 100 ELSE 0 END WHERE run_id = ?",
+            (stamped,),
+        )
+    db.close()
+    page.goto(compare_url(stack, [stamped], "&x=wall"))
+    page.wait_for_selector("body[data-ready=compare]", timeout=READY)
+    steps = metrics["step"]
+    expected = [st * 0.025 + (100 if st > 400 else 0) for st in steps]
+    for chart in ("chart-accuracy", "chart-layer-0"):
+        xs = page.evaluate(f"document.getElementById('{chart}').data[0].x")
+        assert xs == pytest.approx(expected), chart
+    assert len(steps) == 40
