@@ -28,7 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from backend.schema.registry import LAYER_KEYS
 from worker.engine.dropout import Dropout as BnlabDropout
 from worker.engine.evaluate import summary_accuracies as engine_summary_accuracies
-from worker.engine.evaluate import train_bn_logits
+from worker.engine.evaluate import train_mode_logits
 from worker.engine.probes import BNProbe, Unit, predicted_shift
 
 DROPOUTS = (
@@ -182,10 +182,19 @@ class ModelProbe:
         layers = [[row[k] for k in LAYER_KEYS] for row in rows]
         metrics: dict[str, float | None] = {}
         if self.y is not None:
-            both = torch.stack([logits, train_bn_logits(self.model, self.x, batch)])
-            accs = (both.argmax(2) == self.y).float().mean(1)
-            vals = torch.cat([F.cross_entropy(logits, self.y).view(1), accs]).tolist()
-            metrics = dict(zip(("val_loss", "val_acc", "val_acc_train_mode"), vals, strict=False))
+            # val_acc_train_mode as the engine records it: real model.train() (dropout on, BN
+            # on batch statistics), random state restored, a trailing batch of one left out
+            tm = train_mode_logits(
+                self.model, self.x, batch, dropout=True, seed=None, fast_masks=True
+            )
+            vals = torch.stack(
+                [
+                    F.cross_entropy(logits, self.y),
+                    (logits.argmax(1) == self.y).float().mean(),
+                    (tm.argmax(1) == self.y[: len(tm)]).float().mean(),
+                ]
+            ).tolist()
+            metrics = dict(zip(("val_loss", "val_acc", "val_acc_train_mode"), vals, strict=True))
         return layers, metrics
 
     def predicted_shifts(self) -> dict[str, float]:
