@@ -101,8 +101,10 @@ async def on_db_down(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def on_db_data(_: Request, exc: DataError) -> JSONResponse:
-    # A value the database cannot hold (out of range, bad encoding): the client's input.
-    return JSONResponse({"detail": "a value is out of range for the database"},
+    # A value the database cannot hold (out of range, bad encoding): the client's input. Shaped
+    # like every other 422 (a field list), as the schema documents it.
+    msg = "a value is out of range for the database"
+    return JSONResponse({"detail": [_entry(["body"], msg, "value_error")], "message": msg},
                         status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
