@@ -215,15 +215,24 @@ def make_store(s: Settings = settings) -> LocalStore | S3Store:
     )
 
 
-_store: LocalStore | S3Store | None = None
+_stores: dict[tuple, LocalStore | S3Store] = {}
 
 
 def get_store() -> LocalStore | S3Store:
-    """The process-wide store (one boto3 client per process)."""
-    global _store
-    if _store is None:
-        _store = make_store()
-    return _store
+    """The store of the current settings (one boto3 client per process and configuration:
+    tests and `serve --data-dir` change the settings after import)."""
+    s = settings
+    key = (
+        str(s.data_dir),
+        s.artifacts_url,
+        s.s3_endpoint_url,
+        s.s3_access_key,
+        s.s3_secret_key,
+        s.s3_region,
+    )
+    if key not in _stores:
+        _stores[key] = make_store(s)
+    return _stores[key]
 
 
 def checkpoint_key(run_id: int) -> str:
