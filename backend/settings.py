@@ -11,12 +11,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     # env_ignore_empty: compose passes every BNLAB_ setting as `${BNLAB_X:-}`, so an unset one
     # arrives as "" and must mean "the default", not an invalid value.
-    model_config = SettingsConfigDict(env_prefix="BNLAB_", env_file=".env", extra="ignore",
-                                      env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_prefix="BNLAB_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     data_dir: Path = Path.home() / ".bnlab"  # SQLite file, embedded broker, checkpoints, uploads
-    database_url_: str | None = Field(None, alias="BNLAB_DATABASE_URL")  # default: SQLite in data_dir
-    broker_url_: str | None = Field(None, alias="BNLAB_BROKER_URL")  # default: embedded (filesystem)
+    # default: SQLite in data_dir
+    database_url_: str | None = Field(None, alias="BNLAB_DATABASE_URL")
+    # default: embedded (kombu's filesystem transport in data_dir)
+    broker_url_: str | None = Field(None, alias="BNLAB_BROKER_URL")
     datasets_dir_: Path | None = Field(None, alias="BNLAB_DATASETS_DIR")  # root for dataset.path
     api_token: str | None = None  # when set, every write needs `Authorization: Bearer <token>`
     # With api_token: every read under /api needs the token too (configs, series, exports, the
