@@ -47,8 +47,10 @@ class Stack:
         self.db = create_engine(env["BNLAB_DATABASE_URL"], pool_pre_ping=True)
         self.timings: dict[str, float] = {}
 
-    def run(self, *args: str, timeout: float = 900, check: bool = True) -> str:
-        cmd = [self.compose, "-p", PROJECT, "--env-file", str(self.env_file)]
+    def run(
+        self, *args: str, timeout: float = 900, check: bool = True, project: str = PROJECT
+    ) -> str:
+        cmd = [self.compose, "-p", project, "--env-file", str(self.env_file)]
         for f in stand.COMPOSE_FILES:
             cmd += ["-f", str(f)]
         out = subprocess.run(
@@ -286,3 +288,41 @@ def test_killed_worker_and_restarted_postgres_lose_nothing(stack: Stack) -> None
     assert stack.worker_host_pids(), "bnlab worker did not restart its killed process"
     resp = httpx.get(f"{stack.api}/runs/{run_id}/export", headers=stack.headers, timeout=30)
     assert resp.status_code == 200
+
+
+def test_worker_only_host_trains_without_shared_disk(stack: Stack) -> None:
+    """README's worker host: the same compose file and .env with the database, broker and S3
+    URLs set, `docker compose up -d worker --no-deps` under another project (so a volume of
+    its own: no disk shared with anything). With the main worker stopped, it trains a run
+    whose export downloads through the API."""
+    other = f"{PROJECT}-host2"
+    stack.run("stop", "worker", timeout=120)
+    try:
+        t = time.monotonic()
+        stack.run(
+            "up",
+            "-d",
+            "--no-deps",
+            "--wait",
+            "--wait-timeout",
+            "300",
+            "worker",
+            project=other,
+            timeout=400,
+        )
+        stack.timings["worker-only host up"] = time.monotonic() - t
+        run_id = stack.submit(tiny_config(name="deploy-other-host"))
+        run = stack.wait_run(
+            run_id,
+            lambda r: r["status"] not in ("queued", "running"),
+            300,
+            "the run to end on the worker-only host",
+        )
+        assert run["status"] == "succeeded", run
+        log = stack.run("logs", "--no-color", "worker", project=other)
+        assert "bnlab.train_run" in log and "succeeded" in log, log[-2000:]
+        resp = httpx.get(f"{stack.api}/runs/{run_id}/export", headers=stack.headers, timeout=30)
+        assert resp.status_code == 200
+    finally:
+        stack.run("down", "-v", project=other, check=False, timeout=300)
+        stack.run("start", "worker", check=False, timeout=120)
