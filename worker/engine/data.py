@@ -374,8 +374,13 @@ def assemble(
     seed: int,
     limit: int | None = None,
     name: str = "data",
+    device: torch.device | str = "cpu",
 ) -> Data:
-    """Limit, seeded validation split, per-channel standardisation with training statistics."""
+    """Limit, seeded validation split, per-channel standardisation with training statistics.
+
+    The images move to `device` as they are and are standardised there, one whole-split
+    operation each, never per sample (on a GPU the host holds no standardised copy; the
+    float32 subtract-then-divide is numpy's, so the values do not depend on the device)."""
     if limit:
         x, y = x[:limit], y[:limit]
     tr, va = _split(len(x), val_fraction, seed)
@@ -384,8 +389,11 @@ def assemble(
     mean = x[tr].mean(axis=(0, 2, 3), keepdims=True)
     std = x[tr].std(axis=(0, 2, 3), keepdims=True) + 1e-6  # per channel
 
+    mean_t, std_t = (torch.from_numpy(v.astype(np.float32)).to(device) for v in (mean, std))
+
     def norm(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+        return (t - mean_t) / std_t
 
     def label(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
@@ -393,11 +401,11 @@ def assemble(
     n_classes = int(max(y.max(), yt.max())) + 1
     return Data(
         norm(x[tr]),
-        label(y[tr]),
+        label(y[tr]).to(device),
         norm(x[va]),
-        label(y[va]),
+        label(y[va]).to(device),
         norm(xt),
-        label(yt),
+        label(yt).to(device),
         n_classes,
         name,
         mean.reshape(-1),
@@ -415,7 +423,14 @@ def load_dataset(
 ) -> Data:
     """The dataset of config `cfg` (a DatasetConfig) as tensors on `device`."""
     x, y, xt, yt = raw_arrays(cfg, datasets_root=datasets_root, uploads_dir=uploads_dir)
-    data = assemble(
-        x, y, xt, yt, val_fraction=cfg.val_fraction, seed=seed, limit=cfg.limit, name=cfg.name
+    return assemble(
+        x,
+        y,
+        xt,
+        yt,
+        val_fraction=cfg.val_fraction,
+        seed=seed,
+        limit=cfg.limit,
+        name=cfg.name,
+        device=device,
     )
-    return data.to(device)

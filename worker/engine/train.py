@@ -312,8 +312,12 @@ def train(
     device = resolve_device(cfg.train.device)
     data = (
         data
-        or load_dataset(
-            cfg.dataset, seed=cfg.train.seed, datasets_root=datasets_root, uploads_dir=uploads_dir
+        or load_dataset(  # standardised on the training device
+            cfg.dataset,
+            seed=cfg.train.seed,
+            device=device,
+            datasets_root=datasets_root,
+            uploads_dir=uploads_dir,
         )
     ).to(device)
     if cfg.train.batch_size > len(data.x_train):  # one step at chance accuracy otherwise

@@ -397,3 +397,37 @@ def test_li_width_preset():
         assert c.model.arch == "wrn" and c.model.dropout_at == "before_conv"
         assert c.model.dropout.rate == 0.5
     assert {c.model.depth for c in full} == {28} and {c.train.device for c in cpu} == {"cpu"}
+
+
+@pytest.mark.slow
+def test_width_lowers_the_shift_of_dropout_inside_wrn_units(tmp_path):
+    """li_wrn_width's first two CPU runs (WRN-10-k, k = 1 and 2, Dropout 0.5 between the
+    convolutions, 960 synthetic images, 3 epochs): the wider net's BN layers show less variance
+    shift — Li et al.'s layer statistic averaged over the BN layers, and the last BN (head.bn,
+    which sees every unit's dropout through the residual sum). docs/studies.md §9 has the
+    figures (1.95 vs 1.79, head.bn 4.25 vs 3.56, and k = 4)."""
+    from backend.presets import load_presets
+
+    preset = next(p for p in load_presets() if p.id == "li_wrn_width")
+    # the files docs/studies.md's runs read (the preset uses the first 1200 training images)
+    write_synthetic(tmp_path / "synthetic-cifar10", classes=10, n=5000, n_test=1000)
+    li, head = {}, {}
+    for cfg in _cells(preset.sweep):
+        if cfg.model.widen > 2:
+            continue
+        s = train(cfg, MemorySink(), datasets_root=tmp_path).summary
+        stat = list(s["shift_li_by_layer"].values())
+        li[cfg.model.widen] = sum(stat) / len(stat)
+        head[cfg.model.widen] = s["shift_by_layer"]["head.bn"]
+    assert li[2] < li[1] - 0.08, li
+    assert head[2] < head[1] - 0.3, head
+
+
+@needs_cuda
+def test_standardise_on_the_device(synth_root):
+    """load_dataset(device="cuda") standardises on the GPU to the same values as on the CPU."""
+    cfg = DatasetConfig(name="cifar10", path="c10")
+    cpu = load_dataset(cfg, datasets_root=synth_root)
+    gpu = load_dataset(cfg, datasets_root=synth_root, device="cuda")
+    assert gpu.x_train.is_cuda and gpu.y_train.is_cuda
+    torch.testing.assert_close(gpu.x_test.cpu(), cpu.x_test, rtol=0, atol=1e-6)
