@@ -516,7 +516,11 @@ def test_x_axis_by_epoch_and_wall_time(stack, page, runs):
     wall_x = page.evaluate("document.getElementById('chart-accuracy').data[0].x")
     assert wall_x == pytest.approx([s / pace for s in metrics["step"]])
 
-    stamped = runs[1]  # probes 0.5 s apart (20 steps), and a 100 s pause after step 400
+    # A fresh run (an ended run's series are cached once read): probes 0.5 s apart (20 steps),
+    # and a 100 s pause after step 400.
+    (stamped,) = seed_runs(
+        stack.database_url, n_runs=1, n_layers=2, n_steps=40, name_prefix=PREFIX + "wall "
+    )
     db = sqlite3.connect(stack.data_dir / "bnlab.db")
     with db:
         db.execute(
