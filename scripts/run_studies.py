@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=str(ROOT / "docs" / "studies_results.json"))
     p.add_argument("--out", default=str(ROOT / "docs" / "studies_results.md"))
     p.add_argument("--datasets", default=os.environ.get("BNLAB_DATASETS_DIR"),
-                   help="datasets root for the li_* presets (synthetic CIFAR written there if absent)")
+                   help="datasets root of the li_* presets (their synthetic CIFAR is written "
+                        "there if absent)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     global DATASETS_ROOT
