@@ -121,6 +121,12 @@ class Run(Base):
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
 
+    def __init__(self, **kwargs: Any) -> None:
+        # A column default applies only at INSERT; without this an unsaved Run (built by a
+        # caller or a test) read kind=None, which no API schema accepts.
+        kwargs.setdefault("kind", "engine")
+        super().__init__(**kwargs)
+
 
 class RunMetric(Base):
     """Run-level values of one probe step (wide rows: the API serves them columnar)."""
