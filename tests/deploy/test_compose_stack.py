@@ -169,6 +169,13 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         raise
     finally:
         st.run("down", "-v", "--remove-orphans", check=False, timeout=300)
+        # Images replaced by this run's rebuild would pile up in the kept data root.
+        subprocess.run(
+            ["docker", "image", "prune", "-f"],
+            env=stand.docker_env(),
+            capture_output=True,
+            timeout=300,
+        )
         st.db.dispose()
         print("\ndeploy timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in st.timings.items()))
 
