@@ -27,7 +27,7 @@ def test_train_run_stores_sane_series(served) -> None:
         layers = s.scalars(select(LayerStat).where(LayerStat.run_id == run_id)).all()
     assert len(metrics) >= 5 and len(layers) == len(metrics) * len(run.layer_names)
     assert all(0.0 <= m.val_acc <= 1.0 and math.isfinite(m.train_loss) for m in metrics)
-    assert all(l.train_var > 0 and l.running_var > 0 and math.isfinite(l.shift) for l in layers)
+    assert all(x.train_var > 0 and x.running_var > 0 and math.isfinite(x.shift) for x in layers)
     assert run.summary["test_acc_eval"] > 0.5, run.summary
 
 
@@ -41,12 +41,20 @@ def test_pack_series_when_run_ends(served) -> None:
     run_id = served.create_run(tiny_config())
     run = served.wait_status(run_id)
     assert run.status == "succeeded", (run.error, served.worker_log())
+
+    def pack_kinds() -> set[str]:
+        with served.sessions() as s:
+            return set(s.scalars(select(SeriesPack.kind).where(SeriesPack.run_id == run_id)))
+
     with served.sessions() as s:
-        kinds = set(s.scalars(select(SeriesPack.kind).where(SeriesPack.run_id == run_id)))
-        if not packs.usable(s):
-            assert kinds == set()
-            return
-        assert kinds == {"metrics", "layers"}
+        usable = packs.usable(s)
+    if not usable:
+        assert pack_kinds() == set()
+        return
+    # The worker packs right after it records the end (a pack's signature includes the final
+    # status and finish time), so the status can be read a moment before the packs are there.
+    wait_for(lambda: pack_kinds() == {"metrics", "layers"}, 30, "the worker's packs")
+    with served.sessions() as s:
         run = s.get(Run, run_id)
         from_packs = read_layers(session=s, run=run)
         s.execute(SeriesPack.__table__.delete().where(SeriesPack.run_id == run_id))
@@ -73,8 +81,11 @@ def test_train_once_when_message_duplicated(served) -> None:
     enqueue_run(run_id, served.app)
     enqueue_run(run_id, served.app)
     run = served.wait_status(run_id)
-    wait_for(lambda: served.worker_log().count(f"run {run_id}: not claimable") >= 2, 60,
-             "the duplicate messages to be skipped")
+    wait_for(
+        lambda: served.worker_log().count(f"run {run_id}: not claimable") >= 2,
+        60,
+        "the duplicate messages to be skipped",
+    )
     assert (run.status, served.run(run_id).attempt) == ("succeeded", 1)
 
 
@@ -104,8 +115,11 @@ def test_cancel_running_run_within_one_probe(served) -> None:
         step_at_cancel = run.step
     run = served.wait_status(run_id)
     # The probe in flight when the flag was set may still land, then the next one stops it.
-    assert run.status == "cancelled" and run.step <= step_at_cancel + 2 * every, \
-        (run.status, run.step, step_at_cancel)
+    assert run.status == "cancelled" and run.step <= step_at_cancel + 2 * every, (
+        run.status,
+        run.step,
+        step_at_cancel,
+    )
 
 
 def test_list_live_worker_in_workers_table(served) -> None:
