@@ -1,10 +1,10 @@
 """train(cfg, sink): build, train, probe and evaluate one experiment (the loop on one screen).
 
 The hot loop is forward, loss, zero_grad, backward, step, plus one on-device sum for the
-probe and three list appends for the metric window; every probe.every_steps steps the probe measures each BN
-layer and the sink gets a ProbeRecord. NaN/inf loss ends the run as `diverged`, a sink
-asking to stop as `cancelled`; neither raises. Epoch-end checkpoints make a crashed run
-resumable.
+probe and three list appends for the metric window; every probe.every_steps steps the probe
+measures each BN layer and the sink gets a ProbeRecord. NaN/inf loss ends the run as
+`diverged`, a sink asking to stop as `cancelled`; neither raises. Epoch-end checkpoints
+make a crashed run resumable.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .model import build_model
 from .probes import BNProbe, predicted_shift
 from .repro import environment
 from .schedule import lr_at
+from .shiftpredict import residual_predictions
 from .shiftstats import predicted_shift_through_weight
 from .sinks import MemorySink, MetricSink, ProbeRecord
 
@@ -409,7 +410,12 @@ def _final_metrics(run: Run) -> dict[str, Any]:
     out["shift_log_by_layer"] = {
         k: {q: v[f"shift_log_{q}"] for q in ("q1", "median", "q3")} for k, v in layers.items()
     }
-    out["shift_predicted_by_layer"] = _predicted_shifts(run) or _weight_path_predictions(run)
+    out["shift_predicted_by_layer"] = (
+        _predicted_shifts(run)
+        or _weight_path_predictions(run)
+        # residual nets, dropout → conv → (residual sum) → BN (docs/science.md §2b)
+        or residual_predictions(run.model, data.x_test, run.cfg.model.dropout, run.probe.last_eval)
+    )
     return out
 
 
