@@ -168,7 +168,9 @@ def test_show_server_error_at_field(stack, page):
     page.get_by_role("button", name="Submit run").click()
     error = page.locator('.field[data-path="model.dropout.rate"] .field-error')
     error.wait_for(timeout=30_000)
-    assert "less than 1" in error.inner_text()
+    # The registry's message names the field, the range the kind allows and the value refused.
+    text = error.inner_text()
+    assert "model.dropout.rate must be in [0, 1)" in text and "got 1.5" in text
     assert page.locator(".form-error").inner_text() == ""  # at the field, not only at the top
     assert page.locator(".form-result a").count() == 0
 
@@ -198,8 +200,15 @@ def test_ask_token_once_for_writes(token_stack, page):
     writes without asking again."""
     open_form(page, token_stack.url)
     fill_tiny(page, "needs token")
-    page.get_by_role("button", name="Submit run").click()
+    # Reads are open here (no BNLAB_AUTH_READS): the form's live size preview (POST
+    # /api/describe, which stores nothing) answers without a token and asks for none.
+    page.wait_for_function(
+        "document.querySelector('.model-size')?.textContent.includes('parameters')",
+        timeout=30_000,
+    )
     dialog = page.locator("#token-dialog")
+    assert dialog.is_hidden()
+    page.get_by_role("button", name="Submit run").click()
     dialog.wait_for(state="visible", timeout=30_000)
     dialog.locator("input").fill("t0ken-for-tests")
     dialog.get_by_role("button", name="Save").click()
