@@ -48,8 +48,9 @@ def _cell_name(base_name: str, cell: dict[str, Any], seed: int | None) -> str:
     return (f"{base_name} · {' '.join(parts)}" if parts else base_name)[:200]
 
 
-def _cell_config(base: dict[str, Any], cell: dict[str, Any], seed: int | None,
-                 keys: list[str]) -> ExperimentConfig:
+def _cell_config(
+    base: dict[str, Any], cell: dict[str, Any], seed: int | None, keys: list[str]
+) -> ExperimentConfig:
     data = copy.deepcopy(base)  # once per cell, then set in place: linear in the grid's keys
     for key, value in cell.items():
         try:
@@ -76,17 +77,23 @@ def _brief(value: Any, limit: int = 200) -> str:
 def cell_configs(sweep: SweepCreate) -> list[tuple[list[str], ExperimentConfig]]:
     """Every cell's validated config (schema only), with the grid keys; no caps, no database."""
     base, keys = sweep.base.model_dump(mode="json"), list(sweep.grid)
-    return [(keys, _cell_config(base, dict(zip(keys, values, strict=True)), seed, keys))
-            for values in itertools.product(*(sweep.grid[k] for k in keys))
-            for seed in sweep.seeds or [None]]
+    return [
+        (keys, _cell_config(base, dict(zip(keys, values, strict=True)), seed, keys))
+        for values in itertools.product(*(sweep.grid[k] for k in keys))
+        for seed in sweep.seeds or [None]
+    ]
 
 
 def expand_sweep(*, session: Session, sweep: SweepCreate) -> list[ExperimentConfig]:
-    """Every cell's config, checked like a single run; FieldError naming the grid field otherwise."""
+    """Every cell's config, checked like a single run; a FieldError naming the grid field
+    otherwise."""
     size = sweep_size(sweep)
     if size > settings.max_sweep_runs:
-        raise FieldError("grid", f"the sweep expands to {size} runs, above the cap of "
-                                 f"{settings.max_sweep_runs} (BNLAB_MAX_SWEEP_RUNS)")
+        raise FieldError(
+            "grid",
+            f"the sweep expands to {size} runs, above the cap of "
+            f"{settings.max_sweep_runs} (BNLAB_MAX_SWEEP_RUNS)",
+        )
     check_storable(sweep.name, "name")
     configs = []
     for keys, config in cell_configs(sweep):
@@ -101,8 +108,12 @@ def expand_sweep(*, session: Session, sweep: SweepCreate) -> list[ExperimentConf
 def create_sweep(*, session: Session, sweep: SweepCreate, enqueue: bool = True) -> Sweep:
     """Store the sweep and all its runs in one commit, then enqueue each run."""
     configs = expand_sweep(session=session, sweep=sweep)
-    row = Sweep(name=sweep.name or sweep.base.name, base=sweep.base.model_dump(mode="json"),
-                grid=sweep.grid, seeds=sweep.seeds)
+    row = Sweep(
+        name=sweep.name or sweep.base.name,
+        base=sweep.base.model_dump(mode="json"),
+        grid=sweep.grid,
+        seeds=sweep.seeds,
+    )
     session.add(row)
     session.flush()
     runs = [new_run(config=config, sweep_id=row.id) for config in configs]

@@ -1,10 +1,11 @@
-"""Engine and sessions from the settings; SQLite gets WAL + a busy timeout for concurrent readers."""
+"""Engine and sessions from the settings; SQLite gets WAL + a busy timeout for concurrent
+readers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,7 +35,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_engine(url: str | None = None) -> Engine:
     return make_engine(url or settings.database_url)
 

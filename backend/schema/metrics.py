@@ -29,7 +29,9 @@ class _LayerSeriesBase(BaseModel):
 # One optional column per registry LAYER_KEYS entry, so a new key needs no edit here.
 LayerSeries = create_model(
     "LayerSeries",
-    __doc__="One BN layer's series; every list is aligned with `step` (only the `?keys=` asked for).",
+    __doc__=(
+        "One BN layer's series; every list is aligned with `step` (only the `?keys=` asked for)."
+    ),
     __base__=_LayerSeriesBase,
     __module__=__name__,
     **{key: (Column | None, None) for key in LAYER_KEYS},
