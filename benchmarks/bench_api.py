@@ -40,11 +40,10 @@ from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from backend.db.migrate import upgrade
 from backend.db.models import LAYER_KEYS, METRIC_KEYS, LayerStat, Run, RunMetric
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def scratch_db(admin_url: str, name: str) -> str:
@@ -71,18 +70,44 @@ def fill(url: str, runs: int, layers: int, steps: int) -> list[int]:
     ids = []
     with Session(engine) as session:
         for r in range(runs):
-            run = Run(name=f"bench {r}", status="succeeded", config={"name": f"bench {r}"}, tags=[],
-                      progress=1.0, step=steps * 20, attempt=1, cancel_requested=False,
-                      layer_names=[f"blocks.{i}.bn" for i in range(layers)])
+            run = Run(
+                name=f"bench {r}",
+                status="succeeded",
+                config={"name": f"bench {r}"},
+                tags=[],
+                progress=1.0,
+                step=steps * 20,
+                attempt=1,
+                cancel_requested=False,
+                layer_names=[f"blocks.{i}.bn" for i in range(layers)],
+            )
             session.add(run)
             session.flush()
             ids.append(run.id)
-            session.execute(insert(RunMetric), [
-                {"run_id": run.id, "step": 20 * s, **{k: 1.0 / (s + 1) + r for k in METRIC_KEYS}}
-                for s in range(steps)])
-            session.execute(insert(LayerStat), [
-                {"run_id": run.id, "layer": i, "step": 20 * s, **{k: 1.0 + s * 1e-3 + i for k in LAYER_KEYS}}
-                for i in range(layers) for s in range(steps)])
+            session.execute(
+                insert(RunMetric),
+                [
+                    {
+                        "run_id": run.id,
+                        "step": 20 * s,
+                        **{k: 1.0 / (s + 1) + r for k in METRIC_KEYS},
+                    }
+                    for s in range(steps)
+                ],
+            )
+            session.execute(
+                insert(LayerStat),
+                [
+                    {
+                        "run_id": run.id,
+                        "layer": i,
+                        "step": 20 * s,
+                        **{k: 1.0 + s * 1e-3 + i for k in LAYER_KEYS},
+                    }
+                    for i in range(layers)
+                    for s in range(steps)
+                ],
+            )
         session.commit()
     with engine.connect() as conn:
         conn.execute(text("ANALYZE"))
@@ -99,13 +124,29 @@ def free_port() -> int:
 
 def serve(url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "BNLAB_DATABASE_URL": url, "BNLAB_DATA_DIR": data_dir,
-           "BNLAB_BROKER_URL": os.environ.get("BNLAB_BENCH_BROKER", "redis://127.0.0.1:6379/1"),
-           # One reconciler pass at start-up (it packs the ended runs), none while measuring:
-           # a pass could pack the runs between the "first read" passes' emptying and reading.
-           "BNLAB_RECONCILE_S": "3600"}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "backend.api.main:app", "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, env=env)
+    env = {
+        **os.environ,
+        "BNLAB_DATABASE_URL": url,
+        "BNLAB_DATA_DIR": data_dir,
+        "BNLAB_BROKER_URL": os.environ.get("BNLAB_BENCH_BROKER", "redis://127.0.0.1:6379/1"),
+        # One reconciler pass at start-up (it packs the ended runs), none while measuring:
+        # a pass could pack the runs between the "first read" passes' emptying and reading.
+        "BNLAB_RECONCILE_S": "3600",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "backend.api.main:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -134,8 +175,9 @@ def timed(fn) -> float:
 DASHBOARD_KEYS = "train_var,eval_var,running_var,shift"
 
 
-def compare_view(client: httpx.Client, ids: list[int], max_points: int = 1000,
-                 keys: str | None = DASHBOARD_KEYS) -> None:
+def compare_view(
+    client: httpx.Client, ids: list[int], max_points: int = 1000, keys: str | None = DASHBOARD_KEYS
+) -> None:
     """The compare view as the dashboard loads it: one GET /api/compare."""
     query = {"runs": ",".join(map(str, ids)), "max_points": max_points}
     if keys:
@@ -143,14 +185,28 @@ def compare_view(client: httpx.Client, ids: list[int], max_points: int = 1000,
     client.get("/api/compare", params=query).raise_for_status()
 
 
-def compare_view_60(client: httpx.Client, ids: list[int], pool: ThreadPoolExecutor | None,
-                    max_points: int = 1000, keys: str | None = DASHBOARD_KEYS) -> None:
+def compare_view_60(
+    client: httpx.Client,
+    ids: list[int],
+    pool: ThreadPoolExecutor | None,
+    max_points: int = 1000,
+    keys: str | None = DASHBOARD_KEYS,
+) -> None:
     """The compare view as the dashboard loaded it before GET /api/compare: 3 requests per run."""
     layer_query = f"?keys={keys}&max_points={max_points}" if keys else f"?max_points={max_points}"
-    paths = [p for i in ids for p in (f"/api/runs/{i}", f"/api/runs/{i}/metrics?max_points={max_points}",
-                                      f"/api/runs/{i}/layers{layer_query}")]
+    paths = [
+        p
+        for i in ids
+        for p in (
+            f"/api/runs/{i}",
+            f"/api/runs/{i}/metrics?max_points={max_points}",
+            f"/api/runs/{i}/layers{layer_query}",
+        )
+    ]
+
     def get(path: str) -> None:
         client.get(path).raise_for_status()
+
     if pool is None:
         for path in paths:
             get(path)
@@ -174,12 +230,15 @@ def check(client: httpx.Client, ids: list[int], args) -> None:
     assert len(body["layers"]) == args.layers and len(body["layers"][0]["step"]) == args.steps
     runs = client.get("/api/compare", params={"runs": ",".join(map(str, ids))}).json()["runs"]
     assert [r["run"]["id"] for r in runs] == ids
-    assert all(len(r["layers"]["layers"]) == args.layers and len(r["metrics"]["step"]) == args.steps
-               for r in runs)
+    assert all(
+        len(r["layers"]["layers"]) == args.layers and len(r["metrics"]["step"]) == args.steps
+        for r in runs
+    )
 
 
-def measure(client: httpx.Client, pool: ThreadPoolExecutor, ids: list[int], args, url: str,
-            pid: int) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float]]:
+def measure(
+    client: httpx.Client, pool: ThreadPoolExecutor, ids: list[int], args, url: str, pid: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float]]:
     fresh = iter(range(args.steps + 1, 10**6))  # a new cache key every cold request
     engine = create_engine(url)
 
@@ -188,7 +247,9 @@ def measure(client: httpx.Client, pool: ThreadPoolExecutor, ids: list[int], args
             conn.execute(text("DELETE FROM series_packs"))
 
     def layers(max_points: int | None = None) -> None:
-        client.get(f"/api/runs/{ids[0]}/layers?max_points={max_points or next(fresh)}").raise_for_status()
+        client.get(
+            f"/api/runs/{ids[0]}/layers?max_points={max_points or next(fresh)}"
+        ).raise_for_status()
 
     n, cpu = max(3, args.repeat // 5), {}
     cpu0 = cpu_ms(pid)
@@ -201,14 +262,20 @@ def measure(client: httpx.Client, pool: ThreadPoolExecutor, ids: list[int], args
     cpu["cold GET /api/compare"] = (cpu_ms(pid) - cpu0) / n
     views["GET /api/compare, warm"] = passes(lambda: compare_view(client, ids), n)
     views["GET /api/compare, first read (no packs)"] = passes(
-        lambda: compare_view(client, ids, next(fresh)), n, drop_packs)
+        lambda: compare_view(client, ids, next(fresh)), n, drop_packs
+    )
     views["GET /api/compare, cold, all layer keys"] = passes(
-        lambda: compare_view(client, ids, next(fresh), None), n)
+        lambda: compare_view(client, ids, next(fresh), None), n
+    )
     views["60 requests, 6 connections, cold"] = passes(
-        lambda: compare_view_60(client, ids, pool, next(fresh)), n)
-    views["60 requests, 6 connections, warm"] = passes(lambda: compare_view_60(client, ids, pool), n)
+        lambda: compare_view_60(client, ids, pool, next(fresh)), n
+    )
+    views["60 requests, 6 connections, warm"] = passes(
+        lambda: compare_view_60(client, ids, pool), n
+    )
     views["60 requests, 1 connection, cold"] = passes(
-        lambda: compare_view_60(client, ids, None, next(fresh)), n)
+        lambda: compare_view_60(client, ids, None, next(fresh)), n
+    )
     views["60 requests, 1 connection, warm"] = passes(lambda: compare_view_60(client, ids, None), n)
     engine.dispose()
     return layer_times, views, cpu
@@ -216,8 +283,12 @@ def measure(client: httpx.Client, pool: ThreadPoolExecutor, ids: list[int], args
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg", default=os.environ.get("BNLAB_TEST_PG",
-                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get(
+            "BNLAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--steps", type=int, default=1000)
@@ -246,20 +317,34 @@ def main() -> None:
         drop_db(args.pg, name)
 
 
-def report(args, load0: float, layers: dict[str, list[float]], views: dict[str, list[float]],
-           cpu: dict[str, float]) -> None:
+def report(
+    args,
+    load0: float,
+    layers: dict[str, list[float]],
+    views: dict[str, list[float]],
+    cpu: dict[str, float],
+) -> None:
     med = statistics.median
-    print(f"1-min load average: {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end "
-          "(2 cores, shared with other work)")
+    print(
+        f"1-min load average: {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end "
+        "(2 cores, shared with other work)"
+    )
     for label, times in layers.items():
-        print(f"GET /api/runs/{{id}}/layers {label} ({args.layers} layers x {args.steps} steps, PostgreSQL): "
-              f"median {med(times):.1f} ms, best {min(times):.1f} ms "
-              f"(target < 20 ms: ratio {med(times) / 20:.2f})")
+        print(
+            f"GET /api/runs/{{id}}/layers {label} "
+            f"({args.layers} layers x {args.steps} steps, PostgreSQL): "
+            f"median {med(times):.1f} ms, best {min(times):.1f} ms "
+            f"(target < 20 ms: ratio {med(times) / 20:.2f})"
+        )
     for label, times in views.items():
-        print(f"compare view of {args.runs} runs, {label}: median {med(times):.0f} ms, "
-              f"best {min(times):.0f} ms (target < 150 ms: ratio {med(times) / 150:.2f})")
-    print("API process CPU time (load-independent; PostgreSQL's own CPU not included): "
-          + ", ".join(f"{label} {ms:.1f} ms" for label, ms in cpu.items()))
+        print(
+            f"compare view of {args.runs} runs, {label}: median {med(times):.0f} ms, "
+            f"best {min(times):.0f} ms (target < 150 ms: ratio {med(times) / 150:.2f})"
+        )
+    print(
+        "API process CPU time (load-independent; PostgreSQL's own CPU not included): "
+        + ", ".join(f"{label} {ms:.1f} ms" for label, ms in cpu.items())
+    )
 
 
 if __name__ == "__main__":

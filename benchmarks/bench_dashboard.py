@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "frontend")]  # backend + the stack helper
-from dashboard_stack import CHROMIUM, CHROMIUM_ARGS, seed_runs, start_stack
+from dashboard_stack import CHROMIUM, CHROMIUM_ARGS, seed_runs, start_stack  # noqa: E402
 
 COUNT_JS = """() => {
   const divs = [...document.querySelectorAll('.js-plotly-plot')];
@@ -54,47 +54,76 @@ def measure(url: str, ids: list[int], repeats: int, gl: str = "auto") -> dict:
             page = context.new_page()
             page.goto(f"{url}/compare?runs={','.join(map(str, ids))}{GL_PARAM[gl]}")
             page.wait_for_selector("body[data-ready=compare]", timeout=120_000)
-            loads.append({**page.evaluate("window.__bnlabTimings"), **page.evaluate(COUNT_JS),
-                          "webgl_renderer": page.evaluate(RENDERER_JS)})
+            loads.append(
+                {
+                    **page.evaluate("window.__bnlabTimings"),
+                    **page.evaluate(COUNT_JS),
+                    "webgl_renderer": page.evaluate(RENDERER_JS),
+                }
+            )
             page.close()
         browser.close()
     cold, loads = loads[0], loads[1:]
     ready = [x["ready_ms"] for x in loads]
-    return {"cold_ready_ms": cold["ready_ms"], "ready_ms_median": statistics.median(ready), "ready_ms_min": min(ready),
-            "ready_ms_max": max(ready), "fetch_ms_median": statistics.median(x["fetch_ms"] for x in loads),
-            "view_ms_median": statistics.median(x["total_ms"] for x in loads),
-            "charts": loads[0]["charts"], "traces": loads[0]["traces"],
-            "gl_traces": loads[0]["gl_traces"], "points_drawn": loads[0]["points"],
-            "webgl_renderer": loads[0]["webgl_renderer"], "loads": loads}
+    return {
+        "cold_ready_ms": cold["ready_ms"],
+        "ready_ms_median": statistics.median(ready),
+        "ready_ms_min": min(ready),
+        "ready_ms_max": max(ready),
+        "fetch_ms_median": statistics.median(x["fetch_ms"] for x in loads),
+        "view_ms_median": statistics.median(x["total_ms"] for x in loads),
+        "charts": loads[0]["charts"],
+        "traces": loads[0]["traces"],
+        "gl_traces": loads[0]["gl_traces"],
+        "points_drawn": loads[0]["points"],
+        "webgl_renderer": loads[0]["webgl_renderer"],
+        "loads": loads,
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--points", type=int, default=1000, help="probe steps per run and layer")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--gl", choices=sorted(GL_PARAM), default="auto",
-                    help="WebGL traces: auto (hardware GL only), on, off")
+    ap.add_argument(
+        "--gl",
+        choices=sorted(GL_PARAM),
+        default="auto",
+        help="WebGL traces: auto (hardware GL only), on, off",
+    )
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bnlab-bench-dash-") as tmp:
         stack = start_stack(Path(tmp), workers=0)
         try:
-            ids = seed_runs(stack.database_url, n_runs=args.runs, n_layers=args.layers, n_steps=args.points)
-            result = {"runs": args.runs, "layers": args.layers, "points_per_series": args.points,
-                      "gl": args.gl, **measure(stack.url, ids, args.repeats, args.gl)}
+            ids = seed_runs(
+                stack.database_url, n_runs=args.runs, n_layers=args.layers, n_steps=args.points
+            )
+            result = {
+                "runs": args.runs,
+                "layers": args.layers,
+                "points_per_series": args.points,
+                "gl": args.gl,
+                **measure(stack.url, ids, args.repeats, args.gl),
+            }
         finally:
             stack.stop()
     loads = result.pop("loads")
     print(json.dumps(result, indent=2))
-    print(f"compare view, {args.runs} runs x {args.layers} layers x {args.points} points: "
-          f"{result['ready_ms_median']:.0f} ms median from navigation to all charts drawn "
-          f"({result['fetch_ms_median']:.0f} ms of it fetching; first, cold load "
-          f"{result['cold_ready_ms']:.0f} ms), {result['traces']} traces, "
-          f"{result['points_drawn']} points ({result['gl_traces']} WebGL traces), over {len(loads)} warm loads; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"compare view, {args.runs} runs x {args.layers} layers x {args.points} points: "
+        f"{result['ready_ms_median']:.0f} ms median from navigation to all charts drawn "
+        f"({result['fetch_ms_median']:.0f} ms of it fetching; first, cold load "
+        f"{result['cold_ready_ms']:.0f} ms), {result['traces']} traces, "
+        f"{result['points_drawn']} points ({result['gl_traces']} WebGL traces), "
+        f"over {len(loads)} warm loads; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     if args.json:
         args.json.write_text(json.dumps({**result, "loads": loads}, indent=2))
 

@@ -23,31 +23,43 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # backend + the tests' scratch-database helper
-
 from sqlalchemy.orm import Session
 
 from backend.crud.ingest import insert_points
-from backend.schema.records import ProbeRecord
 from backend.db.models import LAYER_KEYS, Run
 from backend.db.session import make_engine
-from tests.worker.procs import scratch_pg_database
+from backend.schema.records import ProbeRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tests' scratch-database helper (tests/ is not installed)
+from tests.worker.procs import scratch_pg_database  # noqa: E402
 
 ADMIN = os.environ.get("BNLAB_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def make_records(steps: int, layers: int) -> list[ProbeRecord]:
     """Probe records like the engine's, with distinct values per row."""
-    return [ProbeRecord(s, steps, {"epoch": s / 100, "train_loss": 1 / (s + 1), "val_acc": 0.9},
-                        [{"index": i, "name": f"blocks.{i}.bn",
-                          **{k: s * 1e-3 + i + j * 0.1 for j, k in enumerate(LAYER_KEYS)}}
-                         for i in range(layers)])
-            for s in range(steps)]
+    return [
+        ProbeRecord(
+            s,
+            steps,
+            {"epoch": s / 100, "train_loss": 1 / (s + 1), "val_acc": 0.9},
+            [
+                {
+                    "index": i,
+                    "name": f"blocks.{i}.bn",
+                    **{k: s * 1e-3 + i + j * 0.1 for j, k in enumerate(LAYER_KEYS)},
+                }
+                for i in range(layers)
+            ],
+        )
+        for s in range(steps)
+    ]
 
 
-def bench_bnlab(url: str, records: list[dict], batch_steps: int, repeats: int,
-                resend: bool = False) -> list[float]:
+def bench_bnlab(
+    url: str, records: list[dict], batch_steps: int, repeats: int, resend: bool = False
+) -> list[float]:
     """Layer rows/s, one transaction per batch (as a DbSink flush). resend=False: a fresh run
     appending (COPY straight in); resend=True: the same points written again (the upsert path
     a retried flush or a resumed run takes)."""
@@ -55,8 +67,16 @@ def bench_bnlab(url: str, records: list[dict], batch_steps: int, repeats: int,
     rates = []
     for _ in range(repeats):
         with Session(engine) as s:
-            run = Run(name="bench", status="running", config={}, tags=[], progress=0.0,
-                      step=0, attempt=1, cancel_requested=False)
+            run = Run(
+                name="bench",
+                status="running",
+                config={},
+                tags=[],
+                progress=0.0,
+                step=0,
+                attempt=1,
+                cancel_requested=False,
+            )
             s.add(run)
             s.commit()
             run_id = run.id
@@ -67,8 +87,9 @@ def bench_bnlab(url: str, records: list[dict], batch_steps: int, repeats: int,
         t0 = time.perf_counter()
         for k in range(0, len(records), batch_steps):
             with Session(engine) as s, s.begin():
-                rows += insert_points(session=s, run_id=run_id,
-                                      records=records[k:k + batch_steps])[1]
+                rows += insert_points(
+                    session=s, run_id=run_id, records=records[k : k + batch_steps]
+                )[1]
         rates.append(rows / (time.perf_counter() - t0))
     engine.dispose()
     return rates
@@ -80,7 +101,8 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 uri, steps, layers, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-keys = ["train_mean", "train_var", "running_mean", "running_var", "eval_mean", "eval_var", "shift", "grad_norm"]
+keys = ["train_mean", "train_var", "running_mean", "running_var",
+        "eval_mean", "eval_var", "shift", "grad_norm"]
 client = MlflowClient(tracking_uri=uri)
 exp = client.create_experiment(f"bench-{time.time()}")
 rates = []
@@ -100,9 +122,13 @@ print(json.dumps({"version": mlflow.__version__, "rates": rates}))
 def bench_mlflow(python: str, steps: int, layers: int, repeats: int) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        out = subprocess.run([python, "-c", MLFLOW_SCRIPT, uri, str(steps), str(layers),
-                              str(repeats)], capture_output=True, text=True, timeout=1800,
-                             env={**os.environ, "MLFLOW_ENABLE_ASYNC_LOGGING": "false"})
+        out = subprocess.run(
+            [python, "-c", MLFLOW_SCRIPT, uri, str(steps), str(layers), str(repeats)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            env={**os.environ, "MLFLOW_ENABLE_ASYNC_LOGGING": "false"},
+        )
     if out.returncode != 0:
         print(out.stderr[-2000:], file=sys.stderr)
         return None
@@ -120,8 +146,10 @@ def main() -> None:
 
     with scratch_pg_database(ADMIN, prefix="bnlab_wk_bench_") as url:
         records = make_records(args.steps, args.layers)
-        print(f"bnlab insert_points → PostgreSQL, {args.steps} steps x {args.layers} layers "
-              f"= {args.steps * args.layers} layer rows per run, fresh run each repeat")
+        print(
+            f"bnlab insert_points → PostgreSQL, {args.steps} steps x {args.layers} layers "
+            f"= {args.steps * args.layers} layer rows per run, fresh run each repeat"
+        )
         results = {}
         for resend in (False, True):
             print("  " + ("re-sent points (upsert path)" if resend else "new points (append path)"))
@@ -129,9 +157,11 @@ def main() -> None:
                 rates = bench_bnlab(url, records, batch, args.repeats, resend)
                 if not resend:
                     results[batch] = statistics.median(rates)
-                print(f"    batch of {batch:>4} probe steps ({batch * args.layers:>5} rows/flush):"
-                      f" median {statistics.median(rates):>9,.0f} rows/s, best {max(rates):>9,.0f}"
-                      "  (runs: " + ", ".join(f"{r:,.0f}" for r in rates) + ")")
+                print(
+                    f"    batch of {batch:>4} probe steps ({batch * args.layers:>5} rows/flush):"
+                    f" median {statistics.median(rates):>9,.0f} rows/s, best {max(rates):>9,.0f}"
+                    "  (runs: " + ", ".join(f"{r:,.0f}" for r in rates) + ")"
+                )
     if not args.mlflow_python:
         print("MLflow: not measured (pass --mlflow-python PATH to a venv with mlflow)")
         return
@@ -140,9 +170,12 @@ def main() -> None:
         print("MLflow: failed to run (see stderr)")
         return
     ml_rate = statistics.median(ml["rates"])
-    print(f"MLflow {ml['version']} log_batch → SQLite store, {args.mlflow_steps} steps x "
-          f"{args.layers} layers x 8 values: median {ml_rate:,.0f} rows/s (runs: "
-          + ", ".join(f"{r:,.0f}" for r in ml["rates"]) + ")")
+    print(
+        f"MLflow {ml['version']} log_batch → SQLite store, {args.mlflow_steps} steps x "
+        f"{args.layers} layers x 8 values: median {ml_rate:,.0f} rows/s (runs: "
+        + ", ".join(f"{r:,.0f}" for r in ml["rates"])
+        + ")"
+    )
     best = max(results.values())
     print(f"ratio bnlab (median of its best batch size) / MLflow median: {best / ml_rate:,.1f}x")
 
