@@ -1,6 +1,7 @@
 """Shared fixtures (docs/design.md, "Real services in tests"): a fresh PostgreSQL database per
-test session, migrated once with Alembic; per-test savepoint sessions rolled back at teardown; a TestClient whose
-requests use that session; the real Redis (db 1) as broker; a temporary data directory.
+test session, migrated once with Alembic; per-test savepoint sessions rolled back at teardown; a
+TestClient whose requests use that session; the real Redis (db 1) as broker; a temporary data
+directory.
 
 The settings singleton is patched in a session fixture (not through the environment at import
 time), so tests that build their own Settings (worker, reliability) are not affected. Only the

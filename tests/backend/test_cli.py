@@ -59,15 +59,33 @@ class Served:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "serve.log"
-        env = {**os.environ, "BNLAB_HEARTBEAT_S": "0.5", "BNLAB_HEARTBEAT_TIMEOUT_S": "6",
-               "BNLAB_RECONCILE_S": "1", "OMP_NUM_THREADS": "1", **(extra_env or {})}
+        env = {
+            **os.environ,
+            "BNLAB_HEARTBEAT_S": "0.5",
+            "BNLAB_HEARTBEAT_TIMEOUT_S": "6",
+            "BNLAB_RECONCILE_S": "1",
+            "OMP_NUM_THREADS": "1",
+            **(extra_env or {}),
+        }
         for key in ("BNLAB_DATABASE_URL", "BNLAB_BROKER_URL", "BNLAB_API_TOKEN"):
             if extra_env is None or key not in extra_env:
                 env.pop(key, None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", "--port", str(self.port),
-             "--data-dir", str(tmp / "data")], env=env, cwd=str(ROOT),
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "backend.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(tmp / "data"),
+            ],
+            env=env,
+            cwd=str(ROOT),
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_for(self.worker_pids, 90, f"serve with a live worker\n{self.tail()}", every=0.5)
         except AssertionError:
@@ -82,16 +100,22 @@ class Served:
 
     def worker_pids(self) -> list[int]:
         """Pids of live workers (a SIGKILLed one keeps its row until the heartbeat timeout)."""
-        return [w["pid"] for w in self.health().get("workers", [])
-                if Path(f"/proc/{w['pid']}").exists()]
+        return [
+            w["pid"] for w in self.health().get("workers", []) if Path(f"/proc/{w['pid']}").exists()
+        ]
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "backend.cli", *args, "--url", self.url],
-                              capture_output=True, text=True, cwd=str(ROOT), timeout=300,
-                              env={**os.environ, "COLUMNS": "200"})
+        return subprocess.run(
+            [sys.executable, "-m", "backend.cli", *args, "--url", self.url],
+            capture_output=True,
+            text=True,
+            cwd=str(ROOT),
+            timeout=300,
+            env={**os.environ, "COLUMNS": "200"},
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is not None:
@@ -190,8 +214,12 @@ def test_restart_worker_when_it_dies(served: Served) -> None:
     Must hold: serve's supervisor starts a new worker, which shows up live in /api/health."""
     [pid] = served.worker_pids()
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: (pids := served.worker_pids()) and pid not in pids, 90,
-             f"a new worker\n{served.tail()}", every=0.5)
+    wait_for(
+        lambda: (pids := served.worker_pids()) and pid not in pids,
+        90,
+        f"a new worker\n{served.tail()}",
+        every=0.5,
+    )
 
 
 @pytest.mark.slow
@@ -202,12 +230,19 @@ def test_resume_run_when_serve_worker_killed(served: Served, tmp_path) -> None:
     attempt 2 while the API keeps answering."""
     cfg = write(tmp_path, slow_config(name="killed-in-serve", train__epochs=4))
     run_id = json.loads(served.cli("submit", str(cfg)).stdout.split()[1])
-    get = lambda: httpx.get(f"{served.url}/api/runs/{run_id}", timeout=5).json()
+
+    def get() -> dict:
+        return httpx.get(f"{served.url}/api/runs/{run_id}", timeout=5).json()
+
     wait_for(lambda: get()["progress"] > 0.3, 120, "the first epoch", every=0.2)
     [pid] = served.worker_pids()
     os.kill(pid, signal.SIGKILL)
-    run = wait_for(lambda: (r := get())["status"] in ("succeeded", "failed") and r, 180,
-                   f"the run to end\n{served.tail()}", every=0.5)
+    run = wait_for(
+        lambda: (r := get())["status"] in ("succeeded", "failed") and r,
+        180,
+        f"the run to end\n{served.tail()}",
+        every=0.5,
+    )
     assert (run["status"], run["attempt"]) == ("succeeded", 2), run
 
 
@@ -226,8 +261,9 @@ def test_upgrade_database_to_head(tmp_path) -> None:
 def test_read_sane_series_over_http_after_training(served: Served, tmp_path) -> None:
     """A run submitted over REST trains in the real worker; its metrics and per-layer stats
     come back through the API, columnar, one value per probe step, in their ranges."""
-    submitted = served.cli("submit", str(write(tmp_path, tiny_config(name="http-series"))),
-                           "--watch")
+    submitted = served.cli(
+        "submit", str(write(tmp_path, tiny_config(name="http-series"))), "--watch"
+    )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     run_id = submitted.stdout.split()[1]
     metrics = httpx.get(f"{served.url}/api/runs/{run_id}/metrics", timeout=10).json()

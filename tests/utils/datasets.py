@@ -1,4 +1,5 @@
-"""Writers of tiny datasets in the real on-disk formats, for reader tests (any helper may reuse them).
+"""Writers of tiny datasets in the real on-disk formats, for reader tests (any helper may reuse
+them).
 
 - IDX (MNIST / Fashion-MNIST): big-endian header 0x0000 0x08 ndim + dims, then unsigned bytes.
 - CIFAR-10 python batches: a pickled dict {b"batch_label", b"labels", b"data", b"filenames"}
@@ -60,7 +61,7 @@ def write_mnist(
         x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
         x[np.arange(n), y * 2 + 4, :] = 255  # a bright row per class: learnable
         arrays += [x, y]
-    for name, arr in zip(IDX_NAMES, arrays):
+    for name, arr in zip(IDX_NAMES, arrays, strict=True):
         write_idx(folder / name, arr, gz=gz)
     return tuple(arrays)
 
@@ -107,8 +108,10 @@ def write_cifar100(folder: Path, n_train: int = 30, n_test: int = 10, seed: int 
         with (folder / name).open("wb") as f:
             pickle.dump(out[name], f, protocol=2)
     with (folder / "meta").open("wb") as f:
-        meta = {b"fine_label_names": [b"c%d" % i for i in range(100)],
-                b"coarse_label_names": [b"s%d" % i for i in range(20)]}
+        meta = {
+            b"fine_label_names": [b"c%d" % i for i in range(100)],
+            b"coarse_label_names": [b"s%d" % i for i in range(20)],
+        }
         pickle.dump(meta, f, protocol=2)
     return out
 

@@ -16,26 +16,42 @@ from backend.schema.experiment import ExperimentConfig, set_dotted
 
 
 def make_config(**overrides: Any) -> dict[str, Any]:
-    """A small valid config as a dict; overrides by path, `train__epochs=2` or {"train.epochs": 2}."""
+    """A small valid config as a dict; overrides by path: `train__epochs=2` or
+    {"train.epochs": 2}."""
     cfg: dict[str, Any] = {
         "name": "tiny",
         "tags": ["test"],
         "dataset": {"name": "digits"},
         "model": {"widths": [16, 16], "dropout": {"rate": 0.2}},
         "train": {"epochs": 1, "batch_size": 32, "seed": 0, "device": "cpu"},
-        "probe": {"every_steps": 5, "eval_batches": 1, "train_mode_test_batch_sizes": [1, 8],
-                  "recalibrate_samples": 128},
+        "probe": {
+            "every_steps": 5,
+            "eval_batches": 1,
+            "train_mode_test_batch_sizes": [1, 8],
+            "recalibrate_samples": 128,
+        },
     }
     for key, value in overrides.items():
         cfg = set_dotted(cfg, key.replace("__", "."), value)
     return cfg
 
 
-def create_random_run(session: Session, *, status: str = "queued", n_steps: int = 0,
-                      n_layers: int = 0, every: int = 20, seed: int = 0, enqueue: bool = False,
-                      config: dict[str, Any] | None = None, **fields: Any) -> Run:
+def create_random_run(
+    session: Session,
+    *,
+    status: str = "queued",
+    n_steps: int = 0,
+    n_layers: int = 0,
+    every: int = 20,
+    seed: int = 0,
+    enqueue: bool = False,
+    config: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Run:
     """A run created through crud, then put in `status` with `n_steps` probe points per series."""
-    cfg = ExperimentConfig.model_validate(config or make_config(name=f"run-{seed}-{random.random():.6f}"))
+    cfg = ExperimentConfig.model_validate(
+        config or make_config(name=f"run-{seed}-{random.random():.6f}")
+    )
     run = create_run(session=session, config=cfg, enqueue=enqueue)
     run.status = status
     run.layer_names = [f"blocks.{i}.bn" for i in range(n_layers)] if n_layers else None
@@ -47,19 +63,36 @@ def create_random_run(session: Session, *, status: str = "queued", n_steps: int 
     return run
 
 
-def add_points(session: Session, run_id: int, *, n_steps: int, n_layers: int, every: int = 20,
-               seed: int = 0, start: int = 0) -> None:
+def add_points(
+    session: Session,
+    run_id: int,
+    *,
+    n_steps: int,
+    n_layers: int,
+    every: int = 20,
+    seed: int = 0,
+    start: int = 0,
+) -> None:
     """Smooth, plausible series (seeded): metrics for every step and each layer's stats."""
     rng = random.Random(seed)
     steps = [start + every * i for i in range(n_steps)]
-    metric_rows = [{"run_id": run_id, "step": s, **{k: _value(k, i, rng) for k in METRIC_KEYS}}
-                   for i, s in enumerate(steps)]
+    metric_rows = [
+        {"run_id": run_id, "step": s, **{k: _value(k, i, rng) for k in METRIC_KEYS}}
+        for i, s in enumerate(steps)
+    ]
     session.execute(insert(RunMetric), metric_rows)
     base = [{k: _value(k, i, rng) for k in LAYER_KEYS} for i in range(n_steps)]
     # Layer L's stats are (L + 1) times layer 0's: tests can tell the layers apart.
-    layer_rows = [{"run_id": run_id, "layer": layer, "step": s,
-                   **{k: v * (1 + layer) for k, v in base[i].items()}}
-                  for layer in range(n_layers) for i, s in enumerate(steps)]
+    layer_rows = [
+        {
+            "run_id": run_id,
+            "layer": layer,
+            "step": s,
+            **{k: v * (1 + layer) for k, v in base[i].items()},
+        }
+        for layer in range(n_layers)
+        for i, s in enumerate(steps)
+    ]
     if layer_rows:
         session.execute(insert(LayerStat), layer_rows)
     session.commit()

@@ -8,14 +8,15 @@ import math
 import pytest
 
 from backend.crud.ingest import insert_points
-from backend.schema.records import ProbeRecord
 from backend.crud.metrics import read_metrics
 from backend.db.models import Run
+from backend.schema.records import ProbeRecord
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 def db(request, tmp_path):
-    """PostgreSQL: the suite's savepoint session (rolled back); SQLite: a migrated file of its own."""
+    """PostgreSQL: the suite's savepoint session (rolled back); SQLite: a migrated file of its
+    own."""
     if request.param == "postgresql":
         yield request.getfixturevalue("session")
         return
@@ -34,12 +35,22 @@ def db(request, tmp_path):
 
 def test_store_and_read_grad_cos(db):
     """A probe record's grad_cos comes back from read_metrics; records without it read as null."""
-    run = Run(name="r", status="running", config={}, tags=[], progress=0.0, step=0,
-              attempt=1, cancel_requested=False)
+    run = Run(
+        name="r",
+        status="running",
+        config={},
+        tags=[],
+        progress=0.0,
+        step=0,
+        attempt=1,
+        cancel_requested=False,
+    )
     db.add(run)
     db.flush()
-    recs = [ProbeRecord(10, 20, {"val_acc": 0.5, "grad_cos": 0.25}),
-            ProbeRecord(20, 20, {"val_acc": 0.6})]
+    recs = [
+        ProbeRecord(10, 20, {"val_acc": 0.5, "grad_cos": 0.25}),
+        ProbeRecord(20, 20, {"val_acc": 0.6}),
+    ]
     insert_points(session=db, run_id=run.id, records=recs)
     cols, n = read_metrics(session=db, run_id=run.id, keys=["grad_cos"])
     assert n == 2

@@ -27,8 +27,16 @@ def sessions(request, tmp_path):
 
 def new_run(sessions, **values) -> int:
     with sessions() as s, s.begin():
-        run = Run(name="r", status="queued", config={}, tags=[], progress=0.0, step=0,
-                  attempt=0, cancel_requested=False)
+        run = Run(
+            name="r",
+            status="queued",
+            config={},
+            tags=[],
+            progress=0.0,
+            step=0,
+            attempt=0,
+            cancel_requested=False,
+        )
         for k, v in values.items():
             setattr(run, k, v)
         s.add(run)
@@ -38,8 +46,14 @@ def new_run(sessions, **values) -> int:
 
 def claim(sessions, run_id: int, worker: str, timeout_s: float = 30) -> bool:
     with sessions() as s, s.begin():
-        return claim_run(session=s, run_id=run_id, worker_id=worker, host="h", device="cpu",
-                         stale_before=utcnow() - timedelta(seconds=timeout_s))
+        return claim_run(
+            session=s,
+            run_id=run_id,
+            worker_id=worker,
+            host="h",
+            device="cpu",
+            stale_before=utcnow() - timedelta(seconds=timeout_s),
+        )
 
 
 def get(sessions, run_id: int) -> Run:
@@ -57,8 +71,13 @@ def test_claim_queued_run_once(sessions) -> None:
 
 def test_claim_running_run_when_heartbeat_stale(sessions) -> None:
     """A running run whose heartbeat is older than the timeout can be taken over (attempt 2)."""
-    run_id = new_run(sessions, status="running", claimed_by="dead", attempt=1,
-                     heartbeat_at=utcnow() - timedelta(seconds=60))
+    run_id = new_run(
+        sessions,
+        status="running",
+        claimed_by="dead",
+        attempt=1,
+        heartbeat_at=utcnow() - timedelta(seconds=60),
+    )
     assert claim(sessions, run_id, "b", timeout_s=30)
     assert get(sessions, run_id).attempt == 2
 
@@ -74,8 +93,14 @@ def test_store_diverged_summary_with_nan_as_null(sessions) -> None:
     run_id = new_run(sessions)
     claim(sessions, run_id, "a")
     with sessions() as s, s.begin():
-        assert finish_run(session=s, run_id=run_id, worker_id="a", status="diverged",
-                          summary={"test_acc_eval": float("nan"), "steps": 7}, error="loss is nan")
+        assert finish_run(
+            session=s,
+            run_id=run_id,
+            worker_id="a",
+            status="diverged",
+            summary={"test_acc_eval": float("nan"), "steps": 7},
+            error="loss is nan",
+        )
     run = get(sessions, run_id)
     assert (run.status, run.summary) == ("diverged", {"test_acc_eval": None, "steps": 7})
 
@@ -94,10 +119,18 @@ def test_refuse_finish_when_worker_lost_the_run(sessions) -> None:
 
 def test_requeue_stale_run_and_enqueue_after_commit(sessions) -> None:
     """A stale running run goes back to `queued` and is enqueued, after the commit."""
-    run_id = new_run(sessions, status="running", claimed_by="dead", attempt=1,
-                     heartbeat_at=utcnow() - timedelta(seconds=60))
+    run_id = new_run(
+        sessions,
+        status="running",
+        claimed_by="dead",
+        attempt=1,
+        heartbeat_at=utcnow() - timedelta(seconds=60),
+    )
     seen: list[str] = []
-    enqueue = lambda i: seen.append(get(sessions, i).status)
+
+    def enqueue(i: int) -> None:
+        seen.append(get(sessions, i).status)
+
     with sessions() as s:
         out = requeue_stale_runs(session=s, timeout_s=30, max_attempts=3, enqueue=enqueue)
     assert out["queued"] == [run_id] and seen == ["queued"]
@@ -105,8 +138,13 @@ def test_requeue_stale_run_and_enqueue_after_commit(sessions) -> None:
 
 def test_fail_stale_run_after_max_attempts(sessions) -> None:
     """A stale run on its last attempt ends `failed` with "worker lost", not queued."""
-    run_id = new_run(sessions, status="running", claimed_by="dead", attempt=3,
-                     heartbeat_at=utcnow() - timedelta(seconds=60))
+    run_id = new_run(
+        sessions,
+        status="running",
+        claimed_by="dead",
+        attempt=3,
+        heartbeat_at=utcnow() - timedelta(seconds=60),
+    )
     with sessions() as s:
         requeue_stale_runs(session=s, timeout_s=30, max_attempts=3)
     run = get(sessions, run_id)
@@ -115,8 +153,14 @@ def test_fail_stale_run_after_max_attempts(sessions) -> None:
 
 def test_cancel_stale_run_when_cancel_was_requested(sessions) -> None:
     """A stale run whose cancel was asked ends `cancelled` rather than training again."""
-    run_id = new_run(sessions, status="running", claimed_by="dead", attempt=1,
-                     cancel_requested=True, heartbeat_at=utcnow() - timedelta(seconds=60))
+    run_id = new_run(
+        sessions,
+        status="running",
+        claimed_by="dead",
+        attempt=1,
+        cancel_requested=True,
+        heartbeat_at=utcnow() - timedelta(seconds=60),
+    )
     with sessions() as s:
         requeue_stale_runs(session=s, timeout_s=30, max_attempts=3)
     assert get(sessions, run_id).status == "cancelled"

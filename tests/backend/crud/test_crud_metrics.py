@@ -26,7 +26,7 @@ def test_read_layers_fast_path_matches_portable(session, monkeypatch):
     slow, raw_slow = crud.read_layers(session=session, run=run)
     assert raw_fast == raw_slow == 51
     assert [(i, n, c) for i, n, c, _ in fast] == [(i, n, c) for i, n, c, _ in slow]
-    assert all(_same(f[3], s[3]) for f, s in zip(fast, slow))
+    assert all(_same(f[3], s[3]) for f, s in zip(fast, slow, strict=True))
 
 
 def test_read_metrics_fast_path_matches_portable(session, monkeypatch):
@@ -49,12 +49,26 @@ def sqlite_session(tmp_path):
 
 def test_read_layers_on_sqlite(sqlite_session):
     """The embedded set-up (SQLite) serves the same columnar layers."""
-    run = Run(name="s", status="running", config={}, tags=[], progress=0.0, step=0, attempt=1,
-              cancel_requested=False, layer_names=["a", "b"])
+    run = Run(
+        name="s",
+        status="running",
+        config={},
+        tags=[],
+        progress=0.0,
+        step=0,
+        attempt=1,
+        cancel_requested=False,
+        layer_names=["a", "b"],
+    )
     sqlite_session.add(run)
     sqlite_session.flush()
-    sqlite_session.add_all([LayerStat(run_id=run.id, layer=layer, step=s, shift=float(s + layer))
-                            for layer in (0, 1) for s in (0, 10, 20)])
+    sqlite_session.add_all(
+        [
+            LayerStat(run_id=run.id, layer=layer, step=s, shift=float(s + layer))
+            for layer in (0, 1)
+            for s in (0, 10, 20)
+        ]
+    )
     sqlite_session.add_all([RunMetric(run_id=run.id, step=s, val_acc=s / 100) for s in (0, 10)])
     sqlite_session.commit()
     layers, raw = crud.read_layers(session=sqlite_session, run=run)

@@ -38,7 +38,7 @@ def test_read_packed_series_equal_rows(session, monkeypatch):
         (layers, raw), (want, want_raw) = got[run.id], rows[run.id]
         assert raw == want_raw == 401
         assert [x[:3] for x in layers] == [x[:3] for x in want]
-        assert all(_same(a[3], b[3]) for a, b in zip(layers, want))
+        assert all(_same(a[3], b[3]) for a, b in zip(layers, want, strict=True))
     assert np.isnan(packed[run.id][0][2][3]["shift"][-1])
     assert metrics[run.id][1] == row_metrics[run.id][1] == 400
     assert _same(metrics[run.id][0], row_metrics[run.id][0])
@@ -48,7 +48,9 @@ def test_read_packed_series_without_rows(session, monkeypatch):
     """Once packed, an ended run's series come from the pack, not from its rows."""
     run = create_random_run(session, status="succeeded", n_steps=10, n_layers=2)
     _layers(session, [run])
-    monkeypatch.setattr(crud, "_live_tables", lambda *a: (_ for _ in ()).throw(AssertionError("rows read")))
+    monkeypatch.setattr(
+        crud, "_live_tables", lambda *a: (_ for _ in ()).throw(AssertionError("rows read"))
+    )
     layers, raw = _layers(session, [run], keys=["eval_var"])[run.id]
     assert raw == 10 and len(layers) == 2
 
@@ -64,9 +66,11 @@ def test_read_packed_series_with_new_keys(session, monkeypatch):
     assert keys == {"layer", "step", *LAYER_KEYS}
     monkeypatch.setattr(packs, "usable", lambda _s: False)
     rows = _layers(session, [run])[run.id]
-    assert all(_same(a[3], b[3]) for a, b in zip(every[0], rows[0]))
-    assert all(_same(a[3], {k: b[3][k] for k in ("step", "shift", "eval_var")})
-               for a, b in zip(both[0], rows[0]))
+    assert all(_same(a[3], b[3]) for a, b in zip(every[0], rows[0], strict=True))
+    assert all(
+        _same(a[3], {k: b[3][k] for k in ("step", "shift", "eval_var")})
+        for a, b in zip(both[0], rows[0], strict=True)
+    )
 
 
 def test_skip_packing_running_and_queued_runs(session):
@@ -75,7 +79,10 @@ def test_skip_packing_running_and_queued_runs(session):
     queued = create_random_run(session, status="queued")
     crud.read_metrics_many(session=session, runs=[running, queued])
     _layers(session, [running, queued])
-    assert session.query(SeriesPack).filter(SeriesPack.run_id.in_([running.id, queued.id])).count() == 0
+    assert (
+        session.query(SeriesPack).filter(SeriesPack.run_id.in_([running.id, queued.id])).count()
+        == 0
+    )
 
 
 def test_pack_ended_runs(session):
@@ -111,9 +118,13 @@ def test_store_packs_concurrently_without_deadlock(engine, monkeypatch):
         for _ in range(10):
             with maker() as s:
                 runs = get_runs(session=s, run_ids=ids)
-                packs.store(s, [(r, np.zeros((len(columns), 4000))) for r in runs], "layers", columns)
+                packs.store(
+                    s, [(r, np.zeros((len(columns), 4000))) for r in runs], "layers", columns
+                )
 
-    threads = [threading.Thread(target=write, args=(c,)) for c in (every, some, every[::-1], some[::-1])]
+    threads = [
+        threading.Thread(target=write, args=(c,)) for c in (every, some, every[::-1], some[::-1])
+    ]
     try:
         for t in threads:
             t.start()

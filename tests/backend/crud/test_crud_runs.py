@@ -25,7 +25,8 @@ def _dead_broker():
 
 
 def test_create_run_broker_down_keeps_run_queued(session, monkeypatch):
-    """With the broker unreachable the run is still stored `queued`, unstamped, for the reconciler."""
+    """With the broker unreachable the run is still stored `queued`, unstamped, for the
+    reconciler."""
     monkeypatch.setattr(broker, "celery_app", _dead_broker())
     start = time.monotonic()
     run = crud.create_run(session=session, config=ExperimentConfig.model_validate(make_config()))
@@ -39,17 +40,23 @@ def test_create_run_commits_before_enqueue(session, monkeypatch):
     enqueue")."""
     seen = []
     # No open session transaction at send time: the row was committed, not just flushed.
-    monkeypatch.setattr(broker, "enqueue_run", lambda run_id: seen.append(
-        (run_id, session.in_transaction())))
+    monkeypatch.setattr(
+        broker, "enqueue_run", lambda run_id: seen.append((run_id, session.in_transaction()))
+    )
     run = crud.create_run(session=session, config=ExperimentConfig.model_validate(make_config()))
     assert seen == [(run.id, False)]
 
 
 def test_request_cancel_claimed_meanwhile_only_flags(session):
-    """A run a worker claimed after we read it as queued is flagged, not overwritten as cancelled."""
+    """A run a worker claimed after we read it as queued is flagged, not overwritten as
+    cancelled."""
     run = create_random_run(session, status="queued")
-    session.execute(update(Run).where(Run.id == run.id).values(status="running")
-                    .execution_options(synchronize_session=False))
+    session.execute(
+        update(Run)
+        .where(Run.id == run.id)
+        .values(status="running")
+        .execution_options(synchronize_session=False)
+    )
     out = crud.request_cancel(session=session, run=run)
     assert (out.status, out.cancel_requested) == ("running", True)
 
@@ -65,7 +72,9 @@ def test_retry_run_keeps_sweep(session):
     from backend.crud.sweeps import create_sweep
     from backend.schema.sweeps import SweepCreate
 
-    sweep = create_sweep(session=session, sweep=SweepCreate(base=make_config(), seeds=[1]), enqueue=False)
+    sweep = create_sweep(
+        session=session, sweep=SweepCreate(base=make_config(), seeds=[1]), enqueue=False
+    )
     again = crud.retry_run(session=session, run=sweep.runs[0])
     assert again.sweep_id == sweep.id and again.id != sweep.runs[0].id
 

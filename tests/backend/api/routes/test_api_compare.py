@@ -28,9 +28,11 @@ def test_read_compare_equals_per_run_answers(client, three_runs):
     query = {"max_points": 64}
     body = _compare(client, three_runs, layer_keys="train_var,shift", **query).json()
     assert [r["run"]["id"] for r in body["runs"]] == three_runs
-    for entry, run_id in zip(body["runs"], three_runs):
+    for entry, run_id in zip(body["runs"], three_runs, strict=True):
         metrics = client.get(f"/api/runs/{run_id}/metrics", params=query)
-        layers = client.get(f"/api/runs/{run_id}/layers", params={"keys": "train_var,shift", **query})
+        layers = client.get(
+            f"/api/runs/{run_id}/layers", params={"keys": "train_var,shift", **query}
+        )
         assert entry["run"] == client.get(f"/api/runs/{run_id}").json()
         assert entry["metrics"] == metrics.json()
         assert entry["metrics_raw_points"] == int(metrics.headers["X-Raw-Points"])
@@ -41,8 +43,10 @@ def test_read_compare_cold_and_cached_answers_agree(client, three_runs):
     """The first answer (read from rows, packed) and later ones (packs, cache) are the same."""
     first = _compare(client, three_runs, max_points=1000).json()
     assert _compare(client, three_runs, max_points=1000).json() == first
-    assert _compare(client, three_runs, max_points=999).json()["runs"][0]["layers"] == \
-        client.get(f"/api/runs/{three_runs[0]}/layers?max_points=999").json()
+    assert (
+        _compare(client, three_runs, max_points=999).json()["runs"][0]["layers"]
+        == client.get(f"/api/runs/{three_runs[0]}/layers?max_points=999").json()
+    )
 
 
 def test_read_compare_keys_filter(client, three_runs):
@@ -52,7 +56,9 @@ def test_read_compare_keys_filter(client, three_runs):
         assert set(entry["metrics"]) == {"step", "val_acc", "lr"}
         for layer in entry["layers"]["layers"]:
             assert set(layer) == {"index", "name", "raw_points", "step", "eval_var"}
-    assert len(body["runs"][0]["layers"]["layers"]) == 3 and body["runs"][2]["layers"]["layers"] == []
+    assert (
+        len(body["runs"][0]["layers"]["layers"]) == 3 and body["runs"][2]["layers"]["layers"] == []
+    )
 
 
 def test_read_compare_all_keys_by_default(client, three_runs):
@@ -63,7 +69,9 @@ def test_read_compare_all_keys_by_default(client, three_runs):
 
 def test_read_compare_downsamples(client, session, three_runs):
     """max_points caps every series, keeps the endpoints and a one-step dip; raw counts stay."""
-    session.query(LayerStat).filter_by(run_id=three_runs[0], layer=1, step=137).update({"shift": 0.0})
+    session.query(LayerStat).filter_by(run_id=three_runs[0], layer=1, step=137).update(
+        {"shift": 0.0}
+    )
     session.commit()
     body = _compare(client, three_runs, max_points=40, layer_keys="shift").json()
     ended = body["runs"][0]
@@ -101,19 +109,22 @@ def test_document_the_404_body_compare_answers(client, three_runs):
     FieldErrorsPublic.model_validate(_compare(client, [987654]).json())
 
 
-@pytest.mark.parametrize("query, field", [
-    ("", "runs"),
-    ("runs=", "runs"),
-    ("runs=1,abc", "runs"),
-    ("runs=0", "runs"),
-    ("runs=-3", "runs"),
-    ("runs=99999999999", "runs"),
-    (f"runs={','.join(str(i) for i in range(1, MAX_RUNS + 2))}", "runs"),
-    ("runs=1&layer_keys=val_acc", "layer_keys"),
-    ("runs=1&metric_keys=shift", "metric_keys"),
-    ("runs=1&max_points=3", "max_points"),
-    ("runs=1&max_points=many", "max_points"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("", "runs"),
+        ("runs=", "runs"),
+        ("runs=1,abc", "runs"),
+        ("runs=0", "runs"),
+        ("runs=-3", "runs"),
+        ("runs=99999999999", "runs"),
+        (f"runs={','.join(str(i) for i in range(1, MAX_RUNS + 2))}", "runs"),
+        ("runs=1&layer_keys=val_acc", "layer_keys"),
+        ("runs=1&metric_keys=shift", "metric_keys"),
+        ("runs=1&max_points=3", "max_points"),
+        ("runs=1&max_points=many", "max_points"),
+    ],
+)
 def test_read_compare_bad_input_is_422_naming_the_field(client, query, field):
     """Every malformed parameter is a 422 whose detail names it (never a 500)."""
     res = client.get(f"/api/compare?{query}")

@@ -82,7 +82,11 @@ def test_read_layers_is_columnar_per_layer(client, session):
     run = create_random_run(session, n_steps=12, n_layers=3)
     body = client.get(f"/api/runs/{run.id}/layers").json()
     assert [layer["index"] for layer in body["layers"]] == [0, 1, 2]
-    assert [layer["name"] for layer in body["layers"]] == ["blocks.0.bn", "blocks.1.bn", "blocks.2.bn"]
+    assert [layer["name"] for layer in body["layers"]] == [
+        "blocks.0.bn",
+        "blocks.1.bn",
+        "blocks.2.bn",
+    ]
     for layer in body["layers"]:
         assert all(len(layer[k]) == len(layer["step"]) == 12 for k in LAYER_KEYS)
     assert body["raw_points"] == 12
@@ -92,7 +96,7 @@ def test_read_layers_keeps_layers_apart(client, session):
     """Each layer's values are its own (layer 1's stats are twice layer 0's in the fixture)."""
     run = create_random_run(session, n_steps=4, n_layers=2)
     layers = client.get(f"/api/runs/{run.id}/layers").json()["layers"]
-    ratio = [b / a for a, b in zip(layers[0]["shift"], layers[1]["shift"])]
+    ratio = [b / a for a, b in zip(layers[0]["shift"], layers[1]["shift"], strict=True)]
     assert all(math.isclose(r, 2.0) for r in ratio)
 
 
@@ -157,6 +161,8 @@ def test_read_metrics_cache_follows_run_row(client, session):
     add_points(session, run.id, n_steps=1, n_layers=0, start=5000)
     run.step = 5000
     session.commit()
-    after = client.get(f"/api/runs/{run.id}/metrics", headers={"If-None-Match": before.headers["ETag"]})
+    after = client.get(
+        f"/api/runs/{run.id}/metrics", headers={"If-None-Match": before.headers["ETag"]}
+    )
     assert after.status_code == 200 and after.json()["step"][-1] == 5000
     assert after.headers["ETag"] != before.headers["ETag"]
