@@ -11,16 +11,11 @@ tests that ask for `api_db` (directly or through `session` / `client`) create th
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `from tests.utils... import` under plain `pytest`
-    sys.path.insert(0, str(ROOT))
 
 PG_ADMIN = os.environ.get("BNLAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BNLAB_TEST_REDIS", "redis://127.0.0.1:6379/1")  # the API tests' db

@@ -4,15 +4,9 @@ PostgreSQL and Redis up while they are restarted."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from tests.worker.procs import (
     PrivatePostgres,

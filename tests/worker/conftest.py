@@ -8,15 +8,9 @@ worker cannot see an uncommitted transaction. Never task_always_eager: a real wo
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `from tests.worker.procs import ...` under plain `pytest` too
-    sys.path.insert(0, str(ROOT))
 
 from tests.worker.procs import Stack, make_stack
 
