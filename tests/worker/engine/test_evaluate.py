@@ -146,3 +146,17 @@ def test_draw_bernoulli_masks_by_fast_route():
     model = _trained_model()
     train_mode_logits(model, torch.randn(16, 1, 1, 6), 8, dropout=True, fast_masks=True)
     assert not any(getattr(m, "fast_masks", False) for m in model.modules())
+
+
+def test_fused_fast_dropout_equals_mask_times_input():
+    """The probe's fused route (dropout(fast=True): one buffer, in place) gives bit for bit
+    x · noise(fast=True) from the same random state, negative zeros included."""
+    from worker.engine.dropout import dropout, noise
+
+    x = torch.randn(64, 300)
+    torch.manual_seed(3)
+    want = x * noise(x, "bernoulli", 0.3, "per_sample", fast=True)
+    torch.manual_seed(3)
+    got = dropout(x, "bernoulli", 0.3, "per_sample", training=True, fast=True)
+    assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
+    assert (got == 0).any() and (got != 0).any()
