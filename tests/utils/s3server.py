@@ -82,6 +82,10 @@ class SeaweedS3:
                 f"-s3.config={config}",
                 "-master.volumeSizeLimitMB=64",
                 "-volume.max=8",
+                # The gateway's Iceberg and Lance listeners default to fixed ports (8181, 9101):
+                # a second server on the machine (a parallel test, another user) made it exit.
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
             ],
             stdout=(self.dir / "weed.log").open("wb"),
             stderr=subprocess.STDOUT,
