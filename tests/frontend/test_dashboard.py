@@ -56,11 +56,23 @@ def submitted_id(page) -> int:
 @pytest.fixture(scope="module")
 def two_runs(stack):
     """Two finished small runs that differ in where dropout sits (before BN vs head only)."""
-    common = {"dataset.limit": 1024, "model.widths": [64, 64], "train.epochs": 3,
-              "probe.every_steps": 6}
-    ids = [submit(stack, tiny_config("dropout before BN", **common)),
-           submit(stack, tiny_config("head dropout only", **common, **{
-               "model.block": ["linear", "batchnorm", "activation"], "model.head_dropout": 0.5}))]
+    common = {
+        "dataset.limit": 1024,
+        "model.widths": [64, 64],
+        "train.epochs": 3,
+        "probe.every_steps": 6,
+    }
+    ids = [
+        submit(stack, tiny_config("dropout before BN", **common)),
+        submit(
+            stack,
+            tiny_config(
+                "head dropout only",
+                **common,
+                **{"model.block": ["linear", "batchnorm", "activation"], "model.head_dropout": 0.5},
+            ),
+        ),
+    ]
     for run_id in ids:
         assert wait_finished(stack, run_id)["status"] == "succeeded", stack.log_tail()
     return ids
@@ -76,10 +88,14 @@ def test_submit_run_through_form_finishes_without_reload(stack, page):
     run_id = submitted_id(page)
     row = page.locator(f'tr[data-run-id="{run_id}"]')
     row.wait_for(timeout=15_000)
-    page.wait_for_selector(f'tr[data-run-id="{run_id}"][data-status="succeeded"]', timeout=RUN_DONE_MS)
+    page.wait_for_selector(
+        f'tr[data-run-id="{run_id}"][data-status="succeeded"]', timeout=RUN_DONE_MS
+    )
     assert page.evaluate("window.__noReload") == "still here"
     assert row.locator(".status").inner_text() == "succeeded"
-    page.wait_for_function("window.__bnlabStreams.open === 0", timeout=30_000)  # nothing live: closed
+    page.wait_for_function(
+        "window.__bnlabStreams.open === 0", timeout=30_000
+    )  # nothing live: closed
     assert not page.errors, page.errors
     screenshot(page, "runs-table")
 
@@ -89,7 +105,9 @@ def test_close_stream_when_run_ends(stack, page):
     `cancelled` without a reload and closes its EventSource."""
     run_id = submit(stack, tiny_config("long run to cancel", **{"train.epochs": 200}))
     page.goto(f"{stack.url}/runs/{run_id}")
-    page.wait_for_function("window.__bnlabStreams && window.__bnlabStreams.open === 1", timeout=30_000)
+    page.wait_for_function(
+        "window.__bnlabStreams && window.__bnlabStreams.open === 1", timeout=30_000
+    )
     page.get_by_role("button", name="Cancel").click()
     page.wait_for_selector(".facts .status-cancelled", timeout=60_000)
     page.wait_for_function("window.__bnlabStreams.open === 0", timeout=30_000)
@@ -101,14 +119,17 @@ def test_draw_train_and_inference_traces_for_both_runs(stack, page, two_runs):
     eval_var (dashed) trace for each run, named after the run."""
     page.goto(f"{stack.url}/compare?runs={','.join(map(str, two_runs))}")
     page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
-    traces = page.evaluate("""() => [...document.querySelectorAll('[id^="chart-layer-"]')].map(div =>
-        div.data.map(t => ({name: t.name, runs: t.meta.runs, series: t.meta.series, dash: t.line.dash,
-                             n: t.x.length})))""")
+    traces = page.evaluate("""() => [...document.querySelectorAll('[id^="chart-layer-"]')]
+        .map(div => div.data.map(t => ({name: t.name, runs: t.meta.runs, series: t.meta.series,
+                                        dash: t.line.dash, n: t.x.length})))""")
     assert traces, "no BN layer chart was drawn"
     for chart in traces:
         for run_id in two_runs:
             mine = [t for t in chart if t["runs"] == [run_id]]
-            assert {(t["series"], t["dash"]) for t in mine} >= {("train_var", "solid"), ("eval_var", "dash")}
+            assert {(t["series"], t["dash"]) for t in mine} >= {
+                ("train_var", "solid"),
+                ("eval_var", "dash"),
+            }
             assert all(t["name"].startswith(f"#{run_id} ") and t["n"] > 0 for t in mine), mine
     assert not page.errors, page.errors
     shot = screenshot(page, "compare")
@@ -129,8 +150,9 @@ def test_load_compare_view_in_one_request(stack, page, two_runs):
     assert len(compare) == 2 and not per_run, asked  # the 404 naming the missing id, then the rest
     assert "layer_keys=train_var%2Ceval_var%2Crunning_var%2Cshift" in compare[-1], compare
     assert f"#{missing}" in page.locator(".notice-warn").first.inner_text()
-    drawn = page.evaluate("""() => [...new Set([...document.querySelectorAll('[id^="chart-layer-"]')]
-        .flatMap(div => div.data.flatMap(t => t.meta.runs)))]""")
+    drawn = page.evaluate("""() => [...new Set(
+        [...document.querySelectorAll('[id^="chart-layer-"]')]
+            .flatMap(div => div.data.flatMap(t => t.meta.runs)))]""")
     assert sorted(drawn) == sorted(two_runs)
     assert not page.errors, page.errors
 
@@ -214,8 +236,11 @@ def test_ask_token_once_for_writes(token_stack, page):
     dialog.get_by_role("button", name="Save").click()
     first = submitted_id(page)
     page.get_by_role("button", name="Submit run").click()
-    page.wait_for_function(f"() => [...document.querySelectorAll('.form-result a')]"
-                           f".some(a => a.textContent !== '#{first}')", timeout=30_000)
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('.form-result a')]"
+        f".some(a => a.textContent !== '#{first}')",
+        timeout=30_000,
+    )
     assert submitted_id(page) != first
     assert page.evaluate("localStorage.getItem('bnlab.token')") == "t0ken-for-tests"
     assert dialog.is_hidden()
@@ -250,7 +275,8 @@ def test_group_seeds_into_mean_and_band(stack, page, synthetic_runs):
     page.goto(f"{stack.url}/compare?runs={','.join(map(str, synthetic_runs))}&group=1")
     page.wait_for_selector("body[data-ready=compare]", timeout=60_000)
     traces = page.evaluate("""() => document.getElementById('chart-layer-0').data.map(t =>
-        ({runs: t.meta.runs, series: t.meta.series, band: Boolean(t.meta.band), fill: t.fill || ""}))""")
+        ({runs: t.meta.runs, series: t.meta.series, band: Boolean(t.meta.band),
+          fill: t.fill || ""}))""")
     train = [t for t in traces if t["series"] == "train_var"]
     groups = {tuple(t["runs"]) for t in train}
     assert len(groups) == 10 and all(len(g) == 2 for g in groups), groups
@@ -266,7 +292,9 @@ def test_note_raw_points_when_downsampled(stack, page, synthetic_runs):
     ids = synthetic_runs[:2]
     page.goto(f"{stack.url}/compare?runs={','.join(map(str, ids))}")
     page.wait_for_selector("body[data-ready=compare]", timeout=60_000)
-    drawn = page.evaluate("() => Math.max(...document.getElementById('chart-layer-0').data.map(t => t.x.length))")
+    drawn = page.evaluate(
+        "() => Math.max(...document.getElementById('chart-layer-0').data.map(t => t.x.length))"
+    )
     note = page.locator("#chart-layer-0 + .chart-note").inner_text()
     assert drawn < 1500
     assert note.startswith("1500 raw points per curve, drawn as ≤"), note
@@ -310,7 +338,9 @@ def test_keep_view_options_in_url(stack, page, two_runs):
     page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
     page.check('input[name="logy"]')
     page.select_option('select[name="layer"]', "1")
-    page.wait_for_function("document.getElementById('chart-layer-1')?.layout?.yaxis?.type === 'log'")
+    page.wait_for_function(
+        "document.getElementById('chart-layer-1')?.layout?.yaxis?.type === 'log'"
+    )
     assert page.locator('[id^="chart-layer-"]').count() == 1
     url = page.url
     assert "logy=1" in url and "layer=1" in url
@@ -340,8 +370,11 @@ def test_filter_runs_by_text(stack, page, two_runs):
     page.goto(stack.url + "/")
     page.wait_for_selector("table.runs tbody tr")
     page.fill('input[name="q"]', "head dropout")
-    page.wait_for_function("() => [...document.querySelectorAll('table.runs tbody .run-name')]"
-                           ".every(a => a.textContent.includes('head dropout'))", timeout=30_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('table.runs tbody .run-name')]"
+        ".every(a => a.textContent.includes('head dropout'))",
+        timeout=30_000,
+    )
     names = page.locator("table.runs tbody .run-name").all_inner_texts()
     assert names and all("head dropout" in n for n in names), names
     assert "q=head+dropout" in page.url or "q=head%20dropout" in page.url
@@ -350,7 +383,9 @@ def test_filter_runs_by_text(stack, page, two_runs):
 @pytest.fixture
 def long_run(stack):
     """A run long enough to watch while it trains; cancelled afterwards to free the CPU."""
-    run_id = submit(stack, tiny_config("long live run", **{"dataset.limit": 1024, "train.epochs": 100}))
+    run_id = submit(
+        stack, tiny_config("long live run", **{"dataset.limit": 1024, "train.epochs": 100})
+    )
     yield run_id
     with stack.client() as c:
         c.post(f"/api/runs/{run_id}/cancel")
@@ -362,23 +397,31 @@ def test_move_progress_bar_of_running_run(stack, page, long_run):
     page.goto(stack.url + "/")
     bar = f'tr[data-run-id="{long_run}"] .progress'
     page.wait_for_selector(bar, timeout=30_000)
-    page.wait_for_function(f"Number(document.querySelector('{bar}')?.getAttribute('aria-valuenow')) > 0",
-                           timeout=60_000)
+    page.wait_for_function(
+        f"Number(document.querySelector('{bar}')?.getAttribute('aria-valuenow')) > 0",
+        timeout=60_000,
+    )
     first = int(page.get_attribute(bar, "aria-valuenow"))
-    page.wait_for_function(f"Number(document.querySelector('{bar}')?.getAttribute('aria-valuenow')) > {first}",
-                           timeout=60_000)
+    page.wait_for_function(
+        f"Number(document.querySelector('{bar}')?.getAttribute('aria-valuenow')) > {first}",
+        timeout=60_000,
+    )
 
 
 def test_update_compare_view_while_run_trains(stack, page, two_runs, long_run):
     """In the compare view, a running run's curves grow in place as probes arrive."""
     with stack.client() as c:
         deadline = time.monotonic() + 60
-        while not c.get(f"/api/runs/{long_run}/layers").json()["layers"] and time.monotonic() < deadline:
+        while (
+            not c.get(f"/api/runs/{long_run}/layers").json()["layers"]
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.5)
     page.goto(f"{stack.url}/compare?runs={two_runs[0]},{long_run}")
     page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
     count = f"""() => Math.max(0, ...document.getElementById('chart-layer-0').data
-        .filter(t => t.meta.runs[0] === {long_run} && t.meta.series === 'train_var').map(t => t.x.length))"""
+        .filter(t => t.meta.runs[0] === {long_run} && t.meta.series === 'train_var')
+        .map(t => t.x.length))"""
     before = page.evaluate(count)
     assert before > 0
     page.wait_for_function(f"({count})() > {before}", timeout=60_000)
@@ -411,9 +454,18 @@ def test_export_chart_as_png(stack, page, two_runs):
 def no_bn_run(stack):
     """A finished run of a 3-block sigmoid MLP without BN (layers named by their linear, only
     grad_norm recorded) with probe.grad_noise on, so it records grad_cos."""
-    run_id = submit(stack, tiny_config("sigmoid without BN", **{
-        "model.widths": [32, 32, 32], "model.block": ["linear", "activation"],
-        "model.activation": "sigmoid", "probe.grad_noise": True}))
+    run_id = submit(
+        stack,
+        tiny_config(
+            "sigmoid without BN",
+            **{
+                "model.widths": [32, 32, 32],
+                "model.block": ["linear", "activation"],
+                "model.activation": "sigmoid",
+                "probe.grad_noise": True,
+            },
+        ),
+    )
     assert wait_finished(stack, run_id)["status"] == "succeeded", stack.log_tail()
     return run_id
 
@@ -441,12 +493,16 @@ def test_draw_grad_cos_chart_on_run_page(stack, page, no_bn_run):
     assert expected
     page.goto(f"{stack.url}/runs/{no_bn_run}")
     page.wait_for_selector("body[data-ready=run]", timeout=30_000)
-    traces = page.evaluate("() => document.getElementById('chart-gradcos').data.map(t => "
-                           "({series: t.meta.series, y: t.y}))")
+    traces = page.evaluate(
+        "() => document.getElementById('chart-gradcos').data.map(t => "
+        "({series: t.meta.series, y: t.y}))"
+    )
     assert [t["series"] for t in traces] == ["grad_cos"]
     assert finite(traces[0]["y"]) == pytest.approx(expected)
     title = page.evaluate("document.getElementById('chart-gradcos').layout.title.text")
-    assert "cosine" in title and "higher = less noise" in title, title  # a cosine, not a noise level
+    assert "cosine" in title and "higher = less noise" in title, (
+        title
+    )  # a cosine, not a noise level
     assert not page.errors, page.errors
 
 
@@ -466,8 +522,10 @@ def test_draw_grad_cos_chart_in_compare_view(stack, page, two_runs, no_bn_run):
     with a curve for that run only."""
     page.goto(f"{stack.url}/compare?runs={two_runs[0]},{no_bn_run}")
     page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
-    traces = page.evaluate("() => document.getElementById('chart-gradcos').data.map(t => "
-                           "({runs: t.meta.runs, series: t.meta.series, n: t.y.length}))")
+    traces = page.evaluate(
+        "() => document.getElementById('chart-gradcos').data.map(t => "
+        "({runs: t.meta.runs, series: t.meta.series, n: t.y.length}))"
+    )
     assert [(t["runs"], t["series"]) for t in traces] == [([no_bn_run], "grad_cos")]
     assert traces[0]["n"] > 0
     assert not page.errors, page.errors
@@ -482,7 +540,9 @@ def test_show_only_charts_with_data_for_run_without_bn(stack, page, no_bn_run):
     page.goto(f"{stack.url}/runs/{no_bn_run}")
     page.wait_for_selector("body[data-ready=run]", timeout=30_000)
     assert page.locator('[id^="chart-layer-"], #chart-means, #chart-shift').count() == 0
-    over_steps = page.evaluate("() => document.getElementById('chart-grad').data.map(t => t.meta.layer)")
+    over_steps = page.evaluate(
+        "() => document.getElementById('chart-grad').data.map(t => t.meta.layer)"
+    )
     assert sorted(over_steps) == [layer["index"] for layer in layers]
     depth = page.evaluate("() => document.getElementById('chart-grad-depth').data[0].y")
     assert depth == pytest.approx([finite(layer["grad_norm"])[-1] for layer in layers])
@@ -504,7 +564,9 @@ def test_keep_run_page_log_y_in_url(stack, page, no_bn_run):
     page.goto(page.url)
     page.wait_for_selector("body[data-ready=run]", timeout=30_000)
     for chart in ("chart-grad", "chart-grad-depth"):
-        assert page.evaluate(f"document.getElementById('{chart}').layout.yaxis.type") == "log", chart
+        assert page.evaluate(f"document.getElementById('{chart}').layout.yaxis.type") == "log", (
+            chart
+        )
     assert page.is_checked('input[name="logy"]')
 
 
@@ -518,13 +580,16 @@ def test_fit_summary_table_with_long_run_names(stack, page):
     page.goto(f"{stack.url}/compare?runs={','.join(map(str, ids))}")
     page.wait_for_selector("body[data-ready=compare]", timeout=60_000)
     outside = page.evaluate("""() => {
-        const panel = document.querySelector('table.summary').closest('.panel').getBoundingClientRect();
+        const panel = document.querySelector('table.summary').closest('.panel')
+            .getBoundingClientRect();
         return [...document.querySelectorAll('table.summary th, table.summary td')]
             .map(cell => ({text: cell.textContent, r: cell.getBoundingClientRect()}))
-            .filter(c => c.r.left < panel.left - 0.5 || c.r.right > panel.right + 0.5).map(c => c.text);
+            .filter(c => c.r.left < panel.left - 0.5 || c.r.right > panel.right + 0.5)
+            .map(c => c.text);
     }""")
     headers = page.locator("table.summary th").all_inner_texts()
-    assert len(headers) == 8, headers  # run, status, test eval, 3 train-mode, recalibrated, max shift
+    # run, status, test eval, 3 train-mode, recalibrated, max shift
+    assert len(headers) == 8, headers
     assert outside == [], outside
     screenshot(page, "compare-long-names")
 
@@ -536,8 +601,8 @@ def test_skip_empty_layer_charts_in_compare_view(stack, page, two_runs, no_bn_ru
         bn_layers = len(c.get(f"/api/runs/{two_runs[0]}/layers").json()["layers"])
     page.goto(f"{stack.url}/compare?runs={two_runs[0]},{no_bn_run}")
     page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
-    charts = page.evaluate("""() => [...document.querySelectorAll('[id^="chart-layer-"]')].map(div =>
-        ({id: div.id, finite: div.data.some(t => t.y.some(Number.isFinite))}))""")
+    charts = page.evaluate("""() => [...document.querySelectorAll('[id^="chart-layer-"]')]
+        .map(div => ({id: div.id, finite: div.data.some(t => t.y.some(Number.isFinite))}))""")
     assert charts == [{"id": f"chart-layer-{i}", "finite": True} for i in range(bn_layers)]
     options = page.locator('select[name="layer"] option').all_inner_texts()
     assert len(options) == 1 + bn_layers, options

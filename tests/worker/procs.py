@@ -43,8 +43,12 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
         "dataset": {"name": "digits"},
         "model": {"widths": [32], "dropout": {"rate": 0.2}},
         "train": {"epochs": 2, "batch_size": 64, "seed": 0, "device": "cpu"},
-        "probe": {"every_steps": 5, "eval_batches": 1, "train_mode_test_batch_sizes": [1, 8],
-                  "recalibrate_samples": 256},
+        "probe": {
+            "every_steps": 5,
+            "eval_batches": 1,
+            "train_mode_test_batch_sizes": [1, 8],
+            "recalibrate_samples": 256,
+        },
     }
     return _merge(cfg, overrides)
 
@@ -53,9 +57,11 @@ def slow_config(**overrides: Any) -> dict[str, Any]:
     """Several seconds per epoch, so a fault can be injected mid-run after a checkpoint."""
     base = tiny_config(
         name="slow",
-        dataset__name="synthetic", dataset__n_samples=20000,
+        dataset__name="synthetic",
+        dataset__n_samples=20000,
         model__widths=[64, 64],
-        train__epochs=3, train__batch_size=16,
+        train__epochs=3,
+        train__batch_size=16,
         probe__every_steps=25,
     )
     return _merge(base, overrides)
@@ -118,23 +124,51 @@ class PrivatePostgres:
         pg = pwd.getpwnam("postgres")
         os.chown(self.dir, pg.pw_uid, pg.pw_gid)
         self.bin = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
-        self._as_pg([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
-                     "--auth=trust", "--no-sync", "-E", "UTF8"])
+        self._as_pg(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        )
         with open(self.data / "postgresql.conf", "a") as f:
-            f.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
-                    f"unix_socket_directories = '{self.dir}'\nfsync = off\n")
+            f.write(
+                f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
+            )
 
     def _as_pg(self, cmd: list[str]) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *cmd],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     @property
     def admin_url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
-        self._as_pg([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
-                     str(self.dir / "log"), "-w", "-t", "30", "start"])
+        self._as_pg(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ]
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._as_pg([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
@@ -160,9 +194,22 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def up() -> bool:
             try:
@@ -184,11 +231,28 @@ class WorkerProc:
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
-        cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
-               "--pool", "solo", "-Q", "bnlab", "-n", f"wk-{uuid.uuid4().hex[:6]}@%h",
-               "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=log.open("ab"),
-                                     stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app:celery_app",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            "bnlab",
+            "-n",
+            f"wk-{uuid.uuid4().hex[:6]}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=str(ROOT), stdout=log.open("ab"), stderr=subprocess.STDOUT
+        )
 
     def kill9(self) -> None:
         if self.proc.poll() is None:
@@ -225,16 +289,21 @@ class Stack:
             "BNLAB_RECONCILE_S": "1",
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+            ),
             **self.extra_env,
         }
         e = self.env
         self.settings = Settings(
-            data_dir=self.data_dir, BNLAB_DATABASE_URL=self.database_url,
-            BNLAB_BROKER_URL=self.broker_url, heartbeat_s=float(e["BNLAB_HEARTBEAT_S"]),
+            data_dir=self.data_dir,
+            BNLAB_DATABASE_URL=self.database_url,
+            BNLAB_BROKER_URL=self.broker_url,
+            heartbeat_s=float(e["BNLAB_HEARTBEAT_S"]),
             heartbeat_timeout_s=float(e["BNLAB_HEARTBEAT_TIMEOUT_S"]),
             reconcile_s=float(e["BNLAB_RECONCILE_S"]),
-            max_attempts=int(e.get("BNLAB_MAX_ATTEMPTS", 3)))
+            max_attempts=int(e.get("BNLAB_MAX_ATTEMPTS", 3)),
+        )
         self.app: Celery = make_celery(self.settings)
         self.sessions = get_sessionmaker(self.database_url)
 
@@ -254,8 +323,16 @@ class Stack:
     def create_run(self, config: dict[str, Any], enqueue: bool = True) -> int:
         """Store a queued run (as the API does), commit, then enqueue (rule 13)."""
         with self.sessions() as s:
-            run = Run(name=config.get("name", "run"), status="queued", config=config,
-                      tags=[], progress=0.0, step=0, attempt=0, cancel_requested=False)
+            run = Run(
+                name=config.get("name", "run"),
+                status="queued",
+                config=config,
+                tags=[],
+                progress=0.0,
+                step=0,
+                attempt=0,
+                cancel_requested=False,
+            )
             s.add(run)
             s.commit()
             run_id = run.id
@@ -269,27 +346,42 @@ class Stack:
         with self.sessions() as s:
             return s.get(Run, run_id)
 
-    def wait_status(self, run_id: int, statuses: tuple[str, ...] = TERMINAL_STATUSES,
-                    timeout: float = 90) -> Run:
+    def wait_status(
+        self, run_id: int, statuses: tuple[str, ...] = TERMINAL_STATUSES, timeout: float = 90
+    ) -> Run:
         try:
-            return wait_for(lambda: (r := self.run(run_id)) and r.status in statuses and r,
-                            timeout, f"run {run_id} to reach {statuses}", every=0.2)
+            return wait_for(
+                lambda: (r := self.run(run_id)) and r.status in statuses and r,
+                timeout,
+                f"run {run_id} to reach {statuses}",
+                every=0.2,
+            )
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; run={vars(self.run(run_id))}\n{self.worker_log()}")
+            raise AssertionError(
+                f"{exc}; run={vars(self.run(run_id))}\n{self.worker_log()}"
+            ) from exc
 
     def series_counts(self, run_id: int) -> dict[str, int]:
         with self.sessions() as s:
             return {
                 "metric_rows": s.scalar(select(func.count()).where(RunMetric.run_id == run_id)),
-                "metric_steps": s.scalar(select(func.count(func.distinct(RunMetric.step)))
-                                         .where(RunMetric.run_id == run_id)),
+                "metric_steps": s.scalar(
+                    select(func.count(func.distinct(RunMetric.step))).where(
+                        RunMetric.run_id == run_id
+                    )
+                ),
                 "layer_rows": s.scalar(select(func.count()).where(LayerStat.run_id == run_id)),
             }
 
     def steps(self, run_id: int) -> list[int]:
         with self.sessions() as s:
-            return list(s.scalars(select(RunMetric.step).where(RunMetric.run_id == run_id)
-                                  .order_by(RunMetric.step)))
+            return list(
+                s.scalars(
+                    select(RunMetric.step)
+                    .where(RunMetric.run_id == run_id)
+                    .order_by(RunMetric.step)
+                )
+            )
 
 
 def flush_redis(url: str) -> None:

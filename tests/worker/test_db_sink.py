@@ -39,29 +39,58 @@ def sessions(request, tmp_path: Path) -> Iterator[sessionmaker]:
 def claimed_run(sessions: sessionmaker, worker_id: str = WORKER) -> int:
     """A run in the database, claimed by `worker_id` as the task would."""
     with sessions() as s, s.begin():
-        run = Run(name="r", status="queued", config={}, tags=[], progress=0.0, step=0,
-                  attempt=0, cancel_requested=False)
+        run = Run(
+            name="r",
+            status="queued",
+            config={},
+            tags=[],
+            progress=0.0,
+            step=0,
+            attempt=0,
+            cancel_requested=False,
+        )
         s.add(run)
         s.flush()
         run_id = run.id
     with sessions() as s, s.begin():
-        assert claim_run(session=s, run_id=run_id, worker_id=worker_id, host="h", device="cpu",
-                         stale_before=utcnow())
+        assert claim_run(
+            session=s,
+            run_id=run_id,
+            worker_id=worker_id,
+            host="h",
+            device="cpu",
+            stale_before=utcnow(),
+        )
     return run_id
 
 
 def record(step: int, n_layers: int = 2, total: int = 100) -> ProbeRecord:
-    layers = [{"index": i, "name": f"blocks.{i}.bn", "train_var": 1.0 + step, "shift": 0.5 * i,
-               "running_var": 1.0, "eval_var": 2.0, "grad_norm": 0.1} for i in range(n_layers)]
-    return ProbeRecord(step=step, total_steps=total,
-                       metrics={"epoch": step / 10, "train_loss": 1.0 / step, "val_acc": 0.5},
-                       layers=layers)
+    layers = [
+        {
+            "index": i,
+            "name": f"blocks.{i}.bn",
+            "train_var": 1.0 + step,
+            "shift": 0.5 * i,
+            "running_var": 1.0,
+            "eval_var": 2.0,
+            "grad_norm": 0.1,
+        }
+        for i in range(n_layers)
+    ]
+    return ProbeRecord(
+        step=step,
+        total_steps=total,
+        metrics={"epoch": step / 10, "train_loss": 1.0 / step, "val_acc": 0.5},
+        layers=layers,
+    )
 
 
 def counts(sessions: sessionmaker, run_id: int) -> tuple[int, int]:
     with sessions() as s:
-        return (s.scalar(select(func.count()).where(RunMetric.run_id == run_id)),
-                s.scalar(select(func.count()).where(LayerStat.run_id == run_id)))
+        return (
+            s.scalar(select(func.count()).where(RunMetric.run_id == run_id)),
+            s.scalar(select(func.count()).where(LayerStat.run_id == run_id)),
+        )
 
 
 def test_store_each_point_once_when_flush_repeated(sessions) -> None:
@@ -91,7 +120,8 @@ def test_write_device_and_layer_names_on_start(sessions) -> None:
     """on_start records the engine's device name and the BN layer names on the run."""
     run_id = claimed_run(sessions)
     DbSink(run_id=run_id, worker_id=WORKER, sessions=sessions).on_start(
-        device="cpu (test)", total_steps=100, layer_names=["blocks.0.bn", "blocks.1.bn"])
+        device="cpu (test)", total_steps=100, layer_names=["blocks.0.bn", "blocks.1.bn"]
+    )
     with sessions() as s:
         run = s.get(Run, run_id)
         assert (run.device, run.layer_names) == ("cpu (test)", ["blocks.0.bn", "blocks.1.bn"])
@@ -111,8 +141,9 @@ def test_update_progress_and_step_on_probe(sessions) -> None:
 def test_keep_buffer_when_database_unreachable(sessions) -> None:
     """A flush that cannot connect keeps every record and writes them all once it can."""
     run_id = claimed_run(sessions)
-    down = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
-                       "?connect_timeout=2")
+    down = make_engine(
+        f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=2"
+    )
     sink = DbSink(run_id=run_id, worker_id=WORKER, sessions=sessionmaker(bind=down))
     for step in (10, 20):
         sink.on_probe(record(step))
@@ -142,7 +173,11 @@ def test_read_cancel_flag_at_most_once_per_probe(sessions) -> None:
     sink.on_probe(record(10))
     selects: list[str] = []
     engine = sessions.kw["bind"]
-    listen = lambda *a, **k: selects.append(a[2]) if a[2].lstrip().upper().startswith("SELECT") else None
+
+    def listen(*a, **k) -> None:
+        if a[2].lstrip().upper().startswith("SELECT"):  # the statement text
+            selects.append(a[2])
+
     event.listen(engine, "before_cursor_execute", listen)
     try:
         for _ in range(50):

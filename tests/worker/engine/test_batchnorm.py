@@ -53,7 +53,8 @@ def test_match_torch_outputs_and_grads(ref_cls, mat_cls, shape):
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("ref_cls,mat_cls,shape", CASES)
 def test_match_torch_running_buffers(ref_cls, mat_cls, shape, momentum):
-    """After several steps running_mean/var and num_batches_tracked equal torch's (EMA and cumulative)."""
+    """After several steps running_mean/var and num_batches_tracked equal torch's (EMA and
+    cumulative)."""
     ref, mat = _pair(ref_cls, mat_cls, momentum=momentum)
     for i in range(5):
         x = torch.randn(shape) * (i + 1) + i

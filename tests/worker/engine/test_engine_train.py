@@ -82,7 +82,8 @@ def test_write_summary_keys():
 
 
 def test_probe_every_n_steps_with_all_keys():
-    """Probe steps are multiples of every_steps plus the last step, with every metric and layer key."""
+    """Probe steps are multiples of every_steps plus the last step, with every metric and layer
+    key."""
     _, sink = _run(TINY)
     steps = sink.metrics()["step"]
     total = sink.records[-1].total_steps
@@ -103,7 +104,8 @@ def test_probe_every_n_steps_with_all_keys():
 
 
 def test_end_as_diverged_on_nan_loss():
-    """A learning rate that blows the loss up ends the run as `diverged` with a message, no exception."""
+    """A learning rate that blows the loss up ends the run as `diverged` with a message, no
+    exception."""
     cfg = {
         **TINY,
         "model": {"widths": [64, 64], "block": ["linear", "activation"], "activation": "identity"},
@@ -211,12 +213,13 @@ def test_train_alike_with_matrix_bn():
     _, s_matrix = _run({**TINY, "model": {**TINY["model"], "batchnorm": {"impl": "matrix"}}})
     a, b = s_torch.metrics()["train_loss"], s_matrix.metrics()["train_loss"]
     assert s_torch.metrics()["step"] == s_matrix.metrics()["step"]
-    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3, (a, b)
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-3, (a, b)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_start_afresh_from_unreadable_checkpoint(tmp_path):
-    """A corrupt checkpoint (or one holding pickled objects weights_only refuses) is ignored, not fatal."""
+    """A corrupt checkpoint (or one holding pickled objects weights_only refuses) is ignored, not
+    fatal."""
     import pickle
 
     ckpt = tmp_path / "run.pt"

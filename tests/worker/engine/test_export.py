@@ -1,4 +1,5 @@
-"""Export round trip: numpy predict.py and ONNX reproduce the trained torch model (export.py, predict.py)."""
+"""Export round trip: numpy predict.py and ONNX reproduce the trained torch model (export.py,
+predict.py)."""
 
 import ast
 import subprocess
@@ -46,7 +47,8 @@ def exported(request, tmp_path_factory):
 
 @pytest.mark.parametrize("folded", [False, True], ids=["unfolded", "folded"])
 def test_reproduce_torch_logits_with_numpy(exported, folded):
-    """predict() (numpy only) gives the eval-mode logits within 1e-5 and the run's test accuracy exactly."""
+    """predict() (numpy only) gives the eval-mode logits within 1e-5 and the run's test accuracy
+    exactly."""
     result, _, f = exported
     logits = predict(f, f["test.x"], folded)
     np.testing.assert_allclose(logits, f["test.logits"], atol=1e-5, rtol=0)
@@ -60,7 +62,7 @@ def test_record_where_bn_was_folded(exported):
     _, _, f = exported
     notes = {k: str(f[k]) for k in f.files if k.startswith("fold.")}
     assert set(notes) == {"fold.blocks.0.bn", "fold.blocks.1.bn"}
-    kept = [n for n, k in zip(f["folded.op_names"], f["folded.ops"]) if k == "bn"]
+    kept = [n for n, k in zip(f["folded.op_names"], f["folded.ops"], strict=True) if k == "bn"]
     assert kept == [k[5:] for k, v in notes.items() if v.startswith("not folded")]
 
 
