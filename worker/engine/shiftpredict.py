@@ -1,12 +1,12 @@
 """Predicted variance shift for dropout → conv → (residual sum) → BN in the residual nets.
 
-docs/science.md §2b. In a pre-activation unit with `model.dropout_at = "before_conv"` the
-dropout sits before a conv whose output either goes straight into a BN of the same unit
-(bottleneck: drop2 → conv2 → bn3) or is the unit's branch output, added to the shortcut; the
-BN that then sees the dropout's noise is the first BN of the next unit (`bn1`) or the head's
-BN. With y = x·g (g independent of everything else, E g = 1, Var g = σ², one g per value:
-`dropout.mask = "per_sample"`), and h = conv(y) (+ s, the shortcut, which carries no noise of
-this dropout):
+docs/science.md §2 ("Dropout → conv → residual sum → BN"). In a pre-activation unit with
+`model.dropout_at = "before_conv"` the dropout sits before a conv whose output either goes
+straight into a BN of the same unit (bottleneck: drop2 → conv2 → bn3) or is the unit's
+branch output, added to the shortcut; the BN that then sees the dropout's noise is the
+first BN of the next unit (`bn1`) or the head's BN. With y = x·g (g independent of
+everything else, E g = 1, Var g = σ², one g per value: `dropout.mask = "per_sample"`), and
+h = conv(y) (+ s, the shortcut, which carries no noise of this dropout):
 
     h = conv(x) + s + conv(x·(g − 1)),   E[g − 1 | x, s] = 0,
 

@@ -413,7 +413,7 @@ def _final_metrics(run: Run) -> dict[str, Any]:
     out["shift_predicted_by_layer"] = (
         _predicted_shifts(run)
         or _weight_path_predictions(run)
-        # residual nets, dropout → conv → (residual sum) → BN (docs/science.md §2b)
+        # residual nets, dropout → conv → (residual sum) → BN (docs/science.md §2)
         or residual_predictions(run.model, data.x_test, run.cfg.model.dropout, run.probe.last_eval)
     )
     return out

@@ -1,5 +1,5 @@
 """Dropout → conv → (residual sum) → BN prediction (worker/engine/shiftpredict.py,
-docs/science.md §2b) against Monte Carlo on a small WRN with random weights and inputs."""
+docs/science.md §2) against Monte Carlo on a small WRN with random weights and inputs."""
 
 import numpy as np
 import pytest
