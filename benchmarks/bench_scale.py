@@ -168,6 +168,18 @@ def p50(client: httpx.Client, path: str, params: dict, passes: int, pid: int) ->
     }
 
 
+def main_thread(cdp) -> dict[str, float]:
+    """Chromium's cumulative main-thread durations (ms): all tasks, script, layout, style."""
+    wanted = {
+        "TaskDuration": "busy_ms",
+        "ScriptDuration": "script_ms",
+        "LayoutDuration": "layout_ms",
+        "RecalcStyleDuration": "style_ms",
+    }
+    metrics = cdp.send("Performance.getMetrics")["metrics"]
+    return {wanted[m["name"]]: m["value"] * 1000 for m in metrics if m["name"] in wanted}
+
+
 def browser(base: str, ids: list[int], repeats: int) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -188,9 +200,16 @@ def browser(base: str, ids: list[int], repeats: int) -> dict:
                 "request",
                 lambda r, asked=asked: asked.append(r.url) if "/api/compare" in r.url else None,
             )
+            # The renderer's main-thread busy time (script, style, layout, paint tasks) from
+            # Chromium's own counters: on a loaded machine wall time also counts the waits for a
+            # core, this does not.
+            cdp = context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            busy0 = main_thread(cdp)
             page.goto(f"{base}/compare?runs={','.join(map(str, ids))}")
             page.wait_for_selector("body[data-ready=compare]", timeout=300_000)
-            out["compare"].append(page.evaluate("window.__bnlabTimings"))
+            busy = {k: v - busy0.get(k, 0.0) for k, v in main_thread(cdp).items()}
+            out["compare"].append({**page.evaluate("window.__bnlabTimings"), **busy})
             out["request"] = asked[0]
             out["per_chart"] = page.evaluate(PER_CHART_JS)
             page.close()
@@ -250,8 +269,13 @@ def main() -> None:
                             proc.pid,
                         )
                     else:
+                        # lean=1: what the runs table asks for (no per-channel summary arrays)
                         api[label] = p50(
-                            client, "/api/runs", {"limit": 100, **params}, args.passes, proc.pid
+                            client,
+                            "/api/runs",
+                            {"limit": 100, "lean": 1, **params},
+                            args.passes,
+                            proc.pid,
                         )
                 seen = browser(base, ids, args.repeats)
                 request = httpx.URL(seen["request"])
@@ -276,6 +300,10 @@ def main() -> None:
         "table_draw_ms": [round(x, 1) for x in seen["table"]],
         "compare_ready_ms": [round(x["ready_ms"]) for x in seen["compare"]],
         "compare_fetch_ms": [round(x["fetch_ms"]) for x in seen["compare"]],
+        "compare_main_thread": [
+            {k: round(x[k]) for k in ("busy_ms", "script_ms", "layout_ms", "style_ms")}
+            for x in seen["compare"]
+        ],
         "charts": len(charts),
         "slowest_chart_ms": round(max(c["ms"] for c in charts)),
         "charts_total_ms": round(sum(c["ms"] for c in charts)),
