@@ -40,7 +40,8 @@ def run_local(
     export_dir: Path | None = None,
     deterministic: bool = False,
 ) -> dict[str, Any]:
-    """Validate, train with a MemorySink and write {"config","metrics","layers","summary"} to out_path.
+    """Validate, train with a MemorySink and write {"config","metrics","layers","summary"} to
+    out_path.
 
     datasets_root / uploads_dir default to the Settings' directories (BNLAB_DATASETS_DIR ...).
     The returned dict also carries "status" and "error". deterministic: one torch thread and

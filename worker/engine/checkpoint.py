@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 # Bumped when the checkpoint's layout changes: an older checkpoint then starts afresh.
 FORMAT = 3
 
@@ -63,7 +62,8 @@ def _tuple(x: Any) -> Any:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to path atomically: a crash leaves the previous checkpoint or none, never half a file."""
+    """Write `state` to path atomically: a crash leaves the previous checkpoint or none, never
+    half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

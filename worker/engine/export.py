@@ -40,7 +40,8 @@ def _act_name(m: nn.Module) -> str | None:
 
 
 def inference_ops(model: Net) -> list[tuple[str, str, dict[str, np.ndarray]]]:
-    """The eval-mode network as (kind, name, arrays): linear, conv, bn, act:<f>, maxpool, avgpool, gap, flatten."""
+    """The eval-mode network as (kind, name, arrays): linear, conv, bn, act:<f>, maxpool,
+    avgpool, gap, flatten."""
     ops: list[tuple[str, str, dict[str, np.ndarray]]] = []
     if model.arch == "mlp":
         ops.append(("flatten", "input", {}))
