@@ -22,8 +22,19 @@ from worker.engine.predict import predict, predict_doc_formula
 torch.set_num_threads(1)  # the machine's two cores are shared
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-STUDY_IDS = {"variance_shift", "variance_shift_rates", "population_stats", "affine_off", "gamma_init_relu",
-             "beta_init_sigmoid", "saturating", "dropout_masks", "dropout_std", "pooling", "custom_inference"}
+STUDY_IDS = {
+    "variance_shift",
+    "variance_shift_rates",
+    "population_stats",
+    "affine_off",
+    "gamma_init_relu",
+    "beta_init_sigmoid",
+    "saturating",
+    "dropout_masks",
+    "dropout_std",
+    "pooling",
+    "custom_inference",
+}
 MAX_CPU_RUNS = 8  # a CPU-sized study is at most this many runs (about two minutes on 2 cores)
 
 
@@ -33,7 +44,9 @@ def preset_by_id(preset_id: str):
 
 def configs(preset) -> list[ExperimentConfig]:
     """Every run the preset makes, expanded like the API does."""
-    return [preset.config] if preset.kind == "run" else [cfg for _, cfg in cell_configs(preset.sweep)]
+    return (
+        [preset.config] if preset.kind == "run" else [cfg for _, cfg in cell_configs(preset.sweep)]
+    )
 
 
 def tiny(cfg: ExperimentConfig, **train_kw) -> dict:
@@ -64,13 +77,15 @@ def test_size_preset_for_cpu(preset_id):
     for cfg in runs:
         assert cfg.dataset.name in ("digits", "mnist1d", "synthetic") and cfg.dataset.path is None
         assert cfg.train.device == "cpu"
-    assert len({json.dumps(c.model_dump(exclude={"name"}), sort_keys=True) for c in runs}) == len(runs), \
-        "two runs of the sweep are the same experiment"
+    assert len({json.dumps(c.model_dump(exclude={"name"}), sort_keys=True) for c in runs}) == len(
+        runs
+    ), "two runs of the sweep are the same experiment"
 
 
 @pytest.mark.parametrize("preset_id", sorted(STUDY_IDS))
 def test_size_full_variant_for_gpu(preset_id):
-    """The 'full' variant is the same kind, reads MNIST or CIFAR-10 from a path and picks the GPU."""
+    """The 'full' variant is the same kind, reads MNIST or CIFAR-10 from a path and picks the
+    GPU."""
     preset = preset_by_id(preset_id)
     assert preset.full is not None
     if preset.kind == "sweep":
@@ -92,14 +107,17 @@ def test_train_every_preset_run_tiny(preset_id):
         assert result.status == "succeeded", (cfg.name, result.error)
         s = result.summary
         assert 0.0 <= s["test_acc_eval"] <= 1.0
-        assert set(s["test_acc_train_mode"]) == {str(b) for b in cfg.probe.train_mode_test_batch_sizes}
+        assert set(s["test_acc_train_mode"]) == {
+            str(b) for b in cfg.probe.train_mode_test_batch_sizes
+        }
         assert (s["test_acc_recalibrated"] is not None) == cfg.probe.recalibrate
         has_bn = "batchnorm" in cfg.model.block
         assert bool(s["shift_by_layer"]) == has_bn
 
 
 def _variance_shift_arms() -> dict[str, dict]:
-    """The bernoulli runs of the variance_shift preset on half its data: dropout before BN / head only.
+    """The bernoulli runs of the variance_shift preset on half its data: dropout before BN / head
+    only.
 
     Not fewer epochs: early in training the moving averages lag the fast-changing weights, so
     even a BN that never sees dropout shows a drift-shift of 1.2 after 3 epochs."""
@@ -121,7 +139,10 @@ def test_match_predicted_shift_at_first_bn_after_dropout(variance_shift_runs):
     """Dropout right before BN: the first BN's measured shift is within 10 % of docs/science.md §2's
     ratio (computed from the measured BN input), and well above 1."""
     s = variance_shift_runs["before_bn"]
-    measured, predicted = s["shift_by_layer"]["blocks.0.bn"], s["shift_predicted_by_layer"]["blocks.0.bn"]
+    measured, predicted = (
+        s["shift_by_layer"]["blocks.0.bn"],
+        s["shift_predicted_by_layer"]["blocks.0.bn"],
+    )
     assert predicted > 1.5
     assert measured == pytest.approx(predicted, rel=0.10)
 
@@ -156,7 +177,9 @@ def test_reproduce_custom_inference_export_only_with_sqrt(tmp_path):
     result = train(cfg, export_dir=tmp_path)
     f = np.load(tmp_path / "model.npz", allow_pickle=False)
     for folded in (False, True):
-        np.testing.assert_allclose(predict(f, f["test.x"], folded), f["test.logits"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            predict(f, f["test.x"], folded), f["test.logits"], atol=1e-5, rtol=0
+        )
     acc = (predict(f, f["test.x"]).argmax(1) == f["test.y"]).mean()
     assert acc == pytest.approx(result.summary["test_acc_eval"], abs=1e-7)
     assert np.abs(predict_doc_formula(f, f["test.x"]) - f["test.logits"]).max() > 1e-2

@@ -92,7 +92,8 @@ def test_read_npz_upload(tmp_path):
 
 
 def test_refuse_pickled_npz_upload(tmp_path):
-    """An .npz holding an object array (a pickle) is refused: np.load runs with allow_pickle=False."""
+    """An .npz holding an object array (a pickle) is refused: np.load runs with
+    allow_pickle=False."""
     np.savez(
         tmp_path / "u2.npz", X=np.array([{"a": 1}] * 8, dtype=object), y=np.zeros(8, dtype=int)
     )
@@ -135,7 +136,8 @@ def test_generate_same_data_for_same_seed(name):
 
 
 def test_standardise_with_training_statistics():
-    """The training split has per-channel mean 0 and std 1; the test split uses the same transform."""
+    """The training split has per-channel mean 0 and std 1; the test split uses the same
+    transform."""
     data = load_dataset(DatasetConfig(name="synthetic", n_samples=1000))
     assert abs(data.x_train.mean().item()) < 1e-4 and abs(data.x_train.std().item() - 1) < 1e-3
     assert abs(data.x_test.mean().item()) > 1e-6  # not re-standardised on its own
@@ -153,7 +155,8 @@ def test_learn_mnist1d_above_chance():
 
 
 def test_slice_batches_without_loss():
-    """An epoch's index slices have the batch size and cover distinct samples (last partial dropped)."""
+    """An epoch's index slices have the batch size and cover distinct samples (last partial
+    dropped)."""
     torch.manual_seed(0)
     idx = list(batches(100, 32, "cpu"))
     assert [len(i) for i in idx] == [32, 32, 32] and len(torch.cat(idx).unique()) == 96

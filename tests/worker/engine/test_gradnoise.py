@@ -12,9 +12,12 @@ from worker.engine import MemorySink, load_dataset, train
 from worker.engine.dropout import Dropout
 from worker.engine.gradnoise import grad_cosine
 
-TINY = {"dataset": {"name": "mnist1d", "n_samples": 1000}, "model": {"widths": [32, 32]},
-        "train": {"epochs": 2, "batch_size": 32, "device": "cpu"},
-        "probe": {"every_steps": 5, "train_mode_test_batch_sizes": [8], "recalibrate": False}}
+TINY = {
+    "dataset": {"name": "mnist1d", "n_samples": 1000},
+    "model": {"widths": [32, 32]},
+    "train": {"epochs": 2, "batch_size": 32, "device": "cpu"},
+    "probe": {"every_steps": 5, "train_mode_test_batch_sizes": [8], "recalibrate": False},
+}
 
 
 def _run(grad_noise: bool) -> tuple[MemorySink, torch.nn.Module]:
@@ -24,7 +27,8 @@ def _run(grad_noise: bool) -> tuple[MemorySink, torch.nn.Module]:
 
 
 def test_report_grad_cos_only_when_asked():
-    """With probe.grad_noise every probe carries a cosine in [-1, 1]; without it, no grad_cos at all."""
+    """With probe.grad_noise every probe carries a cosine in [-1, 1]; without it, no grad_cos at
+    all."""
     on, _ = _run(True)
     off, _ = _run(False)
     cos = on.metrics()["grad_cos"]
@@ -34,9 +38,12 @@ def test_report_grad_cos_only_when_asked():
 
 def test_leave_training_unchanged_by_grad_noise():
     """Measuring grad_cos changes nothing else: same weights, BN buffers, losses and BN probe
-    statistics as the same run without it (RNG forked, BN stats restored, no step, probe hook bypassed)."""
+    statistics as the same run without it (RNG forked, BN stats restored, no step, probe hook
+    bypassed)."""
     (on, model_on), (off, model_off) = _run(True), _run(False)
-    for (name, a), (_, b) in zip(model_on.state_dict().items(), model_off.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        model_on.state_dict().items(), model_off.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert on.metrics()["train_loss"] == off.metrics()["train_loss"]
     assert on.layers()["layers"][0]["train_var"] == off.layers()["layers"][0]["train_var"]
@@ -51,17 +58,24 @@ def test_leave_model_state_and_grads_untouched():
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     grad_cosine(model, data.x_train, data.y_train, 32, step=1)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-    assert all((g is None and p.grad is None) or torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert all(
+        (g is None and p.grad is None) or torch.equal(g, p.grad)
+        for g, p in zip(grads, model.parameters(), strict=True)
+    )
 
 
 def test_lower_cosine_with_per_batch_masks_at_fixed_weights():
     """At the same weights (early in training), per-batch dropout masks give a noisier mini-batch
     gradient than per-sample masks: a lower mean cosine to the reference gradient
     (docs/science.md §6)."""
-    cfg = ExperimentConfig.model_validate({
-        "dataset": {"name": "mnist1d", "n_samples": 4000}, "model": {"widths": [256, 256, 256]},
-        "train": {"epochs": 1, "device": "cpu"}, "probe": {"every_steps": 100, "recalibrate": False,
-                                                         "train_mode_test_batch_sizes": [8]}})
+    cfg = ExperimentConfig.model_validate(
+        {
+            "dataset": {"name": "mnist1d", "n_samples": 4000},
+            "model": {"widths": [256, 256, 256]},
+            "train": {"epochs": 1, "device": "cpu"},
+            "probe": {"every_steps": 100, "recalibrate": False, "train_mode_test_batch_sizes": [8]},
+        }
+    )
     data = load_dataset(cfg.dataset, seed=0)
     model = train(cfg, data=data).model
     mean_cos = {}
@@ -69,13 +83,16 @@ def test_lower_cosine_with_per_batch_masks_at_fixed_weights():
         for m in model.modules():
             if isinstance(m, Dropout):
                 m.mask = mask
-        mean_cos[mask] = statistics.fmean(grad_cosine(model, data.x_train, data.y_train, 128, s) for s in range(12))
+        mean_cos[mask] = statistics.fmean(
+            grad_cosine(model, data.x_train, data.y_train, 128, s) for s in range(12)
+        )
     assert mean_cos["per_batch"] < mean_cos["per_sample"] - 0.03, mean_cos
 
 
 @pytest.mark.parametrize("n_train", [40, 200])
 def test_measure_with_few_training_samples(n_train):
-    """Fewer training samples than the reference wants (even fewer than one batch) still gives a cosine."""
+    """Fewer training samples than the reference wants (even fewer than one batch) still gives a
+    cosine."""
     cfg = ExperimentConfig.model_validate(TINY)
     data = load_dataset(cfg.dataset, seed=0)
     model = train(cfg, data=data).model

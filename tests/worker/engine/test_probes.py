@@ -1,5 +1,5 @@
-"""BNProbe against docs/science.md's closed forms and direct measurements (worker/engine/probes.py).
-"""
+"""BNProbe against docs/science.md's closed forms and direct measurements
+(worker/engine/probes.py)."""
 
 import pytest
 import torch
@@ -67,7 +67,7 @@ def test_recover_train_stats_from_running_update(momentum, flat_buffers):
 
     net[1].register_forward_pre_hook(keep_train_input)
     probe = BNProbe(net, flat_buffers=flat_buffers)
-    for i in range(3):  # a first window, discarded, so the second starts from nonzero buffers
+    for _ in range(3):  # a first window, discarded, so the second starts from nonzero buffers
         net(torch.randn(32, 8) * 2 + 1)
         probe.step()
     probe.record(torch.randn(64, 8), 32)
@@ -107,7 +107,7 @@ def test_leave_training_unchanged_with_flat_buffers():
         return model, probe
 
     (plain, _), (probed, probe) = trained(False), trained(True)
-    for (k, a), b in zip(plain.state_dict().items(), probed.state_dict().values()):
+    for (k, a), b in zip(plain.state_dict().items(), probed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     probed.load_state_dict(plain.state_dict())
     bn = probed.blocks[1].bn
@@ -188,7 +188,8 @@ def test_stay_near_one_with_head_dropout_only():
 
 
 def test_merge_eval_chunks_exactly():
-    """The eval pass gives the same per-channel mean/var whether x goes through in one chunk or many."""
+    """The eval pass gives the same per-channel mean/var whether x goes through in one chunk or
+    many."""
     from worker.engine.probes import eval_pass
 
     torch.manual_seed(0)
