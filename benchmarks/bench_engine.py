@@ -1,4 +1,5 @@
-"""Probe overhead: bnlab's probed training vs a plain PyTorch loop (and an idiomatic DataLoader loop).
+"""Probe overhead: bnlab's probed training vs a plain PyTorch loop (and an idiomatic DataLoader
+loop).
 
     python benchmarks/bench_engine.py [--repeats 5] [--eval-batches N] [--quick] [--separate]
 
@@ -157,7 +158,11 @@ def cases(quick: bool, cnn_batches: int):
     synth = assemble(x, y, xt, yt, val_fraction=1 / 6, seed=0, name=f"synthetic {n}x784")
     # The CNN trains on the first cnn_batches batches of the synthetic set: an epoch over
     # 50000 images takes minutes on one core, and several epochs are needed to interleave.
-    synth_cnn = replace(synth, x_train=synth.x_train[: cnn_batches * 128], y_train=synth.y_train[: cnn_batches * 128])
+    synth_cnn = replace(
+        synth,
+        x_train=synth.x_train[: cnn_batches * 128],
+        y_train=synth.y_train[: cnn_batches * 128],
+    )
     return [
         ("digits", "mlp", digits, config(MLP, 40, 20)),
         ("digits", "cnn", digits, config(CNN, 20, 20)),

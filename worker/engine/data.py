@@ -149,7 +149,8 @@ def make_synthetic(
     seed: int = 0,
     separation: float = 0.45,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded Gaussian clusters: class means ~ N(0, separation²), unit noise. 784 features = MNIST-sized."""
+    """Seeded Gaussian clusters: class means ~ N(0, separation²), unit noise. 784 features =
+    MNIST-sized."""
     rng = np.random.default_rng(seed)
     means = rng.normal(0, separation, (n_classes, n_features)).astype(np.float32)
     y = rng.integers(0, n_classes, n_samples)
@@ -256,7 +257,8 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar_folder(folder: Path) -> tuple[np.ndarray, ...]:
-    """CIFAR-10: data_batch_1..5 (those present) and test_batch, optionally in cifar-10-batches-py/."""
+    """CIFAR-10: data_batch_1..5 (those present) and test_batch, optionally in
+    cifar-10-batches-py/."""
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
     train = [read_cifar_batch(p) for p in sorted(folder.glob("data_batch_[1-5]"))]
