@@ -113,7 +113,7 @@ def read_runs(
             )
         ),
     ] = False,
-) -> RunsPublic:
+) -> Response:
     """Runs matching every filter, sorted (missing values last), paginated."""
     where = _where(status, sweep, tag, text, q, ids)
     if kind is not None:
@@ -125,7 +125,12 @@ def read_runs(
     if lean:
         for run in data:
             run.summary = run_list.lean_summary(run.summary)
-    return RunsPublic(data=data, count=count)
+    # Serialised once here: returning the model made FastAPI dump it to dicts, validate those
+    # again against response_model and dump them a second time (~12 of the ~20 ms of CPU per
+    # page of 100 runs). The body is the same; response_model still documents it.
+    return Response(
+        RunsPublic(data=data, count=count).model_dump_json(), media_type="application/json"
+    )
 
 
 @router.get("/groups", response_model=RunGroupsPublic)
