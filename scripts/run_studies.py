@@ -24,9 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import numpy as np
 import torch
 
@@ -35,6 +32,8 @@ from backend.presets import Preset, load_presets
 from backend.schema.experiment import ExperimentConfig
 from worker.engine import MemorySink, build_model, load_dataset, train
 from worker.engine.predict import predict, predict_doc_formula
+
+ROOT = Path(__file__).resolve().parents[1]  # where docs/ is (backend and worker are installed)
 
 
 def cells(preset: Preset) -> list[tuple[str, ExperimentConfig]]:
@@ -64,6 +63,7 @@ def _short(v: Any) -> str:
 
 # ---------------------------------------------------------------- study-specific figures
 
+
 def series(sink: MemorySink, layer: int, key: str) -> list[float]:
     return [v for v in sink.layers()["layers"][layer][key] if v is not None]
 
@@ -78,8 +78,11 @@ def grad_depth(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) 
     layers = sink.layers()["layers"]
     first = [row["grad_norm"][0] for row in layers]
     last = [row["grad_norm"][-1] for row in layers]
-    return {"grad_norm_first": first, "grad_norm_last": last,
-            "grad_ratio_in_out_first": first[0] / first[-1] if first[-1] else None}
+    return {
+        "grad_norm_first": first,
+        "grad_norm_last": last,
+        "grad_ratio_in_out_first": first[0] / first[-1] if first[-1] else None,
+    }
 
 
 def grad_noise(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) -> dict[str, Any]:
@@ -91,8 +94,9 @@ def grad_noise(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) 
         cos = [c for c in metrics["grad_cos"][half:] if c is not None]
         out["grad_cos_mean"] = statistics.fmean(cos) if cos else None
     out["grad_norm_cv_blocks0"] = cv(series(sink, 0, "grad_norm")[half:])
-    out["grad_norm_cv_mean"] = statistics.fmean(cv(series(sink, i, "grad_norm")[half:])
-                                                for i in range(len(sink.layer_names)))
+    out["grad_norm_cv_mean"] = statistics.fmean(
+        cv(series(sink, i, "grad_norm")[half:]) for i in range(len(sink.layer_names))
+    )
     rv = series(sink, 0, "running_var")[half:]
     out["running_var_cv_blocks0"] = cv(rv)
     return out
@@ -102,8 +106,11 @@ def grad_noise(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) 
 def mean_activity(model: torch.nn.Module, x: torch.Tensor) -> float:
     """Mean output of every activation module on x (BN in train mode, i.e. batch statistics)."""
     outs: list[float] = []
-    hooks = [m.register_forward_hook(lambda _m, _a, o: outs.append(o.mean().item()))
-             for name, m in model.named_modules() if name.endswith(".act")]
+    hooks = [
+        m.register_forward_hook(lambda _m, _a, o: outs.append(o.mean().item()))
+        for name, m in model.named_modules()
+        if name.endswith(".act")
+    ]
     try:
         model(x)
     finally:
@@ -119,17 +126,25 @@ def activity(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) ->
     trained = result.model.train()
     m = sink.metrics()
     per_epoch = max(1, len(data.x_train) // cfg.train.batch_size)
-    first_epoch = [loss for s, loss in zip(m["step"], m["train_loss"]) if s <= per_epoch]
-    return {"activity_init": mean_activity(init, data.x_test[:512]),
-            "activity_end": mean_activity(trained, data.x_test[:512]),
-            "train_loss_epoch1": first_epoch[-1] if first_epoch else None}
+    first_epoch = [
+        loss for s, loss in zip(m["step"], m["train_loss"], strict=True) if s <= per_epoch
+    ]
+    return {
+        "activity_init": mean_activity(init, data.x_test[:512]),
+        "activity_end": mean_activity(trained, data.x_test[:512]),
+        "train_loss_epoch1": first_epoch[-1] if first_epoch else None,
+    }
 
 
 def early(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) -> dict[str, Any]:
     """Train loss and val accuracy after one epoch (early training)."""
     m = sink.metrics()
     per_epoch = max(1, len(data.x_train) // cfg.train.batch_size)
-    idx = max(i for i, s in enumerate(m["step"]) if s <= per_epoch) if m["step"][0] <= per_epoch else 0
+    idx = (
+        max(i for i, s in enumerate(m["step"]) if s <= per_epoch)
+        if m["step"][0] <= per_epoch
+        else 0
+    )
     return {"train_loss_epoch1": m["train_loss"][idx], "val_acc_epoch1": m["val_acc"][idx]}
 
 
@@ -138,39 +153,63 @@ def mean_gap(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) ->
     out = {}
     for row in sink.layers()["layers"]:
         if row.get("eval_mean") and row["eval_mean"][-1] is not None:
-            out[row["name"]] = (row["eval_mean"][-1] - row["running_mean"][-1]) / math.sqrt(row["running_var"][-1])
+            out[row["name"]] = (row["eval_mean"][-1] - row["running_mean"][-1]) / math.sqrt(
+                row["running_var"][-1]
+            )
     return {"mean_gap": out}
 
 
-def export_check(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any, export_dir: Path) -> dict[str, Any]:
+def export_check(
+    sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any, export_dir: Path
+) -> dict[str, Any]:
     """The export reproduced by numpy (with/without the square root, folded) and ONNX Runtime."""
     f = np.load(export_dir / "model.npz", allow_pickle=False)
     x, y, ref = f["test.x"], f["test.y"], f["test.logits"]
     out: dict[str, Any] = {}
-    for label, logits in (("numpy", predict(f, x)), ("numpy_folded", predict(f, x, folded=True)),
-                          ("doc_formula_no_sqrt", predict_doc_formula(f, x))):
-        out[label] = {"acc": float((logits.argmax(1) == y).mean()),
-                      "same_class_as_eval": float((logits.argmax(1) == ref.argmax(1)).mean()),
-                      "max_abs_logit_err": float(np.abs(logits - ref).max()),
-                      "median_rel_logit_err": float(np.median(np.abs(logits - ref) / (np.abs(ref) + 1e-12)))}
+    for label, logits in (
+        ("numpy", predict(f, x)),
+        ("numpy_folded", predict(f, x, folded=True)),
+        ("doc_formula_no_sqrt", predict_doc_formula(f, x)),
+    ):
+        out[label] = {
+            "acc": float((logits.argmax(1) == y).mean()),
+            "same_class_as_eval": float((logits.argmax(1) == ref.argmax(1)).mean()),
+            "max_abs_logit_err": float(np.abs(logits - ref).max()),
+            "median_rel_logit_err": float(np.median(np.abs(logits - ref) / (np.abs(ref) + 1e-12))),
+        }
     bn_var = [f[k] for k in f.files if k.endswith(".running_var") and not k.startswith("folded.")]
-    out["running_var_range"] = [float(min(v.min() for v in bn_var)), float(max(v.max() for v in bn_var))]
+    out["running_var_range"] = [
+        float(min(v.min() for v in bn_var)),
+        float(max(v.max() for v in bn_var)),
+    ]
     try:
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
         onnx_logits = sess.run(None, {"x": x.astype(np.float32)})[0]
-        out["onnxruntime"] = {"acc": float((onnx_logits.argmax(1) == y).mean()),
-                              "same_class_as_eval": float((onnx_logits.argmax(1) == ref.argmax(1)).mean()),
-                              "max_abs_logit_err": float(np.abs(onnx_logits - ref).max()),
-                              "median_rel_logit_err": float(np.median(np.abs(onnx_logits - ref) / (np.abs(ref) + 1e-12)))}
+        out["onnxruntime"] = {
+            "acc": float((onnx_logits.argmax(1) == y).mean()),
+            "same_class_as_eval": float((onnx_logits.argmax(1) == ref.argmax(1)).mean()),
+            "max_abs_logit_err": float(np.abs(onnx_logits - ref).max()),
+            "median_rel_logit_err": float(
+                np.median(np.abs(onnx_logits - ref) / (np.abs(ref) + 1e-12))
+            ),
+        }
     except (ImportError, FileNotFoundError) as e:
         out["onnxruntime"] = {"error": str(e)}
     return out
 
 
-EXTRAS = {"saturating": grad_depth, "dropout_masks": grad_noise, "beta_init_sigmoid": activity,
-          "gamma_init_relu": early, "affine_off": early, "pooling": mean_gap}
+EXTRAS = {
+    "saturating": grad_depth,
+    "dropout_masks": grad_noise,
+    "beta_init_sigmoid": activity,
+    "gamma_init_relu": early,
+    "affine_off": early,
+    "pooling": mean_gap,
+}
 
 
 # ---------------------------------------------------------------- running
@@ -206,9 +245,15 @@ def run_cell(preset: Preset, label: str, cfg: ExperimentConfig) -> dict[str, Any
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = Path(tmp) if preset.id == "custom_inference" else None
         result = train(cfg, sink, data=data, export_dir=export_dir)
-        summary = {k: v for k, v in result.summary.items() if k != "shift_per_channel"}  # 1 MB of channels
-        row: dict[str, Any] = {"label": label, "status": result.status, "wall_s": time.perf_counter() - t0,
-                               "summary": summary}
+        summary = {
+            k: v for k, v in result.summary.items() if k != "shift_per_channel"
+        }  # 1 MB of channels
+        row: dict[str, Any] = {
+            "label": label,
+            "status": result.status,
+            "wall_s": time.perf_counter() - t0,
+            "summary": summary,
+        }
         if result.status == "succeeded":
             if export_dir is not None:
                 row["extra"] = export_check(sink, cfg, result, data, export_dir)
@@ -223,11 +268,16 @@ def run_preset(preset: Preset) -> dict[str, Any]:
         row = run_cell(preset, label, cfg)
         print(f"  {preset.id}: {label}: {row['status']} in {row['wall_s']:.1f} s", flush=True)
         rows.append(row)
-    return {"id": preset.id, "title": preset.title, "rows": rows,
-            "total_s": sum(r["wall_s"] for r in rows)}
+    return {
+        "id": preset.id,
+        "title": preset.title,
+        "rows": rows,
+        "total_s": sum(r["wall_s"] for r in rows),
+    }
 
 
 # ---------------------------------------------------------------- markdown
+
 
 def f3(v: Any) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
@@ -238,7 +288,9 @@ def pct(v: Any) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
 
 
 def shifts(s: dict[str, Any]) -> str:
@@ -248,7 +300,12 @@ def shifts(s: dict[str, Any]) -> str:
 
 def study_md(res: dict[str, Any]) -> list[str]:
     pid, rows = res["id"], res["rows"]
-    lines = [f"## {pid}", "", f"{res['title']} — {len(rows)} runs, {res['total_s']:.0f} s total on this machine.", ""]
+    lines = [
+        f"## {pid}",
+        "",
+        f"{res['title']} — {len(rows)} runs, {res['total_s']:.0f} s total on this machine.",
+        "",
+    ]
     ok = [r for r in rows if r["status"] == "succeeded"]
     header = ["run", "test acc eval %", "recalibrated %", "shift by BN layer (predicted)"]
     body = []
@@ -257,25 +314,47 @@ def study_md(res: dict[str, Any]) -> list[str]:
         if r["status"] != "succeeded":
             body.append([r["label"], r["status"], "", ""])
             continue
-        body.append([r["label"], pct(s.get("test_acc_eval")), pct(s.get("test_acc_recalibrated")), shifts(s)])
+        body.append(
+            [
+                r["label"],
+                pct(s.get("test_acc_eval")),
+                pct(s.get("test_acc_recalibrated")),
+                shifts(s),
+            ]
+        )
     if pid == "population_stats":
         sizes = list(ok[0]["summary"]["test_acc_train_mode"]) if ok else []
         header += [f"train-mode acc @ batch {b} %" for b in sizes]
-        for line, r in zip(body, rows):
+        for line, r in zip(body, rows, strict=True):
             line += [pct(r["summary"].get("test_acc_train_mode", {}).get(b)) for b in sizes]
     extra_cols = _extra_columns(pid)
     header += [name for name, _ in extra_cols]
-    for line, r in zip(body, rows):
+    for line, r in zip(body, rows, strict=True):
         line += [fn(r.get("extra", {})) for _, fn in extra_cols]
     lines += table(header, body)
     if pid == "custom_inference" and ok:
         lines += ["", "Export check (test set of the run):", ""]
         ex = ok[0]["extra"]
-        lines += table(["forward", "test acc %", "same class as torch eval %", "max abs logit error",
-                        "median relative logit error"],
-                       [[k, pct(v.get("acc")), pct(v.get("same_class_as_eval")),
-                         f"{v.get('max_abs_logit_err', float('nan')):.3g}", f"{v.get('median_rel_logit_err', float('nan')):.3g}"]
-                        for k, v in ex.items() if isinstance(v, dict)])
+        lines += table(
+            [
+                "forward",
+                "test acc %",
+                "same class as torch eval %",
+                "max abs logit error",
+                "median relative logit error",
+            ],
+            [
+                [
+                    k,
+                    pct(v.get("acc")),
+                    pct(v.get("same_class_as_eval")),
+                    f"{v.get('max_abs_logit_err', float('nan')):.3g}",
+                    f"{v.get('median_rel_logit_err', float('nan')):.3g}",
+                ]
+                for k, v in ex.items()
+                if isinstance(v, dict)
+            ],
+        )
         lo, hi = ex["running_var_range"]
         lines += ["", f"BN running_var range over all channels: {lo:.3g} … {hi:.3g}"]
     return lines + [""]
@@ -283,26 +362,47 @@ def study_md(res: dict[str, Any]) -> list[str]:
 
 def _extra_columns(pid: str) -> list[tuple[str, Any]]:
     if pid == "saturating":
-        return [("grad norm by block, first probe (in → out)", lambda e: " ".join(f"{v:.2g}" for v in e.get("grad_norm_first", []))),
-                ("grad norm by block, last probe", lambda e: " ".join(f"{v:.2g}" for v in e.get("grad_norm_last", [])))]
+        return [
+            (
+                "grad norm by block, first probe (in → out)",
+                lambda e: " ".join(f"{v:.2g}" for v in e.get("grad_norm_first", [])),
+            ),
+            (
+                "grad norm by block, last probe",
+                lambda e: " ".join(f"{v:.2g}" for v in e.get("grad_norm_last", [])),
+            ),
+        ]
     if pid == "dropout_masks":
-        return [("grad_cos (mean, 2nd half)", lambda e: f3(e.get("grad_cos_mean"))),
-                ("grad_norm CV blocks.0", lambda e: f3(e.get("grad_norm_cv_blocks0"))),
-                ("grad_norm CV (mean of blocks)", lambda e: f3(e.get("grad_norm_cv_mean"))),
-                ("running_var CV blocks.0", lambda e: f3(e.get("running_var_cv_blocks0")))]
+        return [
+            ("grad_cos (mean, 2nd half)", lambda e: f3(e.get("grad_cos_mean"))),
+            ("grad_norm CV blocks.0", lambda e: f3(e.get("grad_norm_cv_blocks0"))),
+            ("grad_norm CV (mean of blocks)", lambda e: f3(e.get("grad_norm_cv_mean"))),
+            ("running_var CV blocks.0", lambda e: f3(e.get("running_var_cv_blocks0"))),
+        ]
     if pid == "beta_init_sigmoid":
-        return [("mean activity at init", lambda e: f3(e.get("activity_init"))),
-                ("mean activity after training", lambda e: f3(e.get("activity_end"))),
-                ("train loss after epoch 1", lambda e: f3(e.get("train_loss_epoch1")))]
+        return [
+            ("mean activity at init", lambda e: f3(e.get("activity_init"))),
+            ("mean activity after training", lambda e: f3(e.get("activity_end"))),
+            ("train loss after epoch 1", lambda e: f3(e.get("train_loss_epoch1"))),
+        ]
     if pid in ("gamma_init_relu", "affine_off"):
-        return [("train loss after epoch 1", lambda e: f3(e.get("train_loss_epoch1"))),
-                ("val acc after epoch 1 %", lambda e: pct(e.get("val_acc_epoch1")))]
+        return [
+            ("train loss after epoch 1", lambda e: f3(e.get("train_loss_epoch1"))),
+            ("val acc after epoch 1 %", lambda e: pct(e.get("val_acc_epoch1"))),
+        ]
     if pid.startswith("li_"):
-        return [("BN layers", lambda e: str(e.get("n_bn", "–"))),
-                ("mean shift over BN layers", lambda e: f3(e.get("shift_mean"))),
-                ("largest layer shift", lambda e: f3(e.get("shift_max")))]
+        return [
+            ("BN layers", lambda e: str(e.get("n_bn", "–"))),
+            ("mean shift over BN layers", lambda e: f3(e.get("shift_mean"))),
+            ("largest layer shift", lambda e: f3(e.get("shift_max"))),
+        ]
     if pid == "pooling":
-        return [("(eval_mean − running_mean)/sd by layer", lambda e: " / ".join(f"{v:+.3f}" for v in e.get("mean_gap", {}).values()))]
+        return [
+            (
+                "(eval_mean − running_mean)/sd by layer",
+                lambda e: " / ".join(f"{v:+.3f}" for v in e.get("mean_gap", {}).values()),
+            )
+        ]
     return []
 
 
@@ -312,9 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--json", default=str(ROOT / "docs" / "studies_results.json"))
     p.add_argument("--out", default=str(ROOT / "docs" / "studies_results.md"))
-    p.add_argument("--datasets", default=os.environ.get("BNLAB_DATASETS_DIR"),
-                   help="datasets root of the li_* presets (their synthetic CIFAR is written "
-                        "there if absent)")
+    p.add_argument(
+        "--datasets",
+        default=os.environ.get("BNLAB_DATASETS_DIR"),
+        help="datasets root of the li_* presets (their synthetic CIFAR is written there if absent)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     global DATASETS_ROOT
@@ -328,18 +430,22 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{preset.id} …", flush=True)
         results[preset.id] = run_preset(preset)
-        json_path.write_text(json.dumps(results, indent=1))  # after each study: partial runs survive
+        # After each study, so the partial runs survive an interruption.
+        json_path.write_text(json.dumps(results, indent=1))
     write_markdown(results, Path(args.out))
     return 0
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
-    intro = ("Written by `python scripts/run_studies.py` (one torch thread, runs in sequence, on a shared "
-             f"2-core machine; torch {torch.__version__}). Accuracies are on each dataset's fixed test split; "
-             "shift is bnlab's per-channel statistic, max(eval_var/running_var, running_var/eval_var) per "
-             "channel, averaged per BN layer (not Li et al.'s layer-level one; docs/science.md §1), "
-             "measured on the test set after training, with docs/science.md §2's prediction in "
-             "brackets where the block puts dropout right before BN.")
+    intro = (
+        "Written by `python scripts/run_studies.py` (one torch thread, runs in sequence, on a "
+        f"shared 2-core machine; torch {torch.__version__}). Accuracies are on each dataset's "
+        "fixed test split; shift is bnlab's per-channel statistic, "
+        "max(eval_var/running_var, running_var/eval_var) per "
+        "channel, averaged per BN layer (not Li et al.'s layer-level one; docs/science.md §1), "
+        "measured on the test set after training, with docs/science.md §2's prediction in "
+        "brackets where the block puts dropout right before BN."
+    )
     lines = ["# Study results (CPU size)", "", intro, ""]
     for pid in sorted(results):
         lines += study_md(results[pid])
