@@ -148,3 +148,19 @@ def free_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/nothing?connect_timeout=2"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Chromium for the whole session (tests/conftest.py, so every test folder shares it):
+    Playwright's sync API refuses a second instance while another one's event loop is alive."""
+    from tests.frontend.dashboard_stack import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

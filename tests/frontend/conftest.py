@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dashboard_stack import CHROMIUM, CHROMIUM_ARGS, start_stack, wait_for_workers
+from dashboard_stack import CHROMIUM, start_stack, wait_for_workers
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,16 +28,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         yield s
     finally:
         s.stop()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def stream(url: str, p: float, spool_dir: Path) -> bnlab.Run:
     return run
 
 
-def test_compare_script_runs_in_the_dashboard(pg_stack, tmp_path):
+def test_compare_script_runs_in_the_dashboard(pg_stack, tmp_path, browser):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed")
     runs = [stream(pg_stack.url, p, tmp_path) for p in (0.0, 0.3)]
@@ -72,13 +72,9 @@ def test_compare_script_runs_in_the_dashboard(pg_stack, tmp_path):
     for i in ids:
         assert len(stored[i]) == 8 and stored[i][0]["step"] == [4, 8, 12]
     assert '"stage1.0.bn2"' in body  # the compare answer names the user's layers
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    try:
+        page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{pg_stack.url}/compare?runs={','.join(map(str, ids))}")
@@ -88,7 +84,8 @@ def test_compare_script_runs_in_the_dashboard(pg_stack, tmp_path):
                 series: t.meta.series, x: [...t.x], y: [...t.y]}))}))""")
         page.goto(f"{pg_stack.url}/runs/{ids[1]}")
         page.wait_for_selector("text=script (bnlab SDK", timeout=30_000)
-        browser.close()
+    finally:
+        context.close()
     assert charts, "no BN layer chart was drawn"
     for chart in charts:
         index = int(chart["id"].rsplit("-", 1)[1])
