@@ -16,8 +16,11 @@ from rich.console import Console
 
 from backend.schema.registry import TERMINAL_STATUSES
 
-app = typer.Typer(help="bnlab: run, watch and compare BatchNorm / Dropout experiments.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="bnlab: run, watch and compare BatchNorm / Dropout experiments.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
@@ -34,11 +37,12 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 @app.command()
-def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-          port: int = typer.Option(8000, help="HTTP port."),
-          data_dir: Path | None = typer.Option(None, help="Data directory (default ~/.bnlab)."),
-          workers: int = typer.Option(1, min=0, help="Celery worker processes to supervise.")
-          ) -> None:
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="HTTP port."),
+    data_dir: Path | None = typer.Option(None, help="Data directory (default ~/.bnlab)."),
+    workers: int = typer.Option(1, min=0, help="Celery worker processes to supervise."),
+) -> None:
     """The whole stack: migrate the database, supervise the worker(s), serve API + dashboard."""
     if data_dir is not None:
         os.environ["BNLAB_DATA_DIR"] = str(data_dir.expanduser().resolve())
@@ -51,12 +55,17 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
 
 
 @app.command()
-def worker(gpus: str = typer.Option(
-               "none", help="all, none, or GPU indices like 0,1,3: one worker process per GPU, "
-               "each pinned with CUDA_VISIBLE_DEVICES (env BNLAB_GPUS).", envvar="BNLAB_GPUS"),
-           workers: int = typer.Option(1, min=1, envvar="BNLAB_CPU_WORKERS",
-                                       help="CPU worker processes with --gpus none.")
-           ) -> None:
+def worker(
+    gpus: str = typer.Option(
+        "none",
+        help="all, none, or GPU indices like 0,1,3: one worker process per GPU, "
+        "each pinned with CUDA_VISIBLE_DEVICES (env BNLAB_GPUS).",
+        envvar="BNLAB_GPUS",
+    ),
+    workers: int = typer.Option(
+        1, min=1, envvar="BNLAB_CPU_WORKERS", help="CPU worker processes with --gpus none."
+    ),
+) -> None:
     """Worker processes only (no API): for a GPU host, or a worker host of a cluster."""
     from backend.gpu_workers import GpuSpecError, parse_gpus, run_workers
 
@@ -68,11 +77,13 @@ def worker(gpus: str = typer.Option(
 
 
 @app.command("make-cifar")
-def make_cifar(folder: Path = typer.Argument(..., file_okay=False, help="Folder to write."),
-               classes: int = typer.Option(10, help="10 (CIFAR-10 layout) or 100 (CIFAR-100)."),
-               n: int = typer.Option(5000, min=10, help="Training images."),
-               n_test: int | None = typer.Option(None, min=10, help="Test images (default n/5)."),
-               seed: int = typer.Option(0, min=0)) -> None:
+def make_cifar(
+    folder: Path = typer.Argument(..., file_okay=False, help="Folder to write."),
+    classes: int = typer.Option(10, help="10 (CIFAR-10 layout) or 100 (CIFAR-100)."),
+    n: int = typer.Option(5000, min=10, help="Training images."),
+    n_test: int | None = typer.Option(None, min=10, help="Test images (default n/5)."),
+    seed: int = typer.Option(0, min=0),
+) -> None:
     """Write synthetic CIFAR-format files (a learnable signal, nothing downloaded) for tests
     and the CPU study presets; read them with dataset.name cifar10 / cifar100."""
     if classes not in (10, 100):
@@ -86,12 +97,15 @@ def make_cifar(folder: Path = typer.Argument(..., file_okay=False, help="Folder 
 
 
 @app.command()
-def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
-        out: Path | None = typer.Option(None, help="Write config, metrics, layers, summary here."),
-        deterministic: bool = typer.Option(
-            False, help="One torch thread and deterministic algorithms: the run repeats bit for "
-                        "bit (figures otherwise move with the thread count).")
-        ) -> None:
+def run(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
+    out: Path | None = typer.Option(None, help="Write config, metrics, layers, summary here."),
+    deterministic: bool = typer.Option(
+        False,
+        help="One torch thread and deterministic algorithms: the run repeats bit for "
+        "bit (figures otherwise move with the thread count).",
+    ),
+) -> None:
     """Train one experiment in this process, no server (needs the worker extra: torch)."""
     try:  # `bnlab run` trains in-process: declared in .importlinter (ignore_imports), lazy so
         # the API image (no torch) can still run every other command
@@ -106,17 +120,21 @@ def run(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Ex
         raise
     summary = result.get("summary") or {}
     acc = summary.get("test_acc_eval")
-    console.print(f"{result.get('status')}" + (f": test_acc_eval={acc:.4f}" if acc is not None else "")
-                  + (f" ({result['error']})" if result.get("error") else "")
-                  + (f"; wrote {out}" if out else ""))
+    console.print(
+        f"{result.get('status')}"
+        + (f": test_acc_eval={acc:.4f}" if acc is not None else "")
+        + (f" ({result['error']})" if result.get("error") else "")
+        + (f"; wrote {out}" if out else "")
+    )
     if result.get("status") != "succeeded":
         raise typer.Exit(1)
 
 
 @app.command()
-def describe(config: Path = typer.Argument(..., exists=True, dir_okay=False,
-                                           help="ExperimentConfig JSON."),
-             as_json: bool = typer.Option(False, "--json", help="Print it as JSON.")) -> None:
+def describe(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print it as JSON."),
+) -> None:
     """What a config builds, before training and without data files: its BN layers (place,
     what feeds each), where dropout sits, the parameter count, rough memory and time."""
     from backend.schema.netspec import describe_json_text, format_description
@@ -145,8 +163,10 @@ def _check(resp) -> dict:
         except ValueError:
             detail = resp.text
         if isinstance(detail, list):  # pydantic errors: name every field path
-            detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []) if p != 'body')}: "
-                               f"{d.get('msg')}" for d in detail)
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', []) if p != 'body')}: {d.get('msg')}"
+                for d in detail
+            )
         raise _fail(f"{resp.request.method} {resp.request.url.path} → {resp.status_code}: {detail}")
     return resp.json()
 
@@ -156,12 +176,16 @@ TOKEN = typer.Option(None, envvar="BNLAB_API_TOKEN", help="API token for writes.
 
 
 @app.command()
-def submit(config: Path | None = typer.Argument(None, exists=True, dir_okay=False,
-                                              help="ExperimentConfig JSON (or use --preset)."),
-           preset: str | None = typer.Option(None, help="Submit a preset study by id instead."),
-           full: bool = typer.Option(False, help="With --preset: its GPU-sized 'full' variant."),
-           url: str = URL, token: str | None = TOKEN,
-           watch: bool = typer.Option(False, help="Show a progress bar until the run(s) end.")) -> None:
+def submit(
+    config: Path | None = typer.Argument(
+        None, exists=True, dir_okay=False, help="ExperimentConfig JSON (or use --preset)."
+    ),
+    preset: str | None = typer.Option(None, help="Submit a preset study by id instead."),
+    full: bool = typer.Option(False, help="With --preset: its GPU-sized 'full' variant."),
+    url: str = URL,
+    token: str | None = TOKEN,
+    watch: bool = typer.Option(False, help="Show a progress bar until the run(s) end."),
+) -> None:
     """Submit a config (or a preset: one run or a sweep) to a server; prints the run ids."""
     import httpx
 
@@ -181,8 +205,7 @@ def submit(config: Path | None = typer.Argument(None, exists=True, dir_okay=Fals
         raise _fail(f"cannot reach {url}: {exc}", 1) from exc
 
 
-def _submission(client, config: Path | None, preset: str | None, full: bool
-                ) -> tuple[str, dict]:  # noqa: ANN001
+def _submission(client, config: Path | None, preset: str | None, full: bool) -> tuple[str, dict]:  # noqa: ANN001
     """(endpoint, body) for a config file or a preset (a run preset or a sweep preset)."""
     if config is not None:
         try:
@@ -202,9 +225,13 @@ def _watch(client, run_id: int) -> None:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("run {task.fields[rid]} {task.fields[status]}"), BarColumn(),
-                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(
+        TextColumn("run {task.fields[rid]} {task.fields[status]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task("run", total=1.0, rid=run_id, status="queued")
         while True:
             run = _check(client.get(f"/api/runs/{run_id}"))
@@ -213,17 +240,25 @@ def _watch(client, run_id: int) -> None:
                 break
             time.sleep(1.0)
     summary = run.get("summary") or {}
-    console.print(f"run {run_id} {run['status']}"
-                  + (f": test_acc_eval={summary['test_acc_eval']:.4f}"
-                     if summary.get("test_acc_eval") is not None else "")
-                  + (f" ({run['error']})" if run.get("error") else ""))
+    console.print(
+        f"run {run_id} {run['status']}"
+        + (
+            f": test_acc_eval={summary['test_acc_eval']:.4f}"
+            if summary.get("test_acc_eval") is not None
+            else ""
+        )
+        + (f" ({run['error']})" if run.get("error") else "")
+    )
     if run["status"] != "succeeded":
         raise typer.Exit(1)
 
 
 @app.command()
-def runs(url: str = URL, status: str | None = typer.Option(None, help="Filter by status."),
-         limit: int = typer.Option(50, min=1, max=500)) -> None:
+def runs(
+    url: str = URL,
+    status: str | None = typer.Option(None, help="Filter by status."),
+    limit: int = typer.Option(50, min=1, max=500),
+) -> None:
     """List runs in a table."""
     import httpx
     from rich.table import Table
@@ -238,17 +273,28 @@ def runs(url: str = URL, status: str | None = typer.Option(None, help="Filter by
     table.columns[1].overflow = "fold"  # names are what users look for: wrap, never cut
     for r in page.get("data", []):
         acc = (r.get("summary") or {}).get("test_acc_eval")
-        table.add_row(str(r["id"]), r["name"], r["status"], f"{100 * (r.get('progress') or 0):.0f}%",
-                      str(r.get("attempt", "")), r.get("device") or "",
-                      "" if acc is None else f"{acc:.4f}", str(r.get("created_at", ""))[:19])
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            r["status"],
+            f"{100 * (r.get('progress') or 0):.0f}%",
+            str(r.get("attempt", "")),
+            r.get("device") or "",
+            "" if acc is None else f"{acc:.4f}",
+            str(r.get("created_at", ""))[:19],
+        )
     console.print(table)
     console.print(f"{len(page.get('data', []))} of {page.get('count', '?')} runs")
 
 
 @app.command()
-def export(run_id: int, fmt: str = typer.Option("npz", "--format", help="npz or onnx."),
-           out: Path | None = typer.Option(None, help="Output file (default run-ID.FORMAT)."),
-           url: str = URL, token: str | None = TOKEN) -> None:
+def export(
+    run_id: int,
+    fmt: str = typer.Option("npz", "--format", help="npz or onnx."),
+    out: Path | None = typer.Option(None, help="Output file (default run-ID.FORMAT)."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
     """Download a finished run's weights (BN folded) as npz or ONNX."""
     import httpx
 
@@ -267,12 +313,17 @@ def export(run_id: int, fmt: str = typer.Option("npz", "--format", help="npz or 
 
 
 @app.command()
-def sync(paths: list[Path] = typer.Argument(..., exists=True,
-                                           help="Spool files (or folders of them) to send."),
-         url: str = URL, token: str | None = TOKEN) -> None:
+def sync(
+    paths: list[Path] = typer.Argument(
+        ..., exists=True, help="Spool files (or folders of them) to send."
+    ),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
     """Send what a script's bnlab SDK spooled (offline, or its process died) to a server.
     Safe to repeat: every point is stored once."""
-    from bnlab.transport import Unreachable, sync as send_spool
+    from bnlab.transport import Unreachable
+    from bnlab.transport import sync as send_spool
 
     files = [f for p in paths for f in (sorted(p.glob("*.jsonl")) if p.is_dir() else [p])]
     if not files:
@@ -282,13 +333,16 @@ def sync(paths: list[Path] = typer.Argument(..., exists=True,
         try:
             state = send_spool(f, url, token)
         except Unreachable as exc:
-            raise _fail(f"cannot reach {url}: {exc}; nothing lost, run `bnlab sync` again", 1
-                        ) from exc
+            raise _fail(
+                f"cannot reach {url}: {exc}; nothing lost, run `bnlab sync` again", 1
+            ) from exc
         except ValueError as exc:  # not JSON lines
             raise _fail(f"{f}: not a bnlab spool ({exc})") from exc
         ended = f", {state.finished}" if state.finished else ", still open"
-        console.print(f"{f}: run {state.run_id}: {state.records} records in "
-                      f"{state.requests} requests{ended}", highlight=False)
+        console.print(
+            f"{f}: run {state.run_id}: {state.records} records in {state.requests} requests{ended}",
+            highlight=False,
+        )
         for reason in state.skipped:
             err.print(f"  refused: {reason}", highlight=False, markup=False)
             failed = failed or "already ended" not in reason
@@ -297,8 +351,11 @@ def sync(paths: list[Path] = typer.Argument(..., exists=True,
 
 
 @db_app.command("upgrade")
-def db_upgrade(database_url: str | None = typer.Option(
-        None, help="Default: BNLAB_DATABASE_URL, else SQLite in the data dir.")) -> None:
+def db_upgrade(
+    database_url: str | None = typer.Option(
+        None, help="Default: BNLAB_DATABASE_URL, else SQLite in the data dir."
+    ),
+) -> None:
     """Apply the Alembic migrations (create or bring the schema to head)."""
     from backend.db.migrate import upgrade
     from backend.settings import settings

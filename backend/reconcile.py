@@ -95,14 +95,21 @@ def reconcile_once(app: Celery | None = None, s: Settings = settings) -> dict[st
     with sessions() as session:
         crashed = crash_silent_runs(session=session, timeout_s=s.script_timeout_s)
     with sessions() as session:
-        out = requeue_stale_runs(session=session, timeout_s=s.heartbeat_timeout_s,
-                                 max_attempts=s.max_attempts, enqueue=enqueue)
+        out = requeue_stale_runs(
+            session=session,
+            timeout_s=s.heartbeat_timeout_s,
+            max_attempts=s.max_attempts,
+            enqueue=enqueue,
+        )
     in_broker = broker_run_ids(app, s)
     with sessions() as session:
         # A message is in flight for at most a moment; wait two sweeps before calling it lost.
-        out["resent"] = reconcile_queued(session=session, in_broker=in_broker,
-                                         older_than_s=max(2 * s.reconcile_s, 2.0),
-                                         enqueue=enqueue)
+        out["resent"] = reconcile_queued(
+            session=session,
+            in_broker=in_broker,
+            older_than_s=max(2 * s.reconcile_s, 2.0),
+            enqueue=enqueue,
+        )
     with sessions() as session, session.begin():
         prune_workers(session=session, older_than_s=max(3600.0, 10 * s.heartbeat_timeout_s))
     with sessions() as session:
@@ -127,8 +134,9 @@ def start_background(app: Any = None, s: Settings = settings) -> threading.Event
     """Start the reconciler thread (first pass right away); set the returned event to stop it.
     `app` is the FastAPI app: the event is kept on its state so shutdown can stop it."""
     stop = threading.Event()
-    thread = threading.Thread(target=_loop, args=(stop, None, s), name="bnlab-reconciler",
-                              daemon=True)
+    thread = threading.Thread(
+        target=_loop, args=(stop, None, s), name="bnlab-reconciler", daemon=True
+    )
     thread.start()
     if app is not None and hasattr(app, "state"):
         app.state.reconciler_stop = stop

@@ -28,8 +28,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "frontend")]
 from dashboard_stack import seed_runs, start_stack  # noqa: E402
 
 TRAINING = {  # long enough to keep both workers busy for the whole measurement
-    "name": "load: training", "dataset": {"name": "mnist1d", "n_samples": 20000},
-    "model": {"widths": [256, 256, 256]}, "train": {"epochs": 100, "device": "cpu"},
+    "name": "load: training",
+    "dataset": {"name": "mnist1d", "n_samples": 20000},
+    "model": {"widths": [256, 256, 256]},
+    "train": {"epochs": 100, "device": "cpu"},
     "probe": {"every_steps": 10},
 }
 
@@ -38,12 +40,14 @@ def reader(client, ids, stop, lat, errors) -> None:  # noqa: ANN001
     rng = random.Random(threading.get_ident())
     while not stop.is_set():
         run_id = rng.choice(ids)
-        path, label = rng.choice([
-            ("/api/runs?limit=50", "GET /api/runs"),
-            (f"/api/runs/{run_id}", "GET /api/runs/{id}"),
-            (f"/api/runs/{run_id}/metrics?max_points=1000", "GET metrics"),
-            (f"/api/runs/{run_id}/layers?max_points=1000", "GET layers"),
-        ])
+        path, label = rng.choice(
+            [
+                ("/api/runs?limit=50", "GET /api/runs"),
+                (f"/api/runs/{run_id}", "GET /api/runs/{id}"),
+                (f"/api/runs/{run_id}/metrics?max_points=1000", "GET metrics"),
+                (f"/api/runs/{run_id}/layers?max_points=1000", "GET layers"),
+            ]
+        )
         t0 = time.perf_counter()
         try:
             res = client.get(path)
@@ -78,8 +82,9 @@ def main() -> int:
             errors: list[str] = []
             stop = threading.Event()
             clients = [stack.client() for _ in range(args.clients)]
-            threads = [threading.Thread(target=reader, args=(cl, ids, stop, lat, errors))
-                       for cl in clients]
+            threads = [
+                threading.Thread(target=reader, args=(cl, ids, stop, lat, errors)) for cl in clients
+            ]
             for t in threads:
                 t.start()
             time.sleep(args.seconds)
@@ -93,8 +98,10 @@ def main() -> int:
         finally:
             stack.stop()
     everything = [x for xs in lat.values() for x in xs]
-    print(f"{args.clients} clients x {args.seconds:.0f} s, 2 runs training ({statuses}), "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.clients} clients x {args.seconds:.0f} s, 2 runs training ({statuses}), "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'endpoint':<22}{'requests':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for label, xs in sorted(lat.items()) + [("all", everything)]:
         q = statistics.quantiles(xs, n=100)

@@ -31,14 +31,18 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="needed for writes when BNLAB_API_TOKEN is set")
 
 
-def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-                  ) -> None:
+def require_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
     """401 unless the bearer token matches BNLAB_API_TOKEN (when one is set)."""
     # Constant-time comparison; the token itself is never logged or echoed back. The
     # TokenGate middleware (backend/api/auth.py) has already checked it before the body.
     if not token_matches(credentials.credentials if credentials else None):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong API token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong API token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 TokenDep = Depends(require_token)

@@ -21,7 +21,9 @@ except ImportError:  # pragma: no cover - exercised only where orjson is absent
 def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         items = value.tolist()
-        return items if value.dtype.kind in "iu" else [x if math.isfinite(x) else None for x in items]
+        return (
+            items if value.dtype.kind in "iu" else [x if math.isfinite(x) else None for x in items]
+        )
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -34,4 +36,3 @@ def dumps(content: Any) -> bytes:
     if orjson is not None:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     return json.dumps(_plain(content), separators=(",", ":"), allow_nan=False).encode()
-

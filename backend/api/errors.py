@@ -44,10 +44,14 @@ class FieldErrorsPublic(BaseModel):
     detail: list[FieldErrorEntry]
 
 
-WHY = {400: "malformed request (a body that is not JSON or multipart)",
-       401: "missing or wrong API token (writes, when BNLAB_API_TOKEN is set)",
-       404: "not found", 409: "not possible in the run's current state",
-       413: "larger than BNLAB_MAX_UPLOAD_MB", 503: "database unavailable, retry shortly"}
+WHY = {
+    400: "malformed request (a body that is not JSON or multipart)",
+    401: "missing or wrong API token (writes, when BNLAB_API_TOKEN is set)",
+    404: "not found",
+    409: "not possible in the run's current state",
+    413: "larger than BNLAB_MAX_UPLOAD_MB",
+    503: "database unavailable, retry shortly",
+}
 
 
 def responses(*codes: int) -> dict[int | str, dict]:
@@ -76,22 +80,29 @@ async def on_validation(request: Request, exc: RequestValidationError) -> JSONRe
         # DELETE /api/runs/groups reached /api/runs/{run_id} and failed its int check: the
         # literal path has no such method, a 405 (the answer its schema documents).
         allow = ", ".join(sorted(m.upper() for m in item if m in HTTP_METHODS))
-        return JSONResponse({"detail": "Method Not Allowed"}, status.HTTP_405_METHOD_NOT_ALLOWED,
-                            headers={"Allow": allow})
+        return JSONResponse(
+            {"detail": "Method Not Allowed"},
+            status.HTTP_405_METHOD_NOT_ALLOWED,
+            headers={"Allow": allow},
+        )
     errors = [_entry(list(e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
     message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
-    return JSONResponse({"detail": errors, "message": message}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return JSONResponse(
+        {"detail": errors, "message": message}, status.HTTP_422_UNPROCESSABLE_CONTENT
+    )
 
 
 async def on_field_error(_: Request, exc: FieldError) -> JSONResponse:
     entry = _entry([exc.location, *exc.field.split(".")], exc.reason, "value_error")
-    return JSONResponse({"detail": [entry], "message": exc.message},
-                        status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return JSONResponse(
+        {"detail": [entry], "message": exc.message}, status.HTTP_422_UNPROCESSABLE_CONTENT
+    )
 
 
 def _plain(code: int):
     async def handler(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": getattr(exc, "message", str(exc))}, code)
+
     return handler
 
 
@@ -104,8 +115,10 @@ async def on_db_data(_: Request, exc: DataError) -> JSONResponse:
     # A value the database cannot hold (out of range, bad encoding): the client's input. Shaped
     # like every other 422 (a field list), as the schema documents it.
     msg = "a value is out of range for the database"
-    return JSONResponse({"detail": [_entry(["body"], msg, "value_error")], "message": msg},
-                        status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return JSONResponse(
+        {"detail": [_entry(["body"], msg, "value_error")], "message": msg},
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:

@@ -21,8 +21,10 @@ def _limit() -> int:
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
-    body = {"detail": f"the upload is larger than the cap of {settings.max_upload_mb} MB "
-                      "(BNLAB_MAX_UPLOAD_MB)"}
+    body = {
+        "detail": f"the upload is larger than the cap of {settings.max_upload_mb} MB "
+        "(BNLAB_MAX_UPLOAD_MB)"
+    }
     await JSONResponse(body, 413)(scope, receive, send)
 
 
@@ -33,7 +35,11 @@ class UploadSizeLimit:
         self.app, self.prefix = app, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(self.prefix):
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not scope["path"].startswith(self.prefix)
+        ):
             return await self.app(scope, receive, send)
         limit = _limit()
         declared = dict(scope["headers"]).get(b"content-length", b"")

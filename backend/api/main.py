@@ -18,12 +18,25 @@ from backend import reconcile
 from backend.api import errors, static
 from backend.api.auth import OPEN_PATHS, TokenGate
 from backend.api.limits import UploadSizeLimit
-from backend.api.routes import (compare, describe, exports, health, metrics, presets, runs,
-                                script_runs, stream, sweeps, uploads)
+from backend.api.routes import (
+    compare,
+    describe,
+    exports,
+    health,
+    metrics,
+    presets,
+    runs,
+    script_runs,
+    stream,
+    sweeps,
+    uploads,
+)
 from backend.settings import settings
 
 log = logging.getLogger(__name__)
-FRONTEND_DIR = Path(os.environ.get("BNLAB_FRONTEND_DIR", Path(__file__).resolve().parents[2] / "frontend"))
+FRONTEND_DIR = Path(
+    os.environ.get("BNLAB_FRONTEND_DIR", Path(__file__).resolve().parents[2] / "frontend")
+)
 
 
 def plotly_js() -> Path | None:
@@ -45,8 +58,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api", responses=errors.responses(400, 503))
-    for module in (health, presets, runs, sweeps, metrics, compare, exports, uploads, stream,
-                   script_runs, describe):
+    for module in (
+        health,
+        presets,
+        runs,
+        sweeps,
+        metrics,
+        compare,
+        exports,
+        uploads,
+        stream,
+        script_runs,
+        describe,
+    ):
         router.include_router(module.router)
     return router
 
@@ -65,7 +89,9 @@ def add_static(app: FastAPI) -> None:
             # An API path that exists for other methods is a 405, not a page (e.g. GET /api/sweeps).
             methods = errors.allowed_methods(app, f"/{path}")
             if methods:
-                raise HTTPException(405, "Method Not Allowed", headers={"Allow": ", ".join(methods)})
+                raise HTTPException(
+                    405, "Method Not Allowed", headers={"Allow": ", ".join(methods)}
+                )
             raise HTTPException(404, f"no API endpoint /{path}")
         if not (FRONTEND_DIR / "index.html").is_file():
             raise HTTPException(404, "the dashboard is not installed (no frontend/index.html)")
@@ -96,19 +122,30 @@ def document_auth(app: FastAPI) -> None:
                 elif reads_locked and method in HTTP_VERBS and path not in OPEN_PATHS:
                     # BNLAB_AUTH_READS: backend/api/auth.py's TokenGate answers 401 here too.
                     op["security"] = [{"HTTPBearer": []}]
-                    op.setdefault("responses", {}).setdefault("401", {
-                        "description": errors.WHY[401],
-                        "content": {"application/json": {"schema": {
-                            "$ref": "#/components/schemas/ErrorPublic"}}},
-                    })
+                    op.setdefault("responses", {}).setdefault(
+                        "401",
+                        {
+                            "description": errors.WHY[401],
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ErrorPublic"}
+                                }
+                            },
+                        },
+                    )
         return spec
 
     app.openapi = openapi
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="bnlab", version="0.1.0", lifespan=lifespan, docs_url="/docs",
-                  description="Run, watch and compare Batch Normalization / Dropout experiments.")
+    app = FastAPI(
+        title="bnlab",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        description="Run, watch and compare Batch Normalization / Dropout experiments.",
+    )
     errors.install(app)
     app.include_router(api_router())
     add_static(app)
@@ -116,8 +153,12 @@ def create_app() -> FastAPI:
     app.add_middleware(UploadSizeLimit)
     app.add_middleware(TokenGate)  # outside the size limit: a stranger gets 401, not 413
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     return app
 
 

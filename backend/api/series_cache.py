@@ -87,17 +87,22 @@ def encoded(runs: Sequence[Run], kind: str, params: tuple, build: BuildMany) -> 
     return out
 
 
-def serve_series(request: Request, run: Run, kind: str, params: tuple,
-                 build: BuildMany) -> Response:
+def serve_series(
+    request: Request, run: Run, kind: str, params: tuple, build: BuildMany
+) -> Response:
     """One run's encoded answer of `build`, cached and ETagged once the run ended."""
     key = _key(run, kind, params)
     if key is None:
         body, headers = encoded([run], kind, params, build)[run.id]
-        return Response(body, media_type="application/json",
-                        headers={**headers, "Cache-Control": "no-store"})
+        return Response(
+            body, media_type="application/json", headers={**headers, "Cache-Control": "no-store"}
+        )
     etag = '"' + hashlib.sha1(key.encode()).hexdigest() + '"'
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers={"ETag": etag})
     body, headers = encoded([run], kind, params, build)[run.id]
-    return Response(body, media_type="application/json",
-                    headers={**headers, "ETag": etag, "Cache-Control": "no-cache"})
+    return Response(
+        body,
+        media_type="application/json",
+        headers={**headers, "ETag": etag, "Cache-Control": "no-cache"},
+    )

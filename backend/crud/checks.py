@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from backend.crud.errors import FieldError
 from backend.db.models import Upload
+from backend.schema import registry
 from backend.schema.experiment import ExperimentConfig
 from backend.schema.params import estimate_params
-from backend.schema import registry
+from backend.schema.paths import resolve_dataset_path
 from backend.schema.registry import WEIGHT_LAYER
 from backend.schema.splits import dataset_total, train_split_size
-from backend.schema.paths import resolve_dataset_path
 from backend.settings import settings
 
 
@@ -56,32 +56,42 @@ def check_batch_fits(*, session: Session, config: ExperimentConfig) -> None:
     if total is None:
         return  # sized by its files: the engine refuses it when it loads them
     spec = registry.dataset(ds.name)
-    n_train = train_split_size(total, own_test_split=spec.own_test_split,
-                               val_fraction=ds.val_fraction, limit=ds.limit)
+    n_train = train_split_size(
+        total, own_test_split=spec.own_test_split, val_fraction=ds.val_fraction, limit=ds.limit
+    )
     if config.train.batch_size > n_train:
-        raise FieldError("train.batch_size", f"{config.train.batch_size} is larger than the "
-                         f"training split of dataset '{ds.name}' ({n_train} samples after the "
-                         "test and validation splits)")
+        raise FieldError(
+            "train.batch_size",
+            f"{config.train.batch_size} is larger than the "
+            f"training split of dataset '{ds.name}' ({n_train} samples after the "
+            "test and validation splits)",
+        )
 
 
 def check_submission(*, session: Session, config: ExperimentConfig) -> None:
     """Raise FieldError naming the field if `config` must not be queued."""
     check_storable(config.model_dump(mode="python"))
     if config.train.epochs > settings.max_epochs:
-        raise FieldError("train.epochs", f"{config.train.epochs} is above the cap of "
-                                         f"{settings.max_epochs} (BNLAB_MAX_EPOCHS)")
+        raise FieldError(
+            "train.epochs",
+            f"{config.train.epochs} is above the cap of {settings.max_epochs} (BNLAB_MAX_EPOCHS)",
+        )
     if config.dataset.path:
         try:
             resolve_dataset_path(settings.datasets_dir, config.dataset.path)
         except ValueError as exc:
             raise FieldError("dataset.path", str(exc)) from None
         except OSError as exc:  # e.g. a name too long: its message would hold the server's path
-            raise FieldError("dataset.path", f"cannot be opened ({exc.strerror or 'invalid'})"
-                             ) from None
+            raise FieldError(
+                "dataset.path", f"cannot be opened ({exc.strerror or 'invalid'})"
+            ) from None
     check_batch_fits(session=session, config=config)
     params = estimate_params(config, _upload_spec(session, config))
     if params > settings.max_params:
         # residual nets grow with depth (and widen / growth); mlp and cnn with widths
         field = "model.widths" if config.model.arch in WEIGHT_LAYER else "model.depth"
-        raise FieldError(field, f"the model would have about {params:,} parameters, "
-                                f"above the cap of {settings.max_params:,} (BNLAB_MAX_PARAMS)")
+        raise FieldError(
+            field,
+            f"the model would have about {params:,} parameters, "
+            f"above the cap of {settings.max_params:,} (BNLAB_MAX_PARAMS)",
+        )

@@ -47,15 +47,17 @@ def split_records(run_id: int, records: Iterable[ProbeRecord]) -> tuple[list[tup
     return list(metrics.values()), list(layers.values())
 
 
-def insert_points(*, session: Session, run_id: int, records: Iterable[ProbeRecord]
-                  ) -> tuple[int, int]:
+def insert_points(
+    *, session: Session, run_id: int, records: Iterable[ProbeRecord]
+) -> tuple[int, int]:
     """Upsert the records' points; returns (metric rows, layer rows) written. Does not commit."""
     metric_rows, layer_rows = split_records(run_id, records)
     return write_rows(session=session, metric_rows=metric_rows, layer_rows=layer_rows)
 
 
-def write_rows(*, session: Session, metric_rows: list[tuple], layer_rows: list[tuple]
-               ) -> tuple[int, int]:
+def write_rows(
+    *, session: Session, metric_rows: list[tuple], layer_rows: list[tuple]
+) -> tuple[int, int]:
     """Upsert rows already in METRIC_COLS / LAYER_COLS order (one key once per call; the SDK's
     ingest endpoint builds them straight from its request). Does not commit."""
     write = _copy_upsert if session.get_bind().dialect.name == "postgresql" else _executemany_upsert
@@ -66,8 +68,9 @@ def write_rows(*, session: Session, metric_rows: list[tuple], layer_rows: list[t
     return len(metric_rows), len(layer_rows)
 
 
-def _executemany_upsert(session: Session, table: Table, cols: tuple[str, ...],
-                        keys: tuple[str, ...], rows: list[tuple]) -> None:
+def _executemany_upsert(
+    session: Session, table: Table, cols: tuple[str, ...], keys: tuple[str, ...], rows: list[tuple]
+) -> None:
     from sqlalchemy.dialects.sqlite import insert
 
     stmt = insert(table)
@@ -76,12 +79,21 @@ def _executemany_upsert(session: Session, table: Table, cols: tuple[str, ...],
         set_={c: stmt.excluded[c] for c in cols if c not in keys},
     )
     # sqlite3 binds only Python numbers: convert NumPy scalars here (not in the PostgreSQL path).
-    session.execute(stmt, [{c: v if v is None or type(v) in (int, float) else float(v)
-                            for c, v in zip(cols, row, strict=True)} for row in rows])
+    session.execute(
+        stmt,
+        [
+            {
+                c: v if v is None or type(v) in (int, float) else float(v)
+                for c, v in zip(cols, row, strict=True)
+            }
+            for row in rows
+        ],
+    )
 
 
-def _copy_upsert(session: Session, table: Table, cols: tuple[str, ...],
-                 keys: tuple[str, ...], rows: list[tuple]) -> None:
+def _copy_upsert(
+    session: Session, table: Table, cols: tuple[str, ...], keys: tuple[str, ...], rows: list[tuple]
+) -> None:
     # The raw psycopg 3 connection inside the session's transaction: COPY needs the driver API.
     dbapi = session.connection().connection.driver_connection
     types = [_PG_TYPES[type(table.c[c].type).__name__] for c in cols]
@@ -94,17 +106,23 @@ def _copy_upsert(session: Session, table: Table, cols: tuple[str, ...],
         tmp = f"_ingest_{table.name}"
         # One temp table per connection, emptied at every commit: creating it per flush would
         # write the catalog each time (that halved the rate of small flushes).
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} "
-                    f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {tmp} "
+            f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
         cur.execute(f"DELETE FROM {tmp}")  # a flush earlier in this same transaction
         _copy(cur, tmp, cols, types, rows)
         col_list = ", ".join(cols)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keys)
-        cur.execute(f"INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {tmp} "
-                    f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
+        cur.execute(
+            f"INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {tmp} "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        )
 
 
-def _copy(cur: Any, target: str, cols: tuple[str, ...], types: list[str], rows: list[tuple]) -> None:
+def _copy(
+    cur: Any, target: str, cols: tuple[str, ...], types: list[str], rows: list[tuple]
+) -> None:
     with cur.copy(f"COPY {target} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)  # binary: about 2x less client CPU than text
         for row in rows:
@@ -123,9 +141,14 @@ def _only_new_steps(cur: Any, table: str, cols: tuple[str, ...], rows: list[tupl
     first = min(row[step_at] for row in rows)
     if "layer" in cols:
         layers = sorted({row[cols.index("layer")] for row in rows})
-        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE run_id = %s "
-                    f"AND layer = ANY(%s) AND step >= %s)", (run_ids.pop(), layers, first))
+        cur.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE run_id = %s "
+            f"AND layer = ANY(%s) AND step >= %s)",
+            (run_ids.pop(), layers, first),
+        )
     else:
-        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE run_id = %s AND step >= %s)",
-                    (run_ids.pop(), first))
+        cur.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE run_id = %s AND step >= %s)",
+            (run_ids.pop(), first),
+        )
     return not cur.fetchone()[0]

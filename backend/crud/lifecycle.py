@@ -21,8 +21,15 @@ from backend.schema.runs import finite_or_none
 WORKER_LOST = "worker lost"  # the error text of a run whose last attempt's worker died
 
 
-def claim_run(*, session: Session, run_id: int, worker_id: str, host: str, device: str | None,
-              stale_before: datetime) -> bool:
+def claim_run(
+    *,
+    session: Session,
+    run_id: int,
+    worker_id: str,
+    host: str,
+    device: str | None,
+    stale_before: datetime,
+) -> bool:
     """Atomically take a run for this worker; False means someone else has it (or it is done).
 
     Claimable: `queued`, or `running` with a stale heartbeat (its worker is dead), or `running`
@@ -31,16 +38,29 @@ def claim_run(*, session: Session, run_id: int, worker_id: str, host: str, devic
     now = utcnow()
     result = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.cancel_requested.is_(False), or_(
-            Run.status == "queued",
-            and_(Run.status == "running",
-                 or_(Run.heartbeat_at < stale_before, Run.claimed_by == worker_id)),
-        ))
-        .values(status="running", claimed_by=worker_id, host=host, device=device,
-                # started_at keeps the first attempt's start: wall time spans every attempt.
-                attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, now),
-                heartbeat_at=now, error=None,
-                finished_at=None)
+        .where(
+            Run.id == run_id,
+            Run.cancel_requested.is_(False),
+            or_(
+                Run.status == "queued",
+                and_(
+                    Run.status == "running",
+                    or_(Run.heartbeat_at < stale_before, Run.claimed_by == worker_id),
+                ),
+            ),
+        )
+        .values(
+            status="running",
+            claimed_by=worker_id,
+            host=host,
+            device=device,
+            # started_at keeps the first attempt's start: wall time spans every attempt.
+            attempt=Run.attempt + 1,
+            started_at=func.coalesce(Run.started_at, now),
+            heartbeat_at=now,
+            error=None,
+            finished_at=None,
+        )
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
@@ -57,8 +77,15 @@ def heartbeat(*, session: Session, run_id: int, worker_id: str, **values: object
     return result.rowcount == 1
 
 
-def finish_run(*, session: Session, run_id: int, worker_id: str, status: str,
-               summary: dict | None = None, error: str | None = None) -> bool:
+def finish_run(
+    *,
+    session: Session,
+    run_id: int,
+    worker_id: str,
+    status: str,
+    summary: dict | None = None,
+    error: str | None = None,
+) -> bool:
     """Record the final status of a run this worker holds; False when it no longer holds it."""
     values: dict = dict(status=status, finished_at=utcnow(), error=error)
     if summary is not None:
@@ -74,14 +101,16 @@ def fail_run(*, session: Session, run_id: int, error: str, worker_id: str | None
     if worker_id is not None:
         stmt = stmt.where(Run.claimed_by == worker_id)
     result = session.execute(
-        stmt.values(status="failed", error=error, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
+        stmt.values(status="failed", error=error, finished_at=utcnow()).execution_options(
+            synchronize_session=False
+        )
     )
     return result.rowcount == 1
 
 
-def _commit_then_enqueue(session: Session, run_ids: list[int],
-                         enqueue: Callable[[int], None] | None) -> None:
+def _commit_then_enqueue(
+    session: Session, run_ids: list[int], enqueue: Callable[[int], None] | None
+) -> None:
     # Commit the row first, then send the message (docs/design.md, "Commit, then enqueue"): a
     # worker that gets the message must find the run queued.
     session.commit()
@@ -89,9 +118,14 @@ def _commit_then_enqueue(session: Session, run_ids: list[int],
         enqueue(run_id)
 
 
-def requeue_stale_runs(*, session: Session, timeout_s: float, max_attempts: int,
-                       enqueue: Callable[[int], None] | None = None,
-                       now: datetime | None = None) -> dict[str, list[int]]:
+def requeue_stale_runs(
+    *,
+    session: Session,
+    timeout_s: float,
+    max_attempts: int,
+    enqueue: Callable[[int], None] | None = None,
+    now: datetime | None = None,
+) -> dict[str, list[int]]:
     """Runs whose worker stopped heartbeating go back to the queue (or fail after the last
     attempt, or end cancelled when a cancel was asked). Commits, then enqueues the requeued."""
     now = now or utcnow()
@@ -99,8 +133,11 @@ def requeue_stale_runs(*, session: Session, timeout_s: float, max_attempts: int,
     stale = session.execute(
         select(Run.id, Run.attempt, Run.cancel_requested)
         # Script runs have no worker to requeue them: crud/script_runs.py ends them crashed.
-        .where(Run.status == "running", Run.kind != "script",
-               or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
+        .where(
+            Run.status == "running",
+            Run.kind != "script",
+            or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)),
+        )
     ).all()
     out: dict[str, list[int]] = {"queued": [], "failed": [], "cancelled": []}
     for run_id, attempt, cancel in stale:
@@ -113,8 +150,11 @@ def requeue_stale_runs(*, session: Session, timeout_s: float, max_attempts: int,
         # Guarded again: the worker may have come back between the SELECT and this UPDATE.
         result = session.execute(
             update(Run)
-            .where(Run.id == run_id, Run.status == "running",
-                   or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
+            .where(
+                Run.id == run_id,
+                Run.status == "running",
+                or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)),
+            )
             .values(**target)
             .execution_options(synchronize_session=False)
         )
@@ -124,9 +164,14 @@ def requeue_stale_runs(*, session: Session, timeout_s: float, max_attempts: int,
     return out
 
 
-def reconcile_queued(*, session: Session, in_broker: Iterable[int] | None, older_than_s: float,
-                     enqueue: Callable[[int], None] | None = None,
-                     now: datetime | None = None) -> list[int]:
+def reconcile_queued(
+    *,
+    session: Session,
+    in_broker: Iterable[int] | None,
+    older_than_s: float,
+    enqueue: Callable[[int], None] | None = None,
+    now: datetime | None = None,
+) -> list[int]:
     """Queued runs whose broker message is gone get a new one. `in_broker` holds the run ids
     the broker still carries (None: the broker cannot be inspected, so nothing is resent).
     Only runs enqueued more than `older_than_s` ago are considered, so a message in flight
@@ -138,16 +183,20 @@ def reconcile_queued(*, session: Session, in_broker: Iterable[int] | None, older
     present = set(in_broker)
     cutoff = now - timedelta(seconds=older_than_s)
     candidates = session.scalars(
-        select(Run.id).where(Run.status == "queued", Run.cancel_requested.is_(False),
-                             # never sent (broker was down at submit): age by created_at
-                             or_(Run.enqueued_at < cutoff,
-                                 and_(Run.enqueued_at.is_(None), Run.created_at < cutoff)))
+        select(Run.id).where(
+            Run.status == "queued",
+            Run.cancel_requested.is_(False),
+            # never sent (broker was down at submit): age by created_at
+            or_(Run.enqueued_at < cutoff, and_(Run.enqueued_at.is_(None), Run.created_at < cutoff)),
+        )
     ).all()
     lost = [run_id for run_id in candidates if run_id not in present]
     if lost:
         session.execute(
-            update(Run).where(Run.id.in_(lost), Run.status == "queued")
-            .values(enqueued_at=now).execution_options(synchronize_session=False)
+            update(Run)
+            .where(Run.id.in_(lost), Run.status == "queued")
+            .values(enqueued_at=now)
+            .execution_options(synchronize_session=False)
         )
     _commit_then_enqueue(session, lost, enqueue)
     return lost

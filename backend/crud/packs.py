@@ -24,8 +24,10 @@ from backend.db.models import TERMINAL_STATUSES, Run, SeriesPack
 
 log = logging.getLogger(__name__)
 DTYPE = "<f8"
-_SELECT = ("SELECT run_id, key, signature, data FROM series_packs "
-           "WHERE run_id = ANY(%s) AND kind = %s AND key = ANY(%s)")
+_SELECT = (
+    "SELECT run_id, key, signature, data FROM series_packs "
+    "WHERE run_id = ANY(%s) AND kind = %s AND key = ANY(%s)"
+)
 
 
 def usable(session: Session) -> bool:
@@ -42,8 +44,9 @@ def signature(run: Run) -> str | None:
     return f"{run.status}|{run.step}|{run.attempt}|{finished}"
 
 
-def load(session: Session, runs: Iterable[Run], kind: str,
-         columns: Sequence[str]) -> dict[int, np.ndarray]:
+def load(
+    session: Session, runs: Iterable[Run], kind: str, columns: Sequence[str]
+) -> dict[int, np.ndarray]:
     """Per run with a current pack of every column: a (len(columns), n) float64 array."""
     wanted = {run.id: sig for run in runs if (sig := signature(run)) is not None}
     if not wanted:
@@ -64,13 +67,22 @@ def load(session: Session, runs: Iterable[Run], kind: str,
     return out
 
 
-def store(session: Session, tables: Iterable[tuple[Run, np.ndarray]], kind: str,
-          columns: Sequence[str]) -> None:
+def store(
+    session: Session, tables: Iterable[tuple[Run, np.ndarray]], kind: str, columns: Sequence[str]
+) -> None:
     """Write (or replace) the packs of ended runs and commit; a failure only costs the cache."""
-    rows = [{"run_id": run.id, "kind": kind, "key": c, "signature": sig,
-             "data": np.ascontiguousarray(table[i], dtype=DTYPE).tobytes()}
-            for run, table in tables if (sig := signature(run)) is not None
-            for i, c in enumerate(columns)]
+    rows = [
+        {
+            "run_id": run.id,
+            "kind": kind,
+            "key": c,
+            "signature": sig,
+            "data": np.ascontiguousarray(table[i], dtype=DTYPE).tobytes(),
+        }
+        for run, table in tables
+        if (sig := signature(run)) is not None
+        for i, c in enumerate(columns)
+    ]
     if not rows:
         return
     # One lock order for every writer (a reader and the reconciler may pack the same run with
@@ -78,9 +90,10 @@ def store(session: Session, tables: Iterable[tuple[Run, np.ndarray]], kind: str,
     rows.sort(key=lambda row: (row["run_id"], row["kind"], row["key"]))
     stmt = pg_insert(SeriesPack)
     # Two readers may pack the same run at once: the later one simply overwrites.
-    stmt = stmt.on_conflict_do_update(index_elements=["run_id", "kind", "key"],
-                                      set_={"signature": stmt.excluded.signature,
-                                            "data": stmt.excluded.data})
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["run_id", "kind", "key"],
+        set_={"signature": stmt.excluded.signature, "data": stmt.excluded.data},
+    )
     try:
         with session.begin_nested():
             session.execute(stmt, rows)
@@ -93,6 +106,11 @@ def store(session: Session, tables: Iterable[tuple[Run, np.ndarray]], kind: str,
 def unpacked_runs(session: Session, limit: int) -> list[Run]:
     """Ended runs without any pack yet, the most recently finished first."""
     packed = exists().where(SeriesPack.run_id == Run.id)
-    return list(session.scalars(select(Run).where(Run.status.in_(TERMINAL_STATUSES), ~packed)
-                                .order_by(Run.finished_at.desc().nulls_last(), Run.id.desc())
-                                .limit(limit)))
+    return list(
+        session.scalars(
+            select(Run)
+            .where(Run.status.in_(TERMINAL_STATUSES), ~packed)
+            .order_by(Run.finished_at.desc().nulls_last(), Run.id.desc())
+            .limit(limit)
+        )
+    )

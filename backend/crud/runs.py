@@ -30,7 +30,9 @@ def send_run(*, session: Session, run: Run) -> bool:
         broker.enqueue_run(run.id)
     # Any broker failure: the database row is the truth, not the message.
     except Exception as exc:  # noqa: BLE001
-        log.warning("could not enqueue run %s (%s); the reconciler will retry", run.id, type(exc).__name__)
+        log.warning(
+            "could not enqueue run %s (%s); the reconciler will retry", run.id, type(exc).__name__
+        )
         return False
     run.enqueued_at = utcnow()
     session.commit()
@@ -39,13 +41,22 @@ def send_run(*, session: Session, run: Run) -> bool:
 
 def new_run(*, config: ExperimentConfig, sweep_id: int | None = None) -> Run:
     """An unsaved `queued` Run row for `config` (checked by the caller)."""
-    return Run(name=config.name, status="queued", config=config.model_dump(mode="json"),
-               tags=list(config.tags), sweep_id=sweep_id, progress=0.0, step=0, attempt=0,
-               cancel_requested=False)
+    return Run(
+        name=config.name,
+        status="queued",
+        config=config.model_dump(mode="json"),
+        tags=list(config.tags),
+        sweep_id=sweep_id,
+        progress=0.0,
+        step=0,
+        attempt=0,
+        cancel_requested=False,
+    )
 
 
-def create_run(*, session: Session, config: ExperimentConfig, sweep_id: int | None = None,
-               enqueue: bool = True) -> Run:
+def create_run(
+    *, session: Session, config: ExperimentConfig, sweep_id: int | None = None, enqueue: bool = True
+) -> Run:
     """Check, store and (after the commit: docs/design.md, "Commit, then enqueue") enqueue a run."""
     check_submission(session=session, config=config)
     run = new_run(config=config, sweep_id=sweep_id)
@@ -70,14 +81,22 @@ def get_runs(*, session: Session, run_ids: Sequence[int]) -> list[Run]:
     return [found[i] for i in run_ids if i in found]
 
 
-def read_runs(*, session: Session, status: Sequence[str] | None = None, sweep_id: int | None = None,
-              tag: str | None = None, text: str | None = None, offset: int = 0, limit: int = 50
-              ) -> tuple[list[Run], int]:
+def read_runs(
+    *,
+    session: Session,
+    status: Sequence[str] | None = None,
+    sweep_id: int | None = None,
+    tag: str | None = None,
+    text: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Run], int]:
     """A page of runs (newest first) matching every given filter, and the total count (the
     table's sorts and search: crud/run_list.py)."""
     where = run_list.filters(status=status, sweep_id=sweep_id, tag=tag, text=text)
-    return run_list.read_page(session=session, where=where, sort=run_list.parse_sort(None),
-                              offset=offset, limit=limit)
+    return run_list.read_page(
+        session=session, where=where, sort=run_list.parse_sort(None), offset=offset, limit=limit
+    )
 
 
 def request_cancel(*, session: Session, run: Run) -> Run:
@@ -85,10 +104,14 @@ def request_cancel(*, session: Session, run: Run) -> Run:
     if run.status in TERMINAL_STATUSES:
         raise Conflict(f"run {run.id} already ended ({run.status})")
     # Conditional updates: a worker may claim or finish the run between our read and write.
-    session.execute(update(Run).where(Run.id == run.id, Run.status == "queued")
-                    .values(status="cancelled", finished_at=utcnow(), cancel_requested=True))
-    session.execute(update(Run).where(Run.id == run.id, Run.status == "running")
-                    .values(cancel_requested=True))
+    session.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status == "queued")
+        .values(status="cancelled", finished_at=utcnow(), cancel_requested=True)
+    )
+    session.execute(
+        update(Run).where(Run.id == run.id, Run.status == "running").values(cancel_requested=True)
+    )
     session.commit()
     session.refresh(run)
     return run

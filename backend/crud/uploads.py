@@ -20,8 +20,8 @@ from typing import BinaryIO
 import numpy as np
 from sqlalchemy.orm import Session
 
-from backend.crud.errors import FieldError, TooLarge
 from backend.artifacts import get_store, upload_key
+from backend.crud.errors import FieldError, TooLarge
 from backend.db.models import Upload
 from backend.settings import settings
 
@@ -42,8 +42,9 @@ def copy_capped(stream: BinaryIO, dest: BinaryIO, max_bytes: int) -> int:
     while chunk := stream.read(CHUNK):
         total += len(chunk)
         if total > max_bytes:
-            raise TooLarge(f"the file is larger than the cap of {max_bytes // 2**20} MB "
-                           "(BNLAB_MAX_UPLOAD_MB)")
+            raise TooLarge(
+                f"the file is larger than the cap of {max_bytes // 2**20} MB (BNLAB_MAX_UPLOAD_MB)"
+            )
         dest.write(chunk)
     return total
 
@@ -52,8 +53,10 @@ def copy_capped(stream: BinaryIO, dest: BinaryIO, max_bytes: int) -> int:
 # CSV bound in csv_row_bound is of the same order): a 3 MB .npz whose X inflates to 3.2 GB of
 # zeros is refused from its 128-byte .npy header, before anything is decompressed.
 NPZ_INFLATION = 4
-NPY_VERSIONS = {(1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0}
+NPY_VERSIONS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 def npz_array_cap() -> int:
@@ -90,9 +93,11 @@ def _read_npz(path: Path, cap: int) -> tuple[np.ndarray, np.ndarray]:
                 raise _bad(f"array '{key}' of the .npz must be numeric, got dtype {dtype}")
             count = math.prod(shape)
             if count * max(dtype.itemsize, 4) > cap:  # X becomes float32
-                raise _bad(f"array '{key}' declares shape {shape} of {dtype}: "
-                           f"{count * dtype.itemsize / 2**20:.0f} MB once decompressed, over the "
-                           f"cap of {cap // 2**20} MB ({NPZ_INFLATION} x BNLAB_MAX_UPLOAD_MB)")
+                raise _bad(
+                    f"array '{key}' declares shape {shape} of {dtype}: "
+                    f"{count * dtype.itemsize / 2**20:.0f} MB once decompressed, over the "
+                    f"cap of {cap // 2**20} MB ({NPZ_INFLATION} x BNLAB_MAX_UPLOAD_MB)"
+                )
             if archive.getinfo(name).file_size > header + count * dtype.itemsize:
                 raise _bad(f"array '{key}' holds more bytes than its shape {shape} declares")
         for key in ("X", "y"):
@@ -110,7 +115,9 @@ def parse_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except ValueError as exc:  # object arrays (pickles) and corrupt headers land here
         raise _bad(f"not a valid .npz: {exc}") from None
     except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
-        raise _bad(f"not a valid .npz (truncated or malformed): {type(exc).__name__}: {exc}") from None
+        raise _bad(
+            f"not a valid .npz (truncated or malformed): {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _label_column(header: list[str]) -> int:
@@ -134,14 +141,23 @@ def parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, encoding="utf-8", newline="") as fh:
             header = fh.readline().strip().split(",")
             if len(header) < 2:
-                raise _bad("the .csv needs a header row and at least one feature and a label column")
+                raise _bad(
+                    "the .csv needs a header row and at least one feature and a label column"
+                )
             if len(header) > MAX_FEATURES + 1:
-                raise _bad(f"the .csv header has {len(header)} columns; at most "
-                           f"{MAX_FEATURES} features and a label")
+                raise _bad(
+                    f"the .csv header has {len(header)} columns; at most "
+                    f"{MAX_FEATURES} features and a label"
+                )
             with warnings.catch_warnings():  # "no data" is reported below as a clear message
                 warnings.simplefilter("ignore", UserWarning)
-                table = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2,
-                                   max_rows=csv_row_bound(path.stat().st_size, len(header)))
+                table = np.loadtxt(
+                    fh,
+                    delimiter=",",
+                    dtype=np.float64,
+                    ndmin=2,
+                    max_rows=csv_row_bound(path.stat().st_size, len(header)),
+                )
     except UnicodeDecodeError:
         raise _bad("the .csv is not UTF-8 text") from None
     except ValueError as exc:  # numpy names the row and column of the bad value
@@ -163,7 +179,9 @@ def _check_shapes(X: np.ndarray, y: np.ndarray) -> None:
     if y.dtype.kind not in "iu":
         raise _bad(f"y must hold integer class labels, got dtype {y.dtype}")
     if X.ndim < 2 or y.ndim != 1 or len(X) != len(y):
-        raise _bad(f"need X of shape (n, features...) and y of shape (n,), got {X.shape} and {y.shape}")
+        raise _bad(
+            f"need X of shape (n, features...) and y of shape (n,), got {X.shape} and {y.shape}"
+        )
     if not MIN_ROWS <= len(X) <= MAX_ROWS:
         raise _bad(f"{len(X)} rows; need between {MIN_ROWS} and {MAX_ROWS}")
     features = int(np.prod(X.shape[1:]))
@@ -214,7 +232,9 @@ def store_upload(*, session: Session, filename: str, stream: BinaryIO) -> Upload
     filename = os.path.basename(filename or "upload").replace("\x00", "")[:255]
     suffix = _suffix(filename)
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=settings.uploads_dir, prefix=".raw-", suffix=suffix) as raw:
+    with tempfile.NamedTemporaryFile(
+        dir=settings.uploads_dir, prefix=".raw-", suffix=suffix
+    ) as raw:
         size = copy_capped(stream, raw, settings.max_upload_mb * 2**20)
         raw.flush()
         parse = parse_npz if suffix == ".npz" else parse_csv
@@ -226,8 +246,17 @@ def store_upload(*, session: Session, filename: str, stream: BinaryIO) -> Upload
         # Published before the row exists: a worker on another host that sees the upload id
         # finds the file in the artifact store (on the embedded default it is already there).
         get_store().put(upload_key(upload_id), dest)
-        session.add(Upload(id=upload_id, filename=filename, path=str(dest), size_bytes=size,
-                           n_rows=len(X), n_features=int(np.prod(X.shape[1:])), n_classes=classes))
+        session.add(
+            Upload(
+                id=upload_id,
+                filename=filename,
+                path=str(dest),
+                size_bytes=size,
+                n_rows=len(X),
+                n_features=int(np.prod(X.shape[1:])),
+                n_classes=classes,
+            )
+        )
         session.commit()
     except BaseException:
         session.rollback()

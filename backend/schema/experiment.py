@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from backend.schema import netspec, registry
 from backend.schema.registry import (
@@ -23,6 +30,7 @@ from backend.schema.registry import (
     Optimizer,
     Pooling,
 )
+
 
 def _factory_defaults(schema: dict[str, Any], cls: type[BaseModel]) -> None:
     """State in the JSON schema the defaults a default_factory makes (pydantic leaves them
@@ -47,7 +55,9 @@ class DatasetConfig(_Strict):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # held out from the training split, seeded
     path: str | None = None  # relative to BNLAB_DATASETS_DIR for mnist / fashion_mnist / cifar10
     upload_id: str | None = None  # for name == "upload"
-    n_samples: int | None = Field(None, ge=64, le=2_000_000)  # synthetic / mnist1d size; None = generator default
+    n_samples: int | None = Field(
+        None, ge=64, le=2_000_000
+    )  # synthetic / mnist1d size; None = generator default
     limit: int | None = Field(None, ge=64)  # use only the first N training samples (quick runs)
     # cifar100 only: the 100 fine classes or the 20 superclasses (coarse_labels)
     label_mode: Literal["fine", "coarse"] = "fine"
@@ -78,7 +88,9 @@ class DropoutConfig(_Strict):
 
 
 class BatchNormConfig(_Strict):
-    momentum: float | None = Field(0.1, gt=0.0, le=1.0)  # torch convention; None = cumulative average
+    momentum: float | None = Field(
+        0.1, gt=0.0, le=1.0
+    )  # torch convention; None = cumulative average
     eps: float = Field(1e-5, gt=0.0)
     affine: bool = True
     gamma_init: float = 1.0
@@ -114,8 +126,10 @@ class ModelConfig(_Strict):
     @classmethod
     def _head_dropout_arch(cls, rate: float | None, info: ValidationInfo) -> float | None:
         if rate is not None and info.data.get("arch") in registry.RESIDUAL_ARCHS:
-            raise ValueError("residual nets put dropout before the classifier with "
-                             "model.dropout_at = 'head' (rate: model.dropout.rate)")
+            raise ValueError(
+                "residual nets put dropout before the classifier with "
+                "model.dropout_at = 'head' (rate: model.dropout.rate)"
+            )
         return rate
 
     @field_validator("bottleneck")
@@ -157,8 +171,10 @@ class ModelConfig(_Strict):
     def _placement_arch(cls, at: str | None, info: ValidationInfo) -> str | None:
         arch = info.data.get("arch")
         if at is not None and arch is not None and arch not in registry.RESIDUAL_ARCHS:
-            raise ValueError(f"arch '{arch}' has no units to place dropout in: it places "
-                             "dropout with model.block and model.head_dropout")
+            raise ValueError(
+                f"arch '{arch}' has no units to place dropout in: it places "
+                "dropout with model.block and model.head_dropout"
+            )
         return at
 
     @field_validator("block")
@@ -189,7 +205,9 @@ class TrainConfig(_Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only
     weight_decay: float = Field(0.0, ge=0.0)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto: first CUDA device, else CPU
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$"
+    )  # auto: first CUDA device, else CPU
     nesterov: bool = False  # sgd with momentum > 0 only
     # lr per step (worker/engine/schedule.py): constant; step = x lr_decay at each milestone
     # epoch (default 50 % and 75 % of epochs); cosine to 0 over the run. Warm-up ramps first.
@@ -227,9 +245,10 @@ class ProbeConfig(_Strict):
     )  # "forgot model.eval()" accuracies at these test batch sizes
     recalibrate: bool = True  # PreciseBN after training (dropout off, cumulative BN stats)
     recalibrate_samples: int = Field(4096, ge=64)  # training samples for the recalibration pass
-    # Gradient noise (docs/science.md §6): at each probe, metric `grad_cos` = cosine between a fresh
-    # mini-batch gradient and the mean gradient of up to 32 fixed training batches (train mode,
-    # dropout on, no step, BN stats restored). Off by default: it costs ~33 backward passes per probe.
+    # Gradient noise (docs/science.md §6): at each probe, metric `grad_cos` = cosine between a
+    # fresh mini-batch gradient and the mean gradient of up to 32 fixed training batches (train
+    # mode, dropout on, no step, BN stats restored). Off by default: it costs ~33 backward passes
+    # per probe.
     grad_noise: bool = False
 
 

@@ -20,8 +20,9 @@ DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
 }
 
 
-def input_spec(cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], int] | None = None
-               ) -> tuple[tuple[int, ...], int]:
+def input_spec(
+    cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], int] | None = None
+) -> tuple[tuple[int, ...], int]:
     """(input shape, classes) of the config's dataset; uploads pass their own shape."""
     if cfg.dataset.name == "upload":
         if upload_shape is None:
@@ -33,8 +34,9 @@ def input_spec(cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], int] 
     return shape, classes
 
 
-def estimate_params(cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], int] | None = None
-                    ) -> int:
+def estimate_params(
+    cfg: ExperimentConfig, upload_shape: tuple[tuple[int, ...], int] | None = None
+) -> int:
     """Trainable parameters of `cfg`'s model. Uploads: ((features,), classes) means one channel."""
     shape, classes = input_spec(cfg, upload_shape)
     if cfg.model.arch in RESIDUAL_ARCHS:  # counted layer by layer from the net's spec

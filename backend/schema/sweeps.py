@@ -11,7 +11,9 @@ from backend.schema.experiment import ExperimentConfig
 from backend.schema.runs import RunPublic
 
 MAX_GRID_KEYS = 64
-DottedPath = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*$")]
+DottedPath = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*$")
+]
 
 
 class SweepCreate(BaseModel):
@@ -26,7 +28,9 @@ class SweepCreate(BaseModel):
     grid: dict[DottedPath, Annotated[list[Any], Field(min_length=1)]] = Field(
         default_factory=dict, max_length=MAX_GRID_KEYS
     )
-    seeds: Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)] | None = None
+    seeds: (
+        Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)] | None
+    ) = None
 
 
 class SweepPublic(BaseModel):

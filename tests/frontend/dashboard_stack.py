@@ -79,25 +79,54 @@ class Stack:
         self.proc.wait(timeout=10)
 
 
-def start_stack(data_dir: Path, *, token: str | None = None, workers: int = 1,
-                timeout_s: float = 90.0, extra_env: dict[str, str] | None = None) -> Stack:
+def start_stack(
+    data_dir: Path,
+    *,
+    token: str | None = None,
+    workers: int = 1,
+    timeout_s: float = 90.0,
+    extra_env: dict[str, str] | None = None,
+) -> Stack:
     """`bnlab serve` on a free port with `data_dir`; returns once /api/health answers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BNLAB_")}
-    env.update(BNLAB_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
-               # keep the shared 2 cores for the other suites: torch in the worker uses one thread
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(
+        BNLAB_DATA_DIR=str(data_dir),
+        PYTHONUNBUFFERED="1",
+        # keep the shared 2 cores for the other suites: torch in the worker uses one thread
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
     if token:
         env["BNLAB_API_TOKEN"] = token
     env.update(extra_env or {})
     log_path = data_dir / "stack.log"
-    cmd = [sys.executable, "-c", "from backend.cli import app; app()", "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from backend.cli import app; app()",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--workers",
+        str(workers),
+    ]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    stack = Stack(url=f"http://127.0.0.1:{port}", data_dir=data_dir, proc=proc, log_path=log_path,
-                  token=token, env=env)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    stack = Stack(
+        url=f"http://127.0.0.1:{port}",
+        data_dir=data_dir,
+        proc=proc,
+        log_path=log_path,
+        token=token,
+        env=env,
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -109,7 +138,9 @@ def start_stack(data_dir: Path, *, token: str | None = None, workers: int = 1,
             pass
         time.sleep(0.5)
     stack.stop()
-    raise RuntimeError(f"bnlab serve did not answer /api/health in {timeout_s}s:\n{stack.log_tail()}")
+    raise RuntimeError(
+        f"bnlab serve did not answer /api/health in {timeout_s}s:\n{stack.log_tail()}"
+    )
 
 
 def wait_for_workers(stack: Stack, timeout_s: float = 60.0) -> None:
@@ -129,8 +160,12 @@ TINY = {  # a run that trains in seconds on one CPU thread
     "dataset": {"name": "digits", "limit": 256},
     "model": {"widths": [32]},
     "train": {"epochs": 2, "batch_size": 32},
-    "probe": {"every_steps": 4, "eval_batches": 1, "train_mode_test_batch_sizes": [1, 8],
-              "recalibrate_samples": 128},
+    "probe": {
+        "every_steps": 4,
+        "eval_batches": 1,
+        "train_mode_test_batch_sizes": [1, 8],
+        "recalibrate_samples": 128,
+    },
 }
 
 
@@ -184,18 +219,30 @@ PLACEMENTS = {
 def synthetic_config(rate: float, placement: str, seed: int, n_layers: int) -> dict:
     from backend.schema.experiment import ExperimentConfig
 
-    cfg = ExperimentConfig.model_validate({
-        "name": f"synthetic {placement} p={rate} seed={seed}",
-        "tags": ["synthetic"],
-        "model": {"widths": [64] * n_layers, "block": PLACEMENTS[placement],
-                  "dropout": {"rate": rate}},
-        "train": {"seed": seed},
-    })
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": f"synthetic {placement} p={rate} seed={seed}",
+            "tags": ["synthetic"],
+            "model": {
+                "widths": [64] * n_layers,
+                "block": PLACEMENTS[placement],
+                "dropout": {"rate": rate},
+            },
+            "train": {"seed": seed},
+        }
+    )
     return cfg.model_dump(mode="json")
 
 
-def seed_runs(database_url: str, *, n_runs: int = 20, n_layers: int = 8, n_steps: int = 1000,
-              every: int = 20, name_prefix: str = "") -> list[int]:
+def seed_runs(
+    database_url: str,
+    *,
+    n_runs: int = 20,
+    n_layers: int = 8,
+    n_steps: int = 1000,
+    every: int = 20,
+    name_prefix: str = "",
+) -> list[int]:
     """Insert `n_runs` finished runs with `n_layers` x `n_steps` layer stats; returns their ids.
 
     Values follow the variance-shift picture (eval variance above train variance by a factor
@@ -209,7 +256,9 @@ def seed_runs(database_url: str, *, n_runs: int = 20, n_layers: int = 8, n_steps
     from backend.db.session import make_engine
 
     engine = make_engine(database_url)
-    combos = [(r, p, s) for s in range(max(1, math.ceil(n_runs / 10))) for p in PLACEMENTS for r in RATES]
+    combos = [
+        (r, p, s) for s in range(max(1, math.ceil(n_runs / 10))) for p in PLACEMENTS for r in RATES
+    ]
     ids: list[int] = []
     with Session(engine) as session:
         for k, (rate, placement, seed) in enumerate(combos[:n_runs]):
@@ -217,37 +266,75 @@ def seed_runs(database_url: str, *, n_runs: int = 20, n_layers: int = 8, n_steps
             steps = np.arange(n_steps) * every
             shift_target = 1.0 / (1.0 - rate) if placement == "before_bn" else 1.0 + 0.02 * rate
             layer_names = [f"blocks.{i}.norm" for i in range(n_layers)]
-            shifts = {name: float(shift_target * (1 - 0.04 * i)) for i, name in enumerate(layer_names)}
-            run = Run(name=f"{name_prefix}synthetic {placement} p={rate} seed={seed}", status="succeeded",
-                      config=synthetic_config(rate, placement, seed, n_layers), tags=["synthetic"],
-                      progress=1.0, step=int(steps[-1]), attempt=1, device="cpu", host="synthetic",
-                      layer_names=layer_names,
-                      summary={"test_acc_eval": 0.9 - 0.2 * rate * (placement == "before_bn"),
-                               "test_acc_train_mode": {"1": 0.1, "8": 0.7, "64": 0.88},
-                               "test_acc_recalibrated": 0.93, "shift_by_layer": shifts,
-                               "shift_per_channel": {n: list(rng.normal(v, 0.05, 64)) for n, v in shifts.items()},
-                               "steps_per_s": 500.0, "wall_s": 40.0, "device": "cpu"})
+            shifts = {
+                name: float(shift_target * (1 - 0.04 * i)) for i, name in enumerate(layer_names)
+            }
+            run = Run(
+                name=f"{name_prefix}synthetic {placement} p={rate} seed={seed}",
+                status="succeeded",
+                config=synthetic_config(rate, placement, seed, n_layers),
+                tags=["synthetic"],
+                progress=1.0,
+                step=int(steps[-1]),
+                attempt=1,
+                device="cpu",
+                host="synthetic",
+                layer_names=layer_names,
+                summary={
+                    "test_acc_eval": 0.9 - 0.2 * rate * (placement == "before_bn"),
+                    "test_acc_train_mode": {"1": 0.1, "8": 0.7, "64": 0.88},
+                    "test_acc_recalibrated": 0.93,
+                    "shift_by_layer": shifts,
+                    "shift_per_channel": {
+                        n: list(rng.normal(v, 0.05, 64)) for n, v in shifts.items()
+                    },
+                    "steps_per_s": 500.0,
+                    "wall_s": 40.0,
+                    "device": "cpu",
+                },
+            )
             session.add(run)
             session.flush()
             decay = np.exp(-steps / (steps[-1] / 4 + 1))
             acc = 0.95 - 0.85 * decay + rng.normal(0, 0.01, n_steps)
-            session.execute(insert(RunMetric), [
-                {"run_id": run.id, "step": int(s), "epoch": float(s) / (every * 50),
-                 "train_loss": float(2.3 * decay[i] + 0.05), "train_acc": float(acc[i]),
-                 "val_loss": float(2.3 * decay[i] + 0.1), "val_acc": float(acc[i] - 0.02),
-                 "val_acc_train_mode": float(acc[i] - 0.1), "lr": 0.05}
-                for i, s in enumerate(steps)])
+            session.execute(
+                insert(RunMetric),
+                [
+                    {
+                        "run_id": run.id,
+                        "step": int(s),
+                        "epoch": float(s) / (every * 50),
+                        "train_loss": float(2.3 * decay[i] + 0.05),
+                        "train_acc": float(acc[i]),
+                        "val_loss": float(2.3 * decay[i] + 0.1),
+                        "val_acc": float(acc[i] - 0.02),
+                        "val_acc_train_mode": float(acc[i] - 0.1),
+                        "lr": 0.05,
+                    }
+                    for i, s in enumerate(steps)
+                ],
+            )
             rows = []
             for layer, name in enumerate(layer_names):
                 train_var = 1.0 + 0.5 * decay + rng.normal(0, 0.03, n_steps)
                 eval_var = train_var * shifts[name] + rng.normal(0, 0.03, n_steps)
                 running_var = np.convolve(train_var, np.ones(10) / 10, mode="same")
-                rows += [{"run_id": run.id, "layer": layer, "step": int(s),
-                          "train_mean": 0.0, "train_var": float(train_var[i]),
-                          "running_mean": 0.0, "running_var": float(running_var[i]),
-                          "eval_mean": 0.01, "eval_var": float(eval_var[i]),
-                          "shift": float(eval_var[i] / running_var[i]), "grad_norm": float(decay[i] + 0.1)}
-                         for i, s in enumerate(steps)]
+                rows += [
+                    {
+                        "run_id": run.id,
+                        "layer": layer,
+                        "step": int(s),
+                        "train_mean": 0.0,
+                        "train_var": float(train_var[i]),
+                        "running_mean": 0.0,
+                        "running_var": float(running_var[i]),
+                        "eval_mean": 0.01,
+                        "eval_var": float(eval_var[i]),
+                        "shift": float(eval_var[i] / running_var[i]),
+                        "grad_norm": float(decay[i] + 0.1),
+                    }
+                    for i, s in enumerate(steps)
+                ]
             session.execute(insert(LayerStat), rows)
             session.commit()
             ids.append(run.id)

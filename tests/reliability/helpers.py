@@ -26,8 +26,9 @@ def reconcile_until(stack: Stack, done, timeout: float = 120.0) -> None:
 
 
 def ended(stack: Stack, *run_ids: int) -> bool:
-    return all(stack.run(i).status in ("succeeded", "failed", "cancelled", "diverged")
-               for i in run_ids)
+    return all(
+        stack.run(i).status in ("succeeded", "failed", "cancelled", "diverged") for i in run_ids
+    )
 
 
 def summary_of(run: Run) -> tuple[float, dict[str, float]]:

@@ -10,8 +10,9 @@ from tests.worker.procs import PrivateRedis, Stack, scratch_pg_database, tiny_co
 pytestmark = pytest.mark.slow
 
 
-def test_finish_each_queued_run_once_after_redis_restart(private_redis: PrivateRedis,
-                                                          tmp_path) -> None:
+def test_finish_each_queued_run_once_after_redis_restart(
+    private_redis: PrivateRedis, tmp_path
+) -> None:
     """Breaks: a private redis-server is killed and started empty with three runs queued and no
     worker consuming, so their messages are gone.
     Must hold: the reconciler sees queued runs with no message and enqueues them again; each
@@ -33,8 +34,7 @@ def test_finish_each_queued_run_once_after_redis_restart(private_redis: PrivateR
             stack.stop_workers()
 
 
-def test_leave_run_alone_when_its_message_is_queued(private_redis: PrivateRedis,
-                                                     tmp_path) -> None:
+def test_leave_run_alone_when_its_message_is_queued(private_redis: PrivateRedis, tmp_path) -> None:
     """Breaks nothing: a queued run whose message is still in Redis (no worker yet).
     Must hold: the reconciler does not send a second message for it."""
     from backend.reconcile import broker_run_ids, reconcile_once
@@ -53,7 +53,8 @@ def test_resend_queued_run_after_filesystem_queue_lost(stack: Stack) -> None:
     Must hold: the reconciler enqueues the run again and it trains once."""
     run_id = stack.create_run(tiny_config())
     stack.app.control.purge() if stack.broker_url.startswith("redis") else [
-        p.unlink() for p in (stack.settings.broker_dir / "queue").glob("*.msg")]
+        p.unlink() for p in (stack.settings.broker_dir / "queue").glob("*.msg")
+    ]
     stack.start_worker()
     reconcile_until(stack, lambda: ended(stack, run_id), timeout=120)
     run = stack.run(run_id)

@@ -23,7 +23,10 @@ def test_train_run_once_when_two_workers_get_it(stack: Stack) -> None:
     run_id = stack.create_run(slow_config(train__epochs=1))
     enqueue_run(run_id, stack.app)
     run = stack.wait_status(run_id, timeout=120)
-    wait_for(lambda: f"run {run_id}: not claimable" in stack.worker_log(), 30,
-             "the second delivery to be refused")
+    wait_for(
+        lambda: f"run {run_id}: not claimable" in stack.worker_log(),
+        30,
+        "the second delivery to be refused",
+    )
     assert (run.status, run.attempt) == ("succeeded", 1), run.error
     assert all(w.proc.poll() is None for w in workers)

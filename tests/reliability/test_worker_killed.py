@@ -46,7 +46,8 @@ def test_resume_killed_run_with_same_results(stack: Stack) -> None:
     every = cfg["probe"]["every_steps"]
     assert stack.steps(run_id) == expected_steps(resumed.step, every)
     assert stack.series_counts(run_id)["layer_rows"] == len(stack.steps(run_id)) * len(
-        resumed.layer_names)
+        resumed.layer_names
+    )
 
 
 def test_fail_run_as_worker_lost_after_max_attempts(tmp_path) -> None:

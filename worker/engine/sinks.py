@@ -78,8 +78,12 @@ class MemorySink:
         return {"layers": layers}
 
     def as_dict(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {"config": config, "metrics": self.metrics(), "layers": self.layers(),
-                "summary": self.summary}
+        return {
+            "config": config,
+            "metrics": self.metrics(),
+            "layers": self.layers(),
+            "summary": self.summary,
+        }
 
 
 class JsonlSink(MemorySink):

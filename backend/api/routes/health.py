@@ -41,8 +41,9 @@ def check_database(session: SessionDep) -> str:
 def check_broker() -> str:
     try:
         with broker.celery_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                                   timeout=BROKER_TIMEOUT_S)
+            conn.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT_S
+            )
         return "ok"
     except Exception as exc:  # noqa: BLE001
         return f"error: {type(exc).__name__}"
@@ -70,8 +71,13 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-@router.get("/health", response_model=HealthPublic, responses={
-    503: {"model": HealthPublic, "description": "the database is unreachable (not ready)"}})
+@router.get(
+    "/health",
+    response_model=HealthPublic,
+    responses={
+        503: {"model": HealthPublic, "description": "the database is unreachable (not ready)"}
+    },
+)
 def read_health(session: SessionDep, response: Response) -> HealthPublic:
     """Database, broker and worker status: 200 while the database answers (the body says what
     else is degraded), 503 with the same body when it does not."""

@@ -58,11 +58,25 @@ class Watch:
             run_id, status, progress, step, attempt, error = row
             old = self.state.get(run_id)
             if old is None or old[:2] != (status, progress) or old[4:] != (attempt, error):
-                events.append({"event": "run", "data": json.dumps({
-                    "id": run_id, "status": status, "progress": progress, "step": step,
-                    "attempt": attempt, "error": error})})
+                events.append(
+                    {
+                        "event": "run",
+                        "data": json.dumps(
+                            {
+                                "id": run_id,
+                                "status": status,
+                                "progress": progress,
+                                "step": step,
+                                "attempt": attempt,
+                                "error": error,
+                            }
+                        ),
+                    }
+                )
             if step and (old is None or old[3] != step):
-                events.append({"event": "probe", "data": json.dumps({"run_id": run_id, "step": step})})
+                events.append(
+                    {"event": "probe", "data": json.dumps({"run_id": run_id, "step": step})}
+                )
             self.state[run_id] = row
             self.max_id = max(self.max_id or 0, run_id)
             if status in TERMINAL_STATUSES and self.only is None:
@@ -86,11 +100,16 @@ def parse_ids(runs: str | None) -> set[int] | None:
     return {int(x) for x in runs.split(",") if x} if runs else None
 
 
-@router.get("/events", response_class=EventSourceResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
-async def read_events(request: Request,
-                      runs: Annotated[str | None, Query(pattern=r"^\d{1,9}(,\d{1,9}){0,199}$",
-                                                        description="only these run ids")] = None
-                      ) -> EventSourceResponse:
+@router.get(
+    "/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def read_events(
+    request: Request,
+    runs: Annotated[
+        str | None, Query(pattern=r"^\d{1,9}(,\d{1,9}){0,199}$", description="only these run ids")
+    ] = None,
+) -> EventSourceResponse:
     """`run` and `probe` events as they happen; `?runs=1,2` limits them to those runs."""
     return EventSourceResponse(_events(request, Watch(parse_ids(runs))), ping=15)

@@ -13,8 +13,9 @@ from backend.schema.sweeps import SweepCreate, SweepPublic
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=responses(401))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepPublic,
-             dependencies=[TokenDep])
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=SweepPublic, dependencies=[TokenDep]
+)
 def create_sweep(session: SessionDep, sweep: SweepCreate) -> Sweep:
     """Expand `base` over `grid` (and `seeds`) into queued runs; 422 names the grid field."""
     return crud.create_sweep(session=session, sweep=sweep)

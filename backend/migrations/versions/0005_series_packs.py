@@ -9,15 +9,16 @@ column is stored EXTERNAL on PostgreSQL: float values barely compress, so no pgl
 Revision ID: 0005
 Revises: 0004
 """
-from typing import Sequence, Union
+
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: Union[str, Sequence[str], None] = "0004"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
@@ -28,8 +29,9 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=32), nullable=False),
         sa.Column("signature", sa.String(length=200), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
-        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_series_packs_run_id_runs"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_series_packs_run_id_runs"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("run_id", "kind", "key", name=op.f("pk_series_packs")),
     )
     if op.get_bind().dialect.name == "postgresql":

@@ -39,7 +39,9 @@ def test_sqlite_submit_filter_and_read(sqlite_client):
     a = client.post("/api/runs", json=make_config(name="Alpha", tags=["t_1"])).json()
     client.post("/api/runs", json=make_config(name="beta", tags=["t1"]))
     assert [r["id"] for r in client.get("/api/runs?tag=t_1").json()["data"]] == [a["id"]]
-    assert [r["id"] for r in client.get("/api/runs?text=alp&status=queued").json()["data"]] == [a["id"]]
+    assert [r["id"] for r in client.get("/api/runs?text=alp&status=queued").json()["data"]] == [
+        a["id"]
+    ]
     assert client.get(f"/api/runs/{a['id']}").json()["config"]["name"] == "Alpha"
 
 
@@ -62,10 +64,14 @@ def test_sqlite_read_compare(sqlite_client):
     """GET /api/compare on SQLite: per run, what the per-run endpoints answer; unknown ids 404."""
     client, maker = sqlite_client
     with maker() as s:
-        ids = [create_random_run(s, status=status, n_steps=120, n_layers=n, every=1, seed=n).id
-               for status, n in (("succeeded", 2), ("running", 3), ("failed", 0))]
-    res = client.get("/api/compare", params={"runs": ",".join(map(str, ids)), "max_points": 40,
-                                             "layer_keys": "shift,eval_var"})
+        ids = [
+            create_random_run(s, status=status, n_steps=120, n_layers=n, every=1, seed=n).id
+            for status, n in (("succeeded", 2), ("running", 3), ("failed", 0))
+        ]
+    res = client.get(
+        "/api/compare",
+        params={"runs": ",".join(map(str, ids)), "max_points": 40, "layer_keys": "shift,eval_var"},
+    )
     for entry, run_id in zip(res.json()["runs"], ids, strict=True):
         layers = client.get(f"/api/runs/{run_id}/layers?keys=shift,eval_var&max_points=40").json()
         metrics = client.get(f"/api/runs/{run_id}/metrics?max_points=40")

@@ -20,12 +20,14 @@ def token(monkeypatch):
 
 
 def _writes(run_id: int) -> list[tuple[str, str, dict]]:
-    return [("POST", "/api/runs", {"json": make_config()}),
-            ("POST", "/api/sweeps", {"json": {"base": make_config()}}),
-            ("POST", f"/api/runs/{run_id}/cancel", {}),
-            ("POST", f"/api/runs/{run_id}/retry", {}),
-            ("DELETE", f"/api/runs/{run_id}", {}),
-            ("POST", "/api/datasets", {"files": {"file": ("a.csv", b"a,label\n1,0\n", "text/csv")}})]
+    return [
+        ("POST", "/api/runs", {"json": make_config()}),
+        ("POST", "/api/sweeps", {"json": {"base": make_config()}}),
+        ("POST", f"/api/runs/{run_id}/cancel", {}),
+        ("POST", f"/api/runs/{run_id}/retry", {}),
+        ("DELETE", f"/api/runs/{run_id}", {}),
+        ("POST", "/api/datasets", {"files": {"file": ("a.csv", b"a,label\n1,0\n", "text/csv")}}),
+    ]
 
 
 def test_write_without_token_is_401(client, session, token):
@@ -59,8 +61,10 @@ def test_read_without_token_is_allowed(client, session, token):
 def test_token_never_echoed_or_logged(client, session, token, caplog):
     """Neither a refused nor an accepted token appears in a response body, header or log."""
     caplog.set_level(logging.DEBUG)
-    bodies = [client.post("/api/runs", json=make_config(), headers={"Authorization": f"Bearer {TOKEN}x"}),
-              client.post("/api/runs", json=make_config(), headers={"Authorization": f"Bearer {TOKEN}"})]
+    bodies = [
+        client.post("/api/runs", json=make_config(), headers={"Authorization": f"Bearer {TOKEN}x"}),
+        client.post("/api/runs", json=make_config(), headers={"Authorization": f"Bearer {TOKEN}"}),
+    ]
     for res in bodies:
         assert TOKEN not in res.text and TOKEN not in str(res.headers)
     assert TOKEN not in caplog.text

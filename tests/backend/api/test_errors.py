@@ -32,8 +32,15 @@ def dead_db_client():
     engine.dispose()
 
 
-@pytest.mark.parametrize("method,path", [("GET", "/api/runs"), ("GET", "/api/runs/1"),
-                                         ("GET", "/api/runs/1/layers"), ("POST", "/api/runs")])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/api/runs"),
+        ("GET", "/api/runs/1"),
+        ("GET", "/api/runs/1/layers"),
+        ("POST", "/api/runs"),
+    ],
+)
 def test_database_down_is_503(dead_db_client, method, path):
     """Reads and writes answer 503 "database unavailable, retry shortly" quickly."""
     start = time.monotonic()

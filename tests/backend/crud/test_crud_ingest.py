@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from backend.crud.ingest import insert_points
-from backend.schema.records import ProbeRecord
 from backend.db.models import LayerStat, Run, RunMetric
+from backend.schema.records import ProbeRecord
 from tests.worker.procs import database_sessions
 
 
@@ -21,23 +21,42 @@ def sessions(request, tmp_path):
 
 def run_id_in(sessions) -> int:
     with sessions() as s, s.begin():
-        run = Run(name="r", status="running", config={}, tags=[], progress=0.0, step=0,
-                  attempt=1, cancel_requested=False)
+        run = Run(
+            name="r",
+            status="running",
+            config={},
+            tags=[],
+            progress=0.0,
+            step=0,
+            attempt=1,
+            cancel_requested=False,
+        )
         s.add(run)
         s.flush()
         return run.id
 
 
 def records(steps, n_layers=3, shift=0.5):
-    return [ProbeRecord(st, 100, {"val_acc": 0.5, "train_loss": 1.0},
-                        [{"index": i, "name": f"l{i}", "shift": shift, "train_var": 1.0}
-                         for i in range(n_layers)]) for st in steps]
+    return [
+        ProbeRecord(
+            st,
+            100,
+            {"val_acc": 0.5, "train_loss": 1.0},
+            [
+                {"index": i, "name": f"l{i}", "shift": shift, "train_var": 1.0}
+                for i in range(n_layers)
+            ],
+        )
+        for st in steps
+    ]
 
 
 def counts(sessions, run_id):
     with sessions() as s:
-        return (s.scalar(select(func.count()).where(RunMetric.run_id == run_id)),
-                s.scalar(select(func.count()).where(LayerStat.run_id == run_id)))
+        return (
+            s.scalar(select(func.count()).where(RunMetric.run_id == run_id)),
+            s.scalar(select(func.count()).where(LayerStat.run_id == run_id)),
+        )
 
 
 def test_store_each_point_once_when_inserted_twice(sessions) -> None:
@@ -56,7 +75,9 @@ def test_keep_last_value_when_step_repeats_in_one_batch(sessions) -> None:
     with sessions() as s, s.begin():
         insert_points(session=s, run_id=run_id, records=batch)
     with sessions() as s:
-        assert s.scalars(select(LayerStat.shift).where(LayerStat.run_id == run_id)).all() == [0.9] * 3
+        assert (
+            s.scalars(select(LayerStat.shift).where(LayerStat.run_id == run_id)).all() == [0.9] * 3
+        )
 
 
 def test_store_non_finite_values_without_error(sessions) -> None:
@@ -74,8 +95,14 @@ def test_store_numpy_scalars_as_floats(sessions) -> None:
     import numpy as np
 
     run_id = run_id_in(sessions)
-    batch = [ProbeRecord(1, 1, {"val_acc": np.float32(0.25)},
-                         [{"index": 0, "shift": np.float32(1.5), "train_var": np.float64(2.0)}])]
+    batch = [
+        ProbeRecord(
+            1,
+            1,
+            {"val_acc": np.float32(0.25)},
+            [{"index": 0, "shift": np.float32(1.5), "train_var": np.float64(2.0)}],
+        )
+    ]
     with sessions() as s, s.begin():
         insert_points(session=s, run_id=run_id, records=batch)
     with sessions() as s:
@@ -94,6 +121,7 @@ def test_store_each_point_once_when_batch_overlaps_stored_steps(sessions) -> Non
         insert_points(session=s, run_id=run_id, records=records(range(30, 80, 10), shift=0.7))
     assert counts(sessions, run_id) == (8, 24)
     with sessions() as s:
-        shifts = s.scalars(select(LayerStat.shift).where(LayerStat.run_id == run_id,
-                                                         LayerStat.step >= 30)).all()
+        shifts = s.scalars(
+            select(LayerStat.shift).where(LayerStat.run_id == run_id, LayerStat.step >= 30)
+        ).all()
         assert shifts == [0.7] * 15

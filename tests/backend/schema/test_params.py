@@ -13,10 +13,18 @@ CASES = [
     make_config(model__widths=[256, 256, 256], model__batchnorm__affine=False),
     make_config(model__block=["batchnorm", "linear", "activation"], model__widths=[64, 32]),
     make_config(model__block=["linear", "activation"], model__widths=[10]),
-    make_config(dataset={"name": "mnist1d"}, model__arch="cnn", model__block=["conv", "batchnorm", "activation"],
-                model__widths=[8, 16]),
-    make_config(dataset={"name": "cifar10", "path": "c"}, model__arch="cnn",
-                model__block=["dropout", "batchnorm", "conv", "activation"], model__widths=[32, 64, 128]),
+    make_config(
+        dataset={"name": "mnist1d"},
+        model__arch="cnn",
+        model__block=["conv", "batchnorm", "activation"],
+        model__widths=[8, 16],
+    ),
+    make_config(
+        dataset={"name": "cifar10", "path": "c"},
+        model__arch="cnn",
+        model__block=["dropout", "batchnorm", "conv", "activation"],
+        model__widths=[32, 64, 128],
+    ),
     make_config(dataset={"name": "synthetic"}, model__widths=[128]),
 ]
 
@@ -33,6 +41,9 @@ def test_estimate_params_matches_torch_model(cfg):
 
 def test_estimate_params_upload_uses_its_shape():
     """An upload is sized from its feature and class counts."""
-    cfg = ExperimentConfig.model_validate(make_config(dataset={"name": "upload", "upload_id": "u"},
-                                                      model__widths=[4], model__block=["linear"]))
+    cfg = ExperimentConfig.model_validate(
+        make_config(
+            dataset={"name": "upload", "upload_id": "u"}, model__widths=[4], model__block=["linear"]
+        )
+    )
     assert estimate_params(cfg, ((7,), 3)) == 7 * 4 + 4 + 4 * 3 + 3

@@ -16,9 +16,20 @@ def test_finite_or_none_replaces_nan_and_inf_recursively():
 
 def test_run_public_sends_null_for_non_finite_summary():
     """A diverged run's NaN summary (possible on SQLite) is shown as null, not as invalid JSON."""
-    run = Run(id=1, name="x", status="diverged", config={}, tags=[], sweep_id=None,
-              created_at=datetime.now(UTC), progress=float("nan"), step=0, attempt=1,
-              cancel_requested=False, summary={"test_acc_eval": float("nan")})
+    run = Run(
+        id=1,
+        name="x",
+        status="diverged",
+        config={},
+        tags=[],
+        sweep_id=None,
+        created_at=datetime.now(UTC),
+        progress=float("nan"),
+        step=0,
+        attempt=1,
+        cancel_requested=False,
+        summary={"test_acc_eval": float("nan")},
+    )
     public = RunPublic.model_validate(run)
     assert public.summary == {"test_acc_eval": None}
     assert public.progress == 0.0

@@ -37,8 +37,12 @@ def test_read_health_lists_live_workers_only(client, session):
 
     from backend.db.models import Worker, utcnow
 
-    session.add_all([Worker(id="h:1:live", host="h", pid=1, last_seen=utcnow()),
-                     Worker(id="h:2:gone", host="h", pid=2, last_seen=utcnow() - timedelta(hours=1))])
+    session.add_all(
+        [
+            Worker(id="h:1:live", host="h", pid=1, last_seen=utcnow()),
+            Worker(id="h:2:gone", host="h", pid=2, last_seen=utcnow() - timedelta(hours=1)),
+        ]
+    )
     session.commit()
     ids = [w["id"] for w in client.get("/api/health").json()["workers"]]
     assert "h:1:live" in ids and "h:2:gone" not in ids

@@ -87,7 +87,9 @@ def test_create_run_rejects_symlink_out_of_root(client, data_dir, tmp_path):
 
 def test_create_run_rejects_unknown_upload(client):
     """dataset.upload_id that was never uploaded is a 422 naming dataset.upload_id."""
-    res = client.post("/api/runs", json=make_config(dataset={"name": "upload", "upload_id": "nope"}))
+    res = client.post(
+        "/api/runs", json=make_config(dataset={"name": "upload", "upload_id": "nope"})
+    )
     assert res.status_code == 422
     assert res.json()["detail"][0]["field"] == "dataset.upload_id"
 
@@ -109,11 +111,26 @@ def test_create_run_rejects_non_finite_number(client):
 
 def test_read_run_returns_documented_fields(client, session):
     """GET /api/runs/{id} has every field of the docs/design.md shape."""
-    run = create_random_run(session, status="succeeded",
-                            summary={"test_acc_eval": 0.9, "test_acc_train_mode": {"1": 0.1}})
+    run = create_random_run(
+        session,
+        status="succeeded",
+        summary={"test_acc_eval": 0.9, "test_acc_train_mode": {"1": 0.1}},
+    )
     body = client.get(f"/api/runs/{run.id}").json()
-    for key in ("id", "name", "status", "config", "created_at", "started_at", "finished_at",
-                "device", "progress", "attempt", "error", "summary"):
+    for key in (
+        "id",
+        "name",
+        "status",
+        "config",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "device",
+        "progress",
+        "attempt",
+        "error",
+        "summary",
+    ):
         assert key in body, key
     assert body["summary"]["test_acc_train_mode"] == {"1": 0.1}
 

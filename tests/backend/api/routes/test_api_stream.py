@@ -27,8 +27,11 @@ def server(api_db) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
-                                        lifespan="off"))
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not srv.started:
@@ -50,7 +53,9 @@ def committed() -> Iterator[list[int]]:
 
 def _new_run(ids: list[int]) -> int:
     with get_sessionmaker()() as s:
-        run = create_run(session=s, config=ExperimentConfig.model_validate(make_config()), enqueue=False)
+        run = create_run(
+            session=s, config=ExperimentConfig.model_validate(make_config()), enqueue=False
+        )
         ids.append(run.id)
         return run.id
 
@@ -83,8 +88,17 @@ def test_read_events_reports_status_and_probe_steps(server, committed):
         assert res.headers["content-type"].startswith("text/event-stream")
         lines = res.iter_lines()
         first = _events(lines, lambda ev: ev)
-        assert first[0] == ("run", {"id": run_id, "status": "queued", "progress": 0.0, "step": 0,
-                                    "attempt": 0, "error": None})
+        assert first[0] == (
+            "run",
+            {
+                "id": run_id,
+                "status": "queued",
+                "progress": 0.0,
+                "step": 0,
+                "attempt": 0,
+                "error": None,
+            },
+        )
         _set(run_id, status="running", step=40, progress=0.25, attempt=1)
         got = _events(lines, lambda ev: {k for k, _ in ev} == {"run", "probe"})
     assert ("probe", {"run_id": run_id, "step": 40}) in got
@@ -99,7 +113,9 @@ def test_read_events_sees_new_and_finished_runs(server, committed):
         run_id = _new_run(committed)
         _events(lines, lambda ev: any(d.get("id") == run_id for _, d in ev))
         _set(run_id, status="failed", error="boom")
-        got = _events(lines, lambda ev: any(d.get("id") == run_id and d["status"] == "failed" for _, d in ev))
+        got = _events(
+            lines, lambda ev: any(d.get("id") == run_id and d["status"] == "failed" for _, d in ev)
+        )
     assert any(d.get("error") == "boom" for _, d in got)
 
 

@@ -7,9 +7,11 @@ from tests.utils.runs import make_config
 
 
 def _sweep(**extra):
-    return {"base": make_config(name="sw"), "grid": {"model.dropout.rate": [0.1, 0.5],
-                                                      "model.dropout.kind": ["bernoulli", "uniform"]},
-            **extra}
+    return {
+        "base": make_config(name="sw"),
+        "grid": {"model.dropout.rate": [0.1, 0.5], "model.dropout.kind": ["bernoulli", "uniform"]},
+        **extra,
+    }
 
 
 def test_create_sweep_expands_grid_times_seeds(client, session):
@@ -17,8 +19,14 @@ def test_create_sweep_expands_grid_times_seeds(client, session):
     res = client.post("/api/sweeps", json=_sweep(seeds=[0, 1, 2]))
     assert res.status_code == 201, res.text
     runs = res.json()["runs"]
-    combos = {(r["config"]["model"]["dropout"]["rate"], r["config"]["model"]["dropout"]["kind"],
-               r["config"]["train"]["seed"]) for r in runs}
+    combos = {
+        (
+            r["config"]["model"]["dropout"]["rate"],
+            r["config"]["model"]["dropout"]["kind"],
+            r["config"]["train"]["seed"],
+        )
+        for r in runs
+    }
     assert len(runs) == 12 and len(combos) == 12
     assert all(r["status"] == "queued" and r["sweep_id"] == res.json()["id"] for r in runs)
 
@@ -26,21 +34,27 @@ def test_create_sweep_expands_grid_times_seeds(client, session):
 def test_create_sweep_names_runs_by_cell(client):
     """Each run's name says which grid values and seed it has."""
     runs = client.post("/api/sweeps", json=_sweep(seeds=[7])).json()["runs"]
-    assert any("rate=0.5" in r["name"] and "kind=uniform" in r["name"] and "seed=7" in r["name"]
-               for r in runs)
+    assert any(
+        "rate=0.5" in r["name"] and "kind=uniform" in r["name"] and "seed=7" in r["name"]
+        for r in runs
+    )
 
 
 def test_create_sweep_filters_runs_by_sweep(client):
     """GET /api/runs?sweep=ID lists exactly the sweep's runs."""
     body = client.post("/api/sweeps", json=_sweep()).json()
     listed = client.get(f"/api/runs?sweep={body['id']}").json()
-    assert listed["count"] == 4 and {r["id"] for r in listed["data"]} == {r["id"] for r in body["runs"]}
+    assert listed["count"] == 4 and {r["id"] for r in listed["data"]} == {
+        r["id"] for r in body["runs"]
+    }
 
 
 def test_create_sweep_bad_cell_names_grid_field(client, session):
     """A grid value the schema refuses is a 422 naming grid.<path>, and nothing is stored."""
     before = session.query(Run).count(), session.query(Sweep).count()
-    res = client.post("/api/sweeps", json={"base": make_config(), "grid": {"model.dropout.rate": [0.1, 1.5]}})
+    res = client.post(
+        "/api/sweeps", json={"base": make_config(), "grid": {"model.dropout.rate": [0.1, 1.5]}}
+    )
     assert res.status_code == 422
     assert res.json()["detail"][0]["field"] == "grid.model.dropout.rate"
     assert (session.query(Run).count(), session.query(Sweep).count()) == before
@@ -48,7 +62,9 @@ def test_create_sweep_bad_cell_names_grid_field(client, session):
 
 def test_create_sweep_unknown_path_names_grid_field(client):
     """A grid path that is not a config field is a 422 naming it."""
-    res = client.post("/api/sweeps", json={"base": make_config(), "grid": {"model.dropuot.rate": [0.1]}})
+    res = client.post(
+        "/api/sweeps", json={"base": make_config(), "grid": {"model.dropuot.rate": [0.1]}}
+    )
     assert res.status_code == 422
     assert res.json()["detail"][0]["field"] == "grid.model.dropuot.rate"
 

@@ -64,8 +64,10 @@ def test_create_upload_usable_in_run(client):
     """A run on the uploaded dataset is accepted (upload id known, model sized from it)."""
     upload_id = _post(client, _npz(**_good())).json()["upload_id"]
     # 40 rows: 26 training samples after the test and validation splits, so batches of 8
-    res = client.post("/api/runs", json=make_config(dataset={"name": "upload", "upload_id": upload_id},
-                                                    train__batch_size=8))
+    res = client.post(
+        "/api/runs",
+        json=make_config(dataset={"name": "upload", "upload_id": upload_id}, train__batch_size=8),
+    )
     assert res.status_code == 201, res.text
 
 
@@ -75,13 +77,19 @@ BAD_FILES = {
     "float_overflow": (lambda: _npz(X=np.full((20, 2), 1e300), y=np.arange(20) % 2), "float32"),
     "string_x": (lambda: _npz(X=np.array([["a", "b"]] * 20), y=np.arange(20) % 2), "numeric"),
     "float_y": (lambda: _npz(X=np.zeros((20, 2)), y=np.arange(20) / 2), "integer"),
-    "negative_label": (lambda: _npz(X=np.zeros((20, 2)), y=np.arange(20) % 2 - 1), "0..n_classes-1"),
+    "negative_label": (
+        lambda: _npz(X=np.zeros((20, 2)), y=np.arange(20) % 2 - 1),
+        "0..n_classes-1",
+    ),
     "gap_in_labels": (lambda: _npz(X=np.zeros((20, 2)), y=(np.arange(20) % 2) * 3), "contiguous"),
     "one_class": (lambda: _npz(X=np.zeros((20, 2)), y=np.zeros(20, dtype=int)), "classes"),
     "length_mismatch": (lambda: _npz(X=np.zeros((20, 2)), y=np.arange(19) % 2), "shape"),
     "missing_y": (lambda: _npz(X=np.zeros((20, 2))), "'y'"),
     "too_few_rows": (lambda: _npz(X=np.zeros((3, 2)), y=np.arange(3) % 2), "rows"),
-    "object_array": (lambda: _npz(X=np.array([{"a": 1}] * 20, dtype=object), y=np.arange(20) % 2), "npz"),
+    "object_array": (
+        lambda: _npz(X=np.array([{"a": 1}] * 20, dtype=object), y=np.arange(20) % 2),
+        "npz",
+    ),
     "truncated": (lambda: _npz(**_good())[:200], "truncated or malformed"),
     "garbage": (lambda: b"not a zip at all", "npz"),
 }
@@ -100,13 +108,16 @@ def test_create_upload_refuses_bad_npz_naming_problem(client, data_dir, session,
     assert session.query(Upload).count() == before
 
 
-@pytest.mark.parametrize("text,words", [
-    ("a,label\n1,0\n2\n", "malformed"),                 # a short (truncated) row
-    ("a,label\n1,0\nx,1\n", "malformed"),               # a non-number
-    ("a,label\n" + "1,0.5\n" * 20, "whole numbers"),    # fractional label
-    ("a,label\n", "no data rows"),
-    ("label\n" + "1\n" * 20, "header"),                 # no feature column
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("a,label\n1,0\n2\n", "malformed"),  # a short (truncated) row
+        ("a,label\n1,0\nx,1\n", "malformed"),  # a non-number
+        ("a,label\n" + "1,0.5\n" * 20, "whole numbers"),  # fractional label
+        ("a,label\n", "no data rows"),
+        ("label\n" + "1\n" * 20, "header"),  # no feature column
+    ],
+)
 def test_create_upload_refuses_bad_csv(client, text, words):
     """Malformed CSVs are 4xx naming the problem."""
     res = _post(client, text.encode(), "d.csv")
@@ -174,13 +185,15 @@ def test_create_upload_chunked_over_cap_is_413(client, monkeypatch):
     from backend.settings import settings
 
     monkeypatch.setattr(settings, "max_upload_mb", 1)
+
     def body():
         head = b'--B\r\nContent-Disposition: form-data; name="file"; filename="d.npz"\r\n\r\n'
         yield head
         for _ in range(64):  # 4 MB in 64 KB pieces
             yield b"\0" * 65536
 
-    res = client.post("/api/datasets", content=body(),
-                      headers={"Content-Type": "multipart/form-data; boundary=B"})
+    res = client.post(
+        "/api/datasets", content=body(), headers={"Content-Type": "multipart/form-data; boundary=B"}
+    )
     assert res.status_code == 413
     assert "Content-Length" not in res.request.headers
