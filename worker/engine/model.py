@@ -62,11 +62,6 @@ class Block(nn.Module):
             x = layer(x)
         return x
 
-    @property
-    def weight_layer(self) -> nn.Module:
-        """The block's linear or conv layer (whose gradient norm the probe reports)."""
-        return self.linear if hasattr(self, "linear") else self.conv
-
 
 class Net(nn.Module):
     """Hidden blocks, then [global average pool for CNNs] → head_drop → classifier."""

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from backend.schema.experiment import ExperimentConfig
-from backend.schema.registry import noise_moments
+from backend.schema.registry import WEIGHT_LAYER, noise_moments
 
 from .augment import CropFlip
 from .checkpoint import (
@@ -488,6 +488,7 @@ def _weight_path_predictions(run: Run) -> dict[str, float]:
             continue
         m2 = sums[i][0] / sums[i][1]
         ev = run.probe.last_eval[name][1]
-        pred = predicted_shift_through_weight(b.weight_layer.weight, m2, ev, noise_var)
+        weight = getattr(b, WEIGHT_LAYER[model.arch]).weight  # the block's linear or conv
+        pred = predicted_shift_through_weight(weight, m2, ev, noise_var)
         out[name] = pred.mean().item()
     return out
