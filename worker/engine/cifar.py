@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import RestrictedUnpickler
+from .data import read_cifar_pickle
 
 LABEL_KEYS = {"fine": "fine_labels", "coarse": "coarse_labels"}
 FINE_PER_COARSE = 5  # CIFAR-100: 20 superclasses of 5 classes each
@@ -31,32 +31,11 @@ FINE_PER_COARSE = 5  # CIFAR-100: 20 superclasses of 5 classes each
 
 def read_cifar100_file(path: Path, label_mode: str = "fine") -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-100 pickle (`train` or `test`) → (N, 3, 32, 32) float32 and int64 labels."""
-    try:
-        with path.open("rb") as f:
-            d = RestrictedUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise ValueError(f"dataset.path: {path.name} is not a CIFAR-100 file ({e})") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"dataset.path: {path.name} is not a CIFAR-100 file (not a dict)")
-    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-    data, labels = d.get("data"), d.get(LABEL_KEYS[label_mode])
-    if (
-        not isinstance(data, np.ndarray)
-        or data.dtype != np.uint8
-        or data.ndim != 2
-        or data.shape[1] != 3072
-    ):
-        raise ValueError(f"dataset.path: {path.name} has no uint8 'data' array of shape (N, 3072)")
-    if not isinstance(labels, list) or len(labels) != len(data):
-        raise ValueError(
-            f"dataset.label_mode: {path.name} has no '{LABEL_KEYS[label_mode]}' list "
-            "matching its data"
-        )
-    y = np.asarray(labels, dtype=np.int64)
+    x, y = read_cifar_pickle(path, LABEL_KEYS[label_mode], "CIFAR-100 file", "dataset.label_mode")
     top = 100 if label_mode == "fine" else 100 // FINE_PER_COARSE
     if len(y) and (y.min() < 0 or y.max() >= top):
         raise ValueError(f"dataset.path: {path.name} has {label_mode} labels outside 0..{top - 1}")
-    return data.reshape(-1, 3, 32, 32).astype(np.float32), y
+    return x, y
 
 
 def load_cifar100_folder(folder: Path, label_mode: str = "fine") -> tuple[np.ndarray, ...]:

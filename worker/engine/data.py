@@ -233,17 +233,21 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused global {module}.{name}")
 
 
-def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 batch file → (N, 3, 32, 32) float32 and labels, without running pickled code."""
+def read_cifar_pickle(
+    path: Path, label_key: str, what: str, label_field: str = "dataset.path"
+) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR python-pickle file (a CIFAR-10 batch, CIFAR-100's train/test) → (N, 3, 32, 32)
+    float32 and int64 labels from `label_key`, without running pickled code. `what` names the
+    format in errors; `label_field` is the config field to blame for a missing label list."""
     try:
         with path.open("rb") as f:
             d = RestrictedUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise ValueError(f"dataset.path: {path.name} is not a CIFAR-10 batch ({e})") from None
+        raise ValueError(f"dataset.path: {path.name} is not a {what} ({e})") from None
     if not isinstance(d, dict):
-        raise ValueError(f"dataset.path: {path.name} is not a CIFAR-10 batch (not a dict)")
+        raise ValueError(f"dataset.path: {path.name} is not a {what} (not a dict)")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-    data, labels = d.get("data"), d.get("labels")
+    data, labels = d.get("data"), d.get(label_key)
     if (
         not isinstance(data, np.ndarray)
         or data.dtype != np.uint8
@@ -252,8 +256,13 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     ):
         raise ValueError(f"dataset.path: {path.name} has no uint8 'data' array of shape (N, 3072)")
     if not isinstance(labels, list) or len(labels) != len(data):
-        raise ValueError(f"dataset.path: {path.name} has no 'labels' list matching its data")
+        raise ValueError(f"{label_field}: {path.name} has no '{label_key}' list matching its data")
     return data.reshape(-1, 3, 32, 32).astype(np.float32), np.asarray(labels, dtype=np.int64)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 batch file → (N, 3, 32, 32) float32 and labels."""
+    return read_cifar_pickle(path, "labels", "CIFAR-10 batch")
 
 
 def load_cifar_folder(folder: Path) -> tuple[np.ndarray, ...]:
