@@ -100,17 +100,27 @@ class Stack:
             )
 
     def worker_host_pids(self) -> list[int]:
-        """Host PIDs of the Celery worker processes `bnlab worker` runs in the container."""
-        lines = self.run("top", "worker", check=False).splitlines()
-        header = next((ln.split() for ln in lines if "PID" in ln.split()), None)
-        if header is None:
+        """Host PIDs of the Celery worker processes `bnlab worker` runs in the container.
+
+        Not `docker compose top`: its `ps -ef` cuts the command at the daemon's terminal width
+        (a dockerd started with COLUMNS=80 shows `python -m worker.la`), so the match found
+        nothing. `docker top ... -ww -o pid,args` prints whole command lines."""
+        cid = self.run("ps", "-q", "worker", check=False).strip().splitlines()
+        if len(cid) != 1:
             return []
-        col = header.index("PID")
-        return [
-            int(ln.split()[col])
-            for ln in lines
-            if "worker.launch" in ln and ln.split()[col].isdigit()
-        ]
+        out = subprocess.run(
+            ["docker", "top", cid[0], "-ww", "-o", "pid,args"],
+            env=stand.docker_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        pids = []
+        for line in out.stdout.splitlines()[1:]:
+            pid, _, args = line.strip().partition(" ")
+            if pid.isdigit() and "worker.launch" in args:
+                pids.append(int(pid))
+        return pids
 
 
 @pytest.fixture(scope="module")
@@ -230,10 +240,15 @@ def test_killed_worker_and_restarted_postgres_lose_nothing(stack: Stack) -> None
     attempt 2 resumes from the checkpoint in the S3 store, never from step 0). The run
     succeeds and holds every probe step exactly once.
 
-    Speed-independent: the worker is frozen (`docker compose pause`) while PostgreSQL stops,
-    and the kill is sent from the host the moment the run passes its first epoch."""
+    Speed-independent: the worker is frozen (`docker compose pause`) while PostgreSQL stops;
+    the worker's host PIDs are looked up (polled, for a bounded time: `docker top` can be
+    slow under load) while the first epoch trains, and the kill is sent from the host the moment
+    the run passes its first epoch, with two thirds of the run still ahead of it."""
     epochs = 3
-    cfg = slow_config(name="deploy-faults", train__epochs=epochs, dataset__n_samples=3000)
+    # 60000 samples: thousands of steps an epoch at batch 16, so the epochs after the kill point
+    # take several seconds even on a quiet machine (load slows the run and the kill alike).
+    # With 3000 the whole run took ~5 s and could end before the PID lookup and the kill did.
+    cfg = slow_config(name="deploy-faults", train__epochs=epochs, dataset__n_samples=60000)
     every = cfg["probe"]["every_steps"]
     run_id = stack.submit(cfg)
 
@@ -260,18 +275,36 @@ def test_killed_worker_and_restarted_postgres_lose_nothing(stack: Stack) -> None
     time.sleep(3)  # the worker trains on while its database is gone
     stack.run("start", "postgres", timeout=120)
     stack.timings["postgres down"] = time.monotonic() - t
-    run = wait_for(
-        lambda: (r := db_run()) and r["progress"] >= 1 / epochs + 0.05 and r,
-        300,
-        "the run past its first epoch",
-        every=0.1,
+    # Found before the run reaches the kill point, so the kill itself is immediate: the
+    # processes training now are the ones that must die (nothing restarts them meanwhile).
+    try:
+        pids = wait_for(stack.worker_host_pids, 120, "the worker's processes (docker top)", 1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.logs('worker')}") from exc
+    threshold = 1 / epochs + 0.05  # past the first epoch's checkpoint
+
+    def at_kill_point() -> dict | None:
+        r = db_run()
+        if r is None or r["progress"] < threshold:
+            return None
+        return r
+
+    run = wait_for(at_kill_point, 300, "the run past its first epoch", every=0.1)
+    assert run["status"] == "running", (
+        f"the run was no longer running when it reached the kill point ({run}): it is too "
+        "short for this machine, so no kill could land mid-run"
     )
-    pids = stack.worker_host_pids()
-    assert pids, stack.logs("worker")
     for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            raise AssertionError(
+                f"worker process {pid} (of {pids}) was gone before the kill\n{stack.logs('worker')}"
+            ) from None
     killed = db_run()
-    assert killed and killed["status"] == "running", f"the run ended before the kill: {killed}"
+    assert killed and killed["status"] == "running" and killed["progress"] < 1, (
+        f"the run ended before the kill landed: {killed}"
+    )
     total_steps = round(run["step"] / run["progress"])
     t = time.monotonic()
     seen: list[int] = []
@@ -292,7 +325,13 @@ def test_killed_worker_and_restarted_postgres_lose_nothing(stack: Stack) -> None
     assert f"run {run_id}: resuming from the object store's checkpoint" in log
     # Restarted from step 0, attempt 2 would have reported steps inside the first epoch.
     assert all(step >= total_steps // epochs for step in seen), seen[:5]
-    assert stack.worker_host_pids(), "bnlab worker did not restart its killed process"
+    restarted = wait_for(
+        lambda: [p for p in stack.worker_host_pids() if p not in pids],
+        120,
+        "bnlab worker to restart its killed process",
+        every=1,
+    )
+    assert restarted
     resp = httpx.get(f"{stack.api}/runs/{run_id}/export", headers=stack.headers, timeout=30)
     assert resp.status_code == 200
 
