@@ -26,12 +26,13 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from backend.crud.ingest import insert_points
-from backend.db.models import LAYER_KEYS, Run
+from backend.db.models import LAYER_KEYS
 from backend.db.session import make_engine
 from backend.schema.records import ProbeRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' scratch-database helper (tests/ is not installed)
+from tests.utils.runs import add_bare_run  # noqa: E402
 from tests.worker.procs import scratch_pg_database  # noqa: E402
 
 ADMIN = os.environ.get("BNLAB_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -66,20 +67,8 @@ def bench_bnlab(
     engine = make_engine(url)
     rates = []
     for _ in range(repeats):
-        with Session(engine) as s:
-            run = Run(
-                name="bench",
-                status="running",
-                config={},
-                tags=[],
-                progress=0.0,
-                step=0,
-                attempt=1,
-                cancel_requested=False,
-            )
-            s.add(run)
-            s.commit()
-            run_id = run.id
+        with Session(engine) as s, s.begin():
+            run_id = add_bare_run(s, name="bench").id
         if resend:
             with Session(engine) as s, s.begin():
                 insert_points(session=s, run_id=run_id, records=records)

@@ -263,24 +263,13 @@ def ingest(
     from sqlalchemy.orm import Session
 
     from backend.crud.ingest import insert_points
-    from backend.db.models import Run
     from backend.db.session import make_engine
     from backend.schema.records import ProbeRecord
+    from tests.utils.runs import add_bare_run
 
     engine = make_engine(database_url)
     with Session(engine) as session:
-        run = Run(
-            name="direct",
-            status="running",
-            kind="script",
-            config={},
-            tags=[],
-            progress=0.0,
-            step=0,
-            attempt=1,
-            cancel_requested=False,
-        )
-        session.add(run)
+        run = add_bare_run(session, name="direct", kind="script")
         session.commit()
         direct = [
             ProbeRecord(

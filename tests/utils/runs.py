@@ -36,6 +36,25 @@ def make_config(**overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+def add_bare_run(session: Session, **fields: Any) -> Run:
+    """A run row written directly (no config validation, no queue): running, attempt 1, no
+    points; `fields` override any column. Flushed, so run.id is set."""
+    values: dict[str, Any] = {
+        "name": "r",
+        "status": "running",
+        "config": {},
+        "tags": [],
+        "progress": 0.0,
+        "step": 0,
+        "attempt": 1,
+        "cancel_requested": False,
+    }
+    run = Run(**(values | fields))
+    session.add(run)
+    session.flush()
+    return run
+
+
 def create_random_run(
     session: Session,
     *,

@@ -30,6 +30,7 @@ from backend.db.migrate import upgrade
 from backend.db.models import TERMINAL_STATUSES, LayerStat, Run, RunMetric, utcnow
 from backend.db.session import get_sessionmaker
 from backend.settings import Settings
+from tests.utils.runs import add_bare_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -322,20 +323,10 @@ class Stack:
 
     def create_run(self, config: dict[str, Any], enqueue: bool = True) -> int:
         """Store a queued run (as the API does), commit, then enqueue (rule 13)."""
-        with self.sessions() as s:
-            run = Run(
-                name=config.get("name", "run"),
-                status="queued",
-                config=config,
-                tags=[],
-                progress=0.0,
-                step=0,
-                attempt=0,
-                cancel_requested=False,
-            )
-            s.add(run)
-            s.commit()
-            run_id = run.id
+        with self.sessions() as s, s.begin():
+            run_id = add_bare_run(
+                s, name=config.get("name", "run"), status="queued", config=config, attempt=0
+            ).id
         if enqueue:
             enqueue_run(run_id, self.app)
             with self.sessions() as s, s.begin():

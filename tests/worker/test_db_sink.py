@@ -13,6 +13,7 @@ from backend.crud.lifecycle import claim_run
 from backend.db.migrate import upgrade
 from backend.db.models import LayerStat, Run, RunMetric, utcnow
 from backend.db.session import make_engine
+from tests.utils.runs import add_bare_run
 from tests.worker.procs import free_port, scratch_pg_database
 from worker.db_sink import DbSink
 from worker.engine.sinks import ProbeRecord
@@ -39,19 +40,7 @@ def sessions(request, tmp_path: Path) -> Iterator[sessionmaker]:
 def claimed_run(sessions: sessionmaker, worker_id: str = WORKER) -> int:
     """A run in the database, claimed by `worker_id` as the task would."""
     with sessions() as s, s.begin():
-        run = Run(
-            name="r",
-            status="queued",
-            config={},
-            tags=[],
-            progress=0.0,
-            step=0,
-            attempt=0,
-            cancel_requested=False,
-        )
-        s.add(run)
-        s.flush()
-        run_id = run.id
+        run_id = add_bare_run(s, status="queued", attempt=0).id
     with sessions() as s, s.begin():
         assert claim_run(
             session=s,

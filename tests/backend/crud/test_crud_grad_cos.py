@@ -9,8 +9,8 @@ import pytest
 
 from backend.crud.ingest import insert_points
 from backend.crud.metrics import read_metrics
-from backend.db.models import Run
 from backend.schema.records import ProbeRecord
+from tests.utils.runs import add_bare_run
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -35,18 +35,7 @@ def db(request, tmp_path):
 
 def test_store_and_read_grad_cos(db):
     """A probe record's grad_cos comes back from read_metrics; records without it read as null."""
-    run = Run(
-        name="r",
-        status="running",
-        config={},
-        tags=[],
-        progress=0.0,
-        step=0,
-        attempt=1,
-        cancel_requested=False,
-    )
-    db.add(run)
-    db.flush()
+    run = add_bare_run(db)
     recs = [
         ProbeRecord(10, 20, {"val_acc": 0.5, "grad_cos": 0.25}),
         ProbeRecord(20, 20, {"val_acc": 0.6}),

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from backend.crud.ingest import insert_points
-from backend.db.models import LayerStat, Run, RunMetric
+from backend.db.models import LayerStat, RunMetric
 from backend.schema.records import ProbeRecord
+from tests.utils.runs import add_bare_run
 from tests.worker.procs import database_sessions
 
 
@@ -21,19 +22,7 @@ def sessions(request, tmp_path):
 
 def run_id_in(sessions) -> int:
     with sessions() as s, s.begin():
-        run = Run(
-            name="r",
-            status="running",
-            config={},
-            tags=[],
-            progress=0.0,
-            step=0,
-            attempt=1,
-            cancel_requested=False,
-        )
-        s.add(run)
-        s.flush()
-        return run.id
+        return add_bare_run(s).id
 
 
 def records(steps, n_layers=3, shift=0.5):

@@ -16,6 +16,7 @@ from backend.crud.lifecycle import (
 )
 from backend.crud.workers import live_workers, register_worker
 from backend.db.models import Run, Worker, utcnow
+from tests.utils.runs import add_bare_run
 from tests.worker.procs import database_sessions
 
 
@@ -27,21 +28,7 @@ def sessions(request, tmp_path):
 
 def new_run(sessions, **values) -> int:
     with sessions() as s, s.begin():
-        run = Run(
-            name="r",
-            status="queued",
-            config={},
-            tags=[],
-            progress=0.0,
-            step=0,
-            attempt=0,
-            cancel_requested=False,
-        )
-        for k, v in values.items():
-            setattr(run, k, v)
-        s.add(run)
-        s.flush()
-        return run.id
+        return add_bare_run(s, **({"status": "queued", "attempt": 0} | values)).id
 
 
 def claim(sessions, run_id: int, worker: str, timeout_s: float = 30) -> bool:

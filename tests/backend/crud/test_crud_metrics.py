@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from backend.crud import metrics as crud
-from backend.db.models import Base, LayerStat, Run, RunMetric
+from backend.db.models import Base, LayerStat, RunMetric
 from backend.db.session import make_engine
-from tests.utils.runs import create_random_run
+from tests.utils.runs import add_bare_run, create_random_run
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -49,19 +49,7 @@ def sqlite_session(tmp_path):
 
 def test_read_layers_on_sqlite(sqlite_session):
     """The embedded set-up (SQLite) serves the same columnar layers."""
-    run = Run(
-        name="s",
-        status="running",
-        config={},
-        tags=[],
-        progress=0.0,
-        step=0,
-        attempt=1,
-        cancel_requested=False,
-        layer_names=["a", "b"],
-    )
-    sqlite_session.add(run)
-    sqlite_session.flush()
+    run = add_bare_run(sqlite_session, name="s", layer_names=["a", "b"])
     sqlite_session.add_all(
         [
             LayerStat(run_id=run.id, layer=layer, step=s, shift=float(s + layer))
