@@ -10,6 +10,13 @@ running ──finish──► succeeded | failed | cancelled | diverged
            └──heartbeat from a live client / resume──► running
 
 No worker ever holds a script run: the reconciler never requeues one (crud/lifecycle.py).
+
+Progress: a script that said how long it runs (total_steps) gets step / total_steps from every
+points batch and heartbeat, never lowered (a replayed spool, an out-of-order batch) and at most
+RUNNING_CAP until the run ends: 1.0 means succeeded. Without total_steps it stays 0 while the
+run runs (the dashboard shows the step); nothing is made up. Cancel from the dashboard only
+sets cancel_requested; every points and heartbeat answer carries it, and the SDK stops the loop
+and finishes the run `cancelled` itself (so the points it spooled are all sent first).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +48,7 @@ MAX_EXTRA_KEYS = 64  # metrics outside METRIC_KEYS, per record
 MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the database
 EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,63}$")
 ACCEPTS_POINTS = ("running", "crashed")  # crashed: a spool synced after the client died
+RUNNING_CAP = 0.99  # a script run's progress while it runs: 1.0 only once it has succeeded
 _METRIC_SET = frozenset(METRIC_KEYS)
 
 
@@ -54,6 +62,25 @@ class KeyRejected(Exception):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.message, self.status = message, status
+
+
+def fraction(step: int, total_steps: int | None) -> float | None:
+    """A running script run's progress at `step` of `total_steps` (None: no plan given)."""
+    if not total_steps or step < 0:
+        return None
+    return min(RUNNING_CAP, step / total_steps)
+
+
+def _greatest(session: Session, column: Any, value: Any) -> ColumnElement:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.greatest(column, value)
+    return func.max(column, value)  # SQLite's two-argument max
+
+
+def _progress_values(session: Session, run: Run, step: int) -> dict[str, Any]:
+    """The UPDATE values that move the run's progress to `step` (never back)."""
+    value = fraction(step, run.total_steps)
+    return {} if value is None else {"progress": _greatest(session, Run.progress, value)}
 
 
 # ----------------------------------------------------------------------------- lifecycle
@@ -76,6 +103,7 @@ def create_script_run(*, session: Session, body: ScriptRunCreate) -> tuple[Run, 
         host=body.host,
         device=body.device,
         layer_names=body.layer_names,
+        total_steps=body.total_steps,
         progress=0.0,
         step=0,
         attempt=1,
@@ -111,9 +139,10 @@ def authorize(*, session: Session, run_id: int, secret: str | None) -> Run:
     return run
 
 
-def resume(*, session: Session, run: Run, secret: str) -> Run:
+def resume(*, session: Session, run: Run, secret: str, total_steps: int | None = None) -> Run:
     """Continue a script run from a restarted script: running again, attempt + 1, `secret`
-    added to its keys (the earlier ones stay valid for `bnlab sync`)."""
+    added to its keys (the earlier ones stay valid for `bnlab sync`); total_steps, when given,
+    replaces the planned length."""
     if run.kind != "script":
         raise Conflict(
             f"run {run.id} is trained by a worker from its config; only script runs "
@@ -130,6 +159,9 @@ def resume(*, session: Session, run: Run, secret: str) -> Run:
         raise Conflict(f"run {run.id} already succeeded; start a new run instead")
     if owner is not None:
         raise Conflict("key: this key already names another run; make a fresh one")
+    plan: dict[str, Any] = {}
+    if total_steps is not None:  # the plan changed: progress follows it (it may go down)
+        plan = {"total_steps": total_steps, "progress": fraction(run.step, total_steps)}
     session.execute(
         update(Run)
         .where(Run.id == run.id)
@@ -140,6 +172,7 @@ def resume(*, session: Session, run: Run, secret: str) -> Run:
             finished_at=None,
             error=None,
             cancel_requested=False,
+            **plan,
         )
         .execution_options(synchronize_session=False)
     )
@@ -150,15 +183,18 @@ def resume(*, session: Session, run: Run, secret: str) -> Run:
     return run
 
 
-def heartbeat(*, session: Session, run: Run) -> Run:
+def heartbeat(*, session: Session, run: Run, step: int | None = None) -> Run:
     """The client is alive: touch the run; a run called crashed while its client was only cut
-    off comes back to `running`. 409 for a run that ended otherwise."""
+    off comes back to `running`. `step`: the loop's current step, for the progress (run.step
+    stays the last probed step: a resume goes on from there). 409 for a run that ended
+    otherwise."""
     if run.status not in ACCEPTS_POINTS:
         raise Conflict(f"run {run.id} already ended ({run.status})")
+    progress = {} if step is None else _progress_values(session, run, step)
     session.execute(
         update(Run)
         .where(Run.id == run.id, Run.status.in_(ACCEPTS_POINTS))
-        .values(status="running", heartbeat_at=utcnow(), finished_at=None, error=None)
+        .values(status="running", heartbeat_at=utcnow(), finished_at=None, error=None, **progress)
         .execution_options(synchronize_session=False)
     )
     session.commit()
@@ -358,7 +394,7 @@ def parse_columns_batch(run_id: int, raw: bytes) -> Batch:
     return batch
 
 
-def ingest(*, session: Session, run: Run, batch: Batch) -> dict[str, int | str]:
+def ingest(*, session: Session, run: Run, batch: Batch) -> dict[str, Any]:
     """Store a batch into a running (or crashed: synced) script run, idempotently by
     (run, step): a re-sent batch overwrites its own points with the same values."""
     if run.kind != "script":
@@ -378,15 +414,18 @@ def ingest(*, session: Session, run: Run, batch: Batch) -> dict[str, int | str]:
         values["finished_at"] = utcnow()
     if batch.layer_names is not None:
         values["layer_names"] = batch.layer_names
+    values.update(_progress_values(session, run, batch.last_step))
     # The UPDATE locks the run row first: writers of one run are serialized, which the COPY
-    # fast path of write_rows relies on (see crud/ingest.py _only_new_steps).
+    # fast path of write_rows relies on (see crud/ingest.py _only_new_steps). It returns what
+    # the client is told besides the counts: a cancel from the dashboard reaches the SDK so.
     locked = session.execute(
         update(Run)
         .where(Run.id == run.id, Run.status.in_(ACCEPTS_POINTS))
         .values(**values)
+        .returning(Run.status, Run.cancel_requested, Run.progress)
         .execution_options(synchronize_session=False)
-    )
-    if locked.rowcount != 1:
+    ).one_or_none()
+    if locked is None:
         session.rollback()
         raise Conflict(f"run {run.id} ended while the points arrived; they were not stored")
     if run.status != "running":
@@ -405,6 +444,9 @@ def ingest(*, session: Session, run: Run, batch: Batch) -> dict[str, int | str]:
         "layer_rows": n_layers,
         "extra_rows": len(batch.extra_rows),
         "last_step": batch.last_step,
+        "status": locked.status,
+        "cancel_requested": bool(locked.cancel_requested),
+        "progress": locked.progress if locked.progress is not None else 0.0,
     }
 
 

@@ -110,6 +110,9 @@ class Run(Base):
     device: Mapped[str | None] = mapped_column(String(200))
     progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1 of the planned steps
     step: Mapped[int] = mapped_column(Integer, default=0)  # last probed optimizer step
+    # A script run's planned steps (bnlab.init(total_steps=)), for its progress; NULL for engine
+    # runs and scripts that did not say (migration 0011)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # 1 on the first claim, +1 per retry
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)

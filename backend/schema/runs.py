@@ -69,6 +69,9 @@ class RunPublic(BaseModel):
     device: str | None
     progress: float  # 0..1 of the planned optimizer steps
     step: int  # last probed optimizer step
+    # a script run's planned steps (bnlab.init(total_steps=)); null: engine runs (progress comes
+    # from their worker) and scripts that did not say (their progress stays 0 until the end)
+    total_steps: int | None = None
     attempt: int  # 1 on the first claim, +1 for every retry after a lost worker
     cancel_requested: bool
     error: str | None

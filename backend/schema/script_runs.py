@@ -4,9 +4,9 @@ hand in crud/script_runs.py (pydantic over 100k values per request costs more th
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, field_validator
 
 from backend.schema.runs import RunPublic
 
@@ -14,6 +14,10 @@ NoNul = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 # A key is the client's random secret for its run: long enough not to be guessed.
 Key = Field(min_length=32, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")
 ScriptEnd = Literal["succeeded", "failed", "cancelled", "diverged"]
+MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the database
+# Planned optimizer steps: a JSON integer (strict: not 1.5, "100" or true), 1 to MAX_STEP.
+TotalSteps = Annotated[int, Strict(), Field(ge=1, le=MAX_STEP)]
+Step = Annotated[int, Strict(), Field(ge=0, le=MAX_STEP)]
 
 
 class ScriptRunCreate(BaseModel):
@@ -28,6 +32,11 @@ class ScriptRunCreate(BaseModel):
     host: str | None = Field(None, max_length=200, pattern=NoNul)
     device: str | None = Field(None, max_length=200, pattern=NoNul)
     layer_names: list[str] | None = Field(None, max_length=4096)
+    total_steps: TotalSteps | None = Field(
+        None,
+        description="planned optimizer steps: progress is step / total_steps while the run "
+        "runs (at most 0.99), 1 when it succeeds; without it progress stays 0 until the end",
+    )
     # when the script started (a synced spool is late): an RFC 3339 string with an offset, as
     # the schema says, not a number or a naive time (schemathesis found both). Not Strict():
     # in strict mode pydantic refuses the string too (FastAPI validates parsed JSON).
@@ -50,11 +59,13 @@ class ScriptRunCreate(BaseModel):
 
 
 class ScriptRunResume(BaseModel):
-    """POST /api/runs/{id}/resume: the restarted script's new key."""
+    """POST /api/runs/{id}/resume: the restarted script's new key (and, if the plan changed,
+    its new planned length)."""
 
     model_config = ConfigDict(extra="forbid")
 
     key: str = Key
+    total_steps: TotalSteps | None = None
 
 
 class ScriptRunFinish(BaseModel):
@@ -73,9 +84,22 @@ class ScriptRunCreated(RunPublic):
     created: bool
 
 
+class Heartbeat(BaseModel):
+    """POST /api/runs/{id}/heartbeat (the body is optional): the loop's current step, which
+    moves the run's progress between probes. Other fields are ignored (a newer client may
+    say more)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    step: Step | None = None
+
+
 class HeartbeatPublic(BaseModel):
+    """The run as the server has it: the SDK stops the loop once cancel_requested is true."""
+
     status: str
     cancel_requested: bool  # someone pressed Cancel in the dashboard
+    progress: float
 
 
 class IngestPublic(BaseModel):
@@ -86,6 +110,9 @@ class IngestPublic(BaseModel):
     layer_rows: int
     extra_rows: int
     last_step: int
+    status: str  # the run's status, and whether someone pressed Cancel: every points answer
+    cancel_requested: bool  # tells the SDK, as the heartbeat does
+    progress: float
 
 
 class ExtraSeries(BaseModel):

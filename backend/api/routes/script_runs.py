@@ -20,6 +20,7 @@ from backend.db.models import Run
 from backend.schema.runs import RunPublic
 from backend.schema.script_runs import (
     ExtraMetricsPublic,
+    Heartbeat,
     HeartbeatPublic,
     IngestPublic,
     ScriptRunCreate,
@@ -66,8 +67,8 @@ def create_script_run(session: SessionDep, body: ScriptRunCreate, response: Resp
 @router.post("/runs/{run_id}/resume", response_model=RunPublic, dependencies=[TokenDep])
 def resume_script_run(session: SessionDep, run: RunDep, body: ScriptRunResume) -> Run:
     """Continue a script run from a restarted script (`bnlab.init(resume=ID)`): running again,
-    attempt + 1, the new key added to the run's keys."""
-    resumed = crud.resume(session=session, run=run, secret=body.key)
+    attempt + 1, the new key added to the run's keys; `total_steps` replaces the plan."""
+    resumed = crud.resume(session=session, run=run, secret=body.key, total_steps=body.total_steps)
     series_cache.drop_run(run.id)
     return resumed
 
@@ -121,7 +122,7 @@ async def ingest_points(
     """A batch of probe records: {"records": [{"step", "metrics", "layers"}], "layer_names"?,
     "layer_keys"?} as JSON, or the same as arrays (application/x-bnlab-columns, what the SDK
     sends: ~5x less server work per point). Idempotent by (run, step): a re-sent batch stores
-    every point once."""
+    every point once. The answer carries the run's status, progress and cancel_requested."""
     raw = await _body(request)
 
     def store() -> dict:
@@ -148,10 +149,19 @@ async def ingest_points(
     dependencies=[TokenDep],
     responses=KEY_ERRORS,
 )
-def heartbeat(session: SessionDep, run_id: RunId, key: RunKey = None) -> dict:
-    """The client is alive (the SDK sends one every few seconds while it has nothing to send)."""
-    run = crud.heartbeat(session=session, run=_authorized(session, run_id, key))
-    return {"status": run.status, "cancel_requested": run.cancel_requested}
+def heartbeat(
+    session: SessionDep, run_id: RunId, body: Heartbeat | None = None, key: RunKey = None
+) -> dict:
+    """The client is alive (the SDK sends one every few seconds while it has nothing to send).
+    With {"step"} the run's progress moves to that step (when the run has total_steps). The
+    answer says whether someone pressed Cancel: the SDK then stops the loop."""
+    run = _authorized(session, run_id, key)
+    run = crud.heartbeat(session=session, run=run, step=body.step if body else None)
+    return {
+        "status": run.status,
+        "cancel_requested": run.cancel_requested,
+        "progress": run.progress or 0.0,
+    }
 
 
 @router.post(
