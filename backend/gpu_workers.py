@@ -30,21 +30,31 @@ class GpuSpecError(ValueError):
     """A --gpus value that names no usable GPU list (the CLI prints it, exit 2)."""
 
 
+def query_gpus(field: str, timeout_s: float = 20) -> list[str] | None:
+    """One value of `nvidia-smi --query-gpu=field` per GPU; None without a working nvidia-smi
+    (absent, failing or hung), so callers can fall back to /proc."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, f"--query-gpu={field}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
 def discover_gpus() -> list[str]:
     """Indices of the NVIDIA GPUs this host (or container) can see."""
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=index", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=20,
-            )
-            if out.returncode == 0:
-                return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+    indices = query_gpus("index")
+    if indices is not None:
+        return indices
     gpus = Path("/proc/driver/nvidia/gpus")
     return [str(i) for i in range(len(list(gpus.iterdir())))] if gpus.is_dir() else []
 

@@ -12,33 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from backend.gpu_workers import HEALTH_DIR
+from backend.gpu_workers import HEALTH_DIR, query_gpus
 
 log = logging.getLogger(__name__)
 
 
 def _driver_version() -> str | None:
     """The NVIDIA kernel driver's version (nvidia-smi, else /proc), None without one."""
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.splitlines()[0].strip()
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+    versions = query_gpus("driver_version", timeout_s=10)
+    if versions:
+        return versions[0]
     try:  # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  ..."
         words = Path("/proc/driver/nvidia/version").read_text().split()
         return next(w for w in words if w[:1].isdigit() and "." in w)

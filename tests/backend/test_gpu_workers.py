@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from backend.db.models import Worker
-from backend.gpu_workers import GpuSpecError, parse_gpus, slots
+from backend.gpu_workers import GpuSpecError, discover_gpus, parse_gpus, query_gpus, slots
 from tests.worker.procs import ROOT, Stack, make_stack, tiny_config, wait_for
 
 
@@ -53,6 +53,31 @@ def test_refuse_bad_gpu_list(spec, message) -> None:
 def test_all_without_gpus_says_what_to_do() -> None:
     with pytest.raises(GpuSpecError, match="--gpus none"):
         parse_gpus("all", available=[])
+
+
+def _fake_smi(bin_dir, body: str) -> None:
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n" + body + "\n")
+    smi.chmod(0o755)
+
+
+def test_gpu_queries_read_nvidia_smi(tmp_path, monkeypatch) -> None:
+    """discover_gpus and the worker's driver version ask nvidia-smi (a real executable on PATH
+    here, answering per --query-gpu field); a failing one counts as absent."""
+    from worker.device import _driver_version
+
+    _fake_smi(
+        tmp_path,
+        'case "$1" in --query-gpu=index) printf "0\\n1\\n3\\n";; '
+        '--query-gpu=driver_version) printf "580.65.06\\n580.65.06\\n580.65.06\\n";; '
+        "*) exit 9;; esac",
+    )
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert query_gpus("index") == discover_gpus() == ["0", "1", "3"]
+    assert _driver_version() == "580.65.06"
+    assert query_gpus("name") is None  # exit status 9
+    _fake_smi(tmp_path, "exit 1")
+    assert query_gpus("index") is None
 
 
 def test_each_slot_pins_one_device() -> None:

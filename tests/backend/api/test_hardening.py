@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 from sqlalchemy.orm import sessionmaker
@@ -301,25 +299,6 @@ def test_openapi_states_the_locked_reads(client, reads_locked):
     runs = spec["paths"]["/api/runs"]["get"]
     assert runs["security"] == [{"HTTPBearer": []}] and "401" in runs["responses"]
     assert "security" not in spec["paths"]["/api/health"]["get"]
-
-
-@pytest.fixture(scope="module")
-def server(api_db) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            create_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
 
 
 def test_event_stream_under_locked_reads(server, reads_locked):

@@ -4,41 +4,18 @@ the stream polls the database, so these tests commit (and delete) their runs."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import delete, update
 
-from backend.api.main import create_app
 from backend.crud.runs import create_run
 from backend.db.models import Run
 from backend.db.session import get_sessionmaker
 from backend.schema.experiment import ExperimentConfig
 from tests.utils.runs import make_config
-
-
-@pytest.fixture(scope="module")
-def server(api_db) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            create_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
 
 
 @pytest.fixture
