@@ -29,8 +29,10 @@ Dropout placement (`model.dropout_at`), every kind in every placement, rate mode
   harmful case);
 - `before_conv`: inside each unit, after every inner BN-ReLU, before the next conv
   (drop{j} before conv{j}; WRN's placement, between the two convs of a basic unit);
-- `after_conv`: after every conv of each unit (drop{j} after conv{j}; the DenseNet authors'
-  placement, which they leave out of transitions);
+- `after_conv`: after every conv of each unit (drop{j} after conv{j}) and, in DenseNet, after
+  each transition's conv (trans{s}.drop, before its pooling): Huang et al.'s placement, "a
+  dropout layer after each convolutional layer (except the first one)", as their Torch code
+  (liuzhuang13/DenseNet, models/densenet.lua) builds it;
 - `head`: one dropout after the global average pool, before the classifier ("after all BN");
 - `none` (or unset): no dropout.
 mlp and cnn place dropout with model.block and model.head_dropout instead.
@@ -326,13 +328,17 @@ def _dense_units(
             name, out = f"trans{s}", int(math.floor(c * COMPRESSION))
             kern = pool_kernel(*hw)
             pooled = (hw[0] // kern[0], hw[1] // kern[1])
-            ops = (
+            ops = [
                 _bn(f"{name}.bn", c, hw, affine),
                 _simple("act", f"{name}.act", c, hw),
                 _conv(f"{name}.conv", c, out, hw, 1),
-                Op("pool", f"{name}.pool", out, out, pooled, window=kern),
+            ]
+            if at == "after_conv":  # Huang et al.: after every conv but the stem's
+                ops.append(_simple("drop", f"{name}.drop", out, hw))
+            ops.append(Op("pool", f"{name}.pool", out, out, pooled, window=kern))
+            units.append(
+                Unit("transition", name, s, None, tuple(ops), out_channels=out, out_hw=pooled)
             )
-            units.append(Unit("transition", name, s, None, ops, out_channels=out, out_hw=pooled))
             c, hw = out, pooled
     return units
 
@@ -466,7 +472,8 @@ def _unit_output(unit: Unit, units: list[Unit], u_index: int) -> str:
         while first > 0 and units[first - 1].kind == "dense":
             first -= 1
         src = units[first - 1].ops[-1]  # the stem conv or the previous transition's pool
-        parts = [src.name] + [units[j].name + ".conv2" for j in range(first, u_index + 1)]
+        # each unit adds its last op's output: conv2, or drop2 after it (after_conv)
+        parts = [src.name] + [units[j].ops[-1].name for j in range(first, u_index + 1)]
         shown = parts if len(parts) <= 4 else [parts[0], parts[1], "...", parts[-1]]
         return f"concat: {', '.join(shown)} ({unit.out_channels} ch)"
     return tail

@@ -7,6 +7,10 @@ inputs.npy holds X as (N, C, H, W), (N, H, W) or (N, D), already standardised li
 training data (pass --raw to apply the stored per-channel input_mean / input_std). Prints
 one predicted class per line (or the logits with --logits).
 
+Residual nets (resnet, wrn, densenet) add four ops on a stack of saved tensors: push (save
+the unit's input), shortcut (replace it by the projection conv of the current tensor), add
+(the residual sum) and concat (a dense unit's output joined to its input along channels).
+
 BN at inference (docs/science.md §1): y = γ · (x − running_mean) / sqrt(running_var + eps) + β.
 `predict_doc_formula` uses (running_var + eps) without the square root, the formula once
 printed in a framework's documentation, to measure how far off it is.
@@ -20,10 +24,13 @@ import sys
 import numpy as np
 
 
-def _conv3x3(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """3×3 convolution, stride 1, zero padding 1: (N, C, H, W) → (N, O, H, W)."""
-    hp = np.pad(h, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    win = np.lib.stride_tricks.sliding_window_view(hp, (3, 3), axis=(2, 3))  # (N, C, H, W, 3, 3)
+def _conv(h: np.ndarray, w: np.ndarray, b: np.ndarray, stride=(1, 1)) -> np.ndarray:
+    """k×k convolution (k odd), zero padding k // 2, the given stride: (N, C, H, W) → (N, O, H', W')
+    with H' = (H − 1) // stride + 1, as torch's Conv2d(padding=k // 2)."""
+    kh, kw = w.shape[2], w.shape[3]
+    hp = np.pad(h, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)))
+    win = np.lib.stride_tricks.sliding_window_view(hp, (kh, kw), axis=(2, 3))  # (N, C, H, W, k, k)
+    win = win[:, :, :: int(stride[0]), :: int(stride[1])]
     return np.einsum("nchwkl,ockl->nohw", win, w, optimize=True) + b[None, :, None, None]
 
 
@@ -78,14 +85,23 @@ def predict(
     h = _as_images(x)
     if raw:
         h = (h - f["input_mean"].reshape(1, -1, 1, 1)) / f["input_std"].reshape(1, -1, 1, 1)
+    saved = []  # residual nets: the stack of push / shortcut / add / concat
     for kind, name in zip(f[f"{prefix}ops"].tolist(), f[f"{prefix}op_names"].tolist(), strict=True):
         a = _arrays(f, prefix, name)
-        if kind == "flatten":
+        if kind == "push":
+            saved.append(h)
+        elif kind == "shortcut":
+            saved[-1] = _conv(h, a["weight"], a["bias"], a["stride"])
+        elif kind == "add":
+            h = h + saved.pop()
+        elif kind == "concat":
+            h = np.concatenate([saved.pop(), h], axis=1)
+        elif kind == "flatten":
             h = h.reshape(len(h), -1)
         elif kind == "linear":
             h = h @ a["weight"].T + a["bias"]
         elif kind == "conv":
-            h = _conv3x3(h, a["weight"], a["bias"])
+            h = _conv(h, a["weight"], a["bias"], a.get("stride", (1, 1)))
         elif kind == "bn":
             h = _bn(h, a, sqrt)
         elif kind.startswith("act:"):

@@ -220,17 +220,22 @@ def test_training_uses_the_schedule(synth_root):
         assert lr == pytest.approx(lr_at(t, step - 1, per_epoch), rel=1e-12), step
 
 
-def test_nesterov_first_step_closed_form():
-    """SGD with Nesterov momentum mu: the first update is lr (1 + mu) g (buffer = g)."""
-    cfg = ExperimentConfig.model_validate({"train": {"nesterov": True, "lr": 0.1, "momentum": 0.9}})
-    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+@pytest.mark.parametrize("wd", [0.0, 5e-4])
+def test_nesterov_first_step_closed_form(wd):
+    """SGD with Nesterov momentum mu and weight decay wd: the first update is
+    lr (1 + mu) (g + wd w) (the decayed gradient is the buffer's first value)."""
+    cfg = ExperimentConfig.model_validate(
+        {"train": {"nesterov": True, "lr": 0.1, "momentum": 0.9, "weight_decay": wd}}
+    )
+    w0 = torch.tensor([1.0, -2.0])
+    w = torch.nn.Parameter(w0.clone())
     model = torch.nn.Module()
     model.w = w
     opt = make_optimizer(cfg, model)
-    (w * torch.tensor([3.0, 5.0])).sum().backward()
+    g = torch.tensor([3.0, 5.0])
+    (w * g).sum().backward()
     opt.step()
-    expect = torch.tensor([1.0, -2.0]) - 0.1 * 1.9 * torch.tensor([3.0, 5.0])
-    torch.testing.assert_close(w.detach(), expect)
+    torch.testing.assert_close(w.detach(), w0 - 0.1 * 1.9 * (g + wd * w0))
 
 
 @pytest.mark.parametrize(
@@ -315,15 +320,29 @@ def test_cuda_channels_last_benchmark_and_on_device_augmentation(synth_root):
 
 
 @needs_cuda
-def test_cuda_trained_export_agrees_with_numpy(synth_root, tmp_path):
-    """A GPU-trained CNN (TF32 convs in training) exports reference logits computed in IEEE
-    fp32; the float64 numpy predictor reproduces them within 1e-4."""
+@pytest.mark.parametrize(
+    "model, precision",
+    [
+        (None, "fp32"),
+        ({"arch": "wrn", "depth": 10, "widen": 2, "dropout_at": "before_conv"}, "fp32"),
+        ({"arch": "densenet", "depth": 10, "growth": 4, "dropout_at": "after_conv"}, "bf16"),
+    ],
+    ids=["cnn", "wrn", "densenet-bf16"],
+)
+def test_cuda_trained_export_agrees_with_numpy(synth_root, tmp_path, model, precision):
+    """A GPU-trained net (TF32 convs, channels-last, optionally bf16 autocast in training)
+    exports reference logits computed in IEEE fp32; the float64 numpy predictor reproduces
+    them within 1e-4, folded and unfolded."""
     from worker.engine.predict import predict
 
-    cfg = cnn_cfg(device="cuda")
+    cfg = cnn_cfg(device="cuda", precision=precision)
+    if model is not None:
+        cfg["model"] = {**model, "dropout": {"rate": 0.2}}
     train(cfg, MemorySink(), datasets_root=synth_root, export_dir=tmp_path)
     f = np.load(tmp_path / "model.npz", allow_pickle=False)
-    np.testing.assert_allclose(predict(f, f["test.x"]), f["test.logits"], atol=1e-4, rtol=0)
+    for folded in (False, True):
+        got = predict(f, f["test.x"], folded)
+        np.testing.assert_allclose(got, f["test.logits"], atol=1e-4, rtol=0)
 
 
 # ---------------------------------------------------------------- CLI and the li_* presets

@@ -129,6 +129,9 @@ def _expected_neighbours(at: str, names: list[str]) -> list[tuple[str, str]]:
     out = []
     for n in names:
         m = unit.match(n)
+        trans = re.match(r"^(trans\d+)\.conv$", n)
+        if trans and at == "after_conv":  # DenseNet: after the transition's conv too
+            out.append((f"{trans.group(1)}.drop", n))
         if not m:
             continue
         prefix, kind, j = m.groups()
@@ -149,7 +152,7 @@ def _expected_neighbours(at: str, names: list[str]) -> list[tuple[str, str]]:
 def test_put_dropout_exactly_where_configured(arch_cfg, at, kind):
     """Every kind in every placement: the dropout modules of the kind run exactly next to the
     layers the placement names (before the inner BN, before the conv after it, after each
-    conv, or before the classifier), and nowhere else."""
+    conv of a unit or a DenseNet transition, or before the classifier), and nowhere else."""
     mc = ModelConfig.model_validate(
         {**arch_cfg, "dropout_at": at, "dropout": {"kind": kind, "rate": 0.3}}
     )
@@ -288,20 +291,39 @@ def test_resume_wrn_to_same_result(tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("at", ["before_bn", "after_conv"])
 @pytest.mark.parametrize("arch_cfg", SMALL, ids=lambda c: c["arch"] + str(c.get("bottleneck", "")))
-def test_export_residual_net_as_onnx_only(tmp_path, arch_cfg):
-    """A trained residual net exports as ONNX (onnxruntime gives the torch eval-mode logits)
-    and writes no npz: the npz's flat op list cannot express residual sums or concatenation."""
-    ort = pytest.importorskip("onnxruntime")
+def test_export_residual_net_for_numpy_and_onnx(tmp_path, arch_cfg, at):
+    """A trained residual net exports as .npz (residual sums and concatenations as push /
+    shortcut / add / concat ops, strided convs) and ONNX: the standalone numpy predictor,
+    folded and unfolded, and onnxruntime give the torch eval-mode logits; the inner BNs fed by
+    a conv are folded into it, the BNs reading a sum or concatenation are not."""
+    from worker.engine.predict import predict
+
     data = _synthetic()
     result = train(
-        _exp({**arch_cfg, "dropout_at": "before_bn"}), MemorySink(), data=data, export_dir=tmp_path
+        _exp({**arch_cfg, "dropout_at": at}), MemorySink(), data=data, export_dir=tmp_path
     )
     assert result.status == "succeeded"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
-    x = data.x_test[:16]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "model.onnx"]
+    x = data.x_test
     with torch.no_grad():
         want = result.model.eval()(x).numpy()
+    f = np.load(tmp_path / "model.npz", allow_pickle=False)
+    np.testing.assert_array_equal(f["test.x"], x.numpy())
+    for folded in (False, True):
+        got = predict(f, f["test.x"], folded)
+        np.testing.assert_allclose(got, f["test.logits"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    spec = result.model.spec
+    for b in spec.bn_layers:
+        note = str(f[f"fold.{b.name}"])
+        if b.place == "unit" and b.role != "bn1":  # fed by its unit's conv (dropout: identity)
+            assert note == f"folded into {b.weight} (BN after it)", (b.name, note)
+        else:
+            assert note.startswith("not folded"), (b.name, note)
+    assert "push" in f["folded.ops"].tolist() and len(f["folded.ops"]) < len(f["ops"])
+    ort = pytest.importorskip("onnxruntime")
     got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
