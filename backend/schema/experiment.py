@@ -270,6 +270,23 @@ class ExperimentConfig(_Strict):
         return self
 
 
+def in_field_order(data: Any, model: type[BaseModel] = ExperimentConfig) -> Any:
+    """`data` (a stored config) with its keys in the model's field order, nested models too;
+    keys the model lacks follow in their own order. PostgreSQL's JSONB (runs.config, for the
+    runs table's sorts) keeps keys shortest first, which read as a shuffled config."""
+    if not isinstance(data, dict):
+        return data
+    fields = model.model_fields
+    out: dict[str, Any] = {}
+    for key, field in fields.items():
+        if key in data:
+            sub = field.annotation
+            nested = isinstance(sub, type) and issubclass(sub, BaseModel)
+            out[key] = in_field_order(data[key], sub) if nested else data[key]
+    out.update((k, v) for k, v in data.items() if k not in fields)
+    return out
+
+
 def set_dotted(
     data: dict[str, Any], path: str, value: Any, *, in_place: bool = False
 ) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 
-from backend.schema.experiment import ExperimentConfig
+from backend.schema.experiment import ExperimentConfig, in_field_order
 from backend.schema.netspec import place_of
 from backend.schema.registry import RunKind, RunStatus
 
@@ -79,10 +79,15 @@ class RunPublic(BaseModel):
     summary: dict[str, Any] | None
     kind: RunKind = "engine"  # "script": streamed by the SDK from a user's own training loop
 
-    @field_validator("summary", "config", mode="before")
+    @field_validator("summary", mode="before")
     @classmethod
     def _finite(cls, value: Any) -> Any:
         return finite_or_none(value)
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _config(cls, value: Any) -> Any:
+        return in_field_order(finite_or_none(value))
 
     @field_validator("progress", mode="before")
     @classmethod

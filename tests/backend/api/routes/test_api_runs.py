@@ -220,3 +220,25 @@ def test_delete_run_running_is_conflict(client, session):
     add_points(session, run.id, n_steps=2, n_layers=1)
     assert client.delete(f"/api/runs/{run.id}").status_code == 409
     assert session.get(Run, run.id) is not None
+
+
+def _key_paths(d: dict, prefix: str = "") -> list[str]:
+    """Every key path in document order (nested dicts included)."""
+    out = []
+    for k, v in d.items():
+        out.append(prefix + k)
+        if isinstance(v, dict):
+            out += _key_paths(v, f"{prefix}{k}.")
+    return out
+
+
+def test_read_run_keeps_the_config_field_order(client, session):
+    """runs.config is JSONB on PostgreSQL (keys stored shortest first); the API gives the keys
+    back in the config schema's order, as submitted, in the list and the single-run reads."""
+    created = client.post("/api/runs", json=make_config(name="order")).json()
+    order = _key_paths(created["config"])
+    assert order.index("dataset") < order.index("model") < order.index("train")
+    session.expire_all()
+    assert _key_paths(client.get(f"/api/runs/{created['id']}").json()["config"]) == order
+    listed = client.get("/api/runs", params={"ids": str(created["id"])}).json()["data"]
+    assert [_key_paths(r["config"]) for r in listed] == [order]
