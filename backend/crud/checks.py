@@ -17,7 +17,7 @@ from backend.schema.experiment import ExperimentConfig
 from backend.schema.params import estimate_params
 from backend.schema.paths import resolve_dataset_path
 from backend.schema.registry import WEIGHT_LAYER
-from backend.schema.splits import dataset_total, train_split_size
+from backend.schema.splits import dataset_total, idx_train_samples, train_split_size
 from backend.settings import settings
 
 
@@ -52,18 +52,25 @@ def check_batch_fits(*, session: Session, config: ExperimentConfig) -> None:
     if ds.name == "upload":
         upload = session.get(Upload, ds.upload_id)
         rows = upload.n_rows if upload is not None else None
-    total = dataset_total(ds.name, ds.n_samples, rows)
-    if total is None:
-        return  # sized by its files: the engine refuses it when it loads them
     spec = registry.dataset(ds.name)
+    total = dataset_total(ds.name, ds.n_samples, rows)
+    if total is None and spec.source == "idx" and ds.path:  # the label file's header says
+        total = idx_train_samples(resolve_dataset_path(settings.datasets_dir, ds.path))
+    own_test, bound = spec.own_test_split, ""
+    if total is None and ds.limit:
+        # The split grows with the files' size and stops at dataset.limit: the split of `limit`
+        # samples (no test split taken first) bounds it from above; a batch above never fits.
+        total, own_test, bound = ds.limit, True, "at most "
+    if total is None:
+        return  # sized by files read only in full (CIFAR pickles): the engine checks on load
     n_train = train_split_size(
-        total, own_test_split=spec.own_test_split, val_fraction=ds.val_fraction, limit=ds.limit
+        total, own_test_split=own_test, val_fraction=ds.val_fraction, limit=ds.limit
     )
     if config.train.batch_size > n_train:
         raise FieldError(
             "train.batch_size",
             f"{config.train.batch_size} is larger than the "
-            f"training split of dataset '{ds.name}' ({n_train} samples after the "
+            f"training split of dataset '{ds.name}' ({bound}{n_train} samples after the "
             "test and validation splits)",
         )
 

@@ -95,6 +95,15 @@ DATASETS: dict[str, DatasetSpec] = {
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 COARSE_CLASSES = 20  # cifar100 with dataset.label_mode "coarse": its 20 superclasses
 PATH_DATASETS: tuple[str, ...] = tuple(n for n, d in DATASETS.items() if d.needs_path)
+# The four files of an "idx" folder (each raw or .gz, in the folder or its raw/ subfolder, as
+# torchvision keeps them): read by the engine, and the training labels' header by the
+# submission check for the split size.
+IDX_FILES: dict[str, str] = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
 
 
 def dataset(name: str) -> DatasetSpec:

@@ -7,6 +7,10 @@ dataset and compares), so `train.batch_size` larger than the training split is r
 
 from __future__ import annotations
 
+import gzip
+import struct
+from pathlib import Path
+
 from backend.schema import registry
 
 TEST_FRACTION = 0.2  # held out as the test split by sets without their own
@@ -27,6 +31,37 @@ def train_split_size(
     if limit:
         n = min(n, limit)
     return n - held_out(n, val_fraction)
+
+
+def find_idx_file(folder: Path, name: str) -> Path | None:
+    """An IDX file of `folder`, raw or gzipped, in it or in its raw/ subfolder (torchvision's
+    layout); None if absent."""
+    for sub in (folder, folder / "raw"):
+        for cand in (sub / name, sub / f"{name}.gz"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def idx_train_samples(folder: Path) -> int | None:
+    """Training samples of an IDX folder from its label file's 8-byte header (magic 0x0801,
+    big-endian count), without reading the data; None if the header is missing or not that
+    (the engine names the problem when it loads the files)."""
+    path = find_idx_file(folder, registry.IDX_FILES["train_y"])
+    if path is None:
+        return None
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            if head[:2] == b"\x1f\x8b":
+                f.seek(0)
+                with gzip.GzipFile(fileobj=f) as g:
+                    head = g.read(8)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+    if len(head) < 8 or head[:4] != b"\x00\x00\x08\x01":
+        return None
+    return struct.unpack(">I", head[4:])[0]
 
 
 def dataset_total(name: str, n_samples: int | None, upload_rows: int | None) -> int | None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from backend.schema import registry
-from backend.schema.splits import GENERATED_SAMPLES, TEST_FRACTION, held_out
+from backend.schema.splits import GENERATED_SAMPLES, TEST_FRACTION, find_idx_file, held_out
 
 SPLIT_SEED = 12345  # the test split never depends on the run's seed: runs compare on one test set
 
@@ -160,13 +160,6 @@ def make_synthetic(
 
 # ---------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
 
-_IDX_FILES = {
-    "train_x": "train-images-idx3-ubyte",
-    "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte",
-    "test_y": "t10k-labels-idx1-ubyte",
-}
-
 
 def read_idx(path: Path) -> np.ndarray:
     """One IDX file (gzipped or raw): magic 0x0000 0x08 ndim, big-endian dims, unsigned bytes."""
@@ -186,16 +179,15 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _find(folder: Path, name: str) -> Path:
-    for sub in (folder, folder / "raw"):  # torchvision keeps them under <root>/raw
-        for cand in (sub / name, sub / f"{name}.gz"):
-            if cand.is_file():
-                return cand
-    raise ValueError(f"dataset.path: {name}[.gz] not found in {folder.name}/")
+    found = find_idx_file(folder, name)
+    if found is None:
+        raise ValueError(f"dataset.path: {name}[.gz] not found in {folder.name}/")
+    return found
 
 
 def load_idx_folder(folder: Path) -> tuple[np.ndarray, ...]:
     """MNIST / Fashion-MNIST: the four standard IDX files → (x_train, y_train, x_test, y_test)."""
-    arrays = {k: read_idx(_find(folder, v)) for k, v in _IDX_FILES.items()}
+    arrays = {k: read_idx(_find(folder, v)) for k, v in registry.IDX_FILES.items()}
     for split in ("train", "test"):
         if arrays[f"{split}_x"].ndim != 3 or len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise ValueError(f"dataset.path: {split} images and labels do not match")

@@ -31,6 +31,7 @@ from backend.api.main import create_app
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine
 from backend.settings import settings
+from tests.utils.datasets import write_cifar, write_mnist
 from tests.utils.npz_bomb import write_npz_bomb
 from tests.utils.runs import make_config
 
@@ -338,6 +339,26 @@ def test_batch_larger_than_training_split_is_422(client):
     limited = make_config(train__batch_size=128, dataset={"name": "digits", "limit": 100})
     res = client.post("/api/runs", json=limited)
     assert res.status_code == 422 and "80 samples" in res.text, res.text
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_batch_larger_than_a_folder_split_is_422(client, gz):
+    """Folder datasets: an IDX folder's size comes from its label file's header (raw or
+    gzipped); a CIFAR folder's split is bounded by dataset.limit."""
+    write_mnist(settings.datasets_dir / f"mnist-120-{gz}", n_train=120, gz=gz)
+    mnist = {"name": "mnist", "path": f"mnist-120-{gz}"}  # 120 - 24 validation = 96
+    res = client.post("/api/runs", json=make_config(train__batch_size=97, dataset=mnist))
+    assert res.status_code == 422, res.text
+    entry = res.json()["detail"][0]
+    assert entry["field"] == "train.batch_size" and "(96 samples" in entry["msg"]
+    ok = client.post("/api/runs", json=make_config(train__batch_size=96, dataset=mnist))
+    assert ok.status_code == 201, ok.text
+    write_cifar(settings.datasets_dir / "cifar-100", n_per_batch=20)
+    cifar = {"name": "cifar10", "path": "cifar-100", "limit": 64}  # 64 - 13 = 51 at most
+    res = client.post("/api/runs", json=make_config(train__batch_size=52, dataset=cifar))
+    assert res.status_code == 422 and "at most 51 samples" in res.text, res.text
+    ok = client.post("/api/runs", json=make_config(train__batch_size=51, dataset=cifar))
+    assert ok.status_code == 201, ok.text
 
 
 def test_dataset_path_refusal_names_rule_not_server_paths(client, data_dir):
