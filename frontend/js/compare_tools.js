@@ -150,3 +150,22 @@ export function stepRange(mapper, [x0, x1], maxStep) {
   };
   return [Math.max(0, Math.floor(find(x0))), Math.ceil(find(x1))];
 }
+
+// A depth axis (numeric layer index) with a tick at the first layer of each stage, for charts of
+// one value per layer; {} when the net has a single stage (plain numeric ticks then).
+export function depthTicks(names, places = null) {
+  const stages = stagesOf(names, names.map((_, i) => i), places);
+  if (stages.length < 2) return {};
+  return { tickvals: stages.map((st) => st.indices[0]), ticktext: stages.map((st) => st.stage) };
+}
+
+// The layers a view draws one chart each for, out of `indices` (the layers with data): a picked
+// stage narrows them to that stage, a picked layer to itself, and at most `max` are drawn.
+// Returns {stages, stage, pool, shown} (stage: the picked stage's name or "all").
+export function pickLayers(names, indices, places, { stage = "all", layer = "all", max = 12 } = {}) {
+  const stages = stagesOf(names, indices, places);
+  const picked = stages.find((st) => st.stage === stage);
+  const pool = picked ? picked.indices : indices;
+  const shown = layer !== "all" && pool.includes(Number(layer)) ? [Number(layer)] : pool.slice(0, max);
+  return { stages, stage: picked ? picked.stage : "all", pool, shown };
+}

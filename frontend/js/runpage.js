@@ -3,13 +3,16 @@
 
 import * as api from "./api.js";
 import { DASH, colour, layout, line, purgeAll, render } from "./charts.js";
+import { depthTicks, pickLayers, stagesOf } from "./compare_tools.js";
 import { downloadBlob, el, fmt, isTerminal, notice, pct, plotText, progressBar, statusBadge } from "./dom.js";
-import { flagParam, navigate, runUrl, setParams } from "./state.js";
+import { flagParam, navigate, param, runUrl, setParams } from "./state.js";
 import { watch } from "./stream.js";
 import { renderStory, runContext } from "./story.js";
 
 const MAX_POINTS = 2000;
 const REFRESH_MS = 1500;
+const MAX_LAYER_CHARTS = 12; // deep nets (50-300 BN layers): one stage or layer at a time
+const MAX_FLAT_MENU = 24; // more layers than this: the layer menu lists one stage at a time
 
 // ---- CSV -------------------------------------------------------------------------------------
 
@@ -90,10 +93,27 @@ function summaryPanel(run) {
   return el("div", {},
     el("table", { class: "kv" }, el("tbody", {}, rows.map(([k, v]) =>
       el("tr", {}, el("th", { text: k }), el("td", { class: "num", text: v }))))),
-    shifts.length ? el("table", { class: "kv" },
-      el("thead", {}, el("tr", {}, el("th", { text: "BN layer" }), el("th", { text: "final shift (bnlab per-channel)" }))),
-      el("tbody", {}, shifts.map(([name, v]) =>
-        el("tr", {}, el("td", { text: name }), el("td", { class: "num", text: fmt(v) }))))) : null);
+    shifts.length ? shiftTables(shifts, run.layer_places) : null);
+}
+
+// Final shift per BN layer: one table, or for a deep net one collapsed table per stage whose
+// heading gives the stage's range (a 300-row table would bury the rest of the page).
+function shiftTables(shifts, places) {
+  const table = (entries) => el("table", { class: "kv" },
+    el("thead", {}, el("tr", {}, el("th", { text: "BN layer" }), el("th", { text: "final shift (bnlab per-channel)" }))),
+    el("tbody", {}, entries.map(([name, v]) =>
+      el("tr", {}, el("td", { text: name }), el("td", { class: "num", text: fmt(v) })))));
+  if (shifts.length <= MAX_FLAT_MENU) return table(shifts);
+  const byName = new Map((places ?? []).map((p) => [p.name, p]));
+  const names = shifts.map(([name]) => name);
+  const stages = stagesOf(names, names.map((_, i) => i), names.map((n) => byName.get(n) ?? n));
+  return el("div", { class: "shift-stages" }, stages.map((st) => {
+    const values = st.indices.map((i) => shifts[i][1]).filter(Number.isFinite);
+    const range = values.length ? `, shift ${fmt(Math.min(...values))}–${fmt(Math.max(...values))}` : "";
+    return el("details", { class: "stage-shifts", dataset: { stage: st.stage } },
+      el("summary", { text: `${st.stage}: ${st.indices.length} BN layers${range}` }),
+      table(st.indices.map((i) => shifts[i])));
+  }));
 }
 
 function actions(run, reload, setMessage, exportFormats = []) {
@@ -137,7 +157,7 @@ function hasValues(values) {
 
 // The run's charts as [id, traces, title, yTitle, {logy}]: only those with data, so a network
 // without BN (its layers carry grad_norm alone) shows no empty "BN layer" charts.
-function chartSpecs(run, m, layers, logy) {
+function chartSpecs(run, m, layers, logy, sel) {
   const tag = `#${run.id}`;
   const x = m.step ?? [];
   const mline = (key, color, dash = "solid") => (hasValues(m[key]) ? [line({ x, y: m[key],
@@ -153,14 +173,17 @@ function chartSpecs(run, m, layers, logy) {
     ["chart-gradcos", mline("grad_cos", colour(4)), "gradient cosine to the large-batch gradient (higher = less noise)", "cosine"],
   ];
   const varKeys = ["train_var", "eval_var", "running_var"];
-  for (const layer of layers.filter((l) => varKeys.some((k) => hasValues(l[k])))) {
+  // Per-layer charts and curves: every layer of a small net; of a deep one, the picked stage or
+  // layer (at most MAX_LAYER_CHARTS); the by-depth charts below show every layer.
+  const drawn = layers.filter((l) => sel.lines.has(l.index));
+  for (const layer of drawn.filter((l) => varKeys.some((k) => hasValues(l[k])))) {
     specs.push([`chart-layer-${layer.index}`, varKeys.map((key) =>
       line({ x: layer.step, y: layer[key], name: `${tag} ${key}`, color: colour(layer.index), dash: DASH[key],
         meta: { run: run.id, layer: layer.index, series: key } })),
     `BN layer ${layer.index} · ${layer.name} — variance (solid train, dashed inference, dotted running)`,
     "variance", { logy }]);
   }
-  const perLayer = (key, dash = "solid") => layers.filter((l) => hasValues(l[key])).map((layer) => line({
+  const perLayer = (key, dash = "solid") => drawn.filter((l) => hasValues(l[key])).map((layer) => line({
     x: layer.step, y: layer[key], name: `${tag} ${layer.name} ${key}`, color: colour(layer.index), dash,
     meta: { run: run.id, layer: layer.index, series: key } }));
   specs.push(["chart-means", [...perLayer("train_mean"), ...perLayer("eval_mean", "dash")],
@@ -170,8 +193,11 @@ function chartSpecs(run, m, layers, logy) {
     { logy, yrange: withoutFirstProbe(layers, "shift", logy) }]);
   specs.push(["chart-grad", perLayer("grad_norm"), "gradient norm of each layer's preceding weight",
     "grad norm", { logy }]);
+  specs.push(["chart-shift-depth", shiftByDepth(run, layers),
+    "final shift by depth, every BN layer (bnlab per-channel; no shift: its noise floor)", "shift",
+    { logy, xTitle: "layer (depth)", xaxis: depthTicks(sel.names, sel.places) }]);
   specs.push(["chart-grad-depth", gradByDepth(run, layers), "gradient norm by depth (last probe)", "grad norm",
-    { logy, xTitle: "layer" }]);
+    { logy, xTitle: "layer (depth)", xaxis: depthTicks(sel.names, sel.places) }]);
   return specs.filter(([, traces]) => traces.length);
 }
 
@@ -192,20 +218,35 @@ export function withoutFirstProbe(layers, key, logy) {
   return [lo - pad, hi + pad];
 }
 
-// Last recorded grad_norm per layer against depth: vanishing/exploding gradients at a glance.
-function gradByDepth(run, layers) {
-  const withGrad = layers.filter((l) => hasValues(l.grad_norm));
-  if (!withGrad.length) return [];
-  const trace = line({ x: withGrad.map((l) => `${l.index}: ${l.name}`),
-    y: withGrad.map((l) => l.grad_norm.filter(Number.isFinite).at(-1)), name: `#${run.id} grad_norm`,
-    color: colour(0), meta: { run: run.id, series: "grad_norm_by_depth" } });
+// One value per layer against depth (x: the layer index, ticks at the stage starts, the name in
+// the hover: 300 names would not fit as ticks).
+function byDepth(run, layers, value, series) {
+  const points = layers.map((l) => [l, value(l)]).filter(([, v]) => Number.isFinite(v));
+  if (!points.length) return [];
+  const trace = line({ x: points.map(([l]) => l.index), y: points.map(([, v]) => v),
+    name: `#${run.id} ${series}`, color: colour(0), meta: { run: run.id, series } });
+  trace.text = points.map(([l]) => plotText(l.name));
+  trace.hovertemplate = "layer %{x} · %{text}: %{y:.4g}<extra></extra>";
   return [{ ...trace, type: "scatter", mode: "lines+markers" }];
 }
 
-function drawCharts(grid, run, metrics, layers, logy) {
+// Last recorded grad_norm per layer against depth: vanishing/exploding gradients at a glance.
+function gradByDepth(run, layers) {
+  return byDepth(run, layers, (l) => (l.grad_norm ?? []).filter(Number.isFinite).at(-1), "grad_norm_by_depth");
+}
+
+// Final shift per BN layer against depth: the summary's value when the run ended, else the last
+// probe's.
+function shiftByDepth(run, layers) {
+  const final = run.summary?.shift_by_layer ?? {};
+  return byDepth(run, layers, (l) => (Number.isFinite(final[l.name]) ? final[l.name]
+    : (l.shift ?? []).filter(Number.isFinite).at(-1)), "shift_by_depth");
+}
+
+function drawCharts(grid, run, metrics, layers, logy, sel) {
   const rev = `run:${run.id}:${logy}`;
-  const plots = chartSpecs(run, metrics, layers, logy);
-  const histogram = shiftHistogram(run);
+  const plots = chartSpecs(run, metrics, layers, logy, sel);
+  const histogram = shiftHistogram(run, new Set(layers.filter((l) => sel.lines.has(l.index)).map((l) => l.name)));
   const ids = [...plots.map(([id]) => id), ...(histogram ? ["chart-hist"] : [])].join(",");
   if (grid.dataset.charts !== ids) { // a new set of charts (first data, first BN probe, summary)
     purgeAll(grid);
@@ -213,12 +254,15 @@ function drawCharts(grid, run, metrics, layers, logy) {
     if (histogram) grid.append(chart("chart-hist", "per-channel shift"));
     grid.dataset.charts = ids;
   }
-  const drawing = plots.map(([id, traces, title, yTitle, opts = {}]) => render(grid.querySelector(`#${id}`),
-    traces, layout({ title: opts.yrange ? `${title} (y fitted without the first probe)` : title, yTitle,
-      xTitle: opts.xTitle, logy: Boolean(opts.logy), showlegend: traces.length > 1 && traces.length <= 12,
+  const drawing = plots.map(([id, traces, title, yTitle, opts = {}]) => {
+    const chartLayout = layout({ title: opts.yrange ? `${title} (y fitted without the first probe)` : title,
+      yTitle, xTitle: opts.xTitle, logy: Boolean(opts.logy), showlegend: traces.length > 1 && traces.length <= 12,
       extra: opts.yrange ? { yaxis: { title: { text: yTitle }, type: opts.logy ? "log" : "linear",
-        range: opts.yrange, exponentformat: "power" } } : {} }),
-    { uirevision: rev, filename: `bnlab-run${run.id}-${id.slice(6)}` }));
+        range: opts.yrange, exponentformat: "power" } } : {} });
+    if (opts.xaxis) chartLayout.xaxis = { ...chartLayout.xaxis, ...opts.xaxis }; // stage ticks, themed grid
+    return render(grid.querySelector(`#${id}`), traces, chartLayout,
+      { uirevision: rev, filename: `bnlab-run${run.id}-${id.slice(6)}` });
+  });
   const histDiv = grid.querySelector("#chart-hist");
   if (histogram && histDiv) {
     drawing.push(render(histDiv, histogram, layout({ title: "per-channel variance shift, last probe",
@@ -228,13 +272,59 @@ function drawCharts(grid, run, metrics, layers, logy) {
   return Promise.all(drawing);
 }
 
-function shiftHistogram(run) {
+// Per-channel shift histograms of the layers drawn (a deep net: the picked stage's, at most
+// MAX_LAYER_CHARTS, not 300 overlaid histograms).
+function shiftHistogram(run, drawnNames) {
   const perChannel = run.summary?.shift_per_channel;
   if (!perChannel || !Object.keys(perChannel).length) return null;
-  return Object.entries(perChannel).map(([name, values], i) => ({
+  const entries = Object.entries(perChannel).filter(([name]) => drawnNames.has(name));
+  if (!entries.length) return null;
+  return entries.map(([name, values], i) => ({
     type: "histogram", x: values, name: plotText(`#${run.id} ${name}`), opacity: 0.6,
     marker: { color: colour(i) }, nbinsx: 40, meta: { run: run.id, series: "shift_per_channel", layer: name },
   }));
+}
+
+// ---- deep nets: which layers get their own charts -----------------------------------------------
+
+// Every layer of a net with at most MAX_LAYER_CHARTS layers; of a deeper one (ResNets, DenseNets:
+// 50-300 BN layers) the stage or layer picked in the URL (?stage=, ?layer=), at most
+// MAX_LAYER_CHARTS of them. The by-depth charts always show every layer.
+export function selectLayers(run, layers) {
+  const byIndex = new Map(layers.map((l) => [l.index, l]));
+  const count = Math.max(layers.length ? Math.max(...layers.map((l) => l.index)) + 1 : 0,
+    run.layer_names?.length ?? 0);
+  const names = Array.from({ length: count }, (_, i) => byIndex.get(i)?.name ?? run.layer_names?.[i] ?? "");
+  const places = Array.isArray(run.layer_places) ? run.layer_places : null;
+  const withVar = layers.filter((l) => ["train_var", "eval_var"].some((k) => hasValues(l[k]))).map((l) => l.index);
+  const indices = withVar.length ? withVar : layers.map((l) => l.index);
+  const pick = pickLayers(names, indices, places,
+    { stage: param("stage", "all"), layer: param("layer", "all"), max: MAX_LAYER_CHARTS });
+  const deep = layers.length > MAX_LAYER_CHARTS;
+  return { names, places, deep, lines: new Set(deep ? pick.shown : layers.map((l) => l.index)), ...pick };
+}
+
+// The stage menu, then that stage's layers (never 300 names in one menu); null for small nets.
+function layerControls(sel, onPick) {
+  if (!sel.deep) return null;
+  const many = sel.stages.length > 1;
+  const stageSel = el("select", { name: "stage", "aria-label": "stage" },
+    el("option", { value: "all", text: many ? "all stages" : "all layers" }),
+    many ? sel.stages.map((st) => el("option", { value: st.stage, text: `${st.stage} (${st.indices.length})` })) : []);
+  stageSel.value = sel.stage;
+  const { pool } = sel;
+  const layerSel = el("select", { name: "layer", "aria-label": "layer" },
+    el("option", { value: "all", text: `all ${pool.length} layers${pool.length > MAX_LAYER_CHARTS ? ` (first ${MAX_LAYER_CHARTS} drawn)` : ""}` }),
+    pool.length <= MAX_FLAT_MENU || sel.stage !== "all"
+      ? pool.map((i) => el("option", { value: String(i), text: `${i}: ${sel.names[i]}` })) : []);
+  layerSel.value = [...layerSel.options].some((o) => o.value === param("layer")) ? param("layer") : "all";
+  const wrap = el("label", { class: "inline layer-pick" }, "layers ", stageSel, layerSel);
+  wrap.addEventListener("change", (event) => {
+    setParams({ stage: stageSel.value === "all" ? null : stageSel.value,
+      layer: event.target.name === "stage" || layerSel.value === "all" ? null : layerSel.value });
+    onPick();
+  });
+  return wrap;
 }
 
 // ---- the view ----------------------------------------------------------------------------------
@@ -249,15 +339,34 @@ export function renderRun(root, id) {
   const grid = el("div", { class: "chart-grid" });
   const story = el("div", { class: "story" }); // story.js: the argument, as on the compare view
   const config = el("pre", { class: "config" });
-  let last = null; // the latest data, redrawn when the log-y toggle changes
+  let last = null; // the latest data, redrawn when the log-y toggle or the picked layers change
   const logy = el("input", { type: "checkbox", name: "logy", checked: flagParam("logy") });
   logy.addEventListener("change", () => {
     setParams({ logy: logy.checked });
-    if (last) drawCharts(grid, last.run, last.metrics, last.layers, logy.checked);
+    redraw();
   });
+  const picker = el("span", { class: "layer-picker" });
+  const layerNote = el("div", { class: "layer-note" });
+  let pickKey = null; // the menus are rebuilt only when their content changes (live runs reload)
   const bar = el("div", { class: "toolbar run-controls" }, el("label", { class: "inline",
-    title: "log scale for loss, variance, shift and gradient-norm charts" }, logy, " log y"));
-  root.append(head, message, top, story, bar, grid,
+    title: "log scale for loss, variance, shift and gradient-norm charts" }, logy, " log y"), picker);
+
+  function redraw() {
+    if (!last) return Promise.resolve();
+    const sel = selectLayers(last.run, last.layers);
+    const key = JSON.stringify([sel.names, sel.stage, sel.pool, sel.shown, sel.deep]);
+    if (key !== pickKey) {
+      pickKey = key;
+      const controls = layerControls(sel, redraw);
+      picker.replaceChildren(...(controls ? [controls] : []));
+      layerNote.replaceChildren(...(sel.deep && sel.pool.length > sel.shown.length && sel.shown.length > 1
+        ? [notice(`${sel.pool.length} BN layers: the first ${sel.shown.length} have their own charts; pick a `
+          + "stage or a layer above. The by-depth charts show every layer.", "info")] : []));
+    }
+    return drawCharts(grid, last.run, last.metrics, last.layers, logy.checked, sel);
+  }
+
+  root.append(head, message, top, story, bar, layerNote, grid,
     el("section", { class: "panel" }, el("h2", { text: "Config" }), config));
 
   async function load() {
@@ -286,7 +395,7 @@ export function renderRun(root, id) {
       el("section", { class: "panel" }, el("h2", { text: "Summary" }), summaryPanel(run)));
     config.textContent = JSON.stringify(run.config, null, 2);
     last = { run, metrics: metrics.columns, layers: layers.layers ?? [] };
-    await drawCharts(grid, last.run, last.metrics, last.layers, logy.checked);
+    await redraw();
     if (!alive) return;
     await renderStory(story, runContext(last.run, last.metrics, last.layers), { single: true });
     if (!alive) return;

@@ -10,6 +10,7 @@
 
 import * as api from "./api.js";
 import { colour, layout, purgeAll, render } from "./charts.js";
+import { stagesOf } from "./compare_tools.js";
 import { el, fmt, notice, pct } from "./dom.js";
 import {
   distributionTraces, gradDepthTraces, layerOrder, lossTraces, shiftAccuracyTraces, shiftByLayerTraces,
@@ -23,6 +24,17 @@ export const STORY_LAYER_KEYS = [SERIES.gradNorm, SERIES.shiftLi];
 const DIST_KEYS = [SERIES.floor, SERIES.logQ1, SERIES.logMedian, SERIES.logQ3];
 const DIST_POINTS = 400; // per curve: a quartile band needs no more
 const distCache = new WeakMap(); // a run's data object → Promise of its layers with DIST_KEYS
+
+const MAX_FLAT = 24; // more BN layers than this (ResNets, DenseNets): tables and menus by stage
+
+// The BN layer names grouped by stage in depth order, [{stage, names}], from the runs'
+// layer_places (the API's stage of each layer) or else the names.
+function layerStages(ctx, names) {
+  const byName = new Map();
+  for (const run of ctx.runs) for (const p of run.layer_places ?? []) byName.set(p.name, p);
+  return stagesOf(names, names.map((_, i) => i), names.map((n) => byName.get(n) ?? n))
+    .map((st) => ({ stage: st.stage, names: st.indices.map((i) => names[i]) }));
+}
 
 const hasDistKeys = (data) => data.layers.some((l) => DIST_KEYS.every((k) => Array.isArray(l[k])));
 
@@ -152,7 +164,16 @@ function accuracyTable(ctx, bs) {
 // Per entry and BN layer: both measured statistics with their noise floors, the prediction, and
 // bnlab's statistic over the prediction (the prediction is a channel mean of per-channel ratios,
 // like bnlab's statistic).
+// One table for a small net; for a deep one a collapsed table per stage (300 rows per compared
+// entry would bury the rest of the story).
 function shiftTable(ctx, names) {
+  if (names.length <= MAX_FLAT) return shiftStageTable(ctx, names);
+  return el("div", { class: "story-stages" }, layerStages(ctx, names).map((st) =>
+    el("details", { class: "story-stage", dataset: { stage: st.stage } },
+      el("summary", { text: `${st.stage}: ${st.names.length} BN layers` }), shiftStageTable(ctx, st.names))));
+}
+
+function shiftStageTable(ctx, names) {
   const head = ["runs", "BN layer", "Li et al.", "its noise floor", "bnlab per-channel", "its noise floor",
     "predicted", "bnlab / predicted"];
   const rows = [];
@@ -227,9 +248,17 @@ async function buildStory(container, ctx, single, mine) {
   const sizeSelect = sizes.length > 1 ? el("select", { name: "story-bs", "aria-label": "test batch size",
     onchange: (e) => { mine.bs = e.target.value; rerender(); } },
   sizes.map((s) => el("option", { value: s, text: s, selected: s === bs }))) : null;
+  // A deep net: the stage first, then the layers of that stage (never 300 names in one menu).
+  const stages = names.length > MAX_FLAT ? layerStages(ctx, names) : null;
+  const stageNow = stages?.find((st) => st.names.includes(layer)) ?? null;
+  const stageSelect = stages ? el("select", { name: "story-stage", "aria-label": "stage",
+    onchange: (e) => { mine.layer = stages.find((st) => st.stage === e.target.value).names[0]; rerender(); } },
+  stages.map((st) => el("option", { value: st.stage, text: `${st.stage} (${st.names.length})`,
+    selected: st === stageNow }))) : null;
+  const menuNames = stageNow ? stageNow.names : names;
   const layerSelect = names.length > 1 ? el("select", { name: "story-layer", "aria-label": "BN layer",
     onchange: (e) => { mine.layer = e.target.value; rerender(); } },
-  names.map((n) => el("option", { value: n, text: n, selected: n === layer }))) : null;
+  menuNames.map((n) => el("option", { value: n, text: n, selected: n === layer }))) : null;
 
   // Networks without BN have no shift to show: no shift chart, correlation or distribution.
   const shiftChart = names.length ? chartBox("story-shift-layers", "measured vs predicted shift by layer") : null;
@@ -262,7 +291,7 @@ async function buildStory(container, ctx, single, mine) {
         if (mine.distOpen) drawDistribution();
       } },
     el("summary", { text: "Per-channel shift over training, runs overlaid" }),
-    layerSelect ? el("label", { class: "inline story-control" }, "BN layer ", layerSelect) : null,
+    layerSelect ? el("label", { class: "inline story-control" }, "BN layer ", stageSelect, layerSelect) : null,
     el("div", { class: "chart-box" }, dist.plot, dist.note)) : null,
   );
 

@@ -224,7 +224,7 @@ def synthetic_config(rate: float, placement: str, seed: int, n_layers: int) -> d
             "name": f"synthetic {placement} p={rate} seed={seed}",
             "tags": ["synthetic"],
             "model": {
-                "widths": [64] * n_layers,
+                "widths": [64] * min(n_layers, 64),  # the schema's cap; deeper: names only
                 "block": PLACEMENTS[placement],
                 "dropout": {"rate": rate},
             },

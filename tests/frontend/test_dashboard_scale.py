@@ -463,6 +463,95 @@ def test_deep_net_layers_by_stage(stack, page):
     assert not page.errors, page.errors
 
 
+def test_run_page_of_a_300_layer_net_by_stage(stack, page):
+    """The run page of a net with 298 BN layers named by place (3 stages x 33 bottleneck units
+    x 3 BNs, head.bn): a stage menu, no layer names until a stage is picked, 12 layer charts
+    and 12 curves per per-layer chart, a shift-by-depth chart with every layer and ticks at the
+    stage starts, the final shifts in one collapsed table per stage; picking a stage draws
+    that stage's first 12 layers, picking a layer draws it alone."""
+    (run_id,) = seed_runs(
+        stack.database_url, n_runs=1, n_layers=298, n_steps=8, name_prefix=PREFIX + "deep-run "
+    )
+    names = [
+        f"stage{s}.unit{u}.bn{k}" for s in (1, 2, 3) for u in range(1, 34) for k in (1, 2, 3)
+    ] + ["head.bn"]
+    shifts = {n: 1.0 + 0.001 * i for i, n in enumerate(names)}
+    summary = {
+        "test_acc_eval": 0.9,
+        "shift_by_layer": shifts,
+        "shift_per_channel": {n: [v] * 16 for n, v in shifts.items()},
+    }
+    db = sqlite3.connect(stack.data_dir / "bnlab.db")
+    with db:
+        db.execute(
+            "UPDATE runs SET layer_names = ?, summary = ? WHERE id = ?",
+            (json.dumps(names), json.dumps(summary), run_id),
+        )
+    db.close()
+    page.goto(f"{stack.url}/runs/{run_id}")
+    page.wait_for_selector("body[data-ready=run]", timeout=READY)
+    options = "n => [...document.querySelector(`select[name=${n}]`).options].map(o => o.text)"
+    assert page.evaluate(options, "stage") == [
+        "all stages",
+        "stage1 (99)",
+        "stage2 (99)",
+        "stage3 (99)",
+        "head (1)",
+    ]
+    assert page.evaluate(options, "layer") == ["all 298 layers (first 12 drawn)"]
+    drawn = (
+        "() => [...document.querySelectorAll('[id^=chart-layer-]')]"
+        ".map(d => Number(d.id.split('-')[2]))"
+    )
+    assert page.evaluate(drawn) == list(range(12))
+    assert page.evaluate("document.getElementById('chart-shift').data.length") == 12
+    assert page.evaluate("document.getElementById('chart-hist').data.length") == 12
+    depth = page.evaluate("""() => { const d = document.getElementById('chart-shift-depth');
+        return {x: d.data[0].x, y: d.data[0].y, ticks: d.layout.xaxis.tickvals,
+                text: d.layout.xaxis.ticktext}; }""")
+    assert depth["x"] == list(range(298))
+    assert depth["y"] == pytest.approx([shifts[n] for n in names])
+    assert depth["ticks"] == [0, 99, 198, 297]
+    assert depth["text"] == ["stage1", "stage2", "stage3", "head"]
+    stages = page.locator("details.stage-shifts > summary").all_inner_texts()
+    assert [t.split(":")[0] for t in stages] == ["stage1", "stage2", "stage3", "head"]
+    assert "99 BN layers" in stages[1]
+    assert page.locator("details.stage-shifts[open]").count() == 0  # collapsed
+    # the story above the charts: its shift table and its layer menu go by stage as well
+    page.wait_for_selector("select[name=story-stage]", timeout=READY)
+    assert page.evaluate(options, "story-stage") == [
+        "stage1 (99)",
+        "stage2 (99)",
+        "stage3 (99)",
+        "head (1)",
+    ]
+    assert page.locator("select[name=story-layer] option").count() == 99
+    assert page.locator("details.story-stage").count() == 4
+
+    page.select_option("select[name=stage]", "stage2")
+    page.wait_for_function("location.search.includes('stage=stage2')")
+    page.wait_for_function(
+        "document.querySelectorAll('select[name=layer] option').length === 100", timeout=READY
+    )
+    layer_options = page.evaluate(options, "layer")
+    assert all(t.split(": ")[1].startswith("stage2.") for t in layer_options[1:])
+    page.wait_for_function("document.getElementById('chart-layer-99') !== null", timeout=READY)
+    assert page.evaluate(drawn) == list(range(99, 111))
+    page.select_option("select[name=layer]", "150")
+    page.wait_for_function("location.search.includes('layer=150')")
+    page.wait_for_function(
+        "document.querySelectorAll('[id^=chart-layer-]').length === 1", timeout=READY
+    )
+    assert page.evaluate(drawn) == [150]
+    assert "stage2.unit18.bn1" in page.locator("#chart-layer-150").get_attribute("aria-label") + (
+        page.evaluate("document.getElementById('chart-layer-150').layout.title.text")
+    )
+    page.goto(page.url)  # the pick lives in the URL
+    page.wait_for_selector("body[data-ready=run]", timeout=READY)
+    assert page.evaluate(drawn) == [150]
+    assert not page.errors, page.errors
+
+
 def test_submit_errors_summarised_client_and_server(stack, page):
     """A value the browser cannot read (epochs "abc") and one only the server refuses (rate
     1.5) are both reported: at their fields and in a summary at the top of the form, which is
