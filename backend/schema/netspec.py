@@ -60,10 +60,13 @@ COMPRESSION = 0.5  # DenseNet-C: a transition keeps floor(0.5 * channels)
 DEFAULT_DEPTH = {"resnet": 20, "resnet_bottleneck": 29, "wrn": 16, "densenet": 40}
 
 # Assumed sustained throughput for the time estimate (training FLOPs / this). Rough by
-# design: the estimate is for planning, not a promise. CPU: measured on the development
-# machine (2 shared cores, PyTorch 2.13, batch 128, 32x32): PreResNet-20 4.2, WRN-16-2 7.8,
-# DenseNet-BC-40 2.7 GFLOP/s effective, so 10 GFLOP/s stands for a few free cores. GPU: fp32
-# (TF32) convolutions on one modern data-centre GPU at ~20 % of its dense peak.
+# design: the estimate is for planning, not a promise. CPU: training steps (forward, backward,
+# SGD step) measured on the development machine (PyTorch 2.13, one thread, batch 128, 32x32,
+# 2 cores shared with load average ~6): PreResNet-20 50, WRN-16-2 31, DenseNet-BC-40 20 img/s
+# wall clock, i.e. 12, 19 and 8.5 GFLOP/s effective (31, 40 and 17 per second of the thread's
+# own CPU time), so 10 GFLOP/s is a conservative figure for a busy machine. GPU: 20 TFLOP/s,
+# about 13 % of one A100's TF32 dense peak (156 TFLOP/s), deliberately conservative for fp32
+# (TF32) training; bf16 autocast runs faster than this assumes.
 CPU_FLOPS = 10e9
 GPU_FLOPS = 20e12
 BYTES = 4  # float32 everywhere
