@@ -605,7 +605,8 @@ def describe(cfg: Any, upload_shape: tuple[tuple[int, ...], int] | None = None) 
             "activations_bytes": act_bytes,
             "total_bytes": param_bytes + act_bytes,
             "assumes": f"float32; weights, gradients and {optimizer_copies - 1} optimizer "
-            f"state(s); every layer output of one batch of {batch} kept for backward",
+            f"state(s); every layer output of one batch of {batch} kept for backward; the "
+            "same on CPU and GPU (plus the CUDA context and cuDNN workspace on a GPU)",
         },
         "time": {
             "train_samples_per_epoch": n,
