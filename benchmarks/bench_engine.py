@@ -1,14 +1,16 @@
 """Probe overhead: bnlab's probed training vs a plain PyTorch loop (and an idiomatic DataLoader
 loop).
 
-    python benchmarks/bench_engine.py [--repeats 5] [--eval-batches N] [--quick] [--separate]
+    python benchmarks/bench_engine.py [--repeats 5] [--eval-batches N] [--train-mode-every N]
+        [--quick] [--separate] [--only digits]
 
 For each case (digits and an MNIST-sized synthetic set, 60000×784; MLP and CNN) three loops
 train the same model (one instance built from the config and seed, data resident as tensors):
 - plain: forward, loss, zero_grad, backward, step over randperm index slices; nothing else;
 - probed: bnlab's training loop (train()'s Run.run_epoch) with probes every 20 steps (the
-  probe's on-device sum per step, the metric window, the eval-mode pass and train-mode
-  validation accuracy at every probe); the final test evaluation is excluded;
+  probe's on-device sum per step, the metric window, the eval-mode pass at every probe and the
+  real train-mode validation pass at one probe in probe.train_mode_every and at the last
+  step); the final test evaluation is excluded;
 - dataloader: the plain loop fed by torch.utils.data.DataLoader(TensorDataset) (shuffle, drop_last).
 The three loops run interleaved epoch by epoch (rotating which goes first), so drift of the
 machine's speed hits all three alike, and by default they take turns on one model instance
@@ -189,6 +191,12 @@ def main() -> None:
     p.add_argument(
         "--only", nargs="*", help="run only cases whose 'dataset arch' contains one of these"
     )
+    p.add_argument(
+        "--train-mode-every",
+        type=int,
+        default=None,
+        help="probe.train_mode_every (default: the schema's)",
+    )
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     p.add_argument(
         "--separate", action="store_true", help="one model instance per loop instead of one shared"
@@ -208,10 +216,9 @@ def main() -> None:
     for name, arch, data, cfg in cases(args.quick, args.cnn_batches):
         if args.only and not any(o in f"{name} {arch}" for o in args.only):
             continue
-        if args.eval_batches is not None:
-            cfg = cfg.model_copy(
-                update={"probe": cfg.probe.model_copy(update={"eval_batches": args.eval_batches})}
-            )
+        update = {"eval_batches": args.eval_batches, "train_mode_every": args.train_mode_every}
+        update = {k: v for k, v in update.items() if v is not None}
+        cfg = cfg.model_copy(update={"probe": cfg.probe.model_copy(update=update)})
         steps = cfg.train.epochs * steps_per_epoch(len(data.x_train), cfg.train.batch_size)
         runs = [interleaved(cfg, data, r, args.separate) for r in range(args.repeats)]
         med = {k: statistics.median(r[k] for r in runs) for k in LOOPS}

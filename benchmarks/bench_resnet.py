@@ -1,6 +1,6 @@
 """Probe overhead on a research-scale net: probed PreResNet-20 training vs a plain PyTorch loop.
 
-    python benchmarks/bench_resnet.py [--repeats 5] [--batches 16] [--epochs 3] [--every 20 50]
+    python benchmarks/bench_resnet.py [--repeats 5] [--batches 10] [--epochs 10] [--every 20 50]
     python benchmarks/bench_resnet.py --device cuda --arch wrn --depth 28 --widen 10 \
         --precision bf16
 
@@ -10,15 +10,18 @@ CIFAR-format images, resident on the device (a batch is an index gather, no host
 copy per step):
 - plain: forward, cross-entropy, zero_grad, backward, SGD step over randperm index slices;
 - probed: bnlab's loop (train()'s Run.run_epoch): the same, plus the probe's on-device sum per
-  step, the metric window, and every `--every` steps a probe (eval-mode pass with BN-input
-  statistics and a train-BN-mode pass on probe.eval_batches held-out batches, one record).
+  step, the metric window, and every `--every` steps a probe (an eval-mode pass with BN-input
+  statistics on probe.eval_batches held-out batches, one record; at one probe in
+  probe.train_mode_every, `--train-mode-every`, also a real train-mode pass on them).
+The timed steps follow one untimed epoch; by default (10 untimed, 100 timed steps) they hold
+exactly 100 / every probes for every `--every` dividing 100, and the table counts them.
 Both use the same autocast (--precision) and, on CUDA, channels-last memory and cuDNN
 benchmark mode (Run sets them; the plain loop shares the model and gets the same layout).
 The images are synthetic CIFAR-10 (worker/engine/cifar.py's generator, in memory): speed
 does not depend on the pixel values. Times: process CPU seconds on CPU (a shared machine's
 neighbours do not count), wall seconds with torch.cuda.synchronize on CUDA. Reported: the
 median over repeats of each loop's images/s and of the ratio probed / plain, with the
-lowest and highest ratio in brackets.
+lowest and highest ratio in brackets, and the probes and train-mode passes in the timed steps.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from worker.engine.train import Run
 
 
 def config(args: argparse.Namespace, every: int) -> ExperimentConfig:
+    probe = {"every_steps": every, "train_mode_test_batch_sizes": [64], "recalibrate": False}
+    if args.train_mode_every is not None:
+        probe["train_mode_every"] = args.train_mode_every
     model = {"arch": args.arch, "depth": args.depth}
     if args.arch == "wrn":
         model["widen"] = args.widen
@@ -61,11 +67,7 @@ def config(args: argparse.Namespace, every: int) -> ExperimentConfig:
                 "device": args.device,
                 "precision": args.precision,
             },
-            "probe": {
-                "every_steps": every,
-                "train_mode_test_batch_sizes": [64],
-                "recalibrate": False,
-            },
+            "probe": probe,
         }
     )
 
@@ -108,7 +110,8 @@ def probed_loop(run: Run) -> Iterator[None]:
 
 
 def interleaved(cfg: ExperimentConfig, data, epochs: int, rotation: int, clock) -> dict[str, float]:
-    """One shared model; the two loops take turns epoch by epoch; summed seconds per loop."""
+    """One shared model; the two loops take turns epoch by epoch; summed seconds per loop, and
+    the probes and train-mode passes in the timed epochs."""
     run = Run(cfg, data, torch.device(cfg.train.device), MemorySink())
     gens = {"plain": plain_loop(run), "probed": probed_loop(run)}
     names = list(gens)[rotation % 2 :] + list(gens)[: rotation % 2]
@@ -116,11 +119,15 @@ def interleaved(cfg: ExperimentConfig, data, epochs: int, rotation: int, clock) 
         next(g)  # set up
         next(g)  # one untimed epoch each: allocator, caches and (CUDA) cuDNN autotuning settle
     spent = dict.fromkeys(names, 0.0)
+    untimed = len(run.sink.records)
     for epoch in range(epochs):  # timed epochs (the config's length is only a horizon)
         for k in names[epoch % 2 :] + names[: epoch % 2]:
             tic = clock()
             next(gens[k])
             spent[k] += clock() - tic
+    timed = run.sink.records[untimed:]
+    spent["probes"] = len(timed)
+    spent["train_mode"] = sum(r.metrics["val_acc_train_mode"] is not None for r in timed)
     return spent
 
 
@@ -132,10 +139,16 @@ def main() -> None:
     p.add_argument("--widen", type=int, default=10, help="wrn: k")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--batches", type=int, default=16, help="training batches per epoch")
-    p.add_argument("--epochs", type=int, default=4, help="epochs per repeat (interleaved)")
+    p.add_argument("--batches", type=int, default=10, help="training batches per epoch")
+    p.add_argument("--epochs", type=int, default=10, help="timed epochs per repeat (interleaved)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--every", type=int, nargs="*", default=[20], help="probe.every_steps")
+    p.add_argument(
+        "--train-mode-every",
+        type=int,
+        default=None,
+        help="probe.train_mode_every (default: the schema's)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -157,7 +170,10 @@ def main() -> None:
         f"{len(data.x_train) // args.batch_size} steps/epoch x {args.epochs} epochs, "
         f"{args.repeats} repeats; {'wall' if cuda else 'process CPU'} seconds"
     )
-    print(f"{'every':>5} {'plain img/s':>12} {'probed img/s':>13} {'probed/plain':>13}  [min, max]")
+    print(
+        f"{'every':>5} {'plain img/s':>12} {'probed img/s':>13} {'probed/plain':>13}  [min, max]"
+        "        probes (train-mode passes) in the timed steps"
+    )
     for every in args.every:
         cfg = config(args, every)
         runs = [interleaved(cfg, data, args.epochs, r, clock) for r in range(args.repeats)]
@@ -165,7 +181,8 @@ def main() -> None:
         ips = {k: images / statistics.median(r[k] for r in runs) for k in ("plain", "probed")}
         print(
             f"{every:5d} {ips['plain']:12.1f} {ips['probed']:13.1f} "
-            f"{statistics.median(ratio):13.3f}  [{min(ratio):.3f}, {max(ratio):.3f}]",
+            f"{statistics.median(ratio):13.3f}  [{min(ratio):.3f}, {max(ratio):.3f}]"
+            f"  {runs[0]['probes']} ({runs[0]['train_mode']})",
             flush=True,
         )
 

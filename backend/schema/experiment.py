@@ -235,11 +235,25 @@ class TrainConfig(_Strict):
 class ProbeConfig(_Strict):
     every_steps: int = Field(20, ge=1)  # optimizer steps between two probes
     # Held-out batches per probe for the eval-mode statistics and validation accuracies. Each
-    # costs two forwards (eval mode, train-BN mode): at 1, a probe every 20 steps adds ~3 % to
-    # training (issue 2's 1.05x budget); at 4 it adds 10-17 %. 4 gives smoother
+    # costs an eval-mode forward at every probe and a train-mode forward at one probe in
+    # train_mode_every (README "Performance" has the measured overhead). 4 gives smoother
     # per-probe curves for MLPs (shift's noise floor is ~1 + 0.8*sqrt(2/n) for n samples per
     # channel: ~1.1 at 128, ~1.05 at 512), so the study presets ask for 4.
     eval_batches: int = Field(1, ge=1)
+    # The per-probe real train-mode validation pass costs as much as the eval pass itself
+    # (a whole forward of the held-out batches): run it at one probe in train_mode_every.
+    train_mode_every: int = Field(
+        5,
+        ge=1,
+        description=(
+            "Probes per real train-mode validation pass (metric val_acc_train_mode: "
+            "model.train() on the held-out batches, dropout on, BN on each batch's statistics). "
+            "The pass runs at the probes whose step is a multiple of train_mode_every x "
+            "every_steps and always at the run's last step; val_acc_train_mode is null at the "
+            "other probes. 1 = at every probe. It costs a forward of the held-out batches, as "
+            "much as the eval-mode pass. The summary's test_acc_train_mode does not depend on it."
+        ),
+    )
     train_mode_test_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [1, 8, 64]
     )  # "forgot model.eval()" accuracies at these test batch sizes

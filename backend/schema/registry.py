@@ -258,7 +258,8 @@ METRIC_KEY_SPECS: tuple[SeriesKey, ...] = (
     SeriesKey(
         "val_acc_train_mode",
         "validation accuracy in real train mode (model.train(): dropout on, BN on each batch's "
-        "statistics, batches of the training batch size)",
+        "statistics, batches of the training batch size); at one probe in "
+        "probe.train_mode_every and at the last step, null at the others",
     ),
     SeriesKey("lr", "learning rate"),
     SeriesKey("grad_cos", "cosine of a mini-batch gradient to the mean gradient (grad_noise)"),

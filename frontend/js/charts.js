@@ -118,6 +118,15 @@ export function smooth(values, weight) {
   });
 }
 
+// The points of a series that has a value: val_acc_train_mode is measured at one probe in
+// probe.train_mode_every (null at the others), and a line through nulls would draw nothing.
+export const SPARSE_METRICS = new Set(["val_acc_train_mode"]);
+
+export function measuredOnly({ x, y }) {
+  const keep = (y ?? []).flatMap((v, i) => (v === null || v === undefined ? [] : [i]));
+  return { x: keep.map((i) => x[i]), y: keep.map((i) => y[i]) };
+}
+
 export function line({ x, y, name, color, dash = "solid", width = 1.6, group, showlegend = true,
   meta, hoverLabel, points }) {
   return {

@@ -7,7 +7,8 @@
 // the runs' series inside the step window (min/max buckets there: detail gained, no extreme lost).
 
 import * as api from "./api.js";
-import { DASH, band, layout, line, purgeAll, render, runColour, smooth } from "./charts.js";
+import { DASH, SPARSE_METRICS, band, layout, line, measuredOnly, purgeAll, render, runColour,
+  smooth } from "./charts.js";
 import { aggregateBand, groupEntries, stagesOf, stepRange, xMapper } from "./compare_tools.js";
 import { configValue, differingPaths, lastFinite } from "./diff.js";
 import { el, fmt, isTerminal, notice, pct, statusBadge } from "./dom.js";
@@ -119,7 +120,9 @@ function layerTraces(ctx, layerIndex, opts, legend) {
 function accuracyTraces(ctx, opts) {
   const getSeries = (id, key) => {
     const m = ctx.data.get(id)?.metrics;
-    return m && m[key] ? ctx.onX(id, { x: m.step, y: m[key] }) : null;
+    if (!m || !m[key]) return null;
+    const series = ctx.onX(id, { x: m.step, y: m[key] });
+    return series && SPARSE_METRICS.has(key) ? measuredOnly(series) : series;
   };
   return ctx.entries.flatMap((entry) => [
     ...curveTraces(entry, ctx.colourOf, getSeries, { key: "val_acc", dash: "solid", opts, legend: true }),

@@ -64,6 +64,8 @@ export const SECTIONS = [
   { title: "Probes", fields: [
     { path: "probe.every_steps", label: "probe every N steps", type: "int" },
     { path: "probe.eval_batches", label: "eval batches", type: "int" },
+    { path: "probe.train_mode_every", label: "train-mode validation every N probes (val_acc_train_mode; and at the last step)",
+      type: "int" },
     { path: "probe.train_mode_test_batch_sizes", label: "train-mode test batch sizes", type: "intlist" },
     { path: "probe.recalibrate", label: "recalibrate BN after training", type: "bool" },
     { path: "probe.recalibrate_samples", label: "recalibration samples", type: "int" },

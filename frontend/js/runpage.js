@@ -2,7 +2,7 @@
 // last probe, the summary, the error text, and cancel / retry / delete / export / CSV.
 
 import * as api from "./api.js";
-import { DASH, colour, layout, line, purgeAll, render } from "./charts.js";
+import { DASH, SPARSE_METRICS, colour, layout, line, measuredOnly, purgeAll, render } from "./charts.js";
 import { depthTicks, pickLayers, stagesOf } from "./compare_tools.js";
 import { downloadBlob, el, fmt, isTerminal, notice, pct, plotText, progressBar, statusBadge } from "./dom.js";
 import { flagParam, navigate, param, runUrl, setParams } from "./state.js";
@@ -160,7 +160,8 @@ function hasValues(values) {
 function chartSpecs(run, m, layers, logy, sel) {
   const tag = `#${run.id}`;
   const x = m.step ?? [];
-  const mline = (key, color, dash = "solid") => (hasValues(m[key]) ? [line({ x, y: m[key],
+  const mline = (key, color, dash = "solid") => (hasValues(m[key]) ? [line({
+    ...(SPARSE_METRICS.has(key) ? measuredOnly({ x, y: m[key] }) : { x, y: m[key] }),
     name: `${tag} ${key}`, color, dash, meta: { run: run.id, series: key } })] : []);
   const specs = [
     ["chart-loss", [...mline("train_loss", colour(0)), ...mline("val_loss", colour(1))], "loss", "loss",
