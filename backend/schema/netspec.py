@@ -576,9 +576,11 @@ def describe(cfg: Any, upload_shape: tuple[tuple[int, ...], int] | None = None) 
     steps = None if n is None else max(n // batch, 1) * t.epochs
     probe_flops = 0
     if steps is not None:
-        # every probe: an eval-mode and a train-BN-mode forward of eval_batches batches
+        # every probe: an eval-mode forward of eval_batches batches; one probe in
+        # probe.train_mode_every (and the last) also a train-mode forward of them
         probes = steps // cfg.probe.every_steps + 1
-        probe_flops = probes * 2 * 2 * macs * cfg.probe.eval_batches * batch
+        passes = probes + steps // (cfg.probe.every_steps * cfg.probe.train_mode_every) + 1
+        probe_flops = passes * 2 * macs * cfg.probe.eval_batches * batch
     total_flops = None if steps is None else steps * batch * train_flops + probe_flops
     optimizer_copies = 2 if t.optimizer == "sgd" else 3  # grads + momentum (+ Adam's second)
     param_bytes = spec.params * BYTES * (1 + optimizer_copies)
