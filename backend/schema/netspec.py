@@ -710,7 +710,8 @@ def describe_json_text(text: str, source: str = "config") -> dict[str, Any]:
         raise ValueError(
             "invalid config: "
             + "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
+                f"{'.'.join(str(p) for p in e['loc']) or 'config'}: "
+                f"{e['msg'].removeprefix('Value error, ')}"
                 for e in exc.errors()
             )
         ) from None
