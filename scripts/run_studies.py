@@ -221,12 +221,14 @@ SYNTHETIC_CIFAR = {"synthetic-cifar10": 10, "synthetic-cifar100": 100}  # folder
 
 
 def ensure_synthetic_cifar(root: Path) -> None:
-    """Write the CPU presets' synthetic CIFAR-10/100 folders (5000 + 1000 images) if absent."""
+    """Write the CPU presets' synthetic CIFAR-10/100 folders (5000 training + 500 test images,
+    as `bnlab make-cifar FOLDER --n 5000 --n-test 500`) if absent; the presets train on the
+    first 2000 and every run evaluates on the 500 test images."""
     from worker.engine.cifar import write_cifar
 
     for folder, classes in SYNTHETIC_CIFAR.items():
         if not (root / folder).is_dir():
-            write_cifar(root / folder, classes=classes, n=5000, n_test=1000, seed=0)
+            write_cifar(root / folder, classes=classes, n=5000, n_test=500, seed=0)
 
 
 def bn_shift(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) -> dict[str, Any]:
@@ -240,8 +242,8 @@ EXTRAS.update(dict.fromkeys(("li_preresnet", "li_wrn", "li_densenet", "li_wrn_wi
 
 def run_cell(preset: Preset, label: str, cfg: ExperimentConfig) -> dict[str, Any]:
     sink = MemorySink()
+    t0, c0 = time.perf_counter(), time.process_time()
     data = load_dataset(cfg.dataset, seed=cfg.train.seed, datasets_root=DATASETS_ROOT)
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = Path(tmp) if preset.id == "custom_inference" else None
         result = train(cfg, sink, data=data, export_dir=export_dir)
@@ -252,6 +254,8 @@ def run_cell(preset: Preset, label: str, cfg: ExperimentConfig) -> dict[str, Any
             "label": label,
             "status": result.status,
             "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0,  # this process (the machine is shared)
+            "load_avg": os.getloadavg()[0],
             "summary": summary,
         }
         if result.status == "succeeded":
@@ -266,13 +270,18 @@ def run_preset(preset: Preset) -> dict[str, Any]:
     rows = []
     for label, cfg in cells(preset):
         row = run_cell(preset, label, cfg)
-        print(f"  {preset.id}: {label}: {row['status']} in {row['wall_s']:.1f} s", flush=True)
+        print(
+            f"  {preset.id}: {label}: {row['status']} in {row['wall_s']:.1f} s "
+            f"(CPU {row['cpu_s']:.1f} s, load {row['load_avg']:.1f})",
+            flush=True,
+        )
         rows.append(row)
     return {
         "id": preset.id,
         "title": preset.title,
         "rows": rows,
         "total_s": sum(r["wall_s"] for r in rows),
+        "total_cpu_s": sum(r.get("cpu_s", 0.0) for r in rows),
     }
 
 
@@ -303,7 +312,8 @@ def study_md(res: dict[str, Any]) -> list[str]:
     lines = [
         f"## {pid}",
         "",
-        f"{res['title']} — {len(rows)} runs, {res['total_s']:.0f} s total on this machine.",
+        f"{res['title']} — {len(rows)} runs, {res['total_s']:.0f} s total on this machine"
+        + (f" (process CPU {res['total_cpu_s']:.0f} s)." if res.get("total_cpu_s") else "."),
         "",
     ]
     ok = [r for r in rows if r["status"] == "succeeded"]
