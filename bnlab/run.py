@@ -1,17 +1,30 @@
 """bnlab.init and Run: bnlab's probe in a user's own training loop, streamed to a bnlab server.
 
-    run = bnlab.init(name="resnet18, p=0.3", config={"lr": 0.1}, tags=["mine"])
+    run = bnlab.init(name="resnet18, p=0.3", config={"lr": 0.1}, total_steps=len(loader) * 10)
     run.watch(model, held_out=x_val, every=20)
-    for x, y in loader:
-        ...; opt.step()
-        run.step(loss=loss.detach())
-    run.finish(test_acc=0.93)
+    with run:                            # an exception ends it failed, Ctrl-C cancelled
+        for x, y in loader:
+            ...; opt.step()
+            run.step(loss=loss.detach())  # raises bnlab.Cancelled after Cancel in the dashboard
+        run.finish(test_acc=0.93)
 
 The hot path, run.step(), keeps references to the values it is given and adds the BN running
 buffers into an on-device sum; it never reads a value back to the host. Every `every` steps
 the window is reduced (one host sync), the probe measures every BN layer on the held-out batch,
 and one record is appended to the spool file, which the sender thread sends (bnlab/transport.py).
 torch is imported only by watch() and evaluate(): `import bnlab` and `bnlab sync` need none.
+
+Progress: with init(total_steps=N) the server shows step / N while the run runs (from the probes
+and from the heartbeats, which carry the loop's step count); 100 % once it has succeeded.
+
+Cancel from the dashboard: the server's answers to the sender thread's requests (points about
+once a second while probes come, else a heartbeat every heartbeat_s) say so; the sender sets
+run.should_stop, and the next run.step() raises bnlab.Cancelled (a KeyboardInterrupt, so it
+stops the loop like Ctrl-C and gets through `except Exception`). `with run:` or the exit hook
+then ends the run `cancelled`, after the last partial window is probed and the spool is sent.
+init(raise_on_cancel=False): step() never raises; the loop reads run.should_stop itself (say,
+to save a checkpoint first) and finish() ends the run `cancelled`. Neither reads the device or
+touches the network on the training thread: should_stop is a flag the sender thread sets.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 import atexit
 import logging
 import math
+import numbers
 import os
 import secrets
 import socket
@@ -36,6 +50,33 @@ log = logging.getLogger("bnlab")
 ALIASES = {"loss": "train_loss", "acc": "train_acc", "accuracy": "train_acc"}
 LAST_VALUE = ("lr", "epoch")  # these are read at the probe step, the others averaged
 ENDS = ("succeeded", "failed", "cancelled", "diverged")
+MAX_STEP = 2**31 - 1  # the server's steps are 32-bit integers
+CANCELLED_ERROR = "cancelled from the dashboard"
+
+
+class Cancelled(KeyboardInterrupt):
+    """Raised by run.step() once a Cancel pressed in the dashboard reached this client.
+
+    A KeyboardInterrupt, as Ctrl-C is: a person asked the loop to stop, it is no error. So
+    `except Exception` in the loop does not swallow it, code that already saves a checkpoint on
+    Ctrl-C does so on a dashboard cancel too, and `with run:` (or, without it, the exit hook)
+    ends the run `cancelled` after sending every spooled point. Uncaught, the script prints
+    this one line (no traceback) and exits with status 1.
+    """
+
+    def __init__(self, run_id: int | None, step: int) -> None:
+        super().__init__(f"bnlab: run {run_id} was {CANCELLED_ERROR} (stopped at step {step})")
+        self.run_id, self.step = run_id, step
+
+
+def _total_steps(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"total_steps must be a positive int, got {type(value).__name__}")
+    if not 1 <= int(value) <= MAX_STEP:
+        raise ValueError(f"total_steps must be a positive int (at most {MAX_STEP}), got {value}")
+    return int(value)
 
 
 def spool_dir() -> Path:
@@ -63,9 +104,13 @@ class Run:
         directory: Path | None,
         timeout_s: float,
         heartbeat_s: float,
+        total_steps: int | None = None,
+        raise_on_cancel: bool = True,
     ) -> None:
         if mode not in ("online", "offline"):
             raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+        self.total_steps = _total_steps(total_steps)
+        self.raise_on_cancel = bool(raise_on_cancel)
         url = url or os.environ.get("BNLAB_URL")
         token = token or os.environ.get("BNLAB_API_TOKEN")
         self.offline = mode == "offline" or not url
@@ -76,7 +121,7 @@ class Run:
         self.step_count = 0
         self.every = 20
         self.probe = None
-        self.cancel_requested = False  # someone pressed Cancel in the dashboard
+        self.cancel_requested = False  # set by the sender thread: Cancel in the dashboard
         self.finished: str | None = None
         self._window: dict[str, list[Any]] = {}
         self._last_probe = 0
@@ -86,8 +131,10 @@ class Run:
         self.spool_path = (directory or spool_dir()) / f"run-{stamp}-{self.key[:8]}.jsonl"
         self.spool = Spool(self.spool_path)
         client = None if self.offline else Client(self.url, token)
+        # Only when given: a server older than total_steps refuses unknown fields.
+        plan = {} if self.total_steps is None else {"total_steps": self.total_steps}
         if resume is not None:
-            self._resume_header(client, int(resume), start_step)
+            self._resume_header(client, int(resume), start_step, plan)
         else:
             self.step_count = int(start_step or 0)
             self.spool.append(
@@ -100,6 +147,7 @@ class Run:
                     "host": socket.gethostname(),
                     "device": None,
                     "started_at": datetime.now(UTC).isoformat(),
+                    **plan,
                 }
             )
         self._last_probe = self.step_count
@@ -108,6 +156,7 @@ class Run:
             client,
             heartbeat_s=heartbeat_s,
             on_cancel=self._on_cancel,
+            step_of=self._step_of,
         )
         self.sender.start()
         if client is not None and resume is None:
@@ -129,10 +178,12 @@ class Run:
             )
         _live.add(self)
 
-    def _resume_header(self, client: Client | None, run_id: int, start_step: int | None) -> None:
+    def _resume_header(
+        self, client: Client | None, run_id: int, start_step: int | None, plan: dict[str, int]
+    ) -> None:
         """Continue run `run_id`: the server learns this process's key now (so the points that
         follow are accepted) and says where the run stopped."""
-        self.spool.append({"type": "resume", "run_id": run_id, "key": self.key})
+        self.spool.append({"type": "resume", "run_id": run_id, "key": self.key, **plan})
         self._id = run_id
         if client is None:
             if start_step is None:
@@ -143,7 +194,7 @@ class Run:
             return
         try:
             run = client.call(
-                "POST", f"/api/runs/{run_id}/resume", content=dumps({"key": self.key})
+                "POST", f"/api/runs/{run_id}/resume", content=dumps({"key": self.key, **plan})
             )
         except (Rejected, Unreachable) as exc:
             self.spool.close()
@@ -185,7 +236,10 @@ class Run:
     def step(self, **metrics: Any) -> None:
         """After each optimizer step: advances the step count and keeps the given scalars
         (tensors by reference, no host sync). loss → train_loss, acc → train_acc; lr and
-        epoch keep their last value, the others are averaged over the probe window."""
+        epoch keep their last value, the others are averaged over the probe window.
+
+        Raises bnlab.Cancelled (after counting this step) once someone pressed Cancel on the
+        run in the dashboard, unless init(raise_on_cancel=False): see `should_stop`."""
         if self.finished is not None:
             raise RuntimeError(f"bnlab: run already finished ({self.finished})")
         if self.probe is not None:
@@ -197,6 +251,15 @@ class Run:
         self.step_count += 1
         if self.step_count - self._last_probe >= self.every:
             self._probe_now()
+        if self.cancel_requested and self.raise_on_cancel:
+            raise Cancelled(self.id, self.step_count)
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a Cancel pressed in the dashboard reached this client (within about a
+        second while probes are sent, else within heartbeat_s). A flag the sender thread sets:
+        reading it costs nothing. Never true offline."""
+        return self.cancel_requested
 
     def _reduce(self) -> dict[str, float | None]:
         """The window's values: tensors stacked and read back together (one sync)."""
@@ -272,7 +335,9 @@ class Run:
     ) -> None:
         """End the run: the last partial window is recorded, the probe leaves the model, the
         summary (the keyword arguments, plus what evaluate() found) is sent, and the sender
-        gets up to timeout_s to deliver the spool (else it stays there for `bnlab sync`)."""
+        gets up to timeout_s to deliver the spool (else it stays there for `bnlab sync`).
+        status: default succeeded; diverged after a non-finite loss; cancelled once the
+        dashboard's Cancel reached the client (should_stop)."""
         with self._lock:
             if self.finished is not None:
                 return
@@ -287,6 +352,8 @@ class Run:
                 self.probe = None
             full.update(getattr(self, "_evaluated", {}))
             full.update({k: _plain(v) for k, v in summary.items()})
+            if status is None and self.cancel_requested:
+                status, error = "cancelled", error or CANCELLED_ERROR
             if status is None:
                 status = "diverged" if self._diverged_at is not None else "succeeded"
             if status == "diverged" and error is None and self._diverged_at is not None:
@@ -312,14 +379,27 @@ class Run:
     def __exit__(self, exc_type: Any, exc: Any, _tb: Any) -> bool:
         if exc_type is None:
             self.finish()
+        elif issubclass(exc_type, Cancelled):
+            self.finish(status="cancelled", error=CANCELLED_ERROR)
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish(status="cancelled", error="interrupted (Ctrl-C)")
         else:
             self.finish(status="failed", error=f"{exc_type.__name__}: {exc}")
         return False  # the exception goes on to the user
 
-    def _on_cancel(self) -> None:
+    def _on_cancel(self) -> None:  # the sender thread
         self.cancel_requested = True
+        log.warning(
+            "bnlab: run %s was %s; %s",
+            self.id,
+            CANCELLED_ERROR,
+            "the next run.step() raises bnlab.Cancelled"
+            if self.raise_on_cancel
+            else "run.should_stop is True",
+        )
+
+    def _step_of(self) -> int:  # the sender thread, for its heartbeats
+        return self.step_count
 
     @property
     def id(self) -> int | None:
@@ -364,6 +444,9 @@ _hooked: list[Any] = []  # the excepthook found at the first init(), once instal
 
 def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
     _uncaught.append(exc)
+    if isinstance(exc, Cancelled):  # a person's request, not a bug: no traceback
+        print(exc, file=sys.stderr)
+        return
     _hooked[0](exc_type, exc, tb)
 
 
@@ -380,7 +463,10 @@ def _finish_open_runs() -> None:
         if _uncaught:
             exc = _uncaught[-1]
             status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-            run.finish(status=status, error=f"{type(exc).__name__}: {exc}", timeout_s=10.0)
+            error = (
+                CANCELLED_ERROR if isinstance(exc, Cancelled) else f"{type(exc).__name__}: {exc}"
+            )
+            run.finish(status=status, error=error, timeout_s=10.0)
         else:
             run.finish(timeout_s=10.0)
 
@@ -397,16 +483,25 @@ def init(
     start_step: int | None = None,
     dir: str | Path | None = None,
     timeout_s: float = 10.0,  # noqa: A002
-    heartbeat_s: float = 5.0,
+    heartbeat_s: float = 2.0,
+    total_steps: int | None = None,
+    raise_on_cancel: bool = True,
 ) -> Run:
     """Start (or resume) a run of this script.
+
+    total_steps: the optimizer steps the loop plans (e.g. epochs * len(loader)); the dashboard
+    then shows step / total_steps as the run's progress (at most 99 % until it succeeds).
+    Without it the dashboard shows the last probed step and no percentage. With resume=, a
+    new value replaces the plan. raise_on_cancel: run.step() raises bnlab.Cancelled once
+    someone pressed Cancel in the dashboard (default); False: check run.should_stop yourself.
 
     url / token: the server and its API token (default BNLAB_URL / BNLAB_API_TOKEN); with no
     url, or mode="offline", records only go to the spool file (send it with `bnlab sync`).
     resume: a run id to continue (its step count goes on from where the server has it, or
     from start_step). dir: the spool folder (default BNLAB_SPOOL_DIR or ~/.bnlab/spool).
     timeout_s: how long init waits for the server to create the run. heartbeat_s: how often
-    an idle client tells the server it is alive (keep it below BNLAB_SCRIPT_TIMEOUT_S).
+    a client with no points to send tells the server it is alive and at which step (keep it
+    below BNLAB_SCRIPT_TIMEOUT_S); its answer is how a cancel reaches a loop between probes.
     """
     name = name or Path(sys.argv[0] or "script").stem or "script"
     _install_hooks()
@@ -422,4 +517,6 @@ def init(
         directory=Path(dir) if dir is not None else None,
         timeout_s=timeout_s,
         heartbeat_s=heartbeat_s,
+        total_steps=total_steps,
+        raise_on_cancel=raise_on_cancel,
     )

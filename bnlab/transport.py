@@ -10,8 +10,9 @@ stores points idempotently by (run, step) and finds the run by its key, so sendi
 twice (a retry, or a second sync) stores it once.
 
 Spool lines, in order of appearance:
-  {"type": "run", "key", "name", "config", "tags", "host", "device", "started_at"}  (new run)
-  {"type": "resume", "run_id", "key"}                                     (bnlab.init(resume=))
+  {"type": "run", "key", "name", "config", "tags", "host", "device", "started_at",
+   "total_steps"?}                                                                  (new run)
+  {"type": "resume", "run_id", "key", "total_steps"?}                     (bnlab.init(resume=))
   {"type": "watch", "layer_names": [...], "layer_keys": [...]}
   {"step": ..., "metrics": {...}, "layers": [[one value per layer key] | null, ...]}
       (one probe: the ingest record format as is, so a batch is these lines joined)
@@ -125,6 +126,7 @@ class Replay:
     requests: int = 0
     finished: str | None = None  # the end the server recorded
     layer_keys: list[str] | None = None  # the statistics each layer row holds, in order
+    cancel_requested: bool = False  # a points answer said someone pressed Cancel
     skipped: list[str] = field(default_factory=list)  # refused lines, with the reason
 
 
@@ -167,10 +169,12 @@ def _post_points(client: Client, state: Replay, body: bytes, n: int, media: str)
         state.skipped.append(f"{n} records before any run line")
         return
     try:
-        client.call(
+        answer = client.call(
             "POST", f"/api/runs/{state.run_id}/points", content=body, key=state.key, media=media
         )
         state.records += n
+        if isinstance(answer, dict) and answer.get("cancel_requested"):
+            state.cancel_requested = True
     except Rejected as exc:
         state.skipped.append(f"{n} records: {exc}")
     state.requests += 1
@@ -185,10 +189,8 @@ def _control(client: Client, state: Replay, rec: dict[str, Any]) -> None:
             if run.get("status") not in (None, "running", "crashed"):
                 state.finished = run["status"]
         elif kind == "resume":
-            state.run_id, state.key = rec["run_id"], rec["key"]
-            client.call(
-                "POST", f"/api/runs/{state.run_id}/resume", content=dumps({"key": rec["key"]})
-            )
+            state.run_id, state.key = rec.pop("run_id"), rec["key"]
+            client.call("POST", f"/api/runs/{state.run_id}/resume", content=dumps(rec))
         elif kind == "watch":
             state.layer_keys = rec.get("layer_keys")
             if state.run_id is not None:
@@ -277,14 +279,17 @@ class Sender(threading.Thread):
         spool: Spool,
         client: Client | None,
         *,
-        heartbeat_s: float = 5.0,
+        heartbeat_s: float = 2.0,
         interval_s: float = 1.0,
         on_cancel: Callable[[], None] | None = None,
+        step_of: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(name="bnlab-sender", daemon=True)
         self.spool, self.client = spool, client
         self.heartbeat_s, self.interval_s = heartbeat_s, interval_s
-        self.on_cancel = on_cancel
+        self.on_cancel = on_cancel  # called once, from this thread, when a cancel is learned
+        self.step_of = step_of  # the loop's step count (a plain int read: no lock, no sync)
+        self.cancel_told = False
         self.state = Replay()
         self.offset = 0  # spool bytes the server has acknowledged (or refused for good)
         self.wake = threading.Event()
@@ -350,12 +355,18 @@ class Sender(threading.Thread):
                 if self.state.run_id is not None:
                     self.created.set()
             if self.state.run_id is not None and now - self.last_contact > self.heartbeat_s:
+                # The loop's step moves the run's progress between probes (run.step on the
+                # server stays the last probed one).
+                body = None if self.step_of is None else dumps({"step": int(self.step_of())})
                 beat = self.client.call(
-                    "POST", f"/api/runs/{self.state.run_id}/heartbeat", key=self.state.key
+                    "POST",
+                    f"/api/runs/{self.state.run_id}/heartbeat",
+                    key=self.state.key,
+                    content=body,
                 )
                 self.last_contact = time.monotonic()
-                if beat.get("cancel_requested") and self.on_cancel is not None:
-                    self.on_cancel()
+                if beat.get("cancel_requested"):
+                    self.state.cancel_requested = True
             self.backoff, self.last_error = 0.0, None
         except Unreachable as exc:
             if self.last_error is None:
@@ -366,3 +377,7 @@ class Sender(threading.Thread):
         except Rejected as exc:  # heartbeat refused: the run ended elsewhere (or key revoked)
             log.warning("bnlab: heartbeat refused: %s", exc)
             self.last_contact = time.monotonic()
+        if self.state.cancel_requested and not self.cancel_told:
+            self.cancel_told = True
+            if self.on_cancel is not None:
+                self.on_cancel()

@@ -84,14 +84,18 @@ def main() -> None:
     model = SmallResNet(args.dropout)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
 
+    steps_per_epoch = args.train_size // args.batch_size
     run = bnlab.init(
         name=f"own resnet, p={args.dropout}",
         config=vars(args),  # bnlab
         tags=["own_loop"],
         mode="offline" if args.offline else "online",
+        total_steps=args.epochs * steps_per_epoch,  # the dashboard shows step / total_steps
     )
     run.watch(model, held_out=(x_val, y_val), every=20)  # bnlab
-    with run:  # bnlab: an exception ends the run failed, Ctrl-C cancelled
+    # bnlab: an exception ends the run failed; Ctrl-C, or Cancel in the dashboard (run.step()
+    # then raises bnlab.Cancelled, a KeyboardInterrupt), ends it cancelled
+    with run:
         for epoch in range(args.epochs):
             model.train()
             perm = torch.randperm(len(x_train))

@@ -4,6 +4,7 @@ hand in crud/script_runs.py (pydantic over 100k values per request costs more th
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, field_validator
@@ -18,6 +19,23 @@ MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the database
 # Planned optimizer steps: a JSON integer (strict: not 1.5, "100" or true), 1 to MAX_STEP.
 TotalSteps = Annotated[int, Strict(), Field(ge=1, le=MAX_STEP)]
 Step = Annotated[int, Strict(), Field(ge=0, le=MAX_STEP)]
+
+
+def storable(value: Any) -> Any:
+    """Refuse what PostgreSQL's JSON cannot hold, anywhere in a document: NUL characters (in
+    keys too; schemathesis found one in a config key) and non-finite numbers."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must hold finite numbers only (send null)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            storable(key)
+            storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            storable(item)
+    return value
 
 
 class ScriptRunCreate(BaseModel):
@@ -49,6 +67,11 @@ class ScriptRunCreate(BaseModel):
             raise ValueError("must be an RFC 3339 date-time string with an offset")
         return value
 
+    @field_validator("config", "layer_names")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return storable(value)
+
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str]) -> list[str]:
@@ -76,6 +99,11 @@ class ScriptRunFinish(BaseModel):
     status: ScriptEnd
     summary: dict[str, Any] | None = None
     error: str | None = Field(None, max_length=10_000, pattern=NoNul)
+
+    @field_validator("summary")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return storable(value)
 
 
 class ScriptRunCreated(RunPublic):
