@@ -50,6 +50,12 @@ export function statusBadge(status) {
   return el("span", { class: `status status-${status}`, text: status });
 }
 
+// A script run whose loop did not say its length (bnlab.init without total_steps): its
+// progress has no denominator, so only its step is shown, never a made-up fraction.
+export function unplanned(run) {
+  return run.kind === "script" && run.total_steps == null;
+}
+
 export function progressBar(progress) {
   const value = Math.max(0, Math.min(1, Number(progress) || 0));
   return el(

@@ -4,7 +4,7 @@
 import * as api from "./api.js";
 import { DASH, SPARSE_METRICS, colour, layout, line, measuredOnly, purgeAll, render } from "./charts.js";
 import { depthTicks, pickLayers, stagesOf } from "./compare_tools.js";
-import { downloadBlob, el, fmt, isTerminal, notice, pct, plotText, progressBar, statusBadge } from "./dom.js";
+import { downloadBlob, el, fmt, isTerminal, notice, pct, plotText, progressBar, statusBadge, unplanned } from "./dom.js";
 import { flagParam, navigate, param, runUrl, setParams } from "./state.js";
 import { watch } from "./stream.js";
 import { renderStory, runContext } from "./story.js";
@@ -60,8 +60,9 @@ function facts(run) {
     ["status", statusBadge(run.status)],
     // engine: trained by a bnlab worker from its config; script: a user's own loop (bnlab SDK)
     ["kind", run.kind === "script" ? "script (bnlab SDK in the user's training loop)" : "engine"],
-    ["progress", isTerminal(run.status) ? pct(run.progress) : el("span", {}, progressBar(run.progress),
-      ` ${pct(run.progress)} · step ${run.step ?? 0}`)],
+    ["progress", unplanned(run) ? `step ${run.step ?? 0} (length not given: bnlab.init(total_steps=...))`
+      : isTerminal(run.status) ? pct(run.progress) : el("span", {}, progressBar(run.progress),
+        ` ${pct(run.progress)} · step ${run.step ?? 0}`)],
     ["attempt", String(run.attempt ?? 0)],
     ["device", run.device ?? "–"],
     ["host", run.host ?? "–"],

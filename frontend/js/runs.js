@@ -7,7 +7,7 @@
 
 import * as api from "./api.js";
 import { runColour } from "./charts.js";
-import { el, fmt, isTerminal, notice, pct, progressBar, statusBadge } from "./dom.js";
+import { el, fmt, isTerminal, notice, pct, progressBar, statusBadge, unplanned } from "./dom.js";
 import { flatten, shortValue } from "./fields.js";
 import { compareUrl, navigate, param, runUrl, setParams } from "./state.js";
 import { watch } from "./stream.js";
@@ -130,7 +130,7 @@ function cellFor(col, run, selected, onToggle) {
   if (col.key === "status") return el("td", { class: "status-cell" }, statusBadge(run.status));
   if (col.key === "progress") {
     const live = !isTerminal(run.status);
-    return el("td", { class: "progress-cell" }, live ? progressBar(run.progress) : null,
+    return el("td", { class: "progress-cell" }, live && !unplanned(run) ? progressBar(run.progress) : null,
       live ? el("span", { class: "step", text: `step ${run.step ?? 0}` }) : null);
   }
   if (col.key === "tags") return el("td", { class: "tags" }, (run.tags ?? []).map((t) => el("span", { class: "tag", text: t })));

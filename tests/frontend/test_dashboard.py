@@ -607,3 +607,35 @@ def test_skip_empty_layer_charts_in_compare_view(stack, page, two_runs, no_bn_ru
     options = page.locator('select[name="layer"] option').all_inner_texts()
     assert len(options) == 1 + bn_layers, options
     assert not page.errors, page.errors
+
+
+def test_show_script_run_progress_only_when_planned(stack, page):
+    """A script run (the SDK) that said its length gets a progress bar at step / total_steps;
+    one that did not shows its step and no bar (no made-up fraction), in the table and on its
+    page."""
+    ids = {}
+    with stack.client() as c:
+        for name, total in (("planned loop", 200), ("open-ended loop", None)):
+            key = (name.replace(" ", "-") + "-" * 32)[:40]
+            body = {"key": key, "name": name, "total_steps": total}
+            res = c.post("/api/script-runs", json=body)
+            assert res.status_code in (200, 201), res.text
+            ids[name] = res.json()["id"]
+            hb = c.post(
+                f"/api/runs/{ids[name]}/heartbeat",
+                json={"step": 50},
+                headers={"X-Bnlab-Run-Key": key},
+            )
+            assert hb.status_code == 200, hb.text
+    page.goto(stack.url + "/")
+    planned = f'tr[data-run-id="{ids["planned loop"]}"]'
+    page.wait_for_selector(f"{planned} .progress", timeout=30_000)
+    assert page.get_attribute(f"{planned} .progress", "aria-valuenow") == "25"
+    open_ended = f'tr[data-run-id="{ids["open-ended loop"]}"]'
+    page.wait_for_selector(f"{open_ended} .step", timeout=30_000)
+    assert page.locator(f"{open_ended} .progress").count() == 0
+    page.goto(f"{stack.url}/runs/{ids['open-ended loop']}")
+    page.wait_for_function("document.body.innerText.includes('length not given')")
+    assert page.locator(".progress").count() == 0
+    page.goto(f"{stack.url}/runs/{ids['planned loop']}")
+    page.wait_for_function("document.body.innerText.includes('25.0%')")
