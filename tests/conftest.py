@@ -142,12 +142,9 @@ def data_dir(api_db) -> Path:
 
 def free_port_url() -> str:
     """A PostgreSQL URL on a local port where nothing listens (a database that is down)."""
-    import socket
+    from tests.utils.net import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/nothing?connect_timeout=2"
+    return f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ from backend.db.migrate import upgrade
 from backend.db.models import TERMINAL_STATUSES, LayerStat, Run, RunMetric, utcnow
 from backend.db.session import get_sessionmaker
 from backend.settings import Settings
+from tests.utils.net import free_port
 from tests.utils.runs import add_bare_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,12 +77,6 @@ def _merge(cfg: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[leaf] = value
     return cfg
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,15 +10,14 @@ import pytest
 import uvicorn
 
 from backend.api.main import create_app
+from tests.utils.net import free_port
 
 
 @pytest.fixture(scope="module")
 def server(api_db) -> Iterator[str]:
     """A real uvicorn server for the module (streaming responses need one: the test client
     buffers them), on a free loopback port, in a thread, on this session's database."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     srv = uvicorn.Server(
         uvicorn.Config(
             create_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
