@@ -2,7 +2,7 @@
 """Run every study preset at its CPU size, in-process and one run at a time, and write the
 figures docs/studies.md quotes: docs/studies_results.md (tables) and docs/studies_results.json.
 
-    python scripts/run_studies.py                      # all presets (~10 min on one core)
+    python scripts/run_studies.py                      # all presets (~20 min on one core)
     python scripts/run_studies.py --only variance_shift dropout_std
 
 Each preset's sweep is expanded exactly as the API does (backend.crud.sweeps.cell_configs);
