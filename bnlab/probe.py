@@ -174,27 +174,27 @@ class ModelProbe:
         self.probe.step()
 
     @torch.no_grad()
-    def record(self) -> tuple[list[list[float | None] | None], dict[str, float | None]]:
+    def record(
+        self, train_mode: bool = True
+    ) -> tuple[list[list[float | None] | None], dict[str, float | None]]:
         """(one row of LAYER_KEYS values per unit, held-out metrics). One host sync (+1 with
-        labels)."""
+        labels). train_mode=False: no train-mode pass (val_acc_train_mode null), as the
+        engine's probe.train_mode_every does between its passes."""
         batch = self.batch_size or len(self.x)
         logits, rows = self.probe.record(self.x, batch)
         layers = [[row[k] for k in LAYER_KEYS] for row in rows]
         metrics: dict[str, float | None] = {}
         if self.y is not None:
-            # val_acc_train_mode as the engine records it: real model.train() (dropout on, BN
-            # on batch statistics), random state restored, a trailing batch of one left out
-            tm = train_mode_logits(
-                self.model, self.x, batch, dropout=True, seed=None, fast_masks=True
-            )
-            vals = torch.stack(
-                [
-                    F.cross_entropy(logits, self.y),
-                    (logits.argmax(1) == self.y).float().mean(),
-                    (tm.argmax(1) == self.y[: len(tm)]).float().mean(),
-                ]
-            ).tolist()
-            metrics = dict(zip(("val_loss", "val_acc", "val_acc_train_mode"), vals, strict=True))
+            vals = [F.cross_entropy(logits, self.y), (logits.argmax(1) == self.y).float().mean()]
+            if train_mode:
+                # val_acc_train_mode as the engine records it: real model.train() (dropout on,
+                # BN on batch statistics), random state restored, a trailing batch of one left out
+                tm = train_mode_logits(
+                    self.model, self.x, batch, dropout=True, seed=None, fast_masks=True
+                )
+                vals.append((tm.argmax(1) == self.y[: len(tm)]).float().mean())
+            values = torch.stack(vals).tolist() + [None] * (3 - len(vals))
+            metrics = dict(zip(("val_loss", "val_acc", "val_acc_train_mode"), values, strict=True))
         return layers, metrics
 
     def predicted_shifts(self) -> dict[str, float]:

@@ -83,8 +83,8 @@ def spool_dir() -> Path:
     return Path(os.environ.get("BNLAB_SPOOL_DIR") or Path.home() / ".bnlab" / "spool")
 
 
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
 
 
 class Run:
@@ -211,23 +211,33 @@ class Run:
         *,
         batch_size: int | None = None,
         max_held_out: int = 256,
+        train_mode_every: int = 5,
     ) -> Run:
         """Measure every BN layer of `model` every `every` steps on `held_out` (a tensor batch,
         an (x, y) pair, or an iterable of either; at most max_held_out samples are kept).
-        With labels, val_loss / val_acc / val_acc_train_mode are recorded too. batch_size:
-        samples per training batch (default: read from the first training forward).
-        Call it after moving the model to its device."""
+        With labels, val_loss / val_acc are recorded too, and val_acc_train_mode (a real
+        model.train() pass over the held-out batch, as costly as the probe's own pass) at one
+        probe in train_mode_every, at init(total_steps=)'s last step and at finish()'s final
+        partial window, null at the others (the engine's probe.train_mode_every; 1 = every
+        probe). batch_size: samples per training batch
+        (default: read from the first training forward). Call it after moving the model to
+        its device."""
         from backend.schema.registry import LAYER_KEYS
         from bnlab.probe import ModelProbe, as_batch
 
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
+        if isinstance(train_mode_every, bool) or int(train_mode_every) != train_mode_every:
+            raise ValueError(f"train_mode_every must be a whole number, got {train_mode_every!r}")
+        if train_mode_every < 1:
+            raise ValueError(f"train_mode_every must be >= 1, got {train_mode_every}")
         if self.probe is not None:
             self.probe.detach()
         device = next((p.device for p in model.parameters()), None)
         x, y = as_batch(held_out, max_held_out, device)
         self.probe = ModelProbe(model, x, y, batch_size)
         self.every = int(every)
+        self.train_mode_every, self._probes = int(train_mode_every), 0
         self.sender.put(
             {"type": "watch", "layer_names": self.probe.names, "layer_keys": list(LAYER_KEYS)}
         )
@@ -284,14 +294,17 @@ class Run:
             out.update((k, _finite(v)) for k, v in zip(tensors, means, strict=False))
         return out
 
-    def _probe_now(self) -> None:
+    def _probe_now(self, last: bool = False) -> None:
         metrics = self._reduce()
         # A non-finite window mean is sent as null (JSON has no NaN) and ends the run diverged.
         if "train_loss" in metrics and metrics["train_loss"] is None and self._diverged_at is None:
             self._diverged_at = self.step_count
         layers = None
         if self.probe is not None:
-            layers, held = self.probe.record()
+            self._probes += 1
+            planned_end = self.total_steps is not None and self.step_count >= self.total_steps
+            train_mode = last or planned_end or self._probes % self.train_mode_every == 0
+            layers, held = self.probe.record(train_mode=train_mode)
             metrics.update((k, _finite(v)) for k, v in held.items())
         record: dict[str, Any] = {"step": self.step_count, "metrics": metrics}
         if layers is not None:
@@ -344,7 +357,7 @@ class Run:
             if status is not None and status not in ENDS:
                 raise ValueError(f"status must be one of {ENDS}, got {status!r}")
             if self.step_count > self._last_probe:
-                self._probe_now()
+                self._probe_now(last=True)
             full: dict[str, Any] = {"steps": self.step_count}
             if self.probe is not None:
                 full.update(self.probe.summary())

@@ -237,3 +237,38 @@ def test_end_diverged_when_the_loss_is_not_finite(tmp_path):
     lines = spool(run)
     assert [r["metrics"]["train_loss"] for r in lines if "step" in r] == [1.5, None]
     assert lines[-1]["status"] == "diverged" and "step 4" in lines[-1]["error"]
+
+
+@pytest.mark.parametrize("total_steps", [None, 13])
+def test_train_mode_pass_at_one_probe_in_train_mode_every(tmp_path, total_steps):
+    """val_acc_train_mode is measured at probes 3 and 6 (train_mode_every=3), at the planned
+    last step or finish()'s partial window, null at the other probes; the other held-out
+    metrics at every probe; the value where measured equals a pass at every probe."""
+
+    def records(every_tm: int, sub: str) -> list[dict]:
+        torch.manual_seed(0)
+        model = TinyResNet(p=0.3)
+        x, y = cifar_like(13 * 8)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        run = offline(tmp_path / sub, total_steps=total_steps)
+        run.watch(model, held_out=cifar_like(24, seed=1), every=2, train_mode_every=every_tm)
+        for i in range(0, 13 * 8, 8):
+            loss = F.cross_entropy(model(x[i : i + 8]), y[i : i + 8])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.step(loss=loss.detach())
+        run.finish()
+        return [r for r in spool(run) if "step" in r]
+
+    sparse, dense = records(3, "sparse"), records(1, "dense")
+    assert [r["step"] for r in sparse] == [2, 4, 6, 8, 10, 12, 13]
+    measured = [r["step"] for r in sparse if r["metrics"].get("val_acc_train_mode") is not None]
+    assert measured == [6, 12, 13]
+    assert all(r["metrics"]["val_acc"] is not None for r in sparse)
+    for s, d in zip(sparse, dense, strict=True):
+        assert s["layers"] == d["layers"]  # training and every BN statistic untouched
+        if s["step"] in measured:
+            assert s["metrics"]["val_acc_train_mode"] == d["metrics"]["val_acc_train_mode"]
+    with pytest.raises(ValueError, match="train_mode_every"):
+        offline(tmp_path / "bad").watch(TinyResNet(), cifar_like(8), train_mode_every=0)
