@@ -103,12 +103,20 @@ def make_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optim
     )
 
 
+def channels_last(cfg: ExperimentConfig, device: torch.device) -> bool:
+    """A conv net on CUDA trains channels-last (the layout cuDNN's fastest kernels use), except
+    in deterministic mode, which keeps the default layout and cuDNN's fixed algorithms."""
+    return (
+        device.type == "cuda"
+        and cfg.model.arch != "mlp"
+        and not torch.are_deterministic_algorithms_enabled()
+    )
+
+
 def batch_prep(cfg: ExperimentConfig, data: Data, device: torch.device) -> Any:
-    """xb -> the batch the model trains on: augmented (train.augment) and, for a conv net on
-    CUDA, channels-last (the layout cuDNN's fastest kernels use); on the device throughout."""
-    fmt = torch.contiguous_format
-    if device.type == "cuda" and cfg.model.arch != "mlp":
-        fmt = torch.channels_last
+    """xb -> the batch the model trains on: augmented (train.augment) and channels-last when
+    the model is (channels_last()); on the device throughout."""
+    fmt = torch.channels_last if channels_last(cfg, device) else torch.contiguous_format
     if cfg.train.augment:
         c = data.x_train.shape[1]
         mean = data.input_mean if data.input_mean is not None else np.zeros(c)
@@ -165,14 +173,23 @@ class Run:
     def __init__(
         self, cfg: ExperimentConfig, data: Data, device: torch.device, sink: MetricSink
     ) -> None:
+        if (
+            cfg.train.precision == "bf16"
+            and device.type == "cuda"
+            and not torch.cuda.is_bf16_supported(including_emulation=False)
+        ):  # emulated bf16 (pre-Ampere) would run slower than fp32, not faster
+            raise ConfigError(
+                f"train.precision: bf16 needs a GPU with native bfloat16 (compute capability "
+                f"8.0 or newer, e.g. A100, L4, H100); {device} has none: use fp32"
+            )
         torch.manual_seed(cfg.train.seed)
         self.cfg, self.data, self.device, self.sink = cfg, data, device, sink
         self.model = build_model(cfg.model, data.in_shape, data.n_classes).to(device)
         # conv algorithms picked by timing (batch shapes never change), unless deterministic
         if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
             torch.backends.cudnn.benchmark = True
-            if cfg.model.arch != "mlp":
-                self.model.to(memory_format=torch.channels_last)
+        if channels_last(cfg, device):  # model and batches in the same layout
+            self.model.to(memory_format=torch.channels_last)
         self.prep = batch_prep(cfg, data, device)
         # bf16 autocast for the training forward only; weights, grads, BN running stats (and so
         # the probe's sums) stay fp32, and probes and evaluation run in fp32.

@@ -451,3 +451,31 @@ def test_standardise_on_the_device(synth_root):
     gpu = load_dataset(cfg, datasets_root=synth_root, device="cuda")
     assert gpu.x_train.is_cuda and gpu.y_train.is_cuda
     torch.testing.assert_close(gpu.x_test.cpu(), cpu.x_test, rtol=0, atol=1e-6)
+
+
+def test_refuse_bf16_on_a_gpu_without_it(monkeypatch):
+    """A pre-Ampere GPU only emulates bfloat16 (slower than fp32): the run fails at once,
+    naming train.precision. (The GPU's answer is the one thing faked here: no GPU on CI.)"""
+    from worker.engine.train import ConfigError, validate_config
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    cfg = validate_config(cnn_cfg(device="cuda", precision="bf16"))
+    with pytest.raises(ConfigError, match=r"^train\.precision: bf16 needs a GPU"):
+        Run(cfg, None, torch.device("cuda"), MemorySink())
+
+
+def test_channels_last_only_outside_deterministic_mode():
+    """Model and batches share one layout: channels-last for conv nets on CUDA, the default
+    layout in deterministic mode and for MLPs (the model once stayed default while batches went
+    channels-last)."""
+    from worker.engine.train import channels_last, validate_config
+
+    cuda, cfg = torch.device("cuda"), validate_config(cnn_cfg(device="cuda"))
+    assert channels_last(cfg, cuda) and not channels_last(cfg, torch.device("cpu"))
+    mlp = validate_config({**cnn_cfg(device="cuda"), "model": {"arch": "mlp"}})
+    assert not channels_last(mlp, cuda)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert not channels_last(cfg, cuda)
+    finally:
+        torch.use_deterministic_algorithms(False)
