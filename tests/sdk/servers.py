@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +115,21 @@ def make_server(
     env.update({f"BNLAB_{k.upper()}": v for k, v in settings.items()})
     data_dir.mkdir(parents=True, exist_ok=True)
     return Server(data_dir=data_dir, port=free_port(), env=env)
+
+
+@contextmanager
+def postgres_server(data_dir: Path, name: str, redis_db: int) -> Iterator[Server]:
+    """A started server on its own scratch PostgreSQL database `name` (dropped afterwards) and
+    Redis database `redis_db` (one per test module, so modules never share a queue)."""
+    from tests.conftest import _create_database, _drop_database
+
+    server = make_server(
+        data_dir,
+        database_url=_create_database(name),
+        broker_url=f"redis://127.0.0.1:6379/{redis_db}",
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        _drop_database(name)

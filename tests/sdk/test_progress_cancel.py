@@ -26,9 +26,8 @@ import torch.nn.functional as F
 
 import bnlab
 from bnlab.transport import Client, Replay, read_lines, send_lines
-from tests.conftest import _create_database, _drop_database
 from tests.sdk.models import TinyResNet, cifar_like
-from tests.sdk.servers import REPO, make_server
+from tests.sdk.servers import REPO, postgres_server
 from tests.sdk.test_ingest_hostile import key, new_run, post, rows
 
 torch.set_num_threads(1)
@@ -154,17 +153,8 @@ def test_offline_is_unaffected(tmp_path):
 @pytest.fixture(scope="module")
 def pg_server(tmp_path_factory):
     name = f"bnlab_sdk_cancel_{os.getpid()}"
-    url = _create_database(name)
-    server = make_server(
-        tmp_path_factory.mktemp("pg-cancel"),
-        database_url=url,
-        broker_url="redis://127.0.0.1:6379/10",
-    ).start()
-    try:
+    with postgres_server(tmp_path_factory.mktemp("pg-cancel"), name, redis_db=10) as server:
         yield server
-    finally:
-        server.stop()
-        _drop_database(name)
 
 
 def get_run(url: str, run_id: int) -> dict:

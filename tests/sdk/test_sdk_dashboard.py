@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import bnlab
-from tests.conftest import _create_database, _drop_database
 from tests.sdk.models import TinyResNet, cifar_like
-from tests.sdk.servers import make_server
+from tests.sdk.servers import postgres_server
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -26,15 +25,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def pg_stack(tmp_path_factory):
     name = f"bnlab_sdk_stack_{os.getpid()}"
-    url = _create_database(name)
-    server = make_server(
-        tmp_path_factory.mktemp("pg-stack"), database_url=url, broker_url="redis://127.0.0.1:6379/9"
-    ).start()
-    try:
+    with postgres_server(tmp_path_factory.mktemp("pg-stack"), name, redis_db=9) as server:
         yield server
-    finally:
-        server.stop()
-        _drop_database(name)
 
 
 def stream(url: str, p: float, spool_dir: Path) -> bnlab.Run:
