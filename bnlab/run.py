@@ -216,10 +216,10 @@ class Run:
         """Measure every BN layer of `model` every `every` steps on `held_out` (a tensor batch,
         an (x, y) pair, or an iterable of either; at most max_held_out samples are kept).
         With labels, val_loss / val_acc are recorded too, and val_acc_train_mode (a real
-        model.train() pass over the held-out batch, as costly as the probe's own pass) at one
-        probe in train_mode_every, at init(total_steps=)'s last step and at finish()'s final
-        partial window, null at the others (the engine's probe.train_mode_every; 1 = every
-        probe). batch_size: samples per training batch
+        model.train() pass over the held-out batch, as costly as the probe's own pass) at the
+        first probe and one in train_mode_every after it, at init(total_steps=)'s last step and
+        at finish()'s final partial window, null at the others (as the engine's
+        probe.train_mode_every; 1 = every probe). batch_size: samples per training batch
         (default: read from the first training forward). Call it after moving the model to
         its device."""
         from backend.schema.registry import LAYER_KEYS
@@ -303,7 +303,9 @@ class Run:
         if self.probe is not None:
             self._probes += 1
             planned_end = self.total_steps is not None and self.step_count >= self.total_steps
-            train_mode = last or planned_end or self._probes % self.train_mode_every == 0
+            # The first probe too: a script's last step is unknown without total_steps, so a
+            # short run would otherwise never measure it.
+            train_mode = last or planned_end or (self._probes - 1) % self.train_mode_every == 0
             layers, held = self.probe.record(train_mode=train_mode)
             metrics.update((k, _finite(v)) for k, v in held.items())
         record: dict[str, Any] = {"step": self.step_count, "metrics": metrics}
