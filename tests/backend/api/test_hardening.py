@@ -159,7 +159,9 @@ def test_sweep_with_too_many_grid_keys_refused_fast(client, n_keys):
     elapsed = time.perf_counter() - start
     assert res.status_code == 422, res.text
     assert res.json()["detail"][0]["field"] == "grid"
-    assert elapsed < 1.0, elapsed
+    # The quadratic path took 59 s of CPU at 10,000 keys; the cap answers in ~30 ms idle. 10 s
+    # still tells the two apart on a loaded CI machine (1 s once failed there).
+    assert elapsed < 10.0, elapsed
 
 
 def test_sweep_cell_error_names_its_key_briefly(client):
