@@ -92,7 +92,7 @@ def npz_bomb(tmp_path_factory) -> Path:
 
 
 def test_npz_bomb_refused_by_declared_shape(client, npz_bomb):
-    """A 3 MB .npz whose X inflates to 3.2 GB: 422 naming the file, within a second."""
+    """A 3 MB .npz whose X inflates to 3.2 GB: 422 naming the file, without inflating it."""
     data = npz_bomb.read_bytes()
     assert len(data) < 4 * 2**20
     start = time.perf_counter()
@@ -101,7 +101,7 @@ def test_npz_bomb_refused_by_declared_shape(client, npz_bomb):
     assert res.status_code == 422, res.text
     assert res.json()["detail"][0]["field"] == "file"
     assert "(400000, 1000)" in res.text and "cap" in res.text
-    assert elapsed < 1.0
+    assert elapsed < 10.0, elapsed  # inflating it took 40 s; refused from its header in ms
 
 
 def test_npz_bomb_refused_under_a_memory_limit(npz_bomb):
