@@ -20,19 +20,15 @@ def test_draw_train_mode_curve_through_measured_probes(stack, page):
     assert len(pairs) >= 2 and len(pairs) < len(m["step"])  # some probes have no value
     want = {"x": [s for s, _ in pairs], "y": [v for _, v in pairs]}
 
-    page.goto(f"{stack.url}/runs/{run_id}")
-    page.wait_for_selector("body[data-ready=run]", timeout=30_000)
-    got = page.evaluate(
-        "() => document.getElementById('chart-acc').data"
-        ".filter(t => t.meta.series === 'val_acc_train_mode').map(t => ({x: t.x, y: t.y}))"
-    )
-    assert got == [want]
-
-    page.goto(f"{stack.url}/compare?runs={run_id}")
-    page.wait_for_selector("body[data-ready=compare]", timeout=30_000)
-    got = page.evaluate(
-        "() => document.getElementById('chart-accuracy').data"
-        ".filter(t => t.meta.series === 'val_acc_train_mode').map(t => ({x: t.x, y: t.y}))"
-    )
-    assert got == [want]
+    for path, ready, chart in (
+        (f"/runs/{run_id}", "run", "chart-acc"),
+        (f"/compare?runs={run_id}", "compare", "chart-accuracy"),
+    ):
+        page.goto(stack.url + path)
+        page.wait_for_selector(f"body[data-ready={ready}]", timeout=30_000)
+        got = page.evaluate(
+            f"() => document.getElementById('{chart}').data"
+            ".filter(t => t.meta.series === 'val_acc_train_mode').map(t => ({x: t.x, y: t.y}))"
+        )
+        assert got == [want], path
     assert not page.errors, page.errors
