@@ -21,6 +21,9 @@ import tempfile
 import threading
 from pathlib import Path
 
+from backend.settings import settings
+from backend.supervisor import WorkerSupervisor
+
 log = logging.getLogger("bnlab.workers")
 # Each worker process's health file (written by worker/device.py, read by worker/healthcheck.py).
 HEALTH_DIR = Path(tempfile.gettempdir()) / "bnlab-worker-health"
@@ -102,9 +105,6 @@ def slots(gpus: list[str], cpu_workers: int = 1) -> list[tuple[str, dict[str, st
 
 def run_workers(gpus: list[str], cpu_workers: int = 1) -> None:
     """Supervise the workers until SIGTERM/SIGINT (compose's stop), then stop them warmly."""
-    from backend.settings import settings
-    from backend.supervisor import WorkerSupervisor
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for folder in (settings.data_dir, settings.checkpoints_dir):
         Path(folder).mkdir(parents=True, exist_ok=True)

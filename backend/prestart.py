@@ -15,6 +15,7 @@ import logging
 from sqlalchemy import text
 from tenacity import before_sleep_log, retry, stop_after_delay, wait_fixed
 
+from backend.artifacts import get_store
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine
 from backend.settings import settings
@@ -65,8 +66,6 @@ def main() -> None:
     migrate(settings.database_url)
     log.info("database ready and at head")
     if settings.artifacts_url:
-        from backend.artifacts import get_store
-
         get_store().ensure_bucket()
         log.info("artifact store ready: %s", settings.artifacts_url)
 

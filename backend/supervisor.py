@@ -8,6 +8,7 @@ in the API requeues it; the restarted worker resumes it from its checkpoint.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -17,6 +18,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import uvicorn
+from sqlalchemy.exc import DBAPIError
+
+from backend.db.migrate import upgrade
+from backend.settings import settings
 
 log = logging.getLogger("bnlab.supervisor")
 ROOT = Path(__file__).resolve().parent.parent  # holds the backend/ and worker/ packages
@@ -53,8 +60,6 @@ def worker_env(base: dict[str, str] | None = None) -> dict[str, str]:
 def _die_with_parent() -> None:
     """Linux: the worker gets SIGTERM if `bnlab serve` dies, even by SIGKILL (no orphans)."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the worker outlives a killed supervisor
         pass
@@ -149,10 +154,6 @@ def prepare(settings) -> None:
                 f"cannot write the data directory {folder} ({exc.strerror}); "
                 "use a writable --data-dir or BNLAB_DATA_DIR"
             ) from None
-    from sqlalchemy.exc import DBAPIError
-
-    from backend.db.migrate import upgrade
-
     try:
         upgrade(settings.database_url)
     except DBAPIError as exc:  # never print the URL: it may hold a password
@@ -163,10 +164,6 @@ def prepare(settings) -> None:
 
 
 def serve_stack(*, host: str, port: int, n_workers: int) -> None:
-    import uvicorn
-
-    from backend.settings import settings
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     prepare(settings)
     supervisor = WorkerSupervisor(n_workers).start()

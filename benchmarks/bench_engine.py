@@ -37,10 +37,10 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from backend.schema.experiment import ExperimentConfig
-from worker.engine import MemorySink
-from worker.engine.data import assemble, batches, load_dataset, make_synthetic, steps_per_epoch
-from worker.engine.train import Run
+from bnlab.core.schema.experiment import ExperimentConfig
+from bnlab.engine.data import assemble, batches, load_dataset, make_synthetic, steps_per_epoch
+from bnlab.engine.sinks import MemorySink
+from bnlab.engine.train import Run
 
 CLOCK = time.process_time
 

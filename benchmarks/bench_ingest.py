@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from backend.crud.ingest import insert_points
 from backend.db.models import LAYER_KEYS
 from backend.db.session import make_engine
-from backend.schema.records import ProbeRecord
+from bnlab.core.schema.records import ProbeRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' scratch-database helper (tests/ is not installed)

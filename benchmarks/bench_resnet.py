@@ -17,7 +17,7 @@ The timed steps follow one untimed epoch; by default (10 untimed, 100 timed step
 exactly 100 / every probes for every `--every` dividing 100, and the table counts them.
 Both use the same autocast (--precision) and, on CUDA, channels-last memory and cuDNN
 benchmark mode (Run sets them; the plain loop shares the model and gets the same layout).
-The images are synthetic CIFAR-10 (worker/engine/cifar.py's generator, in memory): speed
+The images are synthetic CIFAR-10 (bnlab/engine/cifar.py's generator, in memory): speed
 does not depend on the pixel values. Times: process CPU seconds on CPU (a shared machine's
 neighbours do not count), wall seconds with torch.cuda.synchronize on CUDA. Reported: the
 median over repeats of each loop's images/s and of the ratio probed / plain, with the
@@ -35,11 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.schema.experiment import ExperimentConfig
-from worker.engine import MemorySink
-from worker.engine.cifar import synthetic_images
-from worker.engine.data import assemble, batches
-from worker.engine.train import Run
+from bnlab.core.schema.experiment import ExperimentConfig
+from bnlab.engine.cifar import synthetic_images
+from bnlab.engine.data import assemble, batches
+from bnlab.engine.sinks import MemorySink
+from bnlab.engine.train import Run
 
 
 def config(args: argparse.Namespace, every: int) -> ExperimentConfig:

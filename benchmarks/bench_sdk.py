@@ -48,10 +48,10 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import bnlab  # noqa: E402
-from backend.crud import columns  # noqa: E402
-from backend.schema.registry import LAYER_KEYS  # noqa: E402
+from bnlab.core import wire  # noqa: E402
+from bnlab.core.registry import LAYER_KEYS  # noqa: E402
+from tests.bnlab.sdk.servers import make_server  # noqa: E402
 from tests.conftest import _create_database, _drop_database  # noqa: E402
-from tests.sdk.servers import make_server  # noqa: E402
 
 # The training thread's CPU seconds; the sender thread's are measured apart and all charged to
 # bnlab (with process time, the sender's send of an SDK epoch's probes often fell in the plain
@@ -225,8 +225,8 @@ def ingest(
             ]
             chunks = [recs[i : i + per_request] for i in range(0, n_steps, per_request)]
             if form == "columns":
-                bodies = [columns.encode(ch, list(LAYER_KEYS)) for ch in chunks]
-                media = columns.MEDIA_TYPE
+                bodies = [wire.encode(ch, list(LAYER_KEYS)) for ch in chunks]
+                media = wire.MEDIA_TYPE
             else:
                 bodies = [orjson.dumps({"records": ch}) for ch in chunks]
                 media = "application/json"
@@ -264,7 +264,7 @@ def ingest(
 
     from backend.crud.ingest import insert_points
     from backend.db.session import make_engine
-    from backend.schema.records import ProbeRecord
+    from bnlab.core.schema.records import ProbeRecord
     from tests.utils.runs import add_bare_run
 
     engine = make_engine(database_url)

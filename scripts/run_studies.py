@@ -6,7 +6,7 @@ figures docs/studies.md quotes: docs/studies_results.md (tables) and docs/studie
     python scripts/run_studies.py --only variance_shift dropout_std
 
 Each preset's sweep is expanded exactly as the API does (backend.crud.sweeps.cell_configs);
-every cell trains with worker.engine.train and a MemorySink. Study-specific figures
+every cell trains with bnlab.engine.train and a MemorySink. Study-specific figures
 (gradient norm by depth, mean sigmoid activity, the export's error without the square root)
 are computed here from the sink's series or the trained model.
 """
@@ -29,9 +29,12 @@ import torch
 
 from backend.crud.sweeps import cell_configs
 from backend.presets import Preset, load_presets
-from backend.schema.experiment import ExperimentConfig
-from worker.engine import MemorySink, build_model, load_dataset, train
-from worker.engine.predict import predict, predict_doc_formula
+from bnlab.core.schema.experiment import ExperimentConfig
+from bnlab.engine.data import load_dataset
+from bnlab.engine.model import build_model
+from bnlab.engine.predict import predict, predict_doc_formula
+from bnlab.engine.sinks import MemorySink
+from bnlab.engine.train import train
 
 ROOT = Path(__file__).resolve().parents[1]  # where docs/ is (backend and worker are installed)
 
@@ -224,7 +227,7 @@ def ensure_synthetic_cifar(root: Path) -> None:
     """Write the CPU presets' synthetic CIFAR-10/100 folders (5000 training + 500 test images,
     as `bnlab make-cifar FOLDER --n 5000 --n-test 500`) if absent; the presets train on the
     first 2000 and every run evaluates on the 500 test images."""
-    from worker.engine.cifar import write_cifar
+    from bnlab.engine.cifar import write_cifar
 
     for folder, classes in SYNTHETIC_CIFAR.items():
         if not (root / folder).is_dir():

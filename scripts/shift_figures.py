@@ -26,8 +26,8 @@ from torch import nn  # noqa: E402
 
 from backend.crud.sweeps import cell_configs  # noqa: E402
 from backend.presets import load_presets  # noqa: E402
-from worker.engine import train  # noqa: E402
-from worker.engine.shiftstats import ema_weight, fold_mean, log_ratio_var  # noqa: E402
+from bnlab.engine.shiftstats import ema_weight, fold_mean, log_ratio_var  # noqa: E402
+from bnlab.engine.train import train  # noqa: E402
 
 KEYS = (
     "shift_by_layer",

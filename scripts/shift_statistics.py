@@ -23,8 +23,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from backend.presets import load_presets  # noqa: E402
-from backend.schema.experiment import ExperimentConfig, set_dotted  # noqa: E402
-from worker.engine import MemorySink, load_dataset, train  # noqa: E402
+from bnlab.core.schema.experiment import ExperimentConfig, set_dotted  # noqa: E402
+from bnlab.engine.data import load_dataset  # noqa: E402
+from bnlab.engine.sinks import MemorySink  # noqa: E402
+from bnlab.engine.train import train  # noqa: E402
 
 BEFORE_BN = ["linear", "dropout", "batchnorm", "activation"]
 NO_DROPOUT = ["linear", "batchnorm", "activation"]

@@ -2,7 +2,7 @@
 """Dashboard screenshots for docs/studies.md: submit study presets to a running bnlab stack,
 wait for their runs, and save the compare view of each as docs/study-<id>.png.
 
-    python -m backend.cli serve --data-dir /tmp/bnlab-shots --port 8123 &   # a private stack
+    python -m bnlab.cli serve --data-dir /tmp/bnlab-shots --port 8123 &   # a private stack
     python scripts/studies_screenshots.py --url http://127.0.0.1:8123 variance_shift pooling
 
 Playwright drives the system Chromium (/usr/bin/chromium).

@@ -30,7 +30,7 @@ def command_words(service: dict[str, Any]) -> list[str]:
 
 def module_targets(words: list[str]) -> list[str]:
     """Every `python -m MOD`, `uvicorn MOD:ATTR`, `celery -A MOD:ATTR` and console script
-    (pyproject's [project.scripts], e.g. `bnlab` -> backend.cli:app) in a command."""
+    (pyproject's [project.scripts], e.g. `bnlab` -> bnlab.cli:app) in a command."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     out = [scripts[words[0]]] if words and words[0] in scripts else []
     for i, w in enumerate(words[:-1]):

@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import threading
-import uuid
 
 from celery.signals import worker_ready, worker_shutdown
 
@@ -20,6 +19,9 @@ from backend.broker import celery_app
 from backend.crud.workers import register_worker, remove_worker, touch_worker
 from backend.db.session import get_sessionmaker
 from backend.settings import settings
+from worker import tasks  # noqa: F401  registers bnlab.train_run on celery_app
+from worker.device import current, write_health
+from worker.identity import WORKER_ID
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +33,11 @@ celery_app.conf.update(
     include=["worker.tasks"],
 )
 
-# One id per worker process, computed before the pool forks, so a prefork child that re-runs a
-# redelivered message is recognised as the same worker (claim_run's "owned by me" clause).
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 _stop = threading.Event()
 
 
 def _beat() -> None:
     """Keep this worker's row in the `workers` table fresh until shutdown."""
-    from worker.device import current, write_health
-
     sessions = get_sessionmaker()
     device = current()
     while True:
@@ -74,6 +71,3 @@ def _on_worker_shutdown(**_kwargs: object) -> None:
             remove_worker(session=s, worker_id=WORKER_ID)
     except Exception as exc:  # the row goes stale and is ignored after the timeout
         log.warning("could not deregister worker: %s", exc)
-
-
-import worker.tasks  # noqa: E402, F401  registers bnlab.train_run (needs celery_app above)

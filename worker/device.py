@@ -17,7 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from backend.gpu_workers import HEALTH_DIR, query_gpus
+from backend.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,6 @@ def _driver_version() -> str | None:
 
 def probe(require_cuda: bool) -> dict[str, Any]:
     """The device report: JSON-ready, stored in workers.device."""
-    import torch
-
     info: dict[str, Any] = {
         "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "require_cuda": require_cuda,
@@ -63,8 +64,6 @@ def probe(require_cuda: bool) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def current() -> dict[str, Any]:
     """This process's report (probed once; CUDA does not come back without a restart)."""
-    from backend.settings import settings
-
     info = probe(settings.require_cuda)
     if info["error"] and settings.require_cuda:
         log.error(

@@ -16,15 +16,16 @@ import socket
 import sys
 import threading
 
+from backend.crud.workers import register_worker, remove_worker
+from backend.db.session import get_sessionmaker
+from backend.settings import settings
+from worker.celery_app import celery_app
+from worker.device import current, usable, write_health
+
 log = logging.getLogger("bnlab.worker")
 
 
 def _idle_and_report(info: dict) -> None:
-    from backend.crud.workers import register_worker, remove_worker
-    from backend.db.session import get_sessionmaker
-    from backend.settings import settings
-    from worker.device import write_health
-
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -53,14 +54,10 @@ def _idle_and_report(info: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from worker.device import current, usable
-
     info = current()
     if not usable(info):
         _idle_and_report(info)
         return 0
-    from worker.celery_app import celery_app
-
     celery_app.worker_main(argv=["worker", *(sys.argv[1:] if argv is None else argv)])
     return 0
 

@@ -11,7 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from worker.engine import ConfigError, MemorySink, train, validate_config
+from backend.settings import Settings
+from bnlab.engine.repro import make_deterministic
+from bnlab.engine.sinks import MemorySink
+from bnlab.engine.train import ConfigError, train, validate_config
 
 __all__ = ["ConfigError", "run_local"]
 
@@ -48,13 +51,9 @@ def run_local(
     deterministic algorithms for this process (engine/repro.py), so the run repeats bit for bit.
     """
     if deterministic:
-        from worker.engine.repro import make_deterministic
-
         make_deterministic()
     cfg = validate_config(load_config_file(config_path))
     if datasets_root is None or uploads_dir is None:
-        from backend.settings import Settings
-
         settings = Settings()
         datasets_root = datasets_root or Path(settings.datasets_dir)
         uploads_dir = uploads_dir or Path(settings.uploads_dir)

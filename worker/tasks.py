@@ -11,16 +11,20 @@ import traceback
 from datetime import timedelta
 from pathlib import Path
 
+import torch
 from pydantic import ValidationError
 
-from backend.broker import TRAIN_RUN
+from backend.broker import TRAIN_RUN, celery_app
 from backend.crud.lifecycle import claim_run, finish_run
 from backend.crud.metrics import pack_runs
 from backend.db.models import Run, utcnow
 from backend.db.session import get_sessionmaker
-from backend.schema.experiment import ExperimentConfig
 from backend.settings import settings
-from worker.celery_app import WORKER_ID, celery_app
+from bnlab.core.schema.experiment import ExperimentConfig
+
+# Imported at worker start, not inside the task: importing torch takes seconds, and a claimed
+# run must not go without heartbeats that long (the reconciler would think its worker dead).
+from bnlab.engine.train import train
 from worker.cluster import (
     ClusterSink,
     drop_checkpoint,
@@ -29,10 +33,7 @@ from worker.cluster import (
     publish_exports,
 )
 from worker.db_sink import DB_ERRORS, DbSink, Heartbeat
-
-# Imported at worker start, not inside the task: importing torch takes seconds, and a claimed
-# run must not go without heartbeats that long (the reconciler would think its worker dead).
-from worker.engine.train import train
+from worker.identity import WORKER_ID
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ def _device_hint(device: str) -> str:
     """What the engine will pick (it reports the exact name in on_start)."""
     if device != "auto":
         return device
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

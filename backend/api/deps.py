@@ -10,10 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from backend.api.auth import token_matches
-from backend.crud.errors import NotFound
 from backend.crud.runs import get_run
 from backend.db.models import Run
 from backend.db.session import get_sessionmaker
+from bnlab.core.errors import NotFound
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database: larger ones are simply not found
 

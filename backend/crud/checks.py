@@ -10,15 +10,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from backend.crud.errors import FieldError
 from backend.db.models import Upload
-from backend.schema import registry
-from backend.schema.experiment import ExperimentConfig
-from backend.schema.params import estimate_params
-from backend.schema.paths import resolve_dataset_path
-from backend.schema.registry import WEIGHT_LAYER
-from backend.schema.splits import dataset_total, idx_train_samples, train_split_size
 from backend.settings import settings
+from bnlab.core import registry
+from bnlab.core.errors import FieldError
+from bnlab.core.registry import WEIGHT_LAYER
+from bnlab.core.schema.experiment import ExperimentConfig
+from bnlab.core.schema.params import estimate_params
+from bnlab.core.schema.paths import resolve_dataset_path
+from bnlab.core.schema.splits import dataset_total, idx_train_samples, train_split_size
 
 
 def check_storable(value: Any, path: str = "") -> None:

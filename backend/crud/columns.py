@@ -1,16 +1,5 @@
-"""Layer points as arrays: the SDK's binary ingest body, written with a NumPy-built binary COPY.
-
-JSON costs the API ~20 µs per layer point (parse, validate, one Python tuple, psycopg's
-per-row COPY), which caps one client near 30k points/s. In this body the points are two
-arrays that NumPy reads in place, and the COPY stream is one NumPy structured array turned to
-bytes, so the API's work per point is a few array operations (the SDK sends this form when
-NumPy is installed; JSON stays for everyone else).
-
-Body (Content-Type application/x-bnlab-columns), little-endian:
-  uint32 h, then h bytes of JSON header (padded with spaces to a multiple of 8):
-      {"n": rows, "layer_keys": [...], "layer_names": [...]?, "records": [{"step", "metrics"}]}
-  int32[n, 2]  (layer index, step) per row
-  float64[n, len(layer_keys)]  the values, NaN where nothing was measured
+"""Layer points into layer_stats with a NumPy-built binary COPY: the server's half of the wire
+format (bnlab/core/wire.py parses the SDK's binary body into the arrays written here).
 """
 
 from __future__ import annotations
@@ -20,63 +9,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from backend.crud.errors import FieldError, TooLarge
-from backend.schema.registry import LAYER_KEYS
+from backend.crud.ingest import write_rows
+from bnlab.core.registry import LAYER_KEYS
 
-MEDIA_TYPE = "application/x-bnlab-columns"
 PGCOPY_HEAD = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8  # signature, flags, header extension
 PGCOPY_TAIL = b"\xff\xff"
 _TMP = "_ingest_columns"
-
-
-def parse(
-    raw: bytes, *, max_rows: int, max_layers: int, max_step: int
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """(header, (n, 2) int64 layer/step, (n, len(LAYER_KEYS)) float64 with NaN for null),
-    deduplicated by (layer, step), the last row winning. Errors name the part at fault."""
-    import orjson
-
-    if len(raw) < 4:
-        raise FieldError("body", "too short for a columns body")
-    h = int.from_bytes(raw[:4], "little")
-    try:
-        header = orjson.loads(raw[4 : 4 + h])
-    except orjson.JSONDecodeError as exc:
-        raise FieldError("header", f"not valid JSON: {exc}") from None
-    if not isinstance(header, dict) or type(header.get("n")) is not int or header["n"] < 0:
-        raise FieldError("header.n", "must be the number of rows")
-    n, keys = header["n"], header.get("layer_keys", list(LAYER_KEYS))
-    if n > max_rows:
-        raise TooLarge(f"header.n: {n} layer points in one request; at most {max_rows}")
-    if (
-        not isinstance(keys, list)
-        or len(set(keys)) != len(keys)
-        or not all(isinstance(k, str) and k in LAYER_KEYS for k in keys)
-    ):
-        raise FieldError("header.layer_keys", f"must name each of {list(LAYER_KEYS)} at most once")
-    start = 4 + h
-    if start % 8 or len(raw) != start + 8 * n + 8 * n * len(keys):
-        raise FieldError(
-            "body",
-            f"expected {start + 8 * n * (1 + len(keys))} bytes for {n} "
-            f"rows of {len(keys)} keys after an 8-byte aligned header, "
-            f"got {len(raw)}",
-        )
-    index = np.frombuffer(raw, "<i4", 2 * n, start).reshape(n, 2).astype(np.int64)
-    given = np.frombuffer(raw, "<f8", n * len(keys), start + 8 * n).reshape(n, len(keys))
-    if n and not (0 <= index[:, 0].min() and index[:, 0].max() < max_layers):
-        raise FieldError("layer", f"layer indices must lie in [0, {max_layers})")
-    if n and not (0 <= index[:, 1].min() and index[:, 1].max() <= max_step):
-        raise FieldError("step", f"steps must lie in [0, {max_step}]")
-    values = np.full((n, len(LAYER_KEYS)), np.nan)
-    for j, k in enumerate(keys):
-        values[:, LAYER_KEYS.index(k)] = given[:, j]
-    values[~np.isfinite(values)] = np.nan  # infinity is stored as unknown, like JSON's null
-    # one row per (layer, step): the last sent wins (np.unique keeps the first of reversed)
-    combined = index[::-1, 0] * (max_step + 1) + index[::-1, 1]
-    _, first = np.unique(combined, return_index=True)
-    keep = np.sort(n - 1 - first)
-    return header, index[keep], values[keep]
 
 
 def write(session: Session, run_id: int, index: np.ndarray, values: np.ndarray) -> int:
@@ -85,8 +23,6 @@ def write(session: Session, run_id: int, index: np.ndarray, values: np.ndarray) 
         return 0
     cols = ("run_id", "layer", "step", *LAYER_KEYS)
     if session.get_bind().dialect.name != "postgresql":
-        from backend.crud.ingest import write_rows
-
         rows = [
             (run_id, int(layer), int(step), *[None if v != v else v for v in vals])
             for (layer, step), vals in zip(index.tolist(), values.tolist(), strict=True)
@@ -142,39 +78,3 @@ def _only_new_steps(cur: Any, run_id: int, index: np.ndarray) -> bool:
         (run_id, layers, int(index[:, 1].min())),
     )
     return not cur.fetchone()[0]
-
-
-def encode(
-    records: list[dict[str, Any]], layer_keys: list[str], layer_names: list[str] | None = None
-) -> bytes:
-    """The body for `records` in the ingest JSON form ({"step", "metrics", "layers"}): what the
-    SDK sends (and tests build)."""
-    import orjson
-
-    index: list[tuple[int, int]] = []
-    rows: list[list] = []
-    heads = []
-    for rec in records:
-        step = rec["step"]
-        heads.append({"step": step, "metrics": rec.get("metrics") or {}})
-        for i, row in enumerate(rec.get("layers") or ()):
-            if row is not None:
-                rows.append(row)
-                index.append((i, step))
-    try:  # one conversion for the whole batch: ~2x faster than one per record
-        values = np.array(rows, dtype=np.float64).reshape(len(rows), len(layer_keys))
-    except (TypeError, ValueError):  # nulls (or ragged rows: the server names those)
-        values = np.array(
-            [[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64
-        ).reshape(len(rows), len(layer_keys))
-    header: dict[str, Any] = {"n": len(index), "layer_keys": layer_keys, "records": heads}
-    if layer_names is not None:
-        header["layer_names"] = layer_names
-    head = orjson.dumps(header)
-    head += b" " * (-(4 + len(head)) % 8)
-    return (
-        len(head).to_bytes(4, "little")
-        + head
-        + np.asarray(index, dtype="<i4").reshape(-1, 2).tobytes()
-        + values.astype("<f8").tobytes()
-    )

@@ -14,11 +14,12 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table
+from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
 from backend.db.models import LayerStat, RunMetric
-from backend.schema.records import ProbeRecord
-from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.core.schema.records import ProbeRecord
 
 METRIC_COLS = ("run_id", "step", *METRIC_KEYS)
 LAYER_COLS = ("run_id", "layer", "step", *LAYER_KEYS)
@@ -71,8 +72,6 @@ def write_rows(
 def _executemany_upsert(
     session: Session, table: Table, cols: tuple[str, ...], keys: tuple[str, ...], rows: list[tuple]
 ) -> None:
-    from sqlalchemy.dialects.sqlite import insert
-
     stmt = insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(keys),

@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.db.models import Run, utcnow
-from backend.schema.runs import finite_or_none
+from bnlab.core.schema.runs import finite_or_none
 
 WORKER_LOST = "worker lost"  # the error text of a run whose last attempt's worker died
 

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from backend.crud import packs
 from backend.crud.downsample import bucket_indices
-from backend.crud.errors import FieldError
 from backend.db.models import LayerStat, Run, RunMetric
-from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.core.errors import FieldError
+from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
 
 Columns = dict[str, np.ndarray]
 # kind → (table, model, leading sort columns, value keys)

@@ -20,8 +20,8 @@ from sqlalchemy import String, case, cast, func, literal_column, or_, select, up
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from backend.crud.errors import FieldError
 from backend.db.models import TERMINAL_STATUSES, Run
+from bnlab.core.errors import FieldError
 
 # Plain columns of `runs` a table can sort by (the JSON documents are reached by path).
 SORT_COLUMNS = (

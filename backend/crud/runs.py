@@ -15,10 +15,10 @@ from backend import broker
 from backend.artifacts import get_store
 from backend.crud import run_list
 from backend.crud.checks import check_submission
-from backend.crud.errors import Conflict, NotFound
 from backend.db.models import TERMINAL_STATUSES, LayerStat, Run, RunMetric, utcnow
-from backend.schema.experiment import ExperimentConfig
 from backend.settings import settings
+from bnlab.core.errors import Conflict, NotFound
+from bnlab.core.schema.experiment import ExperimentConfig
 
 log = logging.getLogger(__name__)
 

@@ -29,15 +29,17 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.crud import columns
-from backend.crud.errors import Conflict, FieldError, NotFound, TooLarge
 from backend.crud.ingest import write_rows
 from backend.db.models import ExtraMetric, Run, ScriptKey, SeriesPack, utcnow
-from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
-from backend.schema.script_runs import ScriptRunCreate, ScriptRunFinish
+from bnlab.core import wire
+from bnlab.core.errors import Conflict, FieldError, NotFound, TooLarge
+from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.core.schema.script_runs import ScriptRunCreate, ScriptRunFinish
 
 # One ingest request: bounded so one client cannot hold the database (or the API's memory) for
 # long; the SDK sends far smaller batches.
@@ -381,7 +383,7 @@ def parse_batch(run_id: int, payload: Any) -> Batch:
 def parse_columns_batch(run_id: int, raw: bytes) -> Batch:
     """A binary columns body (crud/columns.py): its header's records give the run-level rows
     (validated as in parse_batch), its arrays the layer points."""
-    header, index, values = columns.parse(
+    header, index, values = wire.parse(
         raw, max_rows=MAX_LAYER_ROWS, max_layers=MAX_LAYERS, max_step=MAX_STEP
     )
     payload = {"records": header.get("records", [])}
@@ -451,11 +453,8 @@ def ingest(*, session: Session, run: Run, batch: Batch) -> dict[str, Any]:
 
 
 def _upsert_extra(session: Session, rows: list[dict[str, Any]]) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(ExtraMetric)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(ExtraMetric)
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=["run_id", "key", "step"], set_={"value": stmt.excluded.value}

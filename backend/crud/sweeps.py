@@ -16,12 +16,12 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from backend.crud.checks import check_storable, check_submission
-from backend.crud.errors import FieldError
 from backend.crud.runs import new_run, send_run
 from backend.db.models import Sweep
-from backend.schema.experiment import ExperimentConfig, set_dotted
-from backend.schema.sweeps import SweepCreate
 from backend.settings import settings
+from bnlab.core.errors import FieldError
+from bnlab.core.schema.experiment import ExperimentConfig, set_dotted
+from bnlab.core.schema.sweeps import SweepCreate
 
 
 def sweep_size(sweep: SweepCreate) -> int:

@@ -21,9 +21,9 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from backend.artifacts import get_store, upload_key
-from backend.crud.errors import FieldError, TooLarge
 from backend.db.models import Upload
 from backend.settings import settings
+from bnlab.core.errors import FieldError, TooLarge
 
 MIN_ROWS = 10  # a train/val split and batches of at least 2 need a few rows
 MAX_ROWS = 2_000_000

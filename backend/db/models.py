@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from backend.schema.registry import (  # noqa: F401  (re-exported: one definition, the registry)
+from bnlab.core.registry import (  # noqa: F401  (re-exported: one definition, the registry)
     LAYER_KEYS,
     METRIC_KEYS,
     RUN_KINDS,

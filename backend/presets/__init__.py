@@ -20,8 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.crud.sweeps import cell_configs
-from backend.schema.experiment import ExperimentConfig
-from backend.schema.sweeps import SweepCreate
+from bnlab.core.schema.experiment import ExperimentConfig
+from bnlab.core.schema.sweeps import SweepCreate
 
 PRESETS_DIR = Path(__file__).resolve().parent
 PRESET_TAG = "preset:"  # + the preset id; the dashboard (frontend/js/story.js) reads it back

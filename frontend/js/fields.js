@@ -1,4 +1,4 @@
-// The ExperimentConfig fields the submit form edits (backend/schema/experiment.py), with how
+// The ExperimentConfig fields the submit form edits (bnlab/core/schema/experiment.py), with how
 // each is parsed from text. The form, the sweep builder and the config diff share this table.
 // A select's options and every default come from the served JSON schema (schema.js), not from
 // here; tests/frontend/test_form_schema.py fails when the schema has a field this table lacks.

@@ -1,5 +1,5 @@
 // The ExperimentConfig JSON schema as the server serves it (/openapi.json): the submit form's
-// options and defaults come from here, so they are the server's own (backend/schema/
+// options and defaults come from here, so they are the server's own (bnlab/core/schema/
 // registry.py → the schema's Literals → this) and cannot drift from a hand copy.
 
 let loading = null;

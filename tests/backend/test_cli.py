@@ -15,7 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from backend.cli import app
+from bnlab.cli import app
 from tests.worker.procs import (
     ROOT,
     PrivateRedis,
@@ -53,7 +53,7 @@ def test_run_config_in_process_and_write_results(tmp_path) -> None:
 
 
 class Served:
-    """`python -m backend.cli serve` on a free port with its own data directory."""
+    """`python -m bnlab.cli serve` on a free port with its own data directory."""
 
     def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -74,7 +74,7 @@ class Served:
             [
                 sys.executable,
                 "-m",
-                "backend.cli",
+                "bnlab.cli",
                 "serve",
                 "--port",
                 str(self.port),
@@ -109,7 +109,7 @@ class Served:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "backend.cli", *args, "--url", self.url],
+            [sys.executable, "-m", "bnlab.cli", *args, "--url", self.url],
             capture_output=True,
             text=True,
             cwd=str(ROOT),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from backend.cli import app
+from bnlab.cli import app
 
 runner = CliRunner()
 # CIFAR-10 named by a path that does not exist: describe must not read data.
@@ -40,7 +40,7 @@ def test_describe_json_without_torch_or_data(tmp_path):
         "        if name.split('.')[0] in ('torch', 'worker'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, NoTorch())\n"
-        "from backend.cli import app\nsys.argv = ['bnlab'] + sys.argv[1:]\napp()\n"
+        "from bnlab.cli import app\nsys.argv = ['bnlab'] + sys.argv[1:]\napp()\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", block, "describe", str(_write(tmp_path, WRN)), "--json"],

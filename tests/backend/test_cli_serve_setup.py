@@ -45,7 +45,7 @@ def test_serve_on_read_only_data_dir_says_so_in_one_line(read_only_dir, sub):
         [
             sys.executable,
             "-m",
-            "backend.cli",
+            "bnlab.cli",
             "serve",
             "--data-dir",
             str(data_dir),

@@ -91,7 +91,7 @@ def test_each_slot_pins_one_device() -> None:
 
 def test_cli_names_the_bad_option() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "worker", "--gpus", "1,a"],
+        [sys.executable, "-m", "bnlab.cli", "worker", "--gpus", "1,a"],
         capture_output=True,
         text=True,
         cwd=str(ROOT),
@@ -118,7 +118,7 @@ def test_one_pinned_process_per_gpu_restarted_on_its_gpu(stack: Stack, tmp_path)
     env = {**stack.env, "TMPDIR": str(tmp_path)}  # its own health files
     log = (tmp_path / "workers.log").open("wb")
     sup = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "worker", "--gpus", "0,1,3"],
+        [sys.executable, "-m", "bnlab.cli", "worker", "--gpus", "0,1,3"],
         env=env,
         cwd=str(ROOT),
         stdout=log,

@@ -99,7 +99,7 @@ def start_stack(
     cmd = [
         sys.executable,
         "-c",
-        "from backend.cli import app; app()",
+        "from bnlab.cli import app; app()",
         "serve",
         "--host",
         "127.0.0.1",
@@ -174,7 +174,7 @@ def screenshot(pg, name: str) -> Path:
 def tiny_config(name: str, **overrides) -> dict:
     import copy
 
-    from backend.schema.experiment import set_dotted
+    from bnlab.core.schema.experiment import set_dotted
 
     cfg = copy.deepcopy(TINY) | {"name": name}
     for path, value in overrides.items():
@@ -212,7 +212,7 @@ PLACEMENTS = {
 
 
 def synthetic_config(rate: float, placement: str, seed: int, n_layers: int) -> dict:
-    from backend.schema.experiment import ExperimentConfig
+    from bnlab.core.schema.experiment import ExperimentConfig
 
     cfg = ExperimentConfig.model_validate(
         {

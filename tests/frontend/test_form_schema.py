@@ -1,5 +1,5 @@
 """The submit form is built from the served JSON schema: every select offers exactly the
-registry's names (backend/schema/registry.py), every config field is on the form, and the
+registry's names (bnlab/core/registry.py), every config field is on the form, and the
 defaults are the schema's (before, a hand copy lacked probe.recalibrate_samples and
 probe.grad_noise)."""
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from dashboard_stack import start_stack
 
-from backend.schema import registry
-from backend.schema.experiment import ExperimentConfig
+from bnlab.core import registry
+from bnlab.core.schema.experiment import ExperimentConfig
 
 SELECTS = {
     "dataset.name": registry.DATASET_NAMES,

@@ -11,7 +11,7 @@ import math
 import pytest
 from dashboard_stack import screenshot, wait_finished
 
-from backend.schema.experiment import set_dotted
+from bnlab.core.schema.experiment import set_dotted
 
 PRESET = "variance_shift"
 SMALL = {  # seconds on one CPU thread; two hidden blocks, so "per layer" has two layers

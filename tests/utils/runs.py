@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from backend.crud.runs import create_run
 from backend.db.models import LAYER_KEYS, METRIC_KEYS, LayerStat, Run, RunMetric
-from backend.schema.experiment import ExperimentConfig, set_dotted
+from bnlab.core.schema.experiment import ExperimentConfig, set_dotted
 
 
 def make_config(**overrides: Any) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from backend.crud.lifecycle import claim_run
 from backend.db.migrate import upgrade
 from backend.db.models import LayerStat, Run, RunMetric, utcnow
 from backend.db.session import make_engine
+from bnlab.engine.sinks import ProbeRecord
 from tests.utils.runs import add_bare_run
 from tests.worker.procs import free_port, scratch_pg_database
 from worker.db_sink import DbSink
-from worker.engine.sinks import ProbeRecord
 
 WORKER = "test-host:1:abc"
 

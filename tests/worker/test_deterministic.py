@@ -20,7 +20,7 @@ TIMING = ("wall_s", "steps_per_s")  # wall-clock, not results
 def _run(tmp_path, tag: str, *flags: str) -> dict:
     cfg, out = tmp_path / "cfg.json", tmp_path / f"{tag}.json"
     cfg.write_text(json.dumps(CONFIG))
-    cmd = [sys.executable, "-m", "backend.cli", "run", str(cfg), "--out", str(out), *flags]
+    cmd = [sys.executable, "-m", "bnlab.cli", "run", str(cfg), "--out", str(out), *flags]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
     for key in TIMING:

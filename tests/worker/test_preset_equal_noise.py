@@ -11,8 +11,8 @@ import torch
 
 from backend.crud.sweeps import cell_configs
 from backend.presets import load_presets
-from backend.schema.registry import equal_noise_rate, noise_moments
-from worker.engine import train
+from bnlab.core.registry import equal_noise_rate, noise_moments
+from bnlab.engine.train import train
 
 
 def _arms() -> dict[tuple[str, float], dict]:

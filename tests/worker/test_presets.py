@@ -14,10 +14,11 @@ import torch
 
 from backend.crud.sweeps import cell_configs, sweep_size
 from backend.presets import PRESETS_DIR, load_preset, load_presets
-from backend.schema.experiment import ExperimentConfig
-from backend.schema.sweeps import SweepCreate
-from worker.engine import MemorySink, train
-from worker.engine.predict import predict, predict_doc_formula
+from bnlab.core.schema.experiment import ExperimentConfig
+from bnlab.core.schema.sweeps import SweepCreate
+from bnlab.engine.predict import predict, predict_doc_formula
+from bnlab.engine.sinks import MemorySink
+from bnlab.engine.train import train
 
 torch.set_num_threads(1)  # the machine's two cores are shared
 

@@ -25,12 +25,12 @@ from backend.api.routes.metrics import (
 from backend.api.series import RAW_HEADER, layers_builder, metrics_builder
 from backend.api.series_cache import Answer, encoded
 from backend.crud import metrics as crud
-from backend.crud.errors import FieldError
 from backend.crud.runs import get_runs
 from backend.db.models import Run
-from backend.schema.compare import ComparePublic
-from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
-from backend.schema.runs import RunPublic
+from bnlab.core.errors import FieldError
+from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.core.schema.compare import ComparePublic
+from bnlab.core.schema.runs import RunPublic
 
 # Its 404 names the field like a 422 does (`input` lists the missing ids), not a plain detail.
 NOT_FOUND = {

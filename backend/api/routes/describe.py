@@ -8,11 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from backend.api.deps import SessionDep
-from backend.crud.errors import FieldError
 from backend.db.models import Upload
-from backend.schema.describe import DescriptionPublic
-from backend.schema.experiment import ExperimentConfig
-from backend.schema.netspec import describe
+from bnlab.core.errors import FieldError
+from bnlab.core.schema.describe import DescriptionPublic, describe
+from bnlab.core.schema.experiment import ExperimentConfig
 
 router = APIRouter(prefix="/describe", tags=["describe"])
 

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from backend import broker
 from backend.api.deps import SessionDep
+from backend.crud.workers import live_workers as read_workers
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -50,10 +51,6 @@ def check_broker() -> str:
 
 
 def live_workers(session: SessionDep) -> list[dict[str, Any]]:
-    try:
-        from backend.crud.workers import live_workers as read_workers
-    except ImportError:  # the workers table arrives with the worker's migration
-        return []
     try:
         return [w if isinstance(w, dict) else _as_dict(w) for w in read_workers(session=session)]
     except Exception as exc:  # noqa: BLE001

@@ -12,9 +12,9 @@ from backend.api.series import RAW_HEADER, layers_builder, metrics_builder
 from backend.api.series_cache import serve_series
 from backend.crud import metrics as crud
 from backend.crud.downsample import MIN_POINTS
-from backend.crud.errors import FieldError
-from backend.schema.metrics import LayersPublic, MetricsPublic
-from backend.schema.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.core.errors import FieldError
+from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.core.schema.metrics import LayersPublic, MetricsPublic
 
 router = APIRouter(prefix="/runs", tags=["metrics"], responses=responses(404))
 MaxPoints = Annotated[

@@ -11,11 +11,11 @@ from backend.api.errors import responses
 from backend.api.series_cache import cache as series_cache
 from backend.crud import run_list
 from backend.crud import runs as crud
-from backend.crud.errors import FieldError
 from backend.db.models import Run
-from backend.schema.registry import RUN_STATUSES, RunKind
-from backend.schema.run_list import BulkAction, BulkResult, BulkSkip, RunGroupsPublic
-from backend.schema.runs import RunCreate, RunPublic, RunsPublic
+from bnlab.core.errors import FieldError
+from bnlab.core.registry import RUN_STATUSES, RunKind
+from bnlab.core.schema.run_list import BulkAction, BulkResult, BulkSkip, RunGroupsPublic
+from bnlab.core.schema.runs import RunCreate, RunPublic, RunsPublic
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=responses(401, 404, 409))
 NoNul = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL

@@ -13,12 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.deps import MAX_ID, RunDep, SessionDep, TokenDep
 from backend.api.errors import responses
 from backend.api.series_cache import cache as series_cache
-from backend.crud import columns
 from backend.crud import script_runs as crud
-from backend.crud.errors import TooLarge
 from backend.db.models import Run
-from backend.schema.runs import RunPublic
-from backend.schema.script_runs import (
+from bnlab.core import wire
+from bnlab.core.errors import TooLarge
+from bnlab.core.registry import RUN_KEY_HEADER
+from bnlab.core.schema.runs import RunPublic
+from bnlab.core.schema.script_runs import (
     ExtraMetricsPublic,
     Heartbeat,
     HeartbeatPublic,
@@ -33,7 +34,7 @@ router = APIRouter(tags=["script runs"], responses=responses(401, 404, 409))
 MAX_BODY = 64 * 2**20  # one ingest request; MAX_LAYER_ROWS points are ~40 MB of JSON
 RunId = Annotated[int, Path(ge=1, le=MAX_ID)]
 RunKey = Annotated[
-    str | None, Header(alias="X-Bnlab-Run-Key", description="the run's key, as the SDK created it")
+    str | None, Header(alias=RUN_KEY_HEADER, description="the run's key, as the SDK created it")
 ]
 KEY_ERRORS = {
     403: {"description": "the run key belongs to another run"},
@@ -105,11 +106,11 @@ async def _body(request: Request) -> bytes:
                         },
                     }
                 },
-                columns.MEDIA_TYPE: {
+                wire.MEDIA_TYPE: {
                     "schema": {
                         "type": "string",
                         "format": "binary",
-                        "description": "layer points as arrays (crud/columns.py)",
+                        "description": "layer points as arrays (bnlab/core/wire.py)",
                     }
                 },
             },
@@ -127,7 +128,7 @@ async def ingest_points(
 
     def store() -> dict:
         run = _authorized(session, run_id, key)  # before parsing: strangers get nothing parsed
-        if request.headers.get("content-type", "").startswith(columns.MEDIA_TYPE):
+        if request.headers.get("content-type", "").startswith(wire.MEDIA_TYPE):
             return crud.ingest(
                 session=session, run=run, batch=crud.parse_columns_batch(run_id, raw)
             )

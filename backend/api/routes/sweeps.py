@@ -8,7 +8,7 @@ from backend.api.deps import SessionDep, TokenDep
 from backend.api.errors import responses
 from backend.crud import sweeps as crud
 from backend.db.models import Sweep
-from backend.schema.sweeps import SweepCreate, SweepPublic
+from bnlab.core.schema.sweeps import SweepCreate, SweepPublic
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=responses(401))
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, UploadFile, status
 from backend.api.deps import SessionDep, TokenDep
 from backend.api.errors import responses
 from backend.crud import uploads as crud
-from backend.schema.uploads import UploadPublic
+from bnlab.core.schema.uploads import UploadPublic
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=responses(401, 413))
 

@@ -111,7 +111,7 @@ def test_npz_bomb_refused_under_a_memory_limit(npz_bomb):
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
         from pathlib import Path
-        from backend.crud.errors import FieldError
+        from bnlab.core.errors import FieldError
         from backend.crud.uploads import parse_npz
         try:
             parse_npz(Path({str(npz_bomb)!r}))

@@ -9,7 +9,7 @@ import pytest
 
 from backend.crud.ingest import insert_points
 from backend.crud.metrics import read_metrics
-from backend.schema.records import ProbeRecord
+from bnlab.core.schema.records import ProbeRecord
 from tests.utils.runs import add_bare_run
 
 

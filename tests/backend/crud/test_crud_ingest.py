@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from backend.crud.ingest import insert_points
 from backend.db.models import LayerStat, RunMetric
-from backend.schema.records import ProbeRecord
+from bnlab.core.schema.records import ProbeRecord
 from tests.utils.runs import add_bare_run
 from tests.worker.procs import database_sessions
 

@@ -10,10 +10,10 @@ from sqlalchemy import update
 
 from backend import broker
 from backend.crud import runs as crud
-from backend.crud.errors import Conflict
 from backend.db.models import Run
-from backend.schema.experiment import ExperimentConfig
 from backend.settings import Settings
+from bnlab.core.errors import Conflict
+from bnlab.core.schema.experiment import ExperimentConfig
 from tests.utils.runs import create_random_run, make_config
 
 
@@ -70,7 +70,7 @@ def test_request_cancel_ended_run_conflicts(session):
 def test_retry_run_keeps_sweep(session):
     """A retried sweep cell stays in its sweep."""
     from backend.crud.sweeps import create_sweep
-    from backend.schema.sweeps import SweepCreate
+    from bnlab.core.schema.sweeps import SweepCreate
 
     sweep = create_sweep(
         session=session, sweep=SweepCreate(base=make_config(), seeds=[1]), enqueue=False

@@ -14,7 +14,7 @@ from sqlalchemy import delete, update
 from backend.crud.runs import create_run
 from backend.db.models import Run
 from backend.db.session import get_sessionmaker
-from backend.schema.experiment import ExperimentConfig
+from bnlab.core.schema.experiment import ExperimentConfig
 from tests.utils.runs import make_config
 
 

@@ -147,9 +147,9 @@ def test_create_upload_over_size_cap_is_413(client, monkeypatch, data_dir, sessi
 
 def test_store_upload_over_cap_stops_reading_early(session, monkeypatch):
     """crud.store_upload itself stops copying past the cap (no full read of a huge stream)."""
-    from backend.crud.errors import TooLarge
     from backend.crud.uploads import store_upload
     from backend.settings import settings
+    from bnlab.core.errors import TooLarge
 
     monkeypatch.setattr(settings, "max_upload_mb", 1)
 

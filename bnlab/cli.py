@@ -1,0 +1,379 @@
+"""`bnlab`: the command line. serve the stack, run a config in-process, talk to a server.
+
+Backend modules are imported inside the commands: `serve --data-dir` must set the environment
+before the settings singleton is built, and `run` needs torch, which the API image lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from bnlab.core.registry import TERMINAL_STATUSES
+
+app = typer.Typer(
+    help="bnlab: run, watch and compare BatchNorm / Dropout experiments.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_URL = os.environ.get("BNLAB_URL", "http://127.0.0.1:8000")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    # markup off: messages carry user text and pydantic's "[type=...]", not rich markup.
+    # soft_wrap: one line whatever the terminal width (scripts and logs grep for it).
+    err.print(f"error: {message}", style="red", highlight=False, markup=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="HTTP port."),
+    data_dir: Path | None = typer.Option(None, help="Data directory (default ~/.bnlab)."),
+    workers: int = typer.Option(1, min=0, help="Celery worker processes to supervise."),
+) -> None:
+    """The whole stack: migrate the database, supervise the worker(s), serve API + dashboard."""
+    if data_dir is not None:
+        os.environ["BNLAB_DATA_DIR"] = str(data_dir.expanduser().resolve())
+    from backend.supervisor import SetupError, serve_stack
+
+    try:
+        serve_stack(host=host, port=port, n_workers=workers)
+    except SetupError as exc:  # one line, not a traceback: a read-only or missing data dir
+        raise _fail(str(exc), 1) from None
+
+
+@app.command()
+def worker(
+    gpus: str = typer.Option(
+        "none",
+        help="all, none, or GPU indices like 0,1,3: one worker process per GPU, "
+        "each pinned with CUDA_VISIBLE_DEVICES (env BNLAB_GPUS).",
+        envvar="BNLAB_GPUS",
+    ),
+    workers: int = typer.Option(
+        1, min=1, envvar="BNLAB_CPU_WORKERS", help="CPU worker processes with --gpus none."
+    ),
+) -> None:
+    """Worker processes only (no API): for a GPU host, or a worker host of a cluster."""
+    from backend.gpu_workers import GpuSpecError, parse_gpus, run_workers
+
+    try:
+        gpu_list = parse_gpus(gpus)
+    except GpuSpecError as exc:
+        raise _fail(str(exc)) from exc
+    run_workers(gpu_list, cpu_workers=workers)
+
+
+@app.command("make-cifar")
+def make_cifar(
+    folder: Path = typer.Argument(..., file_okay=False, help="Folder to write."),
+    classes: int = typer.Option(10, help="10 (CIFAR-10 layout) or 100 (CIFAR-100)."),
+    n: int = typer.Option(5000, min=10, help="Training images."),
+    n_test: int | None = typer.Option(None, min=10, help="Test images (default n/5)."),
+    seed: int = typer.Option(0, min=0),
+) -> None:
+    """Write synthetic CIFAR-format files (a learnable signal, nothing downloaded) for tests
+    and the CPU study presets; read them with dataset.name cifar10 / cifar100."""
+    if classes not in (10, 100):
+        raise _fail("--classes must be 10 or 100")
+    try:  # the one other CLI import of the worker, declared in .importlinter (ignore_imports)
+        from bnlab.engine.cifar import write_cifar
+    except ImportError as exc:
+        raise _fail(f"`bnlab make-cifar` needs the worker extra (numpy, torch): {exc}", 1) from exc
+    out = write_cifar(folder, classes=classes, n=n, n_test=n_test, seed=seed)
+    console.print(f"wrote {n} + {n_test or max(n // 5, 100)} images to {out}", highlight=False)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
+    out: Path | None = typer.Option(None, help="Write config, metrics, layers, summary here."),
+    deterministic: bool = typer.Option(
+        False,
+        help="One torch thread and deterministic algorithms: the run repeats bit for "
+        "bit (figures otherwise move with the thread count).",
+    ),
+) -> None:
+    """Train one experiment in this process, no server (needs the worker extra: torch)."""
+    try:  # `bnlab run` trains in-process: declared in .importlinter (ignore_imports), lazy so
+        # the API image (no torch) can still run every other command
+        from worker.local import run_local
+    except ImportError as exc:
+        raise _fail(f"`bnlab run` needs torch (pip install 'bnlab[worker]'): {exc}", 1) from exc
+    try:
+        result = run_local(config, out, deterministic=deterministic)
+    except Exception as exc:  # ConfigError names the field path; anything else propagates
+        if type(exc).__name__ in ("ConfigError", "ValidationError"):
+            raise _fail(f"invalid config: {exc}") from exc
+        raise
+    summary = result.get("summary") or {}
+    acc = summary.get("test_acc_eval")
+    console.print(
+        f"{result.get('status')}"
+        + (f": test_acc_eval={acc:.4f}" if acc is not None else "")
+        + (f" ({result['error']})" if result.get("error") else "")
+        + (f"; wrote {out}" if out else "")
+    )
+    if result.get("status") != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def describe(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="ExperimentConfig JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print it as JSON."),
+) -> None:
+    """What a config builds, before training and without data files: its BN layers (place,
+    what feeds each), where dropout sits, the parameter count, rough memory and time."""
+    from bnlab.core.schema.describe import describe_json_text, format_description
+
+    try:
+        desc = describe_json_text(config.read_text(), str(config))
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps(desc, indent=2))
+    else:
+        console.print(format_description(desc), markup=False, highlight=False, soft_wrap=True)
+
+
+def _client(url: str, token: str | None):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
+
+
+def _check(resp) -> dict:
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail", resp.text)
+        except ValueError:
+            detail = resp.text
+        if isinstance(detail, list):  # pydantic errors: name every field path
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', []) if p != 'body')}: {d.get('msg')}"
+                for d in detail
+            )
+        raise _fail(f"{resp.request.method} {resp.request.url.path} → {resp.status_code}: {detail}")
+    return resp.json()
+
+
+URL = typer.Option(DEFAULT_URL, help="bnlab server (env BNLAB_URL).")
+TOKEN = typer.Option(None, envvar="BNLAB_API_TOKEN", help="API token for writes.")
+
+
+@app.command()
+def submit(
+    config: Path | None = typer.Argument(
+        None, exists=True, dir_okay=False, help="ExperimentConfig JSON (or use --preset)."
+    ),
+    preset: str | None = typer.Option(None, help="Submit a preset study by id instead."),
+    full: bool = typer.Option(False, help="With --preset: its GPU-sized 'full' variant."),
+    url: str = URL,
+    token: str | None = TOKEN,
+    watch: bool = typer.Option(False, help="Show a progress bar until the run(s) end."),
+) -> None:
+    """Submit a config (or a preset: one run or a sweep) to a server; prints the run ids."""
+    import httpx
+
+    if (config is None) == (preset is None):
+        raise _fail("give either CONFIG or --preset ID")
+    try:
+        with _client(url, token) as client:
+            path, payload = _submission(client, config, preset, full)
+            created = _check(client.post(path, json=payload))
+            run_list = created.get("runs", [created])
+            for run in run_list:
+                console.print(f"run {run['id']} {run['status']}")
+            if watch:
+                for run in run_list:
+                    _watch(client, run["id"])
+    except httpx.TransportError as exc:
+        raise _fail(f"cannot reach {url}: {exc}", 1) from exc
+
+
+def _submission(client, config: Path | None, preset: str | None, full: bool) -> tuple[str, dict]:  # noqa: ANN001
+    """(endpoint, body) for a config file or a preset (a run preset or a sweep preset)."""
+    if config is not None:
+        try:
+            return "/api/runs", json.loads(config.read_text())
+        except json.JSONDecodeError as exc:
+            raise _fail(f"{config}: not valid JSON ({exc})") from exc
+    found = _check(client.get(f"/api/presets/{preset}"))
+    kind = found["kind"]  # "run" or "sweep"; `full` has the same shape as its CPU-sized body
+    body = found.get("full") if full else found.get("sweep" if kind == "sweep" else "config")
+    if not body:
+        raise _fail(f"preset '{preset}' has no {'full variant' if full else kind}")
+    return ("/api/sweeps" if kind == "sweep" else "/api/runs"), body
+
+
+def _watch(client, run_id: int) -> None:
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("run {task.fields[rid]} {task.fields[status]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("run", total=1.0, rid=run_id, status="queued")
+        while True:
+            run = _check(client.get(f"/api/runs/{run_id}"))
+            bar.update(task, completed=run.get("progress") or 0.0, status=run["status"])
+            if run["status"] in TERMINAL_STATUSES:
+                break
+            time.sleep(1.0)
+    summary = run.get("summary") or {}
+    console.print(
+        f"run {run_id} {run['status']}"
+        + (
+            f": test_acc_eval={summary['test_acc_eval']:.4f}"
+            if summary.get("test_acc_eval") is not None
+            else ""
+        )
+        + (f" ({run['error']})" if run.get("error") else "")
+    )
+    if run["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(
+    url: str = URL,
+    status: str | None = typer.Option(None, help="Filter by status."),
+    limit: int = typer.Option(50, min=1, max=500),
+) -> None:
+    """List runs in a table."""
+    import httpx
+    from rich.table import Table
+
+    params = {"limit": limit, **({"status": status} if status else {})}
+    try:
+        with _client(url, None) as client:
+            page = _check(client.get("/api/runs", params=params))
+    except httpx.TransportError as exc:
+        raise _fail(f"cannot reach {url}: {exc}", 1) from exc
+    table = Table("id", "name", "status", "progress", "attempt", "device", "test acc", "created")
+    table.columns[1].overflow = "fold"  # names are what users look for: wrap, never cut
+    for r in page.get("data", []):
+        acc = (r.get("summary") or {}).get("test_acc_eval")
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            r["status"],
+            f"{100 * (r.get('progress') or 0):.0f}%",
+            str(r.get("attempt", "")),
+            r.get("device") or "",
+            "" if acc is None else f"{acc:.4f}",
+            str(r.get("created_at", ""))[:19],
+        )
+    console.print(table)
+    console.print(f"{len(page.get('data', []))} of {page.get('count', '?')} runs")
+
+
+@app.command()
+def export(
+    run_id: int,
+    fmt: str = typer.Option("npz", "--format", help="npz or onnx."),
+    out: Path | None = typer.Option(None, help="Output file (default run-ID.FORMAT)."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Download a finished run's weights (BN folded) as npz or ONNX."""
+    import httpx
+
+    if fmt not in ("npz", "onnx"):
+        raise _fail(f"--format must be npz or onnx, not {fmt!r}")
+    out = out or Path(f"run-{run_id}.{fmt}")
+    try:
+        with _client(url, token) as client:
+            resp = client.get(f"/api/runs/{run_id}/export", params={"format": fmt})
+            if resp.status_code >= 400:
+                _check(resp)
+    except httpx.TransportError as exc:
+        raise _fail(f"cannot reach {url}: {exc}", 1) from exc
+    out.write_bytes(resp.content)
+    console.print(f"wrote {out} ({len(resp.content)} bytes)")
+
+
+@app.command()
+def sync(
+    paths: list[Path] = typer.Argument(
+        ..., exists=True, help="Spool files (or folders of them) to send."
+    ),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Send what a script's bnlab SDK spooled (offline, or its process died) to a server.
+    Safe to repeat: every point is stored once."""
+    from bnlab.sdk.transport import Unreachable
+    from bnlab.sdk.transport import sync as send_spool
+
+    files = [f for p in paths for f in (sorted(p.glob("*.jsonl")) if p.is_dir() else [p])]
+    if not files:
+        raise _fail("no spool files (*.jsonl) in " + ", ".join(map(str, paths)))
+    failed = False
+    for f in files:
+        try:
+            state = send_spool(f, url, token)
+        except Unreachable as exc:
+            raise _fail(
+                f"cannot reach {url}: {exc}; nothing lost, run `bnlab sync` again", 1
+            ) from exc
+        except ValueError as exc:  # not JSON lines
+            raise _fail(f"{f}: not a bnlab spool ({exc})") from exc
+        ended = f", {state.finished}" if state.finished else ", still open"
+        console.print(
+            f"{f}: run {state.run_id}: {state.records} records in {state.requests} requests{ended}",
+            highlight=False,
+        )
+        for reason in state.skipped:
+            err.print(f"  refused: {reason}", highlight=False, markup=False)
+            failed = failed or "already ended" not in reason
+    if failed:
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: str | None = typer.Option(
+        None, help="Default: BNLAB_DATABASE_URL, else SQLite in the data dir."
+    ),
+) -> None:
+    """Apply the Alembic migrations (create or bring the schema to head)."""
+    from backend.db.migrate import upgrade
+    from backend.settings import settings
+
+    url = database_url or settings.database_url
+    upgrade(url)
+    console.print(f"database at head: {_redact(url)}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

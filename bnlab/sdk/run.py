@@ -1,0 +1,537 @@
+"""bnlab.init and Run: bnlab's probe in a user's own training loop, streamed to a bnlab server.
+
+    run = bnlab.init(name="resnet18, p=0.3", config={"lr": 0.1}, total_steps=len(loader) * 10)
+    run.watch(model, held_out=x_val, every=20)
+    with run:                            # an exception ends it failed, Ctrl-C cancelled
+        for x, y in loader:
+            ...; opt.step()
+            run.step(loss=loss.detach())  # raises bnlab.Cancelled after Cancel in the dashboard
+        run.finish(test_acc=0.93)
+
+The hot path, run.step(), keeps references to the values it is given and adds the BN running
+buffers into an on-device sum; it never reads a value back to the host. Every `every` steps
+the window is reduced (one host sync), the probe measures every BN layer on the held-out batch,
+and one record is appended to the spool file, which the sender thread sends (bnlab/sdk/transport.py).
+torch is imported only by watch() and evaluate(): `import bnlab` and `bnlab sync` need none.
+
+Progress: with init(total_steps=N) the server shows step / N while the run runs (from the probes
+and from the heartbeats, which carry the loop's step count); 100 % once it has succeeded.
+
+Cancel from the dashboard: the server's answers to the sender thread's requests (points about
+once a second while probes come, else a heartbeat every heartbeat_s) say so; the sender sets
+run.should_stop, and the next run.step() raises bnlab.Cancelled (a KeyboardInterrupt, so it
+stops the loop like Ctrl-C and gets through `except Exception`). `with run:` or the exit hook
+then ends the run `cancelled`, after the last partial window is probed and the spool is sent.
+init(raise_on_cancel=False): step() never raises; the loop reads run.should_stop itself (say,
+to save a checkpoint first) and finish() ends the run `cancelled`. Neither reads the device or
+touches the network on the training thread: should_stop is a flag the sender thread sets.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import numbers
+import os
+import secrets
+import socket
+import sys
+import threading
+import weakref
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bnlab.core.registry import LAYER_KEYS
+from bnlab.sdk.transport import Client, Rejected, Sender, Spool, Unreachable, dumps
+
+log = logging.getLogger("bnlab")
+# What a user is likely to call a run-level value, to the column the dashboard plots.
+ALIASES = {"loss": "train_loss", "acc": "train_acc", "accuracy": "train_acc"}
+LAST_VALUE = ("lr", "epoch")  # these are read at the probe step, the others averaged
+ENDS = ("succeeded", "failed", "cancelled", "diverged")
+MAX_STEP = 2**31 - 1  # the server's steps are 32-bit integers
+CANCELLED_ERROR = "cancelled from the dashboard"
+
+
+class Cancelled(KeyboardInterrupt):
+    """Raised by run.step() once a Cancel pressed in the dashboard reached this client.
+
+    A KeyboardInterrupt, as Ctrl-C is: a person asked the loop to stop, it is no error. So
+    `except Exception` in the loop does not swallow it, code that already saves a checkpoint on
+    Ctrl-C does so on a dashboard cancel too, and `with run:` (or, without it, the exit hook)
+    ends the run `cancelled` after sending every spooled point. Uncaught, the script prints
+    this one line (no traceback) and exits with status 1.
+    """
+
+    def __init__(self, run_id: int | None, step: int) -> None:
+        super().__init__(f"bnlab: run {run_id} was {CANCELLED_ERROR} (stopped at step {step})")
+        self.run_id, self.step = run_id, step
+
+
+def _total_steps(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"total_steps must be a positive int, got {type(value).__name__}")
+    if not 1 <= int(value) <= MAX_STEP:
+        raise ValueError(f"total_steps must be a positive int (at most {MAX_STEP}), got {value}")
+    return int(value)
+
+
+def spool_dir() -> Path:
+    return Path(os.environ.get("BNLAB_SPOOL_DIR") or Path.home() / ".bnlab" / "spool")
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+class Run:
+    """One run of a user's script. Make it with bnlab.init(); see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: dict[str, Any] | None,
+        tags: list[str] | None,
+        url: str | None,
+        token: str | None,
+        mode: str,
+        resume: int | None,
+        start_step: int | None,
+        directory: Path | None,
+        timeout_s: float,
+        heartbeat_s: float,
+        total_steps: int | None = None,
+        raise_on_cancel: bool = True,
+    ) -> None:
+        if mode not in ("online", "offline"):
+            raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+        self.total_steps = _total_steps(total_steps)
+        self.raise_on_cancel = bool(raise_on_cancel)
+        url = url or os.environ.get("BNLAB_URL")
+        token = token or os.environ.get("BNLAB_API_TOKEN")
+        self.offline = mode == "offline" or not url
+        self.name, self.config, self.tags = name, dict(config or {}), list(tags or [])
+        self.key = secrets.token_urlsafe(32)  # this process's secret for its run
+        self._id: int | None = None
+        self.url = None if self.offline else url.rstrip("/")
+        self.step_count = 0
+        self.every = 20
+        self.probe = None
+        self.cancel_requested = False  # set by the sender thread: Cancel in the dashboard
+        self.finished: str | None = None
+        self._window: dict[str, list[Any]] = {}
+        self._last_probe = 0
+        self._diverged_at: int | None = None
+        self._lock = threading.Lock()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self.spool_path = (directory or spool_dir()) / f"run-{stamp}-{self.key[:8]}.jsonl"
+        self.spool = Spool(self.spool_path)
+        client = None if self.offline else Client(self.url, token)
+        # Only when given: a server older than total_steps refuses unknown fields.
+        plan = {} if self.total_steps is None else {"total_steps": self.total_steps}
+        if resume is not None:
+            self._resume_header(client, int(resume), start_step, plan)
+        else:
+            self.step_count = int(start_step or 0)
+            self.spool.append(
+                {
+                    "type": "run",
+                    "key": self.key,
+                    "name": name,
+                    "config": self.config,
+                    "tags": self.tags,
+                    "host": socket.gethostname(),
+                    "device": None,
+                    "started_at": datetime.now(UTC).isoformat(),
+                    **plan,
+                }
+            )
+        self._last_probe = self.step_count
+        self.sender = Sender(
+            self.spool,
+            client,
+            heartbeat_s=heartbeat_s,
+            on_cancel=self._on_cancel,
+            step_of=self._step_of,
+        )
+        self.sender.start()
+        if client is not None and resume is None:
+            if self.sender.created.wait(timeout_s):
+                self._id = self.sender.state.run_id
+            else:
+                log.warning(
+                    "bnlab: %s did not answer in %.0f s; spooling to %s (sent when it "
+                    "is back, or with `bnlab sync`)",
+                    self.url,
+                    timeout_s,
+                    self.spool_path,
+                )
+        if self.offline:
+            log.warning(
+                "bnlab: offline; spooling to %s; send it with `bnlab sync %s`",
+                self.spool_path,
+                self.spool_path,
+            )
+        _live.add(self)
+
+    def _resume_header(
+        self, client: Client | None, run_id: int, start_step: int | None, plan: dict[str, int]
+    ) -> None:
+        """Continue run `run_id`: the server learns this process's key now (so the points that
+        follow are accepted) and says where the run stopped."""
+        self.spool.append({"type": "resume", "run_id": run_id, "key": self.key, **plan})
+        self._id = run_id
+        if client is None:
+            if start_step is None:
+                raise ValueError(
+                    "resume offline: give start_step (the server cannot tell where the run stopped)"
+                )
+            self.step_count = int(start_step)
+            return
+        try:
+            run = client.call(
+                "POST", f"/api/runs/{run_id}/resume", content=dumps({"key": self.key, **plan})
+            )
+        except (Rejected, Unreachable) as exc:
+            self.spool.close()
+            raise RuntimeError(f"bnlab: cannot resume run {run_id}: {exc}") from None
+        self.name = run["name"]
+        self.step_count = int(run["step"] if start_step is None else start_step)
+
+    # ------------------------------------------------------------------ the loop
+    def watch(
+        self,
+        model: Any,
+        held_out: Any,
+        every: int = 20,
+        *,
+        batch_size: int | None = None,
+        max_held_out: int = 256,
+        train_mode_every: int = 5,
+    ) -> Run:
+        """Measure every BN layer of `model` every `every` steps on `held_out` (a tensor batch,
+        an (x, y) pair, or an iterable of either; at most max_held_out samples are kept).
+        With labels, val_loss / val_acc are recorded too, and val_acc_train_mode (a real
+        model.train() pass over the held-out batch, as costly as the probe's own pass) at the
+        first probe and one in train_mode_every after it, at init(total_steps=)'s last step and
+        at finish()'s final partial window, null at the others (as the engine's
+        probe.train_mode_every; 1 = every probe). batch_size: samples per training batch
+        (default: read from the first training forward). Call it after moving the model to
+        its device."""
+        from bnlab.sdk.probe import ModelProbe, as_batch  # needs torch: imported when used
+
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        if isinstance(train_mode_every, bool) or int(train_mode_every) != train_mode_every:
+            raise ValueError(f"train_mode_every must be a whole number, got {train_mode_every!r}")
+        if train_mode_every < 1:
+            raise ValueError(f"train_mode_every must be >= 1, got {train_mode_every}")
+        if self.probe is not None:
+            self.probe.detach()
+        device = next((p.device for p in model.parameters()), None)
+        x, y = as_batch(held_out, max_held_out, device)
+        self.probe = ModelProbe(model, x, y, batch_size)
+        self.every = int(every)
+        self.train_mode_every, self._probes = int(train_mode_every), 0
+        self.sender.put(
+            {"type": "watch", "layer_names": self.probe.names, "layer_keys": list(LAYER_KEYS)}
+        )
+        return self
+
+    def step(self, **metrics: Any) -> None:
+        """After each optimizer step: advances the step count and keeps the given scalars
+        (tensors by reference, no host sync). loss → train_loss, acc → train_acc; lr and
+        epoch keep their last value, the others are averaged over the probe window.
+
+        Raises bnlab.Cancelled (after counting this step) once someone pressed Cancel on the
+        run in the dashboard, unless init(raise_on_cancel=False): see `should_stop`."""
+        if self.finished is not None:
+            raise RuntimeError(f"bnlab: run already finished ({self.finished})")
+        if self.probe is not None:
+            self.probe.step()
+        for key, value in metrics.items():
+            if hasattr(value, "detach"):
+                value = value.detach()
+            self._window.setdefault(ALIASES.get(key, key), []).append(value)
+        self.step_count += 1
+        if self.step_count - self._last_probe >= self.every:
+            self._probe_now()
+        if self.cancel_requested and self.raise_on_cancel:
+            raise Cancelled(self.id, self.step_count)
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a Cancel pressed in the dashboard reached this client (within about a
+        second while probes are sent, else within heartbeat_s). A flag the sender thread sets:
+        reading it costs nothing. Never true offline."""
+        return self.cancel_requested
+
+    def _reduce(self) -> dict[str, float | None]:
+        """The window's values: tensors stacked and read back together (one sync)."""
+        window, self._window = self._window, {}
+        out: dict[str, float | None] = {}
+        tensors: dict[str, Any] = {}
+        for key, values in window.items():
+            if key in LAST_VALUE:
+                values = values[-1:]
+            if all(isinstance(v, (int, float)) for v in values):
+                out[key] = _finite(float(sum(values) / len(values)))
+            else:
+                import torch
+
+                tensors[key] = torch.stack(
+                    [torch.as_tensor(v).float().reshape(()).to(_device(values)) for v in values]
+                ).mean()
+        if tensors:
+            import torch
+
+            means = torch.stack(list(tensors.values())).tolist()  # the one host sync
+            out.update((k, _finite(v)) for k, v in zip(tensors, means, strict=False))
+        return out
+
+    def _probe_now(self, last: bool = False) -> None:
+        metrics = self._reduce()
+        # A non-finite window mean is sent as null (JSON has no NaN) and ends the run diverged.
+        if "train_loss" in metrics and metrics["train_loss"] is None and self._diverged_at is None:
+            self._diverged_at = self.step_count
+        layers = None
+        if self.probe is not None:
+            self._probes += 1
+            planned_end = self.total_steps is not None and self.step_count >= self.total_steps
+            # The first probe too: a script's last step is unknown without total_steps, so a
+            # short run would otherwise never measure it.
+            train_mode = last or planned_end or (self._probes - 1) % self.train_mode_every == 0
+            layers, held = self.probe.record(train_mode=train_mode)
+            metrics.update((k, _finite(v)) for k, v in held.items())
+        record: dict[str, Any] = {"step": self.step_count, "metrics": metrics}
+        if layers is not None:
+            record["layers"] = layers
+        self._last_probe = self.step_count
+        self.sender.put(record)
+
+    # ------------------------------------------------------------------ the end
+    def evaluate(
+        self,
+        model: Any,
+        test_data: Any,
+        *,
+        train_data: Any = None,
+        train_mode_sizes: tuple[int, ...] = (1, 8, 64),
+        max_samples: int = 10_000,
+    ) -> dict[str, Any]:
+        """The accuracies bnlab's own runs report: eval mode, BN in train mode per test batch
+        size, and PreciseBN-recalibrated (when train_data is given). test_data / train_data: an
+        (x, y) pair or an iterable of them. The result also goes into the run's summary."""
+        from bnlab.sdk.probe import as_batch, summary_accuracies
+
+        device = next((p.device for p in model.parameters()), None)
+        x, y = as_batch(test_data, max_samples, device)
+        if y is None:
+            raise ValueError("test_data: labels are needed for accuracies (give (x, y) pairs)")
+        x_train = None if train_data is None else as_batch(train_data, max_samples, device)[0]
+        batch = (self.probe.batch_size if self.probe is not None else None) or 64
+        out = summary_accuracies(
+            model, x, y, x_train=x_train, batch_size=batch, train_mode_sizes=train_mode_sizes
+        )
+        self._evaluated = out
+        return out
+
+    def finish(
+        self,
+        status: str | None = None,
+        error: str | None = None,
+        timeout_s: float = 30.0,
+        **summary: Any,
+    ) -> None:
+        """End the run: the last partial window is recorded, the probe leaves the model, the
+        summary (the keyword arguments, plus what evaluate() found) is sent, and the sender
+        gets up to timeout_s to deliver the spool (else it stays there for `bnlab sync`).
+        status: default succeeded; diverged after a non-finite loss; cancelled once the
+        dashboard's Cancel reached the client (should_stop)."""
+        with self._lock:
+            if self.finished is not None:
+                return
+            if status is not None and status not in ENDS:
+                raise ValueError(f"status must be one of {ENDS}, got {status!r}")
+            if self.step_count > self._last_probe:
+                self._probe_now(last=True)
+            full: dict[str, Any] = {"steps": self.step_count}
+            if self.probe is not None:
+                full.update(self.probe.summary())
+                self.probe.detach()
+                self.probe = None
+            full.update(getattr(self, "_evaluated", {}))
+            full.update({k: _plain(v) for k, v in summary.items()})
+            if status is None and self.cancel_requested:
+                status, error = "cancelled", error or CANCELLED_ERROR
+            if status is None:
+                status = "diverged" if self._diverged_at is not None else "succeeded"
+            if status == "diverged" and error is None and self._diverged_at is not None:
+                error = f"loss became NaN or infinite by step {self._diverged_at}"
+            self.finished = status
+            self.sender.put({"type": "finish", "status": status, "summary": full, "error": error})
+            sent = self.sender.flush(0.5 if self.offline else timeout_s)
+            self.sender.stop()
+            self.spool.close()
+            if self.sender.client is not None:
+                self.sender.client.close()
+            if not self.offline and not sent:
+                log.warning(
+                    "bnlab: could not deliver everything to %s; send the rest with `bnlab sync %s`",
+                    self.url,
+                    self.spool_path,
+                )
+            _live.discard(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, _tb: Any) -> bool:
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, Cancelled):
+            self.finish(status="cancelled", error=CANCELLED_ERROR)
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish(status="cancelled", error="interrupted (Ctrl-C)")
+        else:
+            self.finish(status="failed", error=f"{exc_type.__name__}: {exc}")
+        return False  # the exception goes on to the user
+
+    def _on_cancel(self) -> None:  # the sender thread
+        self.cancel_requested = True
+        log.warning(
+            "bnlab: run %s was %s; %s",
+            self.id,
+            CANCELLED_ERROR,
+            "the next run.step() raises bnlab.Cancelled"
+            if self.raise_on_cancel
+            else "run.should_stop is True",
+        )
+
+    def _step_of(self) -> int:  # the sender thread, for its heartbeats
+        return self.step_count
+
+    @property
+    def id(self) -> int | None:
+        """The run's id on the server; None until the server has created it (offline: until
+        `bnlab sync`)."""
+        return self._id if self._id is not None else self.sender.state.run_id
+
+    @property
+    def link(self) -> str | None:
+        return f"{self.url}/runs/{self.id}" if self.url and self.id else None
+
+    def __repr__(self) -> str:
+        return f"<bnlab.Run id={self.id} step={self.step_count} spool={self.spool_path}>"
+
+
+def _device(values: list[Any]) -> Any:
+    for v in values:
+        if hasattr(v, "device"):
+            return v.device
+    return "cpu"
+
+
+def _plain(value: Any) -> Any:
+    """Summary values as JSON: tensors and numpy scalars to numbers, non-finite to None."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# Runs still open when the interpreter exits are finished: failed if an exception ended the
+# script (seen by the excepthook below), else succeeded.
+_live: weakref.WeakSet[Run] = weakref.WeakSet()
+_uncaught: list[BaseException] = []
+_hooked: list[Any] = []  # the excepthook found at the first init(), once installed
+
+
+def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+    _uncaught.append(exc)
+    if isinstance(exc, Cancelled):  # a person's request, not a bug: no traceback
+        print(exc, file=sys.stderr)
+        return
+    _hooked[0](exc_type, exc, tb)
+
+
+def _install_hooks() -> None:
+    """At the first init() (not at import: `bnlab sync` and notebooks reading runs need none)."""
+    if not _hooked:
+        _hooked.append(sys.excepthook)
+        sys.excepthook = _excepthook
+        atexit.register(_finish_open_runs)
+
+
+def _finish_open_runs() -> None:
+    for run in list(_live):
+        if _uncaught:
+            exc = _uncaught[-1]
+            status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = (
+                CANCELLED_ERROR if isinstance(exc, Cancelled) else f"{type(exc).__name__}: {exc}"
+            )
+            run.finish(status=status, error=error, timeout_s=10.0)
+        else:
+            run.finish(timeout_s=10.0)
+
+
+def init(
+    name: str | None = None,
+    config: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    *,
+    url: str | None = None,
+    token: str | None = None,
+    mode: str = "online",
+    resume: int | None = None,
+    start_step: int | None = None,
+    dir: str | Path | None = None,
+    timeout_s: float = 10.0,  # noqa: A002
+    heartbeat_s: float = 2.0,
+    total_steps: int | None = None,
+    raise_on_cancel: bool = True,
+) -> Run:
+    """Start (or resume) a run of this script.
+
+    total_steps: the optimizer steps the loop plans (e.g. epochs * len(loader)); the dashboard
+    then shows step / total_steps as the run's progress (at most 99 % until it succeeds).
+    Without it the dashboard shows the last probed step and no percentage. With resume=, a
+    new value replaces the plan. raise_on_cancel: run.step() raises bnlab.Cancelled once
+    someone pressed Cancel in the dashboard (default); False: check run.should_stop yourself.
+
+    url / token: the server and its API token (default BNLAB_URL / BNLAB_API_TOKEN); with no
+    url, or mode="offline", records only go to the spool file (send it with `bnlab sync`).
+    resume: a run id to continue (its step count goes on from where the server has it, or
+    from start_step). dir: the spool folder (default BNLAB_SPOOL_DIR or ~/.bnlab/spool).
+    timeout_s: how long init waits for the server to create the run. heartbeat_s: how often
+    a client with no points to send tells the server it is alive and at which step (keep it
+    below BNLAB_SCRIPT_TIMEOUT_S); its answer is how a cancel reaches a loop between probes.
+    """
+    name = name or Path(sys.argv[0] or "script").stem or "script"
+    _install_hooks()
+    return Run(
+        name=name,
+        config=config,
+        tags=tags,
+        url=url,
+        token=token,
+        mode=mode,
+        resume=resume,
+        start_step=start_step,
+        directory=Path(dir) if dir is not None else None,
+        timeout_s=timeout_s,
+        heartbeat_s=heartbeat_s,
+        total_steps=total_steps,
+        raise_on_cancel=raise_on_cancel,
+    )
