@@ -1,7 +1,7 @@
 """Shared fixtures (docs/design.md, "Real services in tests"): a fresh PostgreSQL database per
 test session, migrated once with Alembic; per-test savepoint sessions rolled back at teardown; a
-TestClient whose requests use that session; the real Redis (db 1) as broker; a temporary data
-directory.
+TestClient whose requests use that session; the real Redis (tests/utils/services.py: db 1 unless
+BNLAB_TEST_REDIS says otherwise) as broker; a temporary data directory.
 
 The settings singleton is patched in a session fixture (not through the environment at import
 time), so tests that build their own Settings (worker, reliability) are not affected. Only the
@@ -17,20 +17,19 @@ from pathlib import Path
 
 import pytest
 
-PG_ADMIN = os.environ.get("BNLAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("BNLAB_TEST_REDIS", "redis://127.0.0.1:6379/1")  # the API tests' db
+from tests.utils.services import PG_ADMIN, flush_redis, pg_url
+from tests.utils.services import REDIS_API as REDIS_URL  # the API tests' db
 
 
 def _create_database(name: str) -> str:
     from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    return pg_url(name)
 
 
 def _drop_database(name: str) -> None:
@@ -43,13 +42,7 @@ def _drop_database(name: str) -> None:
 
 
 def _flush_redis() -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
+    flush_redis(REDIS_URL)
 
 
 @pytest.fixture(scope="session")

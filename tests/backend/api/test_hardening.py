@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from backend.api.main import create_app
 from backend.db.migrate import upgrade
 from backend.db.session import make_engine
 from backend.settings import settings
+from bnlab.core.schema.sweeps import MAX_GRID_KEYS
 from tests.utils.datasets import write_cifar, write_mnist
 from tests.utils.npz_bomb import write_npz_bomb
 from tests.utils.runs import make_config
@@ -92,16 +92,15 @@ def npz_bomb(tmp_path_factory) -> Path:
 
 
 def test_npz_bomb_refused_by_declared_shape(client, npz_bomb):
-    """A 3 MB .npz whose X inflates to 3.2 GB: 422 naming the file, without inflating it."""
+    """A 3 MB .npz whose X inflates to 3.2 GB: 422 naming the file, from its declared shape
+    (that it is refused without inflating it is the next test's, under a memory limit; the time
+    it takes is measured in benchmarks/bench_refusals.py)."""
     data = npz_bomb.read_bytes()
     assert len(data) < 4 * 2**20
-    start = time.perf_counter()
     res = _post_file(client, data, "bomb.npz")
-    elapsed = time.perf_counter() - start
     assert res.status_code == 422, res.text
     assert res.json()["detail"][0]["field"] == "file"
     assert "(400000, 1000)" in res.text and "cap" in res.text
-    assert elapsed < 10.0, elapsed  # inflating it took 40 s; refused from its header in ms
 
 
 def test_npz_bomb_refused_under_a_memory_limit(npz_bomb):
@@ -151,17 +150,15 @@ def test_npz_member_longer_than_its_header_refused(client):
 
 @pytest.mark.parametrize("n_keys", [10_000, 65])
 def test_sweep_with_too_many_grid_keys_refused_fast(client, n_keys):
-    """10,000 grid keys took 59 s of CPU before the 422; the key cap answers at once."""
+    """10,000 grid keys took 59 s of CPU before the 422; the key cap refuses the grid before any
+    key is resolved: the one error is the cap's, on `grid` itself (not one per bad key). The
+    time it takes is measured in benchmarks/bench_refusals.py, not bounded here."""
     body = {"base": make_config(), "grid": {f"model.k{i}": [1] for i in range(n_keys)}}
-    client.post("/api/sweeps", json={"grid": {"x": []}})  # the app's first request builds caches
-    start = time.perf_counter()
     res = client.post("/api/sweeps", json=body)
-    elapsed = time.perf_counter() - start
     assert res.status_code == 422, res.text
-    assert res.json()["detail"][0]["field"] == "grid"
-    # The quadratic path took 59 s of CPU at 10,000 keys; the cap answers in ~30 ms idle. 10 s
-    # still tells the two apart on a loaded CI machine (1 s once failed there).
-    assert elapsed < 10.0, elapsed
+    detail = res.json()["detail"]
+    assert [d["field"] for d in detail] == ["grid"], detail
+    assert f"at most {MAX_GRID_KEYS}" in detail[0]["msg"], detail
 
 
 def test_sweep_cell_error_names_its_key_briefly(client):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 from sqlalchemy import update
@@ -28,11 +27,9 @@ def test_create_run_broker_down_keeps_run_queued(session, monkeypatch):
     """With the broker unreachable the run is still stored `queued`, unstamped, for the
     reconciler."""
     monkeypatch.setattr(broker, "celery_app", _dead_broker())
-    start = time.monotonic()
     run = crud.create_run(session=session, config=ExperimentConfig.model_validate(make_config()))
     assert (run.status, run.enqueued_at) == ("queued", None)
     assert session.get(Run, run.id) is not None
-    assert time.monotonic() - start < 30
 
 
 def test_create_run_commits_before_enqueue(session, monkeypatch):

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.utils.net import free_port
+from tests.utils.services import flush_redis, worker_redis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,16 +121,20 @@ def make_server(
 @contextmanager
 def postgres_server(data_dir: Path, name: str, redis_db: int) -> Iterator[Server]:
     """A started server on its own scratch PostgreSQL database `name` (dropped afterwards) and
-    Redis database `redis_db` (one per test module, so modules never share a queue)."""
+    Redis database `redis_db` (one per test module, so modules never share a queue) unless the
+    environment names the test Redis (tests/utils/services.py)."""
     from tests.conftest import _create_database, _drop_database
 
+    broker_url = worker_redis(redis_db)
+    flush_redis(broker_url)  # nothing another module left queued reaches this server's worker
     server = make_server(
         data_dir,
         database_url=_create_database(name),
-        broker_url=f"redis://127.0.0.1:6379/{redis_db}",
+        broker_url=broker_url,
     ).start()
     try:
         yield server
     finally:
         server.stop()
+        flush_redis(broker_url)
         _drop_database(name)
