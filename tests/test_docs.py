@@ -5,7 +5,9 @@ text. A "named document" is (1) any `something.md` path in any file — markdown
 docstrings, JSON preset texts, JavaScript — resolved against the naming file's folder or the
 repository root; (2) the target of a markdown link or image, with its `#anchor` checked against
 the target's headings; (3) a path outside the repository (an absolute path into the machine
-the repository was written on). And docs/design.md's endpoint table is the app's API, both ways.
+the repository was written on). README.md stays short enough to read to the end, every page of
+docs/ is reachable from it by links, and docs/rest-api.md's endpoint table is the app's API,
+both ways.
 """
 
 from __future__ import annotations
@@ -147,15 +149,69 @@ def test_catch_a_missing_document(tmp_path):
     assert not DOC_NAME.search("https://example.org/path/README.md")
 
 
-def design_endpoints() -> set[tuple[str, str]]:
-    text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
+README_MAX_LINES = 250  # what a newcomer reads to the end; the rest lives in docs/
+
+
+def test_keep_the_readme_short():
+    """README.md is the way in, not the manual: at most README_MAX_LINES lines."""
+    n = len((REPO / "README.md").read_text(encoding="utf-8").splitlines())
+    assert n <= README_MAX_LINES, (
+        f"README.md has {n} lines (at most {README_MAX_LINES}): move detail to docs/"
+    )
+
+
+def linked_documents(start: Path) -> set[Path]:
+    """Every markdown file reachable from `start` by following relative markdown links."""
+    seen: set[Path] = set()
+    todo = [start.resolve()]
+    while todo:
+        page = todo.pop()
+        if page in seen or not page.is_file():
+            continue
+        seen.add(page)
+        for m in MD_LINK.finditer(page.read_text(encoding="utf-8")):
+            target = m.group(1).partition("#")[0]
+            if target and not target.startswith(SKIP_SCHEMES) and target.endswith(".md"):
+                todo.append((page.parent / target).resolve())
+    return seen
+
+
+def unlinked_docs(readme: Path, docs: list[Path]) -> list[str]:
+    reachable = linked_documents(readme)
+    return sorted(p.name for p in docs if p.resolve() not in reachable)
+
+
+def test_link_every_doc_from_the_readme():
+    """Every docs/*.md is linked from README.md or from a page linked from it (transitively):
+    a page nobody can reach from the README is a page nobody reads."""
+    docs = [p for p in repo_files() if p.parent == REPO / "docs" and p.suffix == ".md"]
+    assert docs, "no docs/*.md found"
+    orphans = unlinked_docs(REPO / "README.md", docs)
+    assert not orphans, f"docs/ pages reachable from no link starting at README.md: {orphans}"
+
+
+def test_catch_an_unlinked_doc(tmp_path):
+    """The reachability check can fail: an orphan page and a page linked only from it are
+    found; a link with an anchor counts (transitively), a URL ending in .md does not."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("[a](docs/a.md#top) and https://x.org/c.md\n")
+    (tmp_path / "docs" / "a.md").write_text("# Top\n[b](b.md)\n")
+    (tmp_path / "docs" / "b.md").write_text("# B\n")
+    (tmp_path / "docs" / "c.md").write_text("[d](d.md)\n")
+    (tmp_path / "docs" / "d.md").write_text("# D\n")
+    docs = sorted((tmp_path / "docs").glob("*.md"))
+    assert unlinked_docs(tmp_path / "README.md", docs) == ["c.md", "d.md"]
+
+
+def api_doc_endpoints() -> set[tuple[str, str]]:
+    text = (REPO / "docs" / "rest-api.md").read_text(encoding="utf-8")
     return set(
         re.findall(r"^\|\s*(GET|POST|PUT|PATCH|DELETE)\s*\|\s*(/api/[^\s|]*)\s*\|", text, re.M)
     )
 
 
-def test_list_every_api_endpoint_in_design_doc():
-    """docs/design.md's endpoint table is the app's API: every route the app serves is listed,
+def test_list_every_api_endpoint_in_rest_api_doc():
+    """docs/rest-api.md's endpoint table is the app's API: every route the app serves is listed,
     and every listed route exists."""
     pytest.importorskip("fastapi")
     from backend.api.main import create_app
@@ -165,6 +221,6 @@ def test_list_every_api_endpoint_in_design_doc():
         for path, ops in create_app().openapi()["paths"].items()
         for method in ops
     }
-    listed = design_endpoints()
-    assert not served - listed, f"served but not in docs/design.md: {sorted(served - listed)}"
-    assert not listed - served, f"in docs/design.md but not served: {sorted(listed - served)}"
+    listed = api_doc_endpoints()
+    assert not served - listed, f"served but not in docs/rest-api.md: {sorted(served - listed)}"
+    assert not listed - served, f"in docs/rest-api.md but not served: {sorted(listed - served)}"
