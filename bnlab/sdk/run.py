@@ -11,7 +11,8 @@
 The hot path, run.step(), keeps references to the values it is given and adds the BN running
 buffers into an on-device sum; it never reads a value back to the host. Every `every` steps
 the window is reduced (one host sync), the probe measures every BN layer on the held-out batch,
-and one record is appended to the spool file, which the sender thread sends (bnlab/sdk/transport.py).
+and one record is appended to the spool file, which the sender thread sends
+(bnlab/sdk/transport.py).
 torch is imported only by watch() and evaluate(): `import bnlab` and `bnlab sync` need none.
 
 Progress: with init(total_steps=N) the server shows step / N while the run runs (from the probes
@@ -25,6 +26,12 @@ then ends the run `cancelled`, after the last partial window is probed and the s
 init(raise_on_cancel=False): step() never raises; the loop reads run.should_stop itself (say,
 to save a checkpoint first) and finish() ends the run `cancelled`. Neither reads the device or
 touches the network on the training thread: should_stop is a flag the sender thread sets.
+
+SIGTERM (systemd, docker, Slurm, Kubernetes) ends the run as Ctrl-C does: init() puts a handler
+on it in the main thread (chaining the one the user or a framework installed before, put back
+when the last run finishes); the loop stops with bnlab.sdk.run.Terminated (a KeyboardInterrupt),
+or however the chained handler decides, and the run ends `cancelled` "terminated by SIGTERM"
+with every spooled point sent.
 """
 
 from __future__ import annotations
@@ -35,11 +42,12 @@ import math
 import numbers
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
 import weakref
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +76,20 @@ class Cancelled(KeyboardInterrupt):
     def __init__(self, run_id: int | None, step: int) -> None:
         super().__init__(f"bnlab: run {run_id} was {CANCELLED_ERROR} (stopped at step {step})")
         self.run_id, self.step = run_id, step
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when SIGTERM (what systemd, docker, Slurm and Kubernetes send)
+    reaches a script that installed no SIGTERM handler of its own: the script stops as on
+    Ctrl-C (its `except KeyboardInterrupt` and `finally` blocks run), `with run:` or the exit
+    hook ends the run `cancelled` "terminated by SIGTERM" after sending every spooled point,
+    and the script prints one line and exits with status 1. A handler the user or a framework
+    installed before bnlab.init() is called instead, and decides how the script stops; the run
+    still ends `cancelled` with that reason."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"bnlab: {_signal_reason(signum)}")
+        self.signum = signum
 
 
 def _total_steps(value: Any) -> int | None:
@@ -128,7 +150,7 @@ class Run:
         self._last_probe = 0
         self._diverged_at: int | None = None
         self._lock = threading.Lock()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         self.spool_path = (directory or spool_dir()) / f"run-{stamp}-{self.key[:8]}.jsonl"
         self.spool = Spool(self.spool_path)
         client = None if self.offline else Client(self.url, token)
@@ -147,7 +169,7 @@ class Run:
                     "tags": self.tags,
                     "host": socket.gethostname(),
                     "device": None,
-                    "started_at": datetime.now(UTC).isoformat(),
+                    "started_at": datetime.now(timezone.utc).isoformat(),
                     **plan,
                 }
             )
@@ -367,6 +389,8 @@ class Run:
                 self.probe = None
             full.update(getattr(self, "_evaluated", {}))
             full.update({k: _plain(v) for k, v in summary.items()})
+            if status is None and _signalled:  # SIGTERM, and the loop stopped itself
+                status, error = "cancelled", error or _signal_reason(_signalled[0])
             if status is None and self.cancel_requested:
                 status, error = "cancelled", error or CANCELLED_ERROR
             if status is None:
@@ -387,6 +411,8 @@ class Run:
                     self.spool_path,
                 )
             _live.discard(self)
+            if not _live:
+                _restore_signal_handlers()
 
     def __enter__(self) -> Run:
         return self
@@ -396,6 +422,8 @@ class Run:
             self.finish()
         elif issubclass(exc_type, Cancelled):
             self.finish(status="cancelled", error=CANCELLED_ERROR)
+        elif _signalled:  # Terminated, or what the user's own SIGTERM handler raised
+            self.finish(status="cancelled", error=_signal_reason(_signalled[0]))
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish(status="cancelled", error="interrupted (Ctrl-C)")
         else:
@@ -457,25 +485,92 @@ _uncaught: list[BaseException] = []
 _hooked: list[Any] = []  # the excepthook found at the first init(), once installed
 
 
+# Signals that end a script like Ctrl-C does; each handler found when bnlab put its own.
+STOP_SIGNALS = (signal.SIGTERM,)
+_saved_handlers: dict[int, Any] = {}
+_signalled: list[int] = []  # the stop signals received, in order
+
+
+def _signal_reason(signum: int) -> str:
+    return f"terminated by {signal.Signals(signum).name}"
+
+
 def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
     _uncaught.append(exc)
-    if isinstance(exc, Cancelled):  # a person's request, not a bug: no traceback
+    if isinstance(exc, (Cancelled, Terminated)):  # a request to stop, not a bug: no traceback
         print(exc, file=sys.stderr)
         return
     _hooked[0](exc_type, exc, tb)
 
 
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    """SIGTERM in the main thread (Python runs signal handlers there, between bytecodes).
+
+    The run is not finished here: the handler may have interrupted run.step() or finish()
+    itself. It records the signal, so that however the script now ends (Terminated, the
+    SystemExit a user's handler raises, or a framework's own graceful stop) the run ends
+    `cancelled` "terminated by SIGTERM" once the loop is out of the way, then hands over:
+    to the handler that was there before (chained), else raises Terminated. A second SIGTERM
+    while the first is handled with no handler of the user's: the default (the process ends
+    at once, as a second Ctrl-C would be expected to; the spool keeps what was written)."""
+    again = bool(_signalled)
+    _signalled.append(signum)
+    before = _saved_handlers.get(signum, signal.SIG_DFL)
+    if not again:
+        runs = ", ".join(str(r.id) for r in list(_live)) or "none open"
+        log.warning(
+            "bnlab: %s received; ending run %s cancelled", signal.Signals(signum).name, runs
+        )
+    if callable(before):
+        before(signum, frame)
+        return
+    if again:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> None:
+    """Put _on_stop_signal on SIGTERM, keeping what was there to chain to (and to restore when
+    the last open run finishes). Only the main thread may set handlers; an ignored signal
+    (SIG_IGN) and a handler not set from Python (getsignal() is None) stay as they are."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in STOP_SIGNALS:
+        current = signal.getsignal(signum)
+        if current is _on_stop_signal or current is None or current == signal.SIG_IGN:
+            continue
+        _saved_handlers[signum] = current
+        signal.signal(signum, _on_stop_signal)
+
+
+def _restore_signal_handlers() -> None:
+    """The handlers bnlab found, back in place once no run is open (unless someone installed
+    another since: theirs stays)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, before in list(_saved_handlers.items()):
+        if signal.getsignal(signum) is _on_stop_signal:
+            signal.signal(signum, before)
+        del _saved_handlers[signum]
+
+
 def _install_hooks() -> None:
-    """At the first init() (not at import: `bnlab sync` and notebooks reading runs need none)."""
+    """At the first init() (not at import: `bnlab sync` and notebooks reading runs need none);
+    the signal handlers at every init() that finds them gone (restored after the last run)."""
     if not _hooked:
         _hooked.append(sys.excepthook)
         sys.excepthook = _excepthook
         atexit.register(_finish_open_runs)
+    _install_signal_handlers()
 
 
 def _finish_open_runs() -> None:
     for run in list(_live):
-        if _uncaught:
+        if _signalled:
+            run.finish(status="cancelled", error=_signal_reason(_signalled[0]), timeout_s=10.0)
+        elif _uncaught:
             exc = _uncaught[-1]
             status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
             error = (
@@ -519,8 +614,9 @@ def init(
     below BNLAB_SCRIPT_TIMEOUT_S); its answer is how a cancel reaches a loop between probes.
     """
     name = name or Path(sys.argv[0] or "script").stem or "script"
-    _install_hooks()
-    return Run(
+    if not _live:  # a SIGTERM some earlier run ended on is no reason to end this one
+        _signalled.clear()
+    run = Run(
         name=name,
         config=config,
         tags=tags,
@@ -535,3 +631,5 @@ def init(
         total_steps=total_steps,
         raise_on_cancel=raise_on_cancel,
     )
+    _install_hooks()
+    return run

@@ -18,7 +18,7 @@ import httpx
 from tests.utils.net import free_port
 from tests.utils.services import flush_redis, worker_redis
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]  # the repository root (tests/bnlab/sdk/../../..)
 
 
 @dataclass
