@@ -80,10 +80,27 @@ def anchors(path: Path) -> frozenset[str]:
     return frozenset(out)
 
 
+@cache
+def package_data_roots() -> tuple[Path, ...]:
+    """pyproject.toml names package data relative to its package (`"bnlab" = ["engine/x.md"]`)."""
+    path = REPO / "pyproject.toml"
+    if not path.exists():
+        return ()
+    # The keys of [tool.setuptools.package-data], read without tomllib (not in Python 3.10).
+    text = path.read_text(encoding="utf-8")
+    section = re.search(r"^\[tool\.setuptools\.package-data\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    packages = re.findall(r'^"?([\w.]+)"?\s*=', section.group(1), re.M) if section else []
+    return tuple(REPO / pkg.replace(".", "/") for pkg in packages)
+
+
 def resolves(name: str, where: Path) -> Path | None:
-    """The file `name` stands for: relative to the naming file's folder or the root; a bare
-    name (no folder, as in `ROOT / "docs" / "x.md"`) may be any file of that name."""
-    for base in (where.parent, REPO):
+    """The file `name` stands for: relative to the naming file's folder or the root (or, in
+    pyproject.toml, to a package with package data); a bare name (no folder, as in
+    `ROOT / "docs" / "x.md"`) may be any file of that name."""
+    bases = [where.parent, REPO]
+    if where == REPO / "pyproject.toml":
+        bases += package_data_roots()
+    for base in bases:
         target = (base / name).resolve()
         if target.is_relative_to(REPO) and target.exists():
             return target
