@@ -38,7 +38,12 @@ def _driver_version() -> str | None:
 
 
 def probe(require_cuda: bool) -> dict[str, Any]:
-    """The device report: JSON-ready, stored in workers.device."""
+    """The device report: JSON-ready, stored in workers.device.
+
+    `error` is set only when a GPU was required (BNLAB_REQUIRE_CUDA) and CUDA did not start:
+    that worker refuses runs. A worker free to use the CPU (a CPU-only torch wheel, a machine
+    without a GPU) is a CPU worker, not a failure: why CUDA is not in use goes in `cuda_note`,
+    and /api/health shows `kind: "cpu"` with no error."""
     info: dict[str, Any] = {
         "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "require_cuda": require_cuda,
@@ -47,17 +52,32 @@ def probe(require_cuda: bool) -> dict[str, Any]:
         "cuda_available": False,
         "gpu_name": None,
         "driver": _driver_version(),
+        "kind": "cpu",
+        "name": "cpu",
+        "cuda_note": None,
         "error": None,
     }
-    try:
-        torch.cuda.init()  # raises with the reason (no driver, driver too old, no CUDA build)
-        info["cuda_available"] = torch.cuda.is_available()
-        if info["cuda_available"]:
-            info["gpu_name"] = torch.cuda.get_device_name(0)
-    except Exception as exc:  # noqa: BLE001 - the reason is the report
-        info["error"] = f"CUDA cannot start: {type(exc).__name__}: {exc}".strip()
-    if require_cuda and not info["cuda_available"] and not info["error"]:
-        info["error"] = "CUDA cannot start: no CUDA device visible"
+    reason = None
+    if torch.version.cuda is None and not require_cuda:
+        # A CPU-only torch build: nothing to start (torch.cuda.init() would only raise).
+        reason = f"torch {torch.__version__} is a CPU-only build"
+    else:
+        try:
+            torch.cuda.init()  # raises with the reason (no driver, driver too old, no CUDA build)
+            info["cuda_available"] = torch.cuda.is_available()
+            if info["cuda_available"]:
+                info["gpu_name"] = torch.cuda.get_device_name(0)
+        except Exception as exc:  # noqa: BLE001 - the reason is the report
+            reason = f"CUDA cannot start: {type(exc).__name__}: {exc}".strip()
+        if reason is None and not info["cuda_available"]:
+            reason = "CUDA cannot start: no CUDA device visible"
+    if info["cuda_available"]:
+        info["kind"] = "gpu"
+    if require_cuda:
+        info["error"] = reason
+    else:
+        info["cuda_note"] = reason
+    info["name"] = describe(info)
     return info
 
 
