@@ -84,3 +84,54 @@ def test_describe_refuses_bad_config_naming_the_field(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     result = runner.invoke(app, ["describe", str(tmp_path / "broken.json")])
     assert result.exit_code == 2 and "not valid JSON" in " ".join(result.output.split())
+
+
+def test_describe_cifar_without_dataset_path(tmp_path):
+    """A CIFAR config without dataset.path (nothing to read: describe only sizes the net) is
+    described, with a note that training needs the path; before, it was refused with
+    "dataset.path is required"."""
+    no_path = {**WRN, "dataset": {"name": "cifar10"}}
+    result = runner.invoke(app, ["describe", str(_write(tmp_path, no_path))])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "parameters:" in text and "note: dataset.path is not set" in text
+    d = json.loads(
+        runner.invoke(app, ["describe", str(_write(tmp_path, no_path)), "--json"]).output
+    )
+    with_path = json.loads(
+        runner.invoke(app, ["describe", str(_write(tmp_path, WRN)), "--json"]).output
+    )
+    assert d["params"] == with_path["params"] and len(d["bn_layers"]) == len(with_path["bn_layers"])
+    assert any("needs it" in n for n in d["notes"]) and with_path["notes"] == []
+    # an explicitly invalid dataset is still refused, by field
+    bad = {**WRN, "dataset": {"name": "cifar10", "label_mode": "coarse"}}
+    result = runner.invoke(app, ["describe", str(_write(tmp_path, bad))])
+    assert result.exit_code == 2 and "label_mode" in result.output
+
+
+def test_describe_names_each_bn_layer_type_and_feed(tmp_path):
+    """Each BN record says its torch class and what feeds it in words, e.g. the default MLP's
+    `blocks.0.bn` is a BatchNorm1d after Dropout; WRN's first BN of a unit reads a residual sum."""
+    mlp = {"model": {"widths": [32, 32], "block": ["linear", "dropout", "batchnorm", "activation"]}}
+    d = json.loads(runner.invoke(app, ["describe", str(_write(tmp_path, mlp)), "--json"]).output)
+    assert [(b["name"], b["module"], b["after"]) for b in d["bn_layers"]] == [
+        ("blocks.0.bn", "BatchNorm1d", "Dropout"),
+        ("blocks.1.bn", "BatchNorm1d", "Dropout"),
+    ]
+    after_act = {
+        "model": {"widths": [8], "arch": "cnn", "block": ["conv", "activation", "batchnorm"]}
+    }
+    d = json.loads(
+        runner.invoke(app, ["describe", str(_write(tmp_path, after_act)), "--json"]).output
+    )
+    assert d["bn_layers"][0]["module"] == "BatchNorm2d"
+    assert d["bn_layers"][0]["after"] == "activation (relu)"
+    d = json.loads(runner.invoke(app, ["describe", str(_write(tmp_path, WRN)), "--json"]).output)
+    by_name = {b["name"]: b for b in d["bn_layers"]}
+    assert by_name["stage1.unit2.bn1"]["after"] == "a residual sum"
+    assert by_name["stage1.unit1.bn2"]["after"] == "Conv2d"  # before_conv: drop1 -> conv1 -> bn2
+    before_bn = {**WRN, "model": {**WRN["model"], "dropout_at": "before_bn"}}
+    d = json.loads(
+        runner.invoke(app, ["describe", str(_write(tmp_path, before_bn)), "--json"]).output
+    )
+    assert {b["name"]: b["after"] for b in d["bn_layers"]}["stage1.unit1.bn2"] == "Dropout"

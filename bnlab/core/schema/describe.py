@@ -39,6 +39,8 @@ class BNLayerPublic(BaseModel):
     channels: int
     hw: list[int]  # spatial size of its input
     feed: str  # what its input is (a conv, a dropout <- conv, a residual sum, a concatenation)
+    module: str  # its torch class: BatchNorm1d (mlp) or BatchNorm2d, Matrix* for impl matrix
+    after: str  # what feeds it, in words: Dropout, Linear, Conv2d, a residual sum, ...
     dropout_before: bool  # a dropout's output is its whole input
     weight: str | None  # the conv/linear whose gradient norm the probe reports for it
 
@@ -80,6 +82,7 @@ class DescriptionPublic(BaseModel):
     train_flops_per_sample: int
     memory: MemoryEstimate
     time: TimeEstimate
+    notes: list[str] = []  # what describe assumed, e.g. a dataset.path it did not need
 
 
 def spec_for(cfg: Any, upload_shape: tuple[tuple[int, ...], int] | None = None) -> NetSpec:
@@ -128,7 +131,10 @@ def describe(cfg: Any, upload_shape: tuple[tuple[int, ...], int] | None = None) 
         "input_shape": list(spec.in_shape),
         "classes": spec.classes,
         "params": spec.params,
-        "bn_layers": [asdict(b) | {"hw": list(b.hw)} for b in spec.bn_layers],
+        "bn_layers": [
+            asdict(b) | {"hw": list(b.hw), **_module_and_after(spec, cfg, b)}
+            for b in spec.bn_layers
+        ],
         "bn_channels": bn_channels,
         "dropouts": [
             {"name": op.name, "channels": op.c_in, "before": _next_name(spec, op)}
@@ -156,7 +162,41 @@ def describe(cfg: Any, upload_shape: tuple[tuple[int, ...], int] | None = None) 
             f"eval passes included, final evaluation not; {CPU_FLOPS / 1e9:.0f} "
             f"GFLOP/s on CPU, {GPU_FLOPS / 1e12:.0f} TFLOP/s on GPU",
         },
+        "notes": [],
     }
+
+
+# The torch class each op kind of the spec (netspec.Op.kind) builds, for "what feeds a BN".
+OP_MODULES = {
+    "linear": "Linear",
+    "conv": "Conv2d",
+    "drop": "Dropout",
+    "act": "activation",
+    "pool": "AvgPool2d",
+    "maxpool": "MaxPool2d",
+    "bn": "BatchNorm",
+}
+
+
+def _module_and_after(spec: NetSpec, cfg: Any, bn: Any) -> dict[str, str]:
+    """A BN's torch class and what feeds it in words ("Dropout", "Conv2d", "a residual sum"):
+    the dashboard names a layer `blocks.0.bn · BatchNorm1d after Dropout`."""
+    dims = "1d" if spec.arch == "mlp" else "2d"
+    prefix = "Matrix" if cfg.model.batchnorm.impl == "matrix" else ""
+    feed = bn.feed
+    if feed.startswith("sum:"):
+        after = "a residual sum"
+    elif feed.startswith("concat:"):
+        after = "a concatenation"
+    elif feed == "the input":
+        after = "the input"
+    else:
+        source = feed.split(" <- ")[0]
+        op = next((o for o in spec.ops if o.name == source), None)
+        after = OP_MODULES.get(op.kind, op.kind) if op is not None else source
+        if after == "activation":
+            after = f"activation ({cfg.model.activation})"
+    return {"module": f"{prefix}BatchNorm{dims}", "after": after}
 
 
 def _next_name(spec: NetSpec, drop: Op) -> str | None:
@@ -189,12 +229,13 @@ def format_description(d: dict[str, Any]) -> str:
         f"parameters: {d['params']:,}",
         f"BN layers: {len(d['bn_layers'])} ({d['bn_channels']:,} channels in all)",
     ]
-    rows = [("#", "name", "stage", "unit", "ch", "hw", "drop>BN", "fed by")]
+    rows = [("#", "name", "type", "stage", "unit", "ch", "hw", "drop>BN", "fed by")]
     for b in d["bn_layers"]:
         rows.append(
             (
                 str(b["index"]),
                 b["name"],
+                b["module"],
                 "-" if b["stage"] is None else str(b["stage"]),
                 "-" if b["unit"] is None else str(b["unit"]),
                 str(b["channels"]),
@@ -224,16 +265,40 @@ def format_description(d: dict[str, Any]) -> str:
     ]
     if d["ignored_fields"]:
         lines.append(f"not used by arch {d['arch']}: {', '.join(d['ignored_fields'])}")
+    lines += [f"note: {n}" for n in d.get("notes", [])]
     return "\n".join(lines)
+
+
+# What describe puts in a dataset.path it was not given: describe reads no data files.
+PATH_NOT_READ = "(not read by describe)"
+
+
+def describable(data: Any) -> tuple[Any, list[str]]:
+    """(config data to validate, notes). describe reads no data files, so a config whose
+    dataset needs dataset.path to train (CIFAR, MNIST folders) is described without one: a
+    researcher sizing WRN-28-10 need not invent a path. Running it still needs the path."""
+    dataset = data.get("dataset") if isinstance(data, dict) else None
+    if not isinstance(dataset, dict) or dataset.get("path"):
+        return data, []
+    name = dataset.get("name")
+    if not isinstance(name, str) or name not in registry.PATH_DATASETS:
+        return data, []
+    note = (
+        f"dataset.path is not set: describe reads no data, but training on {name} needs it "
+        "(a folder under BNLAB_DATASETS_DIR) for `bnlab run` and for a submission"
+    )
+    return {**data, "dataset": {**dataset, "path": PATH_NOT_READ}}, [note]
 
 
 def describe_json_text(text: str, source: str = "config") -> dict[str, Any]:
     """describe() of a config given as JSON text; ValueError naming the field (or the JSON
-    error) for anything that is not a valid, describable config."""
+    error) for anything that is not a valid, describable config. A dataset.path is not needed
+    (see describable)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{source}: not valid JSON ({exc})") from None
+    data, notes = describable(data)
     try:
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
@@ -250,4 +315,6 @@ def describe_json_text(text: str, source: str = "config") -> dict[str, Any]:
             "dataset.name: an upload's shape is stored on the server; "
             "describe it there (POST /api/describe)"
         )
-    return describe(cfg)
+    desc = describe(cfg)
+    desc["notes"] = [*desc["notes"], *notes]
+    return desc
