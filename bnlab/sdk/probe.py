@@ -15,6 +15,7 @@ tensor on CPU, so that step() is one add). Training is bit-identical: the probe 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -24,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+from torch.overrides import TorchFunctionMode
 
 from bnlab.core.registry import DROPOUT_KINDS, LAYER_KEYS
 from bnlab.engine.dropout import Dropout as BnlabDropout
@@ -41,6 +44,24 @@ DROPOUTS = (
     BnlabDropout,
 )
 WEIGHTED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
+# Normalisation modules bnlab does not probe (no running statistics to shift), named in the
+# note a model without BatchNorm gets; their own functional calls are not counted again.
+OTHER_NORMS = (nn.LayerNorm, nn.GroupNorm, _InstanceNorm, nn.LocalResponseNorm, nn.RMSNorm)
+# Normalisation called as a function (F.batch_norm(x, mean, var, ...) in a forward, torch.*
+# alike): seen by a TorchFunctionMode during the trace, outside any normalisation module.
+NORM_FUNCTIONS = {
+    F.batch_norm: "F.batch_norm",
+    torch.batch_norm: "F.batch_norm",
+    F.layer_norm: "F.layer_norm",
+    torch.layer_norm: "F.layer_norm",
+    F.group_norm: "F.group_norm",
+    torch.group_norm: "F.group_norm",
+    F.instance_norm: "F.instance_norm",
+    torch.instance_norm: "F.instance_norm",
+    F.rms_norm: "F.rms_norm",
+    torch.rms_norm: "F.rms_norm",
+    F.local_response_norm: "F.local_response_norm",
+}
 
 
 @dataclass
@@ -92,19 +113,51 @@ def as_batch(
     return torch.cat(xs), (torch.cat(ys) if len(ys) == len(xs) else None)
 
 
+class _NormCalls(TorchFunctionMode):
+    """Counts the normalisation functions a forward calls outside normalisation modules (a
+    model that normalises with F.batch_norm on its own tensors has nothing bnlab can probe)."""
+
+    def __init__(self, counts: Counter) -> None:
+        super().__init__()
+        self.counts, self.inside = counts, 0
+
+    def enter_module(self, *_: Any) -> None:
+        self.inside += 1
+
+    def leave_module(self, *_: Any) -> None:
+        self.inside -= 1
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        name = NORM_FUNCTIONS.get(func)
+        if name is not None and not self.inside:
+            self.counts[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
 @torch.no_grad()
-def trace(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
+def trace(model: nn.Module, x: torch.Tensor, norm_calls: Counter | None = None) -> list[nn.Module]:
     """Leaf modules in the order one eval-mode forward of x calls them (hooks removed after;
-    the RNG state is restored, so the user's random stream is untouched)."""
+    the RNG state is restored, so the user's random stream is untouched). norm_calls, when
+    given, counts the functional normalisation calls made outside normalisation modules."""
     order: list[nn.Module] = []
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_pre_hook(lambda mod, _args: order.append(mod)) for m in leaves]
+    mode = None if norm_calls is None else _NormCalls(norm_calls)
+    if mode is not None:
+        for m in model.modules():
+            if isinstance(m, (_BatchNorm, *OTHER_NORMS)):
+                handles.append(m.register_forward_pre_hook(mode.enter_module))
+                handles.append(m.register_forward_hook(mode.leave_module, always_call=True))
     saved = [(m, m.training) for m in model.modules()]
     try:
         with torch.random.fork_rng(devices=[]):
             for m, _ in saved:
                 object.__setattr__(m, "training", False)
-            model(x)
+            if mode is None:
+                model(x)
+            else:
+                with mode:
+                    model(x)
     finally:
         for h in handles:
             h.remove()
@@ -113,8 +166,11 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     return order
 
 
-def layout(model: nn.Module, x: torch.Tensor) -> tuple[list[Unit], list[DropoutInfo], list[str]]:
-    """(BN units, dropouts, BNs skipped because they keep no running statistics)."""
+def layout(
+    model: nn.Module, x: torch.Tensor, norm_calls: Counter | None = None
+) -> tuple[list[Unit], list[DropoutInfo], list[str]]:
+    """(BN units, dropouts, BNs skipped because they keep no running statistics); norm_calls
+    as trace()'s."""
     names = {m: n for n, m in model.named_modules()}
     bns = [(n, m) for n, m in model.named_modules() if isinstance(m, _BatchNorm)]
     skipped = [n for n, m in bns if m.running_mean is None or m.running_var is None]
@@ -125,7 +181,7 @@ def layout(model: nn.Module, x: torch.Tensor) -> tuple[list[Unit], list[DropoutI
     }
     feeder: dict[nn.Module, nn.Parameter] = {}
     try:
-        order = trace(model, x[:2] if len(x) >= 2 else x)
+        order = trace(model, x[:2] if len(x) >= 2 else x, norm_calls)
     except Exception:  # a model the trace cannot run (odd input): names still work
         order = []
     last_weight: nn.Parameter | None = None
@@ -149,7 +205,8 @@ class ModelProbe:
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, batch_size: int | None
     ) -> None:
         self.model, self.x, self.y = model, x, y
-        self.units, self.dropouts, self.skipped = layout(model, x)
+        self.norm_calls: Counter = Counter()
+        self.units, self.dropouts, self.skipped = layout(model, x, self.norm_calls)
         self.probe = BNProbe(model, layers=self.units)
         self.batch_size = batch_size
         self._hook = None
@@ -197,6 +254,50 @@ class ModelProbe:
             metrics = dict(zip(("val_loss", "val_acc", "val_acc_train_mode"), values, strict=True))
         return layers, metrics
 
+    def normalisation(self) -> dict[str, int]:
+        """What normalises this model: BN and other normalisation modules by class, and the
+        functional calls a forward makes outside them (F.batch_norm: 12), with counts."""
+        found: Counter = Counter(
+            type(m).__name__
+            for m in self.model.modules()
+            if isinstance(m, (_BatchNorm, *OTHER_NORMS))
+        )
+        found.update({f"{name} calls": n for name, n in self.norm_calls.items()})
+        return dict(found)
+
+    def notes(self) -> list[str]:
+        """What a person should know about this model's probe: no BatchNorm module to probe
+        (and what normalises it instead), functional batch norm left unprobed, BN layers
+        without running statistics."""
+        found = self.normalisation()
+        calls = self.norm_calls.get("F.batch_norm", 0)
+        out = []
+        if not self.units:
+            other = ", ".join(f"{k} x{n}" for k, n in found.items()) or "no normalisation at all"
+            out.append(
+                f"no BatchNorm module to probe in {type(self.model).__name__} (bnlab measures "
+                f"nn.BatchNorm1d/2d/3d and SyncBatchNorm modules with running statistics); "
+                f"found: {other}. "
+                + (
+                    "F.batch_norm called on the model's own tensors cannot be probed: use "
+                    "nn.BatchNorm modules to get per-layer statistics. "
+                    if calls
+                    else ""
+                )
+                + "Run-level metrics are still recorded."
+            )
+        elif calls:
+            out.append(
+                f"{calls} F.batch_norm call(s) outside BatchNorm modules are not probed (only "
+                f"the {len(self.units)} nn.BatchNorm modules are)"
+            )
+        if self.skipped:
+            out.append(
+                f"{len(self.skipped)} BatchNorm layer(s) keep no running statistics "
+                f"(track_running_stats=False) and are not probed: {', '.join(self.skipped[:10])}"
+            )
+        return out
+
     def predicted_shifts(self) -> dict[str, float]:
         """docs/science.md §2's ratio for each BN fed directly by a (multiplicative) dropout,
         from the last record's eval-mode input statistics; the first such BN should match its
@@ -219,6 +320,7 @@ class ModelProbe:
                 "params": sum(p.numel() for p in self.model.parameters()),
                 "bn_layers": self.names,
                 "bn_without_running_stats": self.skipped,
+                "normalisation": self.normalisation(),
                 "dropouts": [vars(d) for d in self.dropouts],
             },
         }

@@ -46,6 +46,7 @@ import signal
 import socket
 import sys
 import threading
+import warnings
 import weakref
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,6 +77,12 @@ class Cancelled(KeyboardInterrupt):
     def __init__(self, run_id: int | None, step: int) -> None:
         super().__init__(f"bnlab: run {run_id} was {CANCELLED_ERROR} (stopped at step {step})")
         self.run_id, self.step = run_id, step
+
+
+class BnlabWarning(UserWarning):
+    """What bnlab tells the script about its run (a model with nothing to probe, a mode
+    mistake in the loop); each is also a note in the run's summary (`summary.notes`), shown
+    on the run page."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -146,6 +153,7 @@ class Run:
         self.probe = None
         self.cancel_requested = False  # set by the sender thread: Cancel in the dashboard
         self.finished: str | None = None
+        self.notes: list[str] = []  # summary.notes: what the run page tells a person
         self._window: dict[str, list[Any]] = {}
         self._last_probe = 0
         self._diverged_at: int | None = None
@@ -245,7 +253,15 @@ class Run:
         probe.train_mode_every; 1 = every probe). batch_size: samples per training batch
         (default: read from the first training forward). Call it after moving the model to
         its device."""
-        from bnlab.sdk.probe import ModelProbe, as_batch  # needs torch: imported when used
+        try:  # torch is the user's, never a dependency of the client: imported when used
+            from bnlab.sdk.probe import ModelProbe, as_batch
+        except ModuleNotFoundError as exc:
+            if exc.name != "torch":
+                raise
+            raise ImportError(
+                "Run.watch measures a PyTorch model and needs torch, which is not installed "
+                "here: pip install torch (any version from 2.1)"
+            ) from exc
 
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -263,7 +279,20 @@ class Run:
         self.sender.put(
             {"type": "watch", "layer_names": self.probe.names, "layer_keys": list(LAYER_KEYS)}
         )
+        for text in self.probe.notes():
+            self.note(text, stacklevel=3)
         return self
+
+    def note(self, text: str, *, warn: bool = True, stacklevel: int = 2) -> None:
+        """Add a note to the run: kept in its summary (`summary.notes`, a list of strings, sent
+        at finish) and shown on the run page; warn: also a BnlabWarning in the script now.
+        The same text twice is kept once."""
+        text = str(text).replace("\x00", "")[:2000]
+        if text in self.notes:
+            return
+        self.notes.append(text)
+        if warn:
+            warnings.warn(f"bnlab: {text}", BnlabWarning, stacklevel=stacklevel)
 
     def step(self, **metrics: Any) -> None:
         """After each optimizer step: advances the step count and keeps the given scalars
@@ -389,6 +418,10 @@ class Run:
                 self.probe = None
             full.update(getattr(self, "_evaluated", {}))
             full.update({k: _plain(v) for k, v in summary.items()})
+            if self.notes:  # a `notes` the script passed to finish() comes after bnlab's
+                theirs = full.get("notes")
+                theirs = theirs if isinstance(theirs, list) else [] if theirs is None else [theirs]
+                full["notes"] = self.notes + theirs
             if status is None and _signalled:  # SIGTERM, and the loop stopped itself
                 status, error = "cancelled", error or _signal_reason(_signalled[0])
             if status is None and self.cancel_requested:
