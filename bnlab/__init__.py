@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 # name -> the bnlab.sdk module that defines it
 _SDK = {"Api": "api", "Cancelled": "run", "Run": "run", "init": "run", "sync": "transport"}
-__all__ = sorted(_SDK)
+__all__ = ["Api", "Cancelled", "Run", "init", "sync"]
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: `bnlab.init` loads bnlab.sdk on first use

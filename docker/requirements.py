@@ -1,6 +1,7 @@
-"""Print the pinned requirements of pyproject.toml (core + the extras named), one per line,
+"""Print the requirements of pyproject.toml (the client's + the extras named), one per line,
 so an image installs its dependencies in a layer of their own, before the code is copied:
-a code change then rebuilds only the last, small layer.
+a code change then rebuilds only the last, small layer. These are ranges; the image installs
+them with `-c requirements/lock.txt`, the exact versions CI tests.
 
     python requirements.py pyproject.toml worker --exclude torch
 """

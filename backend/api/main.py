@@ -1,5 +1,6 @@
-"""The FastAPI app: routers under /api, the static dashboard at / (SPA fallback), Plotly from
-the installed wheel at /vendor/plotly.min.js, OpenAPI at /docs."""
+"""The FastAPI app: routers under /api, the static dashboard at / (SPA fallback), OpenAPI at
+/docs. Plotly is frontend/vendor/plotly.min.js (plotly.js, MIT), vendored: clusters are often
+offline, and the server needs no Python package to serve one JavaScript file."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib import resources
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -39,15 +39,6 @@ FRONTEND_DIR = Path(
 )
 
 
-def plotly_js() -> Path | None:
-    """plotly.min.js shipped inside the plotly wheel (clusters are often offline: no CDN)."""
-    try:
-        path = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
-    except ModuleNotFoundError:
-        return None
-    return path if path.is_file() else None
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The reaper/reconciler repairs runs from what the database says (worker lost, message lost).
@@ -76,13 +67,6 @@ def api_router() -> APIRouter:
 
 
 def add_static(app: FastAPI) -> None:
-    @app.get("/vendor/plotly.min.js", include_in_schema=False)
-    def read_plotly(request: Request) -> Response:
-        path = plotly_js()
-        if path is None:
-            raise HTTPException(404, "plotly is not installed (pip install bnlab[api])")
-        return static.file_response(request, path, cache_control="public, max-age=86400")
-
     @app.get("/{path:path}", include_in_schema=False)
     def read_frontend(request: Request, path: str) -> Response:
         if path == "api" or path.startswith("api/"):

@@ -1,5 +1,5 @@
-"""Domain errors raised by crud and the wire format (no HTTP here); backend/api/errors.py maps them to status codes,
-the CLI prints them. Each names what was wrong, so nobody has to guess."""
+"""Domain errors raised by crud and the wire format (no HTTP here); backend/api/errors.py maps
+them to status codes, the CLI prints them. Each names what was wrong, so nobody has to guess."""
 
 from __future__ import annotations
 

@@ -46,7 +46,9 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     d.name: d
     for d in (
-        DatasetSpec("digits", (1, 8, 8), 10, False, "bundled", "scikit-learn's 8x8 digits", 1797),
+        DatasetSpec(
+            "digits", (1, 8, 8), 10, False, "bundled", "UCI 8x8 handwritten digits (bundled)", 1797
+        ),
         DatasetSpec("mnist1d", (1, 1, 40), 10, False, "generated", "MNIST-1D-style signals"),
         DatasetSpec("synthetic", (1, 8, 8), 10, False, "generated", "seeded Gaussian clusters"),
         DatasetSpec(
@@ -280,6 +282,8 @@ RUN_STATUSES: tuple[str, ...] = ACTIVE_STATUSES + TERMINAL_STATUSES
 RUN_KINDS: tuple[str, ...] = ("engine", "script")
 # The header a script run's writes carry its key in (the SDK sends it, the API checks it).
 RUN_KEY_HEADER = "X-Bnlab-Run-Key"
+# The binary body of layer points (bnlab/core/wire.py), beside JSON on the ingest endpoint.
+COLUMNS_MEDIA_TYPE = "application/x-bnlab-columns"
 
 # Literal types built from the tables (typing accepts a tuple of values at runtime), so the
 # schema's Literals, and with them the served JSON schema, cannot drift from the registry.

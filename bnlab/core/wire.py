@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from bnlab.core.errors import FieldError, TooLarge
-from bnlab.core.registry import LAYER_KEYS
+from bnlab.core.registry import COLUMNS_MEDIA_TYPE, LAYER_KEYS
 
-MEDIA_TYPE = "application/x-bnlab-columns"
+MEDIA_TYPE = COLUMNS_MEDIA_TYPE
 
 
 def parse(

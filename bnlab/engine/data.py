@@ -5,7 +5,7 @@ vectors are (N, 1, 1, D). The training split is standardised per channel with it
 statistics, a seeded validation split is held out of it, and the whole set lives on the
 training device: a batch is `x[idx[i:i + B]]`, no per-sample DataLoader.
 
-Readers: scikit-learn's bundled digits; an MNIST-1D-style generator (Greydanus 2020,
+Readers: the bundled UCI 8x8 digits (datasets/digits.csv.gz); an MNIST-1D-style generator (Greydanus 2020,
 arXiv 2011.14439, compact); seeded Gaussian clusters; MNIST / Fashion-MNIST IDX files;
 CIFAR-10 python-pickle batches (restricted unpickler: no code runs); uploaded .npz
 (allow_pickle=False) or .csv.
@@ -84,12 +84,13 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 # ---------------------------------------------------------------- generators and bundled sets
 
 
-def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8×8 digits: (1797, 1, 8, 8), pixel values 0..16."""
-    from sklearn.datasets import load_digits
+DIGITS_CSV = Path(__file__).with_name("datasets") / "digits.csv.gz"  # datasets/README.md
 
-    d = load_digits()
-    return d.images.astype(np.float32)[:, None], d.target.astype(np.int64)
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled UCI 8×8 digits: (1797, 1, 8, 8) float32, pixel values 0..16, and labels."""
+    table = np.loadtxt(DIGITS_CSV, delimiter=",", dtype=np.int64)
+    return table[:, :64].reshape(-1, 1, 8, 8).astype(np.float32), table[:, 64]
 
 
 # Ten hand-drawn 12-point strokes, one per class (the MNIST-1D idea: a digit as a 1-D signal).

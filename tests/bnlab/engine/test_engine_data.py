@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bnlab.core.schema.experiment import DatasetConfig
-from bnlab.engine.data import batches, load_dataset, read_idx
+from bnlab.engine.data import batches, load_dataset, load_digits_arrays, read_idx
 from tests.utils.datasets import (
     IDX_NAMES,
     write_cifar,
@@ -160,3 +160,13 @@ def test_slice_batches_without_loss():
     torch.manual_seed(0)
     idx = list(batches(100, 32, "cpu"))
     assert [len(i) for i in idx] == [32, 32, 32] and len(torch.cat(idx).unique()) == 96
+
+
+def test_bundled_digits_equal_scikit_learns():
+    """The bundled digits file is the data scikit-learn's load_digits() returns (an independent
+    reader of the same set), image for image and label for label."""
+    load_digits = pytest.importorskip("sklearn.datasets").load_digits
+    x, y = load_digits_arrays()
+    ref = load_digits()
+    assert x.shape == (1797, 1, 8, 8) and x.dtype == np.float32
+    assert np.array_equal(x[:, 0], ref.images) and np.array_equal(y, ref.target)

@@ -13,7 +13,7 @@ import torch
 from bnlab.engine.predict import predict, predict_doc_formula
 from bnlab.engine.train import train
 
-PREDICT_PY = Path(__file__).parents[3] / "worker" / "engine" / "predict.py"
+PREDICT_PY = Path(__file__).parents[3] / "bnlab" / "engine" / "predict.py"
 PROBE = {"every_steps": 50, "train_mode_test_batch_sizes": [8], "recalibrate": False}
 MODELS = {
     "mlp-bn-after-linear": {"widths": [24, 24]},
