@@ -42,6 +42,7 @@ import math
 import numbers
 import os
 import secrets
+import shlex
 import signal
 import socket
 import sys
@@ -62,6 +63,44 @@ LAST_VALUE = ("lr", "epoch")  # these are read at the probe step, the others ave
 ENDS = ("succeeded", "failed", "cancelled", "diverged")
 MAX_STEP = 2**31 - 1  # the server's steps are 32-bit integers
 CANCELLED_ERROR = "cancelled from the dashboard"
+SHOWN = ("train_loss", "train_acc", "val_loss", "val_acc")  # on the progress line, per probe
+
+
+def say(text: str) -> None:
+    """One line for the person running the script, on stderr (above the progress bar, if
+    one is drawn). Not through logging: a script that configured logging for its own
+    messages still sees where its run is."""
+    try:
+        from tqdm import tqdm
+
+        tqdm.write(f"bnlab: {text}", file=sys.stderr)
+    except ImportError:
+        print(f"bnlab: {text}", file=sys.stderr, flush=True)
+
+
+def _progress_bar(enabled: bool | None, total: int | None, start: int, run_id: int | None) -> Any:
+    """The progress line (tqdm on stderr): step / total_steps, steps per second, and the last
+    probe's losses and accuracies. enabled None: only when stderr is a terminal (a batch job's
+    log file gets no carriage-return updates); False: never; True: always. None when tqdm is
+    missing (it comes with bnlab's worker extra; `pip install tqdm`)."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(
+        total=total,
+        initial=start,
+        desc=f"bnlab run {run_id}" if run_id is not None else "bnlab",
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        leave=True,
+    )
 
 
 class Cancelled(KeyboardInterrupt):
@@ -136,6 +175,7 @@ class Run:
         heartbeat_s: float,
         total_steps: int | None = None,
         raise_on_cancel: bool = True,
+        progress: bool | None = None,
     ) -> None:
         if mode not in ("online", "offline"):
             raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
@@ -154,6 +194,7 @@ class Run:
         self.cancel_requested = False  # set by the sender thread: Cancel in the dashboard
         self.finished: str | None = None
         self.notes: list[str] = []  # summary.notes: what the run page tells a person
+        self._bar: Any = None  # the progress line, once the run is under way
         self._window: dict[str, list[Any]] = {}
         self._last_probe = 0
         self._diverged_at: int | None = None
@@ -194,20 +235,26 @@ class Run:
             if self.sender.created.wait(timeout_s):
                 self._id = self.sender.state.run_id
             else:
-                log.warning(
-                    "bnlab: %s did not answer in %.0f s; spooling to %s (sent when it "
-                    "is back, or with `bnlab sync`)",
-                    self.url,
-                    timeout_s,
-                    self.spool_path,
+                say(
+                    f"{self.url} did not answer in {timeout_s:.0f} s; spooling to "
+                    f"{self.spool_path} (sent when it is back, or with: {self.sync_command})"
                 )
         if self.offline:
-            log.warning(
-                "bnlab: offline; spooling to %s; send it with `bnlab sync %s`",
-                self.spool_path,
-                self.spool_path,
-            )
+            say(f"offline: spooling to {self.spool_path}\n  send it with: {self.sync_command}")
+        elif self.link is not None:
+            what = f"resumed at step {self.step_count}" if resume is not None else "started"
+            say(f"run {self.id} {what}: {self.link}")
+        self._bar = _progress_bar(progress, self.total_steps, self.step_count, self.id)
         _live.add(self)
+
+    @property
+    def sync_command(self) -> str:
+        """The exact command that sends this run's spool to a server (after an offline run, or
+        when the server was away)."""
+        cmd = f"bnlab sync {shlex.quote(str(self.spool_path))}"
+        if self.url and self.url != os.environ.get("BNLAB_URL", "").rstrip("/"):
+            cmd += f" --url {shlex.quote(self.url)}"
+        return cmd
 
     def _resume_header(
         self, client: Client | None, run_id: int, start_step: int | None, plan: dict[str, int]
@@ -310,6 +357,8 @@ class Run:
                 value = value.detach()
             self._window.setdefault(ALIASES.get(key, key), []).append(value)
         self.step_count += 1
+        if self._bar is not None:
+            self._bar.update(1)  # a counter: tqdm draws at most a few times a second
         if self.step_count - self._last_probe >= self.every:
             self._probe_now()
         if self.cancel_requested and self.raise_on_cancel:
@@ -360,6 +409,9 @@ class Run:
             layers, held = self.probe.record(train_mode=train_mode)
             metrics.update((k, _finite(v)) for k, v in held.items())
         record: dict[str, Any] = {"step": self.step_count, "metrics": metrics}
+        if self._bar is not None:
+            shown = {k: metrics[k] for k in SHOWN if metrics.get(k) is not None}
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
         if layers is not None:
             record["layers"] = layers
         self._last_probe = self.step_count
@@ -432,17 +484,25 @@ class Run:
                 error = f"loss became NaN or infinite by step {self._diverged_at}"
             self.finished = status
             self.sender.put({"type": "finish", "status": status, "summary": full, "error": error})
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
             sent = self.sender.flush(0.5 if self.offline else timeout_s)
             self.sender.stop()
             self.spool.close()
             if self.sender.client is not None:
                 self.sender.client.close()
-            if not self.offline and not sent:
-                log.warning(
-                    "bnlab: could not deliver everything to %s; send the rest with `bnlab sync %s`",
-                    self.url,
-                    self.spool_path,
+            if self.offline:
+                say(
+                    f"run {status}, spooled to {self.spool_path}; send it with: {self.sync_command}"
                 )
+            elif not sent:
+                say(
+                    f"could not deliver everything to {self.url}; send the rest with: "
+                    f"{self.sync_command}"
+                )
+            else:
+                say(f"run {self.id} {status}: {self.link}")
             _live.discard(self)
             if not _live:
                 _restore_signal_handlers()
@@ -629,6 +689,7 @@ def init(
     heartbeat_s: float = 2.0,
     total_steps: int | None = None,
     raise_on_cancel: bool = True,
+    progress: bool | None = None,
 ) -> Run:
     """Start (or resume) a run of this script.
 
@@ -645,6 +706,11 @@ def init(
     timeout_s: how long init waits for the server to create the run. heartbeat_s: how often
     a client with no points to send tells the server it is alive and at which step (keep it
     below BNLAB_SCRIPT_TIMEOUT_S); its answer is how a cancel reaches a loop between probes.
+
+    On stderr: the run's dashboard URL (online), or the spool file and the exact `bnlab sync`
+    command (offline, or when the server is away), and how the run ended. progress: the
+    progress line (tqdm: step / total_steps, steps per second, the last probe's losses and
+    accuracies); None (default) draws it only when stderr is a terminal, False never.
     """
     name = name or Path(sys.argv[0] or "script").stem or "script"
     if not _live:  # a SIGTERM some earlier run ended on is no reason to end this one
@@ -663,6 +729,7 @@ def init(
         heartbeat_s=heartbeat_s,
         total_steps=total_steps,
         raise_on_cancel=raise_on_cancel,
+        progress=progress,
     )
     _install_hooks()
     return run
