@@ -1,7 +1,10 @@
 """`bnlab`: the command line. serve the stack, run a config in-process, talk to a server.
 
-Backend modules are imported inside the commands: `serve --data-dir` must set the environment
-before the settings singleton is built, and `run` needs torch, which the API image lacks.
+The top floor: it may import every part, and imports the server, the worker and the engine
+inside the commands that run them. A client install (no extra) has none of their libraries and
+still runs `sync`, `submit`, `runs`, `export` and `describe`; the server commands then say which
+extra they need. And `serve --data-dir` must set the environment before the server's settings
+are read.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -29,6 +34,22 @@ err = Console(stderr=True)
 DEFAULT_URL = os.environ.get("BNLAB_URL", "http://127.0.0.1:8000")
 
 
+@contextmanager
+def _needs(extra: str, command: str) -> Iterator[None]:
+    """Imports of a command's part: a library this install lacks is one line naming the extra
+    that brings it, not a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in ("bnlab", "backend", "worker"):
+            raise  # our own code missing is a bug, not an install choice
+        raise _fail(
+            f"`bnlab {command}` needs the {extra} extra: pip install 'bnlab[{extra}]' "
+            f"({exc.name} is not installed)",
+            1,
+        ) from None
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     # markup off: messages carry user text and pydantic's "[type=...]", not rich markup.
     # soft_wrap: one line whatever the terminal width (scripts and logs grep for it).
@@ -46,7 +67,8 @@ def serve(
     """The whole stack: migrate the database, supervise the worker(s), serve API + dashboard."""
     if data_dir is not None:
         os.environ["BNLAB_DATA_DIR"] = str(data_dir.expanduser().resolve())
-    from backend.supervisor import SetupError, serve_stack
+    with _needs("server", "serve"):
+        from backend.supervisor import SetupError, serve_stack
 
     try:
         serve_stack(host=host, port=port, n_workers=workers)
@@ -67,7 +89,8 @@ def worker(
     ),
 ) -> None:
     """Worker processes only (no API): for a GPU host, or a worker host of a cluster."""
-    from backend.gpu_workers import GpuSpecError, parse_gpus, run_workers
+    with _needs("worker", "worker"):
+        from backend.gpu_workers import GpuSpecError, parse_gpus, run_workers
 
     try:
         gpu_list = parse_gpus(gpus)
@@ -88,10 +111,8 @@ def make_cifar(
     and the CPU study presets; read them with dataset.name cifar10 / cifar100."""
     if classes not in (10, 100):
         raise _fail("--classes must be 10 or 100")
-    try:  # the one other CLI import of the worker, declared in .importlinter (ignore_imports)
+    with _needs("worker", "make-cifar"):
         from bnlab.engine.cifar import write_cifar
-    except ImportError as exc:
-        raise _fail(f"`bnlab make-cifar` needs the worker extra (numpy, torch): {exc}", 1) from exc
     out = write_cifar(folder, classes=classes, n=n, n_test=n_test, seed=seed)
     console.print(f"wrote {n} + {n_test or max(n // 5, 100)} images to {out}", highlight=False)
 
@@ -107,11 +128,8 @@ def run(
     ),
 ) -> None:
     """Train one experiment in this process, no server (needs the worker extra: torch)."""
-    try:  # `bnlab run` trains in-process: declared in .importlinter (ignore_imports), lazy so
-        # the API image (no torch) can still run every other command
+    with _needs("worker", "run"):  # trains in this process: torch
         from worker.local import run_local
-    except ImportError as exc:
-        raise _fail(f"`bnlab run` needs torch (pip install 'bnlab[worker]'): {exc}", 1) from exc
     try:
         result = run_local(config, out, deterministic=deterministic)
     except Exception as exc:  # ConfigError names the field path; anything else propagates
@@ -312,6 +330,9 @@ def export(
     console.print(f"wrote {out} ({len(resp.content)} bytes)")
 
 
+SYNC_SHOWN = 20  # refusals listed per spool (the count says how many more)
+
+
 @app.command()
 def sync(
     paths: list[Path] = typer.Argument(
@@ -321,14 +342,16 @@ def sync(
     token: str | None = TOKEN,
 ) -> None:
     """Send what a script's bnlab SDK spooled (offline, or its process died) to a server.
-    Safe to repeat: every point is stored once."""
+    Safe to repeat: every point is stored once. A line that cannot be read or is refused is
+    reported by its line number and everything else is stored; the run is then not finished
+    (exit 1): repair the spool and sync it again to complete it."""
     from bnlab.sdk.transport import Unreachable
     from bnlab.sdk.transport import sync as send_spool
 
     files = [f for p in paths for f in (sorted(p.glob("*.jsonl")) if p.is_dir() else [p])]
     if not files:
         raise _fail("no spool files (*.jsonl) in " + ", ".join(map(str, paths)))
-    failed = False
+    incomplete = 0
     for f in files:
         try:
             state = send_spool(f, url, token)
@@ -336,18 +359,29 @@ def sync(
             raise _fail(
                 f"cannot reach {url}: {exc}; nothing lost, run `bnlab sync` again", 1
             ) from exc
-        except ValueError as exc:  # not JSON lines
-            raise _fail(f"{f}: not a bnlab spool ({exc})") from exc
+        except OSError as exc:
+            raise _fail(f"{f}: cannot read it ({exc})") from exc
         ended = f", {state.finished}" if state.finished else ", still open"
         console.print(
             f"{f}: run {state.run_id}: {state.records} records in {state.requests} requests{ended}",
             highlight=False,
         )
-        for reason in state.skipped:
-            err.print(f"  refused: {reason}", highlight=False, markup=False)
-            failed = failed or "already ended" not in reason
-    if failed:
-        raise typer.Exit(1)
+        for note in state.notes:
+            console.print(f"  {note}", highlight=False, markup=False)
+        for reason in state.skipped[:SYNC_SHOWN]:
+            err.print(f"  {f.name}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        if len(state.skipped) > SYNC_SHOWN:
+            err.print(f"  ... and {len(state.skipped) - SYNC_SHOWN} more", highlight=False)
+        if not state.complete:
+            incomplete += 1
+            err.print(
+                f"  {f.name}: {state.refused} line(s) not stored"
+                + (f"; run {state.run_id} left open" if state.withheld else ""),
+                highlight=False,
+                markup=False,
+            )
+    if incomplete:
+        raise _fail(f"{incomplete} of {len(files)} spool(s) not completely stored", 1)
 
 
 @db_app.command("upgrade")
@@ -357,8 +391,9 @@ def db_upgrade(
     ),
 ) -> None:
     """Apply the Alembic migrations (create or bring the schema to head)."""
-    from backend.db.migrate import upgrade
-    from backend.settings import settings
+    with _needs("server", "db upgrade"):
+        from backend.db.migrate import upgrade
+        from backend.settings import settings
 
     url = database_url or settings.database_url
     upgrade(url)
@@ -366,7 +401,7 @@ def db_upgrade(
 
 
 def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # the server extra: only db upgrade gets here
 
     return make_url(url).render_as_string(hide_password=True)
 

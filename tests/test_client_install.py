@@ -126,6 +126,9 @@ def test_client_install_streams_a_run_on_each_python(minor, wheel, server, tmp_p
 
     cli = run([py.parent / "bnlab", "sync", "--help"])
     assert cli.returncode == 0 and "spool" in cli.stdout.lower(), cli.stdout + cli.stderr
+    serve = run([py.parent / "bnlab", "serve", "--port", "1"])  # no server here: one clear line
+    assert serve.returncode == 1 and "pip install 'bnlab[server]'" in serve.stderr, serve.stderr
+    assert "Traceback" not in serve.stderr
 
 
 @pytest.fixture(scope="module")
