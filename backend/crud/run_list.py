@@ -275,18 +275,40 @@ def bulk_tag(
     return changed
 
 
+LEAN_SUMMARY_BYTES = 8 * 2**10  # of compact JSON per run in a lean list (issue 21)
+LEAN_TEXT_CHARS = 200  # a longer string is a document, not a table cell
+
+
 def lean_summary(summary: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The summary without its arrays: values that are lists, or mappings holding lists
-    (shift_per_channel: per layer, per channel). Scalars and mappings of scalars stay."""
+    """The summary as a table of runs shows it: its scalars (numbers, booleans, strings up to
+    LEAN_TEXT_CHARS) and mappings of them (test_acc_train_mode: per batch size), in order,
+    while they fit LEAN_SUMMARY_BYTES; arrays (shift_per_channel: per layer, per channel),
+    long strings and whatever does not fit are left out. Bounded whatever a run stores: the
+    20 MB summary of issue 21 made every lean page 20 MB."""
     if not summary:
         return summary
 
-    def has_list(value: Any) -> bool:
-        if isinstance(value, list):
-            return True
-        return isinstance(value, dict) and any(has_list(v) for v in value.values())
+    def small(value: Any, depth: int = 0) -> bool:
+        if isinstance(value, str):
+            return len(value) <= LEAN_TEXT_CHARS
+        if isinstance(value, dict):
+            return depth < 2 and all(small(v, depth + 1) for v in value.values())
+        return value is None or isinstance(value, bool | int | float)
 
-    return {k: v for k, v in summary.items() if not has_list(v)}
+    out: dict[str, Any] = {}
+    left = LEAN_SUMMARY_BYTES
+    for key, value in summary.items():
+        if left <= 0:
+            break
+        if isinstance(value, dict) and len(value) > left:  # cannot fit: not even looked at
+            continue
+        if not small(value):
+            continue
+        size = len(key) + len(json.dumps(value, separators=(",", ":"))) + 4
+        if size <= left:
+            out[key] = value
+            left -= size
+    return out
 
 
 def deletable(run: Run) -> bool:

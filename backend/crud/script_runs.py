@@ -9,6 +9,12 @@ running ──finish──► succeeded | failed | cancelled | diverged
    └──► crashed ──(points still accepted: `bnlab sync`)┘ finish from a synced spool
            └──heartbeat from a live client / resume──► running
 
+Resume (a restarted script continuing its run) proves possession of one of the run's keys: the
+API token alone never lets a client write into a run it did not create (issue 21). A run heard
+from within live_s (LIVE_S, or BNLAB_SCRIPT_TIMEOUT_S if shorter) still has its client: resuming
+it is a 409 with Retry-After, so two processes never write one run at once; the SDK waits that
+out, which is what a script restarted right after a crash needs.
+
 No worker ever holds a script run: the reconciler never requeues one (crud/lifecycle.py).
 
 Progress: a script that said how long it runs (total_steps) gets step / total_steps from every
@@ -25,10 +31,10 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -38,7 +44,7 @@ from backend.crud.ingest import write_rows
 from backend.db.models import ExtraMetric, Run, ScriptKey, SeriesPack, utcnow
 from bnlab.core import wire
 from bnlab.core.errors import Conflict, FieldError, NotFound, TooLarge
-from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS, RUN_KEY_HEADER
 from bnlab.core.schema.script_runs import ScriptRunCreate, ScriptRunFinish
 
 # One ingest request: bounded so one client cannot hold the database (or the API's memory) for
@@ -51,6 +57,9 @@ MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the database
 EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,63}$")
 ACCEPTS_POINTS = ("running", "crashed")  # crashed: a spool synced after the client died
 RUNNING_CAP = 0.99  # a script run's progress while it runs: 1.0 only once it has succeeded
+# A run heard from (points or heartbeat) this recently is alive: nobody may resume it. The
+# SDK's heartbeat comes every 2 s by default (heartbeat_s), so 15 s is ~7 missed ones.
+LIVE_S = 15.0
 _METRIC_SET = frozenset(METRIC_KEYS)
 
 
@@ -64,6 +73,14 @@ class KeyRejected(Exception):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.message, self.status = message, status
+
+
+class Alive(Conflict):
+    """The run's client was heard from `ago` s ago (409): retry after `retry_after` s."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def fraction(step: int, total_steps: int | None) -> float | None:
@@ -127,6 +144,10 @@ def create_script_run(*, session: Session, body: ScriptRunCreate) -> tuple[Run, 
     return run, True
 
 
+def _owner(session: Session, secret: str) -> int | None:
+    return session.scalar(select(ScriptKey.run_id).where(ScriptKey.key_hash == key_hash(secret)))
+
+
 def authorize(*, session: Session, run_id: int, secret: str | None) -> Run:
     """The script run `run_id` if `secret` is one of its keys; NotFound / KeyRejected else."""
     run = session.get(Run, run_id)
@@ -134,43 +155,73 @@ def authorize(*, session: Session, run_id: int, secret: str | None) -> Run:
         raise NotFound(f"run {run_id} not found")
     if not secret:
         raise KeyRejected("missing run key (X-Bnlab-Run-Key header)", 401)
-    owner = session.scalar(select(ScriptKey.run_id).where(ScriptKey.key_hash == key_hash(secret)))
-    if owner != run_id:
+    if _owner(session, secret) != run_id:
         # Never say which run the key belongs to: that would leak other runs' ids.
         raise KeyRejected(f"the run key does not belong to run {run_id}", 403)
     return run
 
 
-def resume(*, session: Session, run: Run, secret: str, total_steps: int | None = None) -> Run:
+def _ago(when: datetime | None) -> float | None:
+    return None if when is None else (utcnow() - when).total_seconds()
+
+
+def resume(
+    *,
+    session: Session,
+    run: Run,
+    secret: str,
+    proof: str | None,
+    total_steps: int | None = None,
+    live_s: float = LIVE_S,
+) -> Run:
     """Continue a script run from a restarted script: running again, attempt + 1, `secret`
     added to its keys (the earlier ones stay valid for `bnlab sync`); total_steps, when given,
-    replaces the planned length."""
+    replaces the planned length. `proof`: one of the run's existing keys (401 / 403 without
+    it). A run heard from within `live_s` is alive: Alive (409, retry later)."""
     if run.kind != "script":
         raise Conflict(
             f"run {run.id} is trained by a worker from its config; only script runs "
             "are resumed with bnlab.init(resume=...)"
         )
-    digest = key_hash(secret)
-    owner = session.scalar(select(ScriptKey.run_id).where(ScriptKey.key_hash == digest))
+    owner = _owner(session, secret)
     if owner == run.id:
         # This resume was made already: the resumed script's own sender, or `bnlab sync` of
-        # its spool, sends the spool's resume line again. Nothing changes (a synced spool must
-        # not bring a dead run back to running).
+        # its spool, sends the spool's resume line again. Holding a key of the run is the proof;
+        # nothing changes (a synced spool must not bring a dead run back to running).
         return run
-    if run.status == "succeeded":
-        raise Conflict(f"run {run.id} already succeeded; start a new run instead")
     if owner is not None:
         raise Conflict("key: this key already names another run; make a fresh one")
+    if not proof:
+        raise KeyRejected(
+            f"resuming run {run.id} needs one of its keys in {RUN_KEY_HEADER} (the key of the "
+            "process that created or last resumed it; the SDK keeps it in its spool folder)",
+            401,
+        )
+    if _owner(session, proof) != run.id:
+        raise KeyRejected(f"the run key does not belong to run {run.id}", 403)
+    if run.status == "succeeded":
+        raise Conflict(f"run {run.id} already succeeded; start a new run instead")
     plan: dict[str, Any] = {}
     if total_steps is not None:  # the plan changed: progress follows it (it may go down)
         plan = {"total_steps": total_steps, "progress": fraction(run.step, total_steps)}
-    session.execute(
+    now = utcnow()
+    # One conditional UPDATE: of two resumes at once (or a resume racing the live client's
+    # heartbeat) exactly one wins; the other finds the run alive (its heartbeat_at is now).
+    taken = session.execute(
         update(Run)
-        .where(Run.id == run.id)
+        .where(
+            Run.id == run.id,
+            Run.status != "succeeded",
+            or_(
+                Run.status != "running",
+                Run.heartbeat_at.is_(None),
+                Run.heartbeat_at < now - timedelta(seconds=live_s),
+            ),
+        )
         .values(
             status="running",
             attempt=Run.attempt + 1,
-            heartbeat_at=utcnow(),
+            heartbeat_at=now,
             finished_at=None,
             error=None,
             cancel_requested=False,
@@ -178,8 +229,20 @@ def resume(*, session: Session, run: Run, secret: str, total_steps: int | None =
         )
         .execution_options(synchronize_session=False)
     )
-    if owner is None:
-        session.add(ScriptKey(key_hash=digest, run_id=run.id))
+    if taken.rowcount != 1:
+        session.rollback()
+        session.refresh(run)
+        if run.status == "succeeded":
+            raise Conflict(f"run {run.id} already succeeded; start a new run instead")
+        ago = _ago(run.heartbeat_at) or 0.0
+        wait = max(1.0, live_s - ago)
+        raise Alive(
+            f"run {run.id} is alive: its client was heard from {max(ago, 0.0):.0f} s ago (a "
+            f"run heard from within {live_s:g} s is still running); stop that client, or "
+            f"retry after {wait:.0f} s if it died",
+            retry_after=wait,
+        )
+    session.add(ScriptKey(key_hash=key_hash(secret), run_id=run.id))
     session.commit()
     session.refresh(run)
     return run
@@ -324,6 +387,9 @@ def parse_batch(run_id: int, payload: Any) -> Batch:
             raise FieldError(
                 "layer_names", f"must be a list of at most {MAX_LAYERS} names of 1-200 characters"
             )
+        for i, n in enumerate(names):
+            if "\x00" in n:  # PostgreSQL text cannot hold one; refused as in names and tags
+                raise FieldError(f"layer_names.{i}", "must not contain NUL characters")
     metrics: dict[int, tuple] = {}
     layers: dict[tuple[int, int], tuple] = {}
     extras: dict[tuple[str, int], float | None] = {}
@@ -355,7 +421,11 @@ def parse_batch(run_id: int, payload: Any) -> Batch:
                         f"and _.-/ (at most 64 chars, {MAX_EXTRA_KEYS} per record)",
                     )
                 extras[(key, step)] = v
-            metrics[step] = tuple(row)
+            # Only a record with a fixed key writes the step's metrics row: one holding only
+            # the script's own names (run.log({"val/acc": x})) must not blank the probe's
+            # train_loss / val_acc stored at that step, nor put a row of nulls between probes.
+            if n_extra < len(m):
+                metrics[step] = tuple(row)
         rows = rec.get("layers") or []
         if not isinstance(rows, list) or len(rows) > MAX_LAYERS:
             raise FieldError(f"{at}.layers", f"must be a list of at most {MAX_LAYERS} layers")

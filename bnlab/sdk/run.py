@@ -54,7 +54,15 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.core.registry import LAYER_KEYS
-from bnlab.sdk.transport import Client, Rejected, Sender, Spool, Unreachable, dumps
+from bnlab.sdk.transport import (
+    Client,
+    Rejected,
+    Sender,
+    Spool,
+    Unreachable,
+    held_key,
+    resume_run,
+)
 
 log = logging.getLogger("bnlab")
 # What a user is likely to call a run-level value, to the column the dashboard plots.
@@ -261,7 +269,11 @@ class Run:
     ) -> None:
         """Continue run `run_id`: the server learns this process's key now (so the points that
         follow are accepted) and says where the run stopped."""
-        self.spool.append({"type": "resume", "run_id": run_id, "key": self.key, **plan})
+        # The right to continue: one of the run's keys, kept when this machine created it
+        # (transport.held_key); the spool keeps it too, for `bnlab sync` of an offline resume.
+        held = held_key(self.spool_path.parent, self.url, run_id)
+        proof = {} if held is None else {"held_key": held}
+        self.spool.append({"type": "resume", "run_id": run_id, "key": self.key, **proof, **plan})
         self._id = run_id
         if client is None:
             if start_step is None:
@@ -271,9 +283,7 @@ class Run:
             self.step_count = int(start_step)
             return
         try:
-            run = client.call(
-                "POST", f"/api/runs/{run_id}/resume", content=dumps({"key": self.key, **plan})
-            )
+            run = resume_run(client, run_id, self.key, plan, held)
         except (Rejected, Unreachable) as exc:
             self.spool.close()
             raise RuntimeError(f"bnlab: cannot resume run {run_id}: {exc}") from None

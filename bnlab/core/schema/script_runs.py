@@ -4,6 +4,7 @@ hand in crud/script_runs.py (pydantic over 100k values per request costs more th
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,19 @@ MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the database
 # Planned optimizer steps: a JSON integer (strict: not 1.5, "100" or true), 1 to MAX_STEP.
 TotalSteps = Annotated[int, Strict(), Field(ge=1, le=MAX_STEP)]
 Step = Annotated[int, Strict(), Field(ge=0, le=MAX_STEP)]
+# What a run stores besides its points is bounded, so no run can make the run list (or the
+# database row) huge: the summary /finish sends (the SDK's for a 4,096-layer model is ~1 MB at
+# most) and the config a script run is created with, as compact JSON.
+MAX_SUMMARY_BYTES = 2 * 2**20
+MAX_CONFIG_BYTES = 256 * 2**10
+
+
+def json_size(value: Any, cap: int) -> Any:
+    """`value` if its compact JSON is at most `cap` bytes, else ValueError naming the cap."""
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > cap:
+        raise ValueError(f"is {size} bytes of JSON; at most {cap} bytes")
+    return value
 
 
 def storable(value: Any) -> Any:
@@ -45,7 +59,11 @@ class ScriptRunCreate(BaseModel):
 
     key: str = Key
     name: str = Field(min_length=1, max_length=200, pattern=NoNul)
-    config: dict[str, Any] = Field(default_factory=dict, description="the user's own config")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"the user's own config; at most {MAX_CONFIG_BYTES} bytes as compact JSON",
+        json_schema_extra={"x-max-json-bytes": MAX_CONFIG_BYTES},
+    )
     tags: list[str] = Field(default_factory=list, max_length=50)
     host: str | None = Field(None, max_length=200, pattern=NoNul)
     device: str | None = Field(None, max_length=200, pattern=NoNul)
@@ -72,6 +90,11 @@ class ScriptRunCreate(BaseModel):
     def _storable(cls, value: Any) -> Any:
         return storable(value)
 
+    @field_validator("config")
+    @classmethod
+    def _config_size(cls, value: Any) -> Any:
+        return json_size(value, MAX_CONFIG_BYTES)
+
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str]) -> list[str]:
@@ -83,7 +106,9 @@ class ScriptRunCreate(BaseModel):
 
 class ScriptRunResume(BaseModel):
     """POST /api/runs/{id}/resume: the restarted script's new key (and, if the plan changed,
-    its new planned length)."""
+    its new planned length). The request proves it may continue the run with one of the run's
+    existing keys in X-Bnlab-Run-Key (the API token alone is not enough), unless `key` is
+    already the run's (a spool's resume line sent again)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -97,13 +122,18 @@ class ScriptRunFinish(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: ScriptEnd
-    summary: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = Field(
+        None,
+        description=f"what the script reports at its end; at most {MAX_SUMMARY_BYTES} bytes as "
+        "compact JSON (larger: 422 naming summary)",
+        json_schema_extra={"x-max-json-bytes": MAX_SUMMARY_BYTES},
+    )
     error: str | None = Field(None, max_length=10_000, pattern=NoNul)
 
     @field_validator("summary")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        return storable(value)
+        return json_size(storable(value), MAX_SUMMARY_BYTES)
 
 
 class ScriptRunCreated(RunPublic):

@@ -232,7 +232,7 @@ def test_refuse_points_for_ended_and_engine_runs(client, session):
     r = post(client, run_id, h, [rows(40)])
     assert r.status_code == 409 and "already ended (succeeded)" in r.json()["detail"]
     assert layers(client, run_id)[0]["step"] == [20]
-    r = client.post(f"/api/runs/{run_id}/resume", json={"key": key()})
+    r = client.post(f"/api/runs/{run_id}/resume", json={"key": key()}, headers=h)
     assert r.status_code == 409 and "already succeeded" in r.json()["detail"]
     engine_run = create_random_run(session, status="running")
     r = client.post(f"/api/runs/{engine_run.id}/resume", json={"key": key()})
@@ -253,7 +253,7 @@ def test_crash_silent_runs_take_synced_points_and_resume(client, session):
     assert post(client, run_id, h, [rows(40)]).status_code == 200  # a synced spool
     assert client.get(f"/api/runs/{run_id}").json()["status"] == "crashed"
     k2 = key()
-    r = client.post(f"/api/runs/{run_id}/resume", json={"key": k2})
+    r = client.post(f"/api/runs/{run_id}/resume", json={"key": k2}, headers=h)  # proof: h
     assert r.status_code == 200 and r.json()["status"] == "running" and r.json()["attempt"] == 2
     assert r.json()["step"] == 40
     again = client.post(f"/api/runs/{run_id}/resume", json={"key": k2})  # a spool's resume line
