@@ -103,10 +103,16 @@ def test_keep_build_context_small_and_secret_free() -> None:
 
 
 def test_keep_torch_out_of_api_image() -> None:
-    """The API image installs only the api extra: no torch (docs/design.md)."""
+    """The API image installs only the server extra, at the lock file's versions: no torch
+    (docs/design.md), and the server extra itself names no torch."""
     lines = (ROOT / "backend" / "Dockerfile").read_text().splitlines()
     code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
-    assert re.search(r"requirements\.py \S+ api\b", code) and "torch" not in code
+    assert re.search(r"requirements\.py \S+ server\b", code) and "torch" not in code
+    assert "-c /tmp/build/lock.txt" in code
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert not any(req.startswith("torch") for req in extras["server"])
     assert "COPY worker/ " not in code  # only worker/__init__.py, for the package metadata
 
 
