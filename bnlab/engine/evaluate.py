@@ -190,7 +190,51 @@ def train_bn_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch
     return train_mode_logits(model, x, batch_size, dropout=False)
 
 
+def draws_matter(model: nn.Module) -> bool:
+    """Whether train mode at test time depends on a random draw: some dropout with a nonzero
+    rate (bnlab's layers or torch's). Without one, every draw gives the same logits."""
+    return any(
+        (isinstance(m, Dropout) and m.rate > 0)
+        or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
+        for m in _tree(model)[0]
+    )
+
+
 @torch.no_grad()
+def evaluate_train_mode_draws(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    max_samples: int | None = None,
+    *,
+    dropout: bool = True,
+    draws: int = 1,
+) -> torch.Tensor | None:
+    """Accuracy in train mode at test batch size batch_size, one value per dropout draw: a 1-d
+    device tensor of `draws` accuracies, the d-th drawn from seed d (so draw 0 is the one-draw
+    value). Real `model.train()` (dropout on) by default, BN-only with dropout=False (nothing
+    random: one value). None where BN in train mode is undefined (a batch of one value per
+    channel; UNDEFINED_AT_ONE says why).
+
+    max_samples caps the work at tiny batch sizes (batch size 2 means one forward per pair).
+    """
+    if max_samples is not None:
+        x, y = x[:max_samples], y[:max_samples]
+    if not (dropout and draws_matter(model)):
+        draws = 1
+    accs = []
+    for seed in range(draws):
+        try:
+            logits = train_mode_logits(model, x, batch_size, dropout=dropout, seed=seed)
+        except ValueError as e:
+            if "more than 1 value per channel" in str(e):
+                return None
+            raise
+        accs.append((logits.argmax(1) == y[: len(logits)]).float().mean())
+    return torch.stack(accs)
+
+
 def evaluate_train_mode(
     model: nn.Module,
     x: torch.Tensor,
@@ -200,21 +244,19 @@ def evaluate_train_mode(
     *,
     dropout: bool = True,
 ) -> torch.Tensor | None:
-    """Accuracy in train mode at test batch size batch_size, as a 0-d device tensor: real
-    `model.train()` (dropout on) by default, BN-only with dropout=False. None where BN in train
-    mode is undefined (a batch of one value per channel; UNDEFINED_AT_ONE says why).
+    """Accuracy in train mode from the single draw seeded 0, as a 0-d device tensor (None where
+    undefined); evaluate_train_mode_draws averages several."""
+    accs = evaluate_train_mode_draws(model, x, y, batch_size, max_samples, dropout=dropout)
+    return None if accs is None else accs[0]
 
-    max_samples caps the work at tiny batch sizes (batch size 2 means one forward per pair).
-    """
-    if max_samples is not None:
-        x, y = x[:max_samples], y[:max_samples]
-    try:
-        logits = train_mode_logits(model, x, batch_size, dropout=dropout)
-    except ValueError as e:
-        if "more than 1 value per channel" in str(e):
-            return None
-        raise
-    return (logits.argmax(1) == y[: len(logits)]).float().mean()
+
+def mean_and_se(accs: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(mean, standard error of the mean) over draws; the error is None for a single draw."""
+    if accs is None:
+        return None, None
+    if len(accs) < 2:
+        return accs.mean(), None
+    return accs.mean(), accs.std() / len(accs) ** 0.5  # n − 1 in the sd
 
 
 @torch.no_grad()
@@ -270,24 +312,30 @@ def summary_accuracies(
     train_mode_sizes: list[int],
     recalibrate_samples: int | None,
     max_train_mode_samples: int = 2000,
+    train_mode_draws: int = 1,
 ) -> dict:
     """The summary's accuracies: eval mode; per test batch size real train mode (dropout on,
-    `test_acc_train_mode`) and BN-only train mode (`test_acc_train_bn`), None where undefined;
-    recalibrated."""
+    `test_acc_train_mode`: the mean over `train_mode_draws` dropout draws, with its standard
+    error in `test_acc_train_mode_se`) and BN-only train mode (`test_acc_train_bn`, nothing
+    random), None where undefined; recalibrated. `test_acc_train_mode_draws` is the number of
+    draws made: 1 when no dropout is active (every draw would be the same)."""
     _, acc = evaluate(model, data.x_test, data.y_test)
     out: dict = {"test_acc_eval": acc}
-    for key, dropout in (("test_acc_train_mode", True), ("test_acc_train_bn", False)):
-        out[key] = {
-            str(b): evaluate_train_mode(
-                model,
-                data.x_test,
-                data.y_test,
-                b,
-                max_train_mode_samples if b < 64 else None,
-                dropout=dropout,
+    draws = train_mode_draws if draws_matter(model) else 1
+    out["test_acc_train_mode_draws"] = draws
+    out["test_acc_train_mode"], out["test_acc_train_mode_se"] = {}, {}
+    out["test_acc_train_bn"] = {}
+    for b in train_mode_sizes:
+        cap = max_train_mode_samples if b < 64 else None
+        mean, se = mean_and_se(
+            evaluate_train_mode_draws(
+                model, data.x_test, data.y_test, b, cap, dropout=True, draws=draws
             )
-            for b in train_mode_sizes
-        }
+        )
+        out["test_acc_train_mode"][str(b)], out["test_acc_train_mode_se"][str(b)] = mean, se
+        out["test_acc_train_bn"][str(b)] = evaluate_train_mode(
+            model, data.x_test, data.y_test, b, cap, dropout=False
+        )
     if recalibrate_samples:
         recal = recalibrate(model, data.x_train, batch_size, recalibrate_samples)
         out["test_acc_recalibrated"] = evaluate(recal, data.x_test, data.y_test)[1]

@@ -121,7 +121,8 @@ def predicted_shift_through_weight(
     Cov(y_i, y_j) = Cov(x_i, x_j) for i ≠ j and Var(y_i) = Var(x_i) + σ²·E[x_i²], so for
     h = Σ_i w_i y_i + b,  Var_train(h) = Var_eval(h) + σ² · Σ_i w_i² E[x_i²]  (exact).
     For a conv, i runs over input channels and kernel taps; E[x_i²] is the channel's second
-    moment averaged over positions (the border's zero padding is ignored).
+    moment averaged over positions (the border's zero padding is ignored: exact for a linear
+    layer; for a conv the summary uses shiftpredict.extra_variance, border included).
 
     weight: (out, in) or (out, in, kh, kw); m2_in: (in,) E[x²] of the dropout's input in eval
     mode; eval_var_out: (out,) Var_eval(h), measured at the BN input.

@@ -42,8 +42,8 @@ from .model import build_model
 from .probes import BNProbe, predicted_shift
 from .repro import environment
 from .schedule import lr_at
-from .shiftpredict import residual_predictions
-from .shiftstats import predicted_shift_through_weight
+from .shiftpredict import extra_variance, residual_predictions
+from .shiftstats import predicted_shift_through_weight, shift_li
 from .sinks import MemorySink, MetricSink, ProbeRecord
 
 log = logging.getLogger(__name__)
@@ -414,14 +414,17 @@ def _final_metrics(run: Run) -> dict[str, Any]:
         batch_size=run.batch,
         train_mode_sizes=cfg.probe.train_mode_test_batch_sizes,
         recalibrate_samples=cfg.probe.recalibrate_samples if cfg.probe.recalibrate else None,
+        train_mode_draws=cfg.probe.train_mode_draws,
     )
 
     def item(v: torch.Tensor | None) -> float | None:
         return None if v is None else v.item()  # CPU-GPU sync point
 
     out: dict[str, Any] = {"test_acc_eval": item(acc["test_acc_eval"])}
-    for key in ("test_acc_train_mode", "test_acc_train_bn"):  # None: undefined (batch of one)
+    # None: undefined (batch of one); the standard error is None for a single draw
+    for key in ("test_acc_train_mode", "test_acc_train_mode_se", "test_acc_train_bn"):
         out[key] = {k: item(v) for k, v in acc[key].items()}
+    out["test_acc_train_mode_draws"] = acc["test_acc_train_mode_draws"]
     undefined = sorted({k for k, v in out["test_acc_train_mode"].items() if v is None}, key=int)
     if undefined:  # why a size has no train-mode accuracy, beside the nulls
         out["test_acc_train_mode_undefined"] = dict.fromkeys(undefined, UNDEFINED_AT_ONE)
@@ -437,18 +440,37 @@ def _final_metrics(run: Run) -> dict[str, Any]:
     out["shift_log_by_layer"] = {
         k: {q: v[f"shift_log_{q}"] for q in ("q1", "median", "q3")} for k, v in layers.items()
     }
-    out["shift_predicted_by_layer"] = (
+    # docs/science.md §2's prediction per channel, for every BN a closed form covers; the
+    # layer's channel mean is compared with `shift`, and the Li et al. statistic of the
+    # predicted variances (shift_li_predicted_by_layer) with `shift_li`: each prediction
+    # beside the statistic it predicts.
+    predicted = (
         _predicted_shifts(run)
         or _weight_path_predictions(run)
         # residual nets, dropout → conv → (residual sum) → BN (docs/science.md §2)
-        or residual_predictions(run.model, data.x_test, run.cfg.model.dropout, run.probe.last_eval)
+        or residual_predictions(
+            run.model, data.x_test, run.cfg.model.dropout, run.probe.last_eval, per_channel=True
+        )
     )
+    out["shift_predicted_by_layer"] = {k: v.mean().item() for k, v in predicted.items()}
+    out["shift_li_predicted_by_layer"] = {
+        k: predicted_shift_li(ratio, run.probe.last_eval[k][1]) for k, ratio in predicted.items()
+    }
     return out
 
 
-def _predicted_shifts(run: Run) -> dict[str, float]:
-    """docs/science.md §2's ratio for each BN whose block puts dropout right before it (else
-    absent).
+def predicted_shift_li(ratio: torch.Tensor, eval_var: torch.Tensor) -> float:
+    """Li et al.'s layer statistic (docs/science.md §1) of the predicted variances: with the
+    predicted training variance ratio_c · eval_var_c per channel, max(a/b, b/a) of the
+    channel means a (eval) and b (training, what running_var tracks)."""
+    ev = eval_var.double()
+    a, b = ev.mean().item(), (ratio.double() * ev).mean().item()
+    return shift_li(a, b) or float("nan")
+
+
+def _predicted_shifts(run: Run) -> dict[str, torch.Tensor]:
+    """docs/science.md §2's ratio per channel for each BN whose block puts dropout right before
+    it (else absent).
 
     In eval mode the BN input is the dropout's input, so its measured per-channel mean and
     variance give m2 and μ; the per-layer value is the channel mean, like `shift`. Only the
@@ -459,7 +481,7 @@ def _predicted_shifts(run: Run) -> dict[str, float]:
     if spec is not None:
         after_drop = {b.name for b in spec.bn_layers if b.dropout_before}
         return {
-            name: predicted_shift(drop.kind, drop.rate, m, v).mean().item()
+            name: predicted_shift(drop.kind, drop.rate, m, v)
             for name, (m, v) in run.probe.last_eval.items()
             if name in after_drop
         }
@@ -470,16 +492,21 @@ def _predicted_shifts(run: Run) -> dict[str, float]:
     ):
         return {}
     return {
-        name: predicted_shift(drop.kind, drop.rate, m, v).mean().item()
+        name: predicted_shift(drop.kind, drop.rate, m, v)
         for name, (m, v) in run.probe.last_eval.items()
     }
 
 
-def _weight_path_predictions(run: Run) -> dict[str, float]:
+def _weight_path_predictions(run: Run) -> dict[str, torch.Tensor]:
     """docs/science.md §2 (through the weights) for blocks ordered dropout → linear/conv → BN:
     per output channel 1 + σ²·Σ w² E[x²] / Var_eval(h), from the dropout's eval-mode input
-    (second moment per input feature or channel, hooked on a pass over the test set) and the
-    measured variance of the BN input. Channel mean per layer, like `shift`."""
+    (hooked on a pass over the test set) and the measured variance of the BN input.
+
+    Linear: Σ_i w_i² E[x_i²] with E[x_i²] per input feature. Conv: E_{n,p}[conv(x², w²)], the
+    conv of the squared input with the squared kernel at the layer's stride and padding,
+    averaged over samples and output positions (bnlab/engine/shiftpredict.py): a tap on the
+    zero padding adds nothing, so the border is exact (ignoring it overstated the added
+    variance of a 3×3 conv on an 8×8 map by ~16 %)."""
     block, model = run.cfg.model.block, run.model
     weight = "linear" if "linear" in block else "conv"
     order = [k for k in block if k in ("dropout", weight, "batchnorm")]
@@ -489,33 +516,40 @@ def _weight_path_predictions(run: Run) -> dict[str, float]:
         return {}  # something (an activation) between dropout and the weight: not this form
     if block.index("batchnorm") != block.index(weight) + 1:
         return {}
-    sums: dict[int, list] = {}
+    noise_var = noise_moments(run.cfg.model.dropout.kind, run.cfg.model.dropout.rate)[1]
+    layers = {
+        f"blocks.{i}.bn": getattr(b, WEIGHT_LAYER[model.arch])  # the block's linear or conv
+        for i, b in enumerate(model.blocks)
+        if f"blocks.{i}.bn" in run.probe.last_eval
+    }
+    if weight == "conv":
+        extra = extra_variance(model, run.data.x_test, layers, noise_var)
+        return {
+            name: 1 + extra[name] / run.probe.last_eval[name][1].double().clamp_min(1e-12)
+            for name in layers
+            if name in extra
+        }
+    sums: dict[str, list] = {}
 
-    def hook(i: int):
+    def hook(name: str):
         def pre(_module: nn.Module, args: tuple) -> None:
             x = args[0]
-            dims = (0,) if x.dim() == 2 else (0, *range(2, x.dim()))
-            s = sums.setdefault(i, [0.0, 0])
-            s[0] = s[0] + (x.double() ** 2).sum(dims)
-            s[1] += x.numel() // x.shape[1]
+            s = sums.setdefault(name, [0.0, 0])
+            s[0] = s[0] + (x.double() ** 2).sum(0)
+            s[1] += x.shape[0]
 
         return pre
 
-    handles = [b.drop.register_forward_pre_hook(hook(i)) for i, b in enumerate(model.blocks)]
+    handles = [lin.register_forward_pre_hook(hook(n)) for n, lin in layers.items()]
     try:
         predict_logits(model, run.data.x_test)  # eval mode: dropout is the identity
     finally:
         for h in handles:
             h.remove()
-    noise_var = noise_moments(run.cfg.model.dropout.kind, run.cfg.model.dropout.rate)[1]
-    out = {}
-    for i, b in enumerate(model.blocks):
-        name = f"blocks.{i}.bn"
-        if name not in run.probe.last_eval or i not in sums:
-            continue
-        m2 = sums[i][0] / sums[i][1]
-        ev = run.probe.last_eval[name][1]
-        weight = getattr(b, WEIGHT_LAYER[model.arch]).weight  # the block's linear or conv
-        pred = predicted_shift_through_weight(weight, m2, ev, noise_var)
-        out[name] = pred.mean().item()
-    return out
+    return {
+        name: predicted_shift_through_weight(
+            lin.weight, sums[name][0] / sums[name][1], run.probe.last_eval[name][1], noise_var
+        )
+        for name, lin in layers.items()
+        if name in sums
+    }

@@ -234,6 +234,9 @@ class TrainConfig(_Strict):
         return self
 
 
+MAX_TRAIN_MODE_DRAWS = 100  # each draw is a test-set forward per test batch size
+
+
 class ProbeConfig(_Strict):
     every_steps: int = Field(20, ge=1)  # optimizer steps between two probes
     # Held-out batches per probe for the eval-mode statistics and validation accuracies. Each
@@ -259,6 +262,20 @@ class ProbeConfig(_Strict):
     train_mode_test_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [1, 8, 64]
     )  # "forgot model.eval()" accuracies at these test batch sizes
+    # A train-mode accuracy with dropout on depends on the masks drawn: one draw moved it by
+    # 0.75-1.4 points on the variance_shift preset. The summary averages this many draws
+    # (seeds 0 … n − 1) and reports the standard error beside the mean.
+    train_mode_draws: int = Field(
+        5,
+        ge=1,
+        le=MAX_TRAIN_MODE_DRAWS,
+        description=(
+            "Dropout draws averaged for the summary's test_acc_train_mode (draw d uses seed d); "
+            "test_acc_train_mode_se is their standard error of the mean. Each draw costs a "
+            "forward of the test set per test batch size. A net without an active dropout "
+            "makes one draw (every draw would be the same)."
+        ),
+    )
     recalibrate: bool = True  # PreciseBN after training (dropout off, cumulative BN stats)
     recalibrate_samples: int = Field(4096, ge=64)  # training samples for the recalibration pass
     # Gradient noise (docs/science.md §6): at each probe, metric `grad_cos` = cosine between a

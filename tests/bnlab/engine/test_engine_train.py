@@ -59,6 +59,8 @@ def test_write_summary_keys():
     for key in (
         "test_acc_eval",
         "test_acc_train_mode",
+        "test_acc_train_mode_se",
+        "test_acc_train_mode_draws",
         "test_acc_recalibrated",
         "shift_by_layer",
         "shift_per_channel",
@@ -71,6 +73,8 @@ def test_write_summary_keys():
         "shift_floor_by_layer",
         "shift_li_floor_by_layer",
         "shift_log_by_layer",
+        "shift_predicted_by_layer",
+        "shift_li_predicted_by_layer",
     ):
         assert key in result.summary, key
     assert set(result.summary["test_acc_train_mode"]) == {"1", "8"}
