@@ -38,25 +38,37 @@ def layers_builder(
     keys: Sequence[str],
     max_points: int | None,
     window: crud.Window = (None, None),
+    layers: tuple[int, ...] | None = None,
+    budget: int = crud.MAX_LAYER_VALUES,
 ):
-    """build(runs) → {run id: ({"layers": [...], "raw_points"}, headers)} for /layers."""
+    """build(runs) → {run id: ({"layers": [...], "raw_points", ...}, headers)} for /layers:
+    the `layers` asked (or the first ones) within `budget` values per run (crud.plan_layers)."""
 
     def build(runs: Sequence[Run]) -> dict[int, tuple[object, dict[str, str]]]:
         read = crud.read_layers_many(
-            session=session, runs=runs, keys=keys, max_points=max_points, window=window
+            session=session,
+            runs=runs,
+            keys=keys,
+            max_points=max_points,
+            window=window,
+            layers=layers,
+            budget=budget,
         )
         return {
             i: (
                 {
                     "layers": [
                         {"index": index, "name": name, "raw_points": n, **cols}
-                        for index, name, n, cols in layers
+                        for index, name, n, cols in series
                     ],
                     "raw_points": raw,
+                    "layers_total": plan.total,
+                    "truncated": plan.truncated,
+                    "max_points": plan.max_points,
                 },
                 {RAW_HEADER: str(raw)},
             )
-            for i, (layers, raw) in read.items()
+            for i, (series, raw, plan) in read.items()
         }
 
     return build

@@ -17,6 +17,7 @@ from backend.api.errors import FieldErrorsPublic
 from backend.api.routes.metrics import (
     KeysQuery,
     LayerKeysQuery,
+    LayersQuery,
     MaxPoints,
     StepMax,
     StepMin,
@@ -30,6 +31,7 @@ from backend.db.models import Run
 from bnlab.core.errors import FieldError
 from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
 from bnlab.core.schema.compare import ComparePublic
+from bnlab.core.schema.metrics import MAX_LAYER_VALUES
 from bnlab.core.schema.runs import RunPublic
 
 # Its 404 names the field like a 422 does (`input` lists the missing ids), not a plain detail.
@@ -90,12 +92,15 @@ def read_compare(
     max_points: MaxPoints = None,
     step_min: StepMin = None,
     step_max: StepMax = None,
+    layers: LayersQuery = None,
 ) -> Response:
     """Per run: the run, its metrics (+ their raw point count) and its layers, as the per-run
-    endpoints answer them with the same `keys`, `max_points` and step window."""
+    endpoints answer them with the same `keys`, `max_points`, step window and `layers`, except
+    that the layers' value cap is shared: each of n runs gets 1/n of it."""
     ids = parse_ids(runs)
     m_keys = tuple(crud.parse_keys(metric_keys, METRIC_KEYS, "metric_keys"))
     l_keys = tuple(crud.parse_keys(layer_keys, LAYER_KEYS, "layer_keys"))
+    chosen = crud.parse_layers(layers)
     rows = get_runs(session=session, run_ids=[i for i in ids if i <= MAX_ID])
     if len(rows) < len(ids):
         found = {r.id for r in rows}
@@ -107,10 +112,14 @@ def read_compare(
         (m_keys, max_points, *win),
         metrics_builder(session, m_keys, max_points, win),
     )
-    layers = encoded(
-        rows, "layers", (l_keys, max_points, *win), layers_builder(session, l_keys, max_points, win)
+    budget = MAX_LAYER_VALUES // len(rows)
+    per_run_layers = encoded(
+        rows,
+        "layers",
+        (l_keys, max_points, *win, chosen, budget),
+        layers_builder(session, l_keys, max_points, win, chosen, budget),
     )
-    body = _splice(rows, metrics, layers)
+    body = _splice(rows, metrics, per_run_layers)
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 

@@ -14,7 +14,12 @@ from backend.crud import metrics as crud
 from backend.crud.downsample import MIN_POINTS
 from bnlab.core.errors import FieldError
 from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
-from bnlab.core.schema.metrics import LayersPublic, MetricsPublic
+from bnlab.core.schema.metrics import (
+    MAX_LAYER_VALUES,
+    MAX_LAYERS_PER_READ,
+    LayersPublic,
+    MetricsPublic,
+)
 
 router = APIRouter(prefix="/runs", tags=["metrics"], responses=responses(404))
 MaxPoints = Annotated[
@@ -53,6 +58,21 @@ LayerKeysQuery = Annotated[
     list[Annotated[str, Query(pattern=keys_pattern(LAYER_KEYS))]] | None,
     Query(description="comma-separated subset of " + ", ".join(LAYER_KEYS)),
 ]
+# Layer indices and ranges: "0-3,7". The count cap is checked by crud.parse_layers (a 422
+# naming `layers`); the grammar is stated here so schema-driven clients send what parses.
+LAYER_SPAN = r"[0-9]{1,10}(-[0-9]{1,10})?"
+LayersQuery = Annotated[
+    list[Annotated[str, Query(pattern=rf"^ *{LAYER_SPAN}( *, *{LAYER_SPAN})* *$")]] | None,
+    Query(
+        description=(
+            "the BN layers to read, by index: comma-separated indices and ranges (0-3,7), at "
+            f"most {MAX_LAYERS_PER_READ}; default the first ones that fit. An answer holds at "
+            f"most {MAX_LAYER_VALUES:,} values (layers x points x columns, shared by the runs "
+            "of a compare answer): layers are downsampled to fit, and `truncated` says when "
+            "layers were left out"
+        )
+    ),
+]
 
 
 @router.get(
@@ -90,14 +110,17 @@ def read_layers(
     max_points: MaxPoints = None,
     step_min: StepMin = None,
     step_max: StepMax = None,
+    layers: LayersQuery = None,
 ) -> Response:
-    """Per-BN-layer series, columnar per layer; `raw_points` has the stored count."""
+    """Per-BN-layer series, columnar per layer; `raw_points` has the stored count. Bounded in
+    the run's layer count: `layers` picks them (see its description for the caps)."""
     wanted = tuple(crud.parse_keys(keys, LAYER_KEYS))  # validated before anything is cached
+    chosen = crud.parse_layers(layers)
     win = window(step_min, step_max)
     return serve_series(
         request,
         run,
         "layers",
-        (wanted, max_points, *win),
-        layers_builder(session, wanted, max_points, win),
+        (wanted, max_points, *win, chosen, MAX_LAYER_VALUES),
+        layers_builder(session, wanted, max_points, win, chosen, MAX_LAYER_VALUES),
     )

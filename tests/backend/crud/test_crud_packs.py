@@ -18,7 +18,9 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def _layers(session, runs, **kw):
-    return crud.read_layers_many(session=session, runs=runs, **kw)
+    """Per run id: (layers, raw points), without the read's plan (test_api_layer_bounds.py)."""
+    read = crud.read_layers_many(session=session, runs=runs, **kw)
+    return {i: (series, raw) for i, (series, raw, _) in read.items()}
 
 
 def test_read_packed_series_equal_rows(session, monkeypatch):
