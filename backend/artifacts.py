@@ -87,6 +87,18 @@ class LocalStore:
     def delete_prefix(self, prefix: str) -> None:
         _delete_local_prefix(self.root, prefix)
 
+    def describe(self) -> str:
+        return str(self.root)
+
+    def check(self, timeout_s: float) -> str:
+        """ "ok", or why the store cannot take files (health: a folder we cannot write to)."""
+        del timeout_s  # a local folder answers at once
+        if not self.root.is_dir():
+            return f"error: {self.root} does not exist"
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            return f"error: {self.root} is not writable"
+        return "ok"
+
 
 def _delete_local_prefix(root: Path, prefix: str) -> None:
     target = root / _check_key(prefix.rstrip("/"))
@@ -110,18 +122,26 @@ class S3Store:
         secret_key: str | None,
         region: str,
     ) -> None:
-        import boto3  # imported here: the embedded default never needs it
-        from botocore.config import Config
+        try:  # the `s3` extra: the embedded default (a local folder) never needs it
+            import boto3
+            from botocore.config import Config
+        except ModuleNotFoundError as exc:
+            raise RuntimeError(
+                "BNLAB_ARTIFACTS_URL names an S3 bucket, which needs boto3: pip install 'bnlab[s3]'"
+            ) from exc
 
         self.bucket, self.prefix, self.cache_root = bucket, prefix.strip("/"), Path(cache_root)
         # Path-style addressing: MinIO and SeaweedFS serve buckets under the path, not a
         # subdomain. Retries in "standard" mode ride out a restarting object store.
+        self._where = {
+            "endpoint_url": endpoint_url,
+            "aws_access_key_id": access_key,
+            "aws_secret_access_key": secret_key,
+            "region_name": region,
+        }
         self.client = boto3.client(
             "s3",
-            endpoint_url=endpoint_url,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
+            **self._where,
             config=Config(
                 s3={"addressing_style": "path"},
                 retries={"mode": "standard", "max_attempts": 5},
@@ -179,6 +199,31 @@ class S3Store:
                 return False
             raise
         return True
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def check(self, timeout_s: float) -> str:
+        """ "ok" when the bucket answers within timeout_s (one try: health must not hang on
+        the store client's retries), else "error: <why>"."""
+        import boto3
+        from botocore.config import Config
+
+        quick = boto3.client(
+            "s3",
+            **self._where,
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1, "mode": "standard"},
+                connect_timeout=timeout_s,
+                read_timeout=timeout_s,
+            ),
+        )
+        try:
+            quick.head_bucket(Bucket=self.bucket)
+            return "ok"
+        except Exception as exc:  # noqa: BLE001 - health reports failures instead of raising
+            return f"error: {type(exc).__name__}"
 
     def delete_prefix(self, prefix: str) -> None:
         name = self._name(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "")
