@@ -153,6 +153,22 @@ def test_client_resolves_beside_older_pins(extra, pin, wheel, venv311):
     """pip finds a set of versions for the client (with pandas/NumPy: its notebook extra)
     together with each pin (a dry run: resolution only, nothing installed)."""
     res = run(
-        [venv311, "-m", "pip", "install", "--dry-run", "-q", f"bnlab{extra} @ {wheel.as_uri()}", pin]
+        [
+            venv311,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "-q",
+            f"bnlab{extra} @ {wheel.as_uri()}",
+            pin,
+        ]
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="CI's machine must have a newer Python")
+def test_ci_tests_the_client_on_a_newer_python():
+    """CI runs the install test above on 3.12 or 3.13 too, not only on the machine's Python:
+    a machine without either fails here instead of skipping silently."""
+    assert python("3.12") or python("3.13")
