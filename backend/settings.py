@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
+    # /api/health says "degraded" when the data dir's disk (checkpoints, uploads, exports, the
+    # SQLite file, the embedded broker) or the SQLite file's own disk has less free space than
+    # this: a full disk stalls runs at their next checkpoint long before anything fails loudly.
+    min_free_mb: int = Field(1024, ge=0)
     # Set by `bnlab worker --gpus ...` for its children: a worker pinned to a GPU whose CUDA
     # cannot start takes no run (it would silently train on the CPU) and says why.
     require_cuda: bool = False
