@@ -91,7 +91,7 @@ class LocalStore:
         return str(self.root)
 
     def check(self, timeout_s: float) -> str:
-        """ "ok", or why the store cannot take files (health: a folder we cannot write to)."""
+        """Health: "ok", or why the store cannot take files (a folder we cannot write to)."""
         del timeout_s  # a local folder answers at once
         if not self.root.is_dir():
             return f"error: {self.root} does not exist"
@@ -204,8 +204,8 @@ class S3Store:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
     def check(self, timeout_s: float) -> str:
-        """ "ok" when the bucket answers within timeout_s (one try: health must not hang on
-        the store client's retries), else "error: <why>"."""
+        """Health: "ok" when the bucket answers within timeout_s (one try: health must not hang
+        on the store client's retries), else "error: <why>"."""
         import boto3
         from botocore.config import Config
 
