@@ -50,7 +50,8 @@ def run(cmd: list, timeout: float, **kw) -> tuple[int, str]:
         )
         return out.returncode, out.stdout + out.stderr
     except subprocess.TimeoutExpired as exc:
-        return 124, f"timed out after {timeout:.0f} s\n{exc.stdout or ''}{exc.stderr or ''}"
+        text = b"".join(x for x in (exc.stdout, exc.stderr) if isinstance(x, bytes))
+        return 124, f"timed out after {timeout:.0f} s\n{text.decode(errors='replace')}"
 
 
 def ensure_dependencies() -> str:
@@ -159,11 +160,16 @@ def worker_on_gpu(cpu: bool, budget: float) -> tuple[str, str]:
 
 def overhead(cpu: bool, arch: str, depth: int, widen: int, budget: float) -> tuple[str, str]:
     args = ["--arch", arch, "--depth", depth, "--widen", widen, "--every", "20"]
-    args += ["--device", "cpu", "--repeats", "1", "--epochs", "2", "--batches", "10"] if cpu else [
+    args += ["--device", "cpu", "--repeats", "1", "--epochs", "1", "--batches", "10",
+                "--batch-size", "32"] if cpu else [
         "--device", "cuda", "--repeats", "5", "--epochs", "10", "--batches", "10"]  # fmt: skip
     code, out = run([sys.executable, "benchmarks/bench_resnet.py", *args], budget, cwd=REPO)
-    rows = [ln for ln in out.splitlines() if re.match(r"^\|\s*20\s*\|", ln)]
-    return ("ok" if code == 0 and rows else f"exit {code}"), (rows[-1] if rows else out[-300:])
+    # bench_resnet's row for one probe per 20 steps: every, plain img/s, probed img/s, ratio ...
+    rows = [ln.split() for ln in out.splitlines() if re.match(r"^\s*20\s+\d", ln)]
+    if code or not rows:
+        return f"exit {code}", out[-300:]
+    every, plain, probed, ratio, lo, hi = rows[-1][:6]
+    return "ok", f"{plain} vs {probed} img/s plain vs probed: {ratio} {lo} {hi}"
 
 
 def main() -> None:
@@ -175,9 +181,14 @@ def main() -> None:
     rows = [("dependencies", ensure_dependencies(), "")]
     env = environment(args.cpu)
     rows.append(("environment", "ok", json.dumps(env)))
-    left = lambda share: max(30.0, share * (args.budget_s - (time.monotonic() - t0)))  # noqa: E731
+
+    def left(share: float, least: float = 60.0) -> float:  # a step's share of the time left
+        return max(least, share * (args.budget_s - (time.monotonic() - t0)))
+
     rows.append(("CUDA tests (TF32 + bf16 export within 1e-4)", *cuda_tests(args.cpu, left(0.35))))
-    rows.append(("per-GPU worker (bnlab worker --gpus 0)", *worker_on_gpu(args.cpu, left(0.3))))
+    rows.append(
+        ("per-GPU worker (bnlab worker --gpus 0)", *worker_on_gpu(args.cpu, left(0.3, 120)))
+    )
     rows.append(
         ("overhead PreResNet-20, probe/20 steps", *overhead(args.cpu, "resnet", 20, 1, left(0.5)))
     )
@@ -188,7 +199,8 @@ def main() -> None:
     print(f"\nbnlab GPU check on {card}; {time.monotonic() - t0:.0f} s\n")
     print("| step | result | detail |\n|---|---|---|")
     for step, result, detail in rows:
-        print(f"| {step} | {result} | {detail.replace('|', '/')} |")
+        detail = " ".join(str(detail).replace("|", "/").split())  # one table row each
+        print(f"| {step} | {result} | {detail[-400:]} |")
     sys.exit(
         0
         if all(r[1] in ("ok", "all present", "installed from docker/wheels/gpu") for r in rows)
