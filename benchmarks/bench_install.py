@@ -84,7 +84,9 @@ def main() -> None:
         sh(client, "-m", "pip", "install", "-q", TORCH)
         sizes["torch alone (the baseline)"] = site_bytes(tmp / "client")
         sh(client, "-m", "pip", "install", "-q", wheel)
-        sizes["client added beside torch"] = site_bytes(tmp / "client") - sizes["torch alone (the baseline)"]
+        sizes["client added beside torch"] = (
+            site_bytes(tmp / "client") - sizes["torch alone (the baseline)"]
+        )
         loads.append(load_s())
 
         server = make_venv(tmp / "server")
