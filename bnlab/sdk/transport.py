@@ -178,7 +178,7 @@ def _keys(path: Path) -> list[dict[str, Any]]:
 
 def held_key(directory: Path | None, url: str | None, run_id: int) -> str | None:
     """A key of run `run_id` this machine holds: BNLAB_RUN_KEY, else the newest remembered in
-    `directory`'s KEYS_FILE (one for `url` first), else one a spool's resume line there named."""
+    `directory`'s KEYS_FILE (one remembered for `url` before one for another address)."""
     if os.environ.get("BNLAB_RUN_KEY"):
         return os.environ["BNLAB_RUN_KEY"]
     if directory is None:
@@ -186,17 +186,6 @@ def held_key(directory: Path | None, url: str | None, run_id: int) -> str | None
     mine = [e for e in _keys(directory / KEYS_FILE) if e.get("run_id") == run_id]
     if url is not None:
         mine.sort(key=lambda e: e.get("url") == url.rstrip("/"))  # stable: newest last
-    if mine:
-        return mine[-1]["key"]
-    for spool in sorted(directory.glob("*.jsonl"), key=lambda f: f.stat().st_mtime):
-        try:
-            with spool.open("rb") as f:
-                first = loads(f.readline())
-        except (OSError, ValueError):
-            continue
-        if isinstance(first, dict) and first.get("type") == "resume":
-            if first.get("run_id") == run_id and isinstance(first.get("key"), str):
-                mine.append(first)
     return mine[-1]["key"] if mine else None
 
 
