@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "backend" / "presets"
 
 RATES = [0.0, 0.1, 0.3, 0.5]
+# Every study runs three seeds or more: its conclusions are decided from the spread between
+# seeds (bnlab/core/stats.py, docs/studies.md "How a claim is decided").
+SEEDS = [0, 1, 2]
 PLACEMENTS = ["before_bn", "head"]
 
 CPU_DATA = {"limit": 2000, "val_fraction": 0.2}  # 1600 training, 400 held-out images
@@ -214,8 +217,8 @@ def family(key: str) -> dict:
             "both placements."
         ),
         "kind": "sweep",
-        "sweep": {"name": title, "base": base_cpu, "grid": grid(False), "seeds": None},
-        "full": {"name": f"{title} (full)", "base": base_full, "grid": grid(True), "seeds": None},
+        "sweep": {"name": title, "base": base_cpu, "grid": grid(False), "seeds": SEEDS},
+        "full": {"name": f"{title} (full)", "base": base_full, "grid": grid(True), "seeds": SEEDS},
     }
 
 

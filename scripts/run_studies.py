@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Run every study preset at its CPU size, in-process and one run at a time, and write the
-figures docs/studies.md quotes: docs/studies_results.md (tables) and docs/studies_results.json.
+"""Run every study preset at its CPU size (every seed of every cell), in-process and one run at
+a time, write docs/studies_results.json, then regenerate every document figure from it
+(scripts/make_docs_figures.py: docs/studies_results.md, the generated blocks of docs/studies.md
+and docs/science.md).
 
-    python scripts/run_studies.py                      # all presets (~20 min on one core)
+    python scripts/run_studies.py                      # all presets (about an hour on one core)
     python scripts/run_studies.py --only variance_shift dropout_std
 
 Each preset's sweep is expanded exactly as the API does (backend.crud.sweeps.cell_configs);
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import make_docs_figures  # noqa: E402  (scripts/, beside this file: writes every document)
 import numpy as np
 import torch
 
@@ -39,10 +42,11 @@ from bnlab.engine.train import train
 ROOT = Path(__file__).resolve().parents[1]  # where docs/ is (backend and worker are installed)
 
 
-def cells(preset: Preset) -> list[tuple[str, ExperimentConfig]]:
-    """(label, config) per run of the preset, labelled by its grid values and seed."""
+def cells(preset: Preset) -> list[tuple[str, int, ExperimentConfig]]:
+    """(cell label, seed, config) per run of the preset: the cell labelled by its grid values
+    (the same label for every seed of a cell, so the seeds of a cell can be pooled)."""
     if preset.kind == "run":
-        return [("run", preset.config)]
+        return [("run", preset.config.train.seed, preset.config)]
     out = []
     for keys, cfg in cell_configs(preset.sweep):
         data = cfg.model_dump(mode="json")
@@ -52,15 +56,15 @@ def cells(preset: Preset) -> list[tuple[str, ExperimentConfig]]:
             for k in key.split("."):
                 node = node[k]
             parts.append(f"{key.rsplit('.', 1)[-1]}={_short(node)}")
-        if preset.sweep.seeds:
-            parts.append(f"seed={cfg.train.seed}")
-        out.append((" ".join(parts), cfg))
+        out.append((" ".join(parts) or "run", cfg.train.seed, cfg))
     return out
 
 
 def _short(v: Any) -> str:
     if isinstance(v, dict) and "name" in v:  # a whole dataset (or model) config: its name
         return str(v["name"])
+    if isinstance(v, dict) and "kind" in v and "rate" in v:  # a whole dropout config
+        return f"{v['kind']}:{v['rate']:.4g}"
     return ">".join(v) if isinstance(v, list) else str(v)
 
 
@@ -235,15 +239,61 @@ def ensure_synthetic_cifar(root: Path) -> None:
 
 
 def bn_shift(sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any) -> dict[str, Any]:
-    """Mean and largest per-layer shift over every BN of a residual net (7-100 layers)."""
+    """Mean and largest per-layer shift (bnlab's and Li et al.'s) over every BN of a residual
+    net (7-100 layers)."""
     shifts = list(result.summary.get("shift_by_layer", {}).values())
-    return {"shift_mean": statistics.fmean(shifts), "shift_max": max(shifts), "n_bn": len(shifts)}
+    li = list(result.summary.get("shift_li_by_layer", {}).values())
+    return {
+        "shift_mean": statistics.fmean(shifts),
+        "shift_max": max(shifts),
+        "shift_li_mean": statistics.fmean(li),
+        "shift_li_max": max(li),
+        "n_bn": len(shifts),
+    }
+
+
+@torch.no_grad()
+def population_gap(
+    sink: MemorySink, cfg: ExperimentConfig, result: Any, data: Any
+) -> dict[str, Any]:
+    """How far each BN's running statistics lie from the population statistics of its input:
+    the trained network in eval mode over the whole training split (Ioffe & Szegedy §3.1).
+    Per layer, the median over channels of |running_var / population_var − 1| and of
+    |running_mean − population_mean| / population sd."""
+    model = result.model.eval()
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)}
+    sums: dict[str, list] = {}
+
+    def hook(name: str):
+        def pre(_m: Any, args: tuple) -> None:
+            x = args[0].double()
+            s = sums.setdefault(name, [0.0, 0.0, 0])
+            s[0], s[1], s[2] = s[0] + x.sum(0), s[1] + (x * x).sum(0), s[2] + len(x)
+
+        return pre
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in bns.items()]
+    try:
+        for i in range(0, len(data.x_train), 1024):
+            model(data.x_train[i : i + 1024])
+    finally:
+        for h in handles:
+            h.remove()
+    var_gap, mean_gap = {}, {}
+    for name, bn in bns.items():
+        s1, s2, n = sums[name]
+        mean = s1 / n
+        var = s2 / n - mean * mean
+        var_gap[name] = (bn.running_var.double() / var - 1).abs().median().item()
+        mean_gap[name] = ((bn.running_mean.double() - mean).abs() / var.sqrt()).median().item()
+    return {"running_var_vs_population": var_gap, "running_mean_vs_population": mean_gap}
 
 
 EXTRAS.update(dict.fromkeys(("li_preresnet", "li_wrn", "li_densenet", "li_wrn_width"), bn_shift))
+EXTRAS["variance_shift"] = population_gap
 
 
-def run_cell(preset: Preset, label: str, cfg: ExperimentConfig) -> dict[str, Any]:
+def run_cell(preset: Preset, cell: str, seed: int, cfg: ExperimentConfig) -> dict[str, Any]:
     sink = MemorySink()
     t0, c0 = time.perf_counter(), time.process_time()
     data = load_dataset(cfg.dataset, seed=cfg.train.seed, datasets_root=DATASETS_ROOT)
@@ -254,7 +304,9 @@ def run_cell(preset: Preset, label: str, cfg: ExperimentConfig) -> dict[str, Any
             k: v for k, v in result.summary.items() if k != "shift_per_channel"
         }  # 1 MB of channels
         row: dict[str, Any] = {
-            "label": label,
+            "label": f"{cell} seed={seed}",
+            "cell": cell,
+            "seed": seed,
             "status": result.status,
             "wall_s": time.perf_counter() - t0,
             "cpu_s": time.process_time() - c0,  # this process (the machine is shared)
@@ -271,10 +323,10 @@ def run_cell(preset: Preset, label: str, cfg: ExperimentConfig) -> dict[str, Any
 
 def run_preset(preset: Preset) -> dict[str, Any]:
     rows = []
-    for label, cfg in cells(preset):
-        row = run_cell(preset, label, cfg)
+    for cell, seed, cfg in cells(preset):
+        row = run_cell(preset, cell, seed, cfg)
         print(
-            f"  {preset.id}: {label}: {row['status']} in {row['wall_s']:.1f} s "
+            f"  {preset.id}: {row['label']}: {row['status']} in {row['wall_s']:.1f} s "
             f"(CPU {row['cpu_s']:.1f} s, load {row['load_avg']:.1f})",
             flush=True,
         )
@@ -282,141 +334,13 @@ def run_preset(preset: Preset) -> dict[str, Any]:
     return {
         "id": preset.id,
         "title": preset.title,
+        "seeds": sorted({r["seed"] for r in rows}),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "rows": rows,
         "total_s": sum(r["wall_s"] for r in rows),
         "total_cpu_s": sum(r.get("cpu_s", 0.0) for r in rows),
     }
-
-
-# ---------------------------------------------------------------- markdown
-
-
-def f3(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-
-def pct(v: Any) -> str:
-    return "–" if v is None else f"{100 * v:.1f}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
-
-
-def shifts(s: dict[str, Any]) -> str:
-    meas, pred = s.get("shift_by_layer", {}), s.get("shift_predicted_by_layer", {})
-    return " / ".join(f3(meas[k]) + (f" (pred {f3(pred[k])})" if k in pred else "") for k in meas)
-
-
-def study_md(res: dict[str, Any]) -> list[str]:
-    pid, rows = res["id"], res["rows"]
-    lines = [
-        f"## {pid}",
-        "",
-        f"{res['title']} — {len(rows)} runs, {res['total_s']:.0f} s total on this machine"
-        + (f" (process CPU {res['total_cpu_s']:.0f} s)." if res.get("total_cpu_s") else "."),
-        "",
-    ]
-    ok = [r for r in rows if r["status"] == "succeeded"]
-    header = ["run", "test acc eval %", "recalibrated %", "shift by BN layer (predicted)"]
-    body = []
-    for r in rows:
-        s = r["summary"]
-        if r["status"] != "succeeded":
-            body.append([r["label"], r["status"], "", ""])
-            continue
-        body.append(
-            [
-                r["label"],
-                pct(s.get("test_acc_eval")),
-                pct(s.get("test_acc_recalibrated")),
-                shifts(s),
-            ]
-        )
-    if pid == "population_stats":
-        sizes = list(ok[0]["summary"]["test_acc_train_mode"]) if ok else []
-        header += [f"train-mode acc @ batch {b} %" for b in sizes]
-        for line, r in zip(body, rows, strict=True):
-            line += [pct(r["summary"].get("test_acc_train_mode", {}).get(b)) for b in sizes]
-    extra_cols = _extra_columns(pid)
-    header += [name for name, _ in extra_cols]
-    for line, r in zip(body, rows, strict=True):
-        line += [fn(r.get("extra", {})) for _, fn in extra_cols]
-    lines += table(header, body)
-    if pid == "custom_inference" and ok:
-        lines += ["", "Export check (test set of the run):", ""]
-        ex = ok[0]["extra"]
-        lines += table(
-            [
-                "forward",
-                "test acc %",
-                "same class as torch eval %",
-                "max abs logit error",
-                "median relative logit error",
-            ],
-            [
-                [
-                    k,
-                    pct(v.get("acc")),
-                    pct(v.get("same_class_as_eval")),
-                    f"{v.get('max_abs_logit_err', float('nan')):.3g}",
-                    f"{v.get('median_rel_logit_err', float('nan')):.3g}",
-                ]
-                for k, v in ex.items()
-                if isinstance(v, dict)
-            ],
-        )
-        lo, hi = ex["running_var_range"]
-        lines += ["", f"BN running_var range over all channels: {lo:.3g} … {hi:.3g}"]
-    return lines + [""]
-
-
-def _extra_columns(pid: str) -> list[tuple[str, Any]]:
-    if pid == "saturating":
-        return [
-            (
-                "grad norm by block, first probe (in → out)",
-                lambda e: " ".join(f"{v:.2g}" for v in e.get("grad_norm_first", [])),
-            ),
-            (
-                "grad norm by block, last probe",
-                lambda e: " ".join(f"{v:.2g}" for v in e.get("grad_norm_last", [])),
-            ),
-        ]
-    if pid == "dropout_masks":
-        return [
-            ("grad_cos (mean, 2nd half)", lambda e: f3(e.get("grad_cos_mean"))),
-            ("grad_norm CV blocks.0", lambda e: f3(e.get("grad_norm_cv_blocks0"))),
-            ("grad_norm CV (mean of blocks)", lambda e: f3(e.get("grad_norm_cv_mean"))),
-            ("running_var CV blocks.0", lambda e: f3(e.get("running_var_cv_blocks0"))),
-        ]
-    if pid == "beta_init_sigmoid":
-        return [
-            ("mean activity at init", lambda e: f3(e.get("activity_init"))),
-            ("mean activity after training", lambda e: f3(e.get("activity_end"))),
-            ("train loss after epoch 1", lambda e: f3(e.get("train_loss_epoch1"))),
-        ]
-    if pid in ("gamma_init_relu", "affine_off"):
-        return [
-            ("train loss after epoch 1", lambda e: f3(e.get("train_loss_epoch1"))),
-            ("val acc after epoch 1 %", lambda e: pct(e.get("val_acc_epoch1"))),
-        ]
-    if pid.startswith("li_"):
-        return [
-            ("BN layers", lambda e: str(e.get("n_bn", "–"))),
-            ("mean shift over BN layers", lambda e: f3(e.get("shift_mean"))),
-            ("largest layer shift", lambda e: f3(e.get("shift_max"))),
-        ]
-    if pid == "pooling":
-        return [
-            (
-                "(eval_mean − running_mean)/sd by layer",
-                lambda e: " / ".join(f"{v:+.3f}" for v in e.get("mean_gap", {}).values()),
-            )
-        ]
-    return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", help="preset ids to run (default: all)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--json", default=str(ROOT / "docs" / "studies_results.json"))
-    p.add_argument("--out", default=str(ROOT / "docs" / "studies_results.md"))
     p.add_argument(
         "--datasets",
         default=os.environ.get("BNLAB_DATASETS_DIR"),
@@ -445,24 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         results[preset.id] = run_preset(preset)
         # After each study, so the partial runs survive an interruption.
         json_path.write_text(json.dumps(results, indent=1))
-    write_markdown(results, Path(args.out))
+    make_docs_figures.write_all(results)
     return 0
-
-
-def write_markdown(results: dict[str, Any], path: Path) -> None:
-    intro = (
-        "Written by `python scripts/run_studies.py` (one torch thread, runs in sequence, on a "
-        f"shared 2-core machine; torch {torch.__version__}). Accuracies are on each dataset's "
-        "fixed test split; shift is bnlab's per-channel statistic, "
-        "max(eval_var/running_var, running_var/eval_var) per "
-        "channel, averaged per BN layer (not Li et al.'s layer-level one; docs/science.md §1), "
-        "measured on the test set after training, with docs/science.md §2's prediction in "
-        "brackets where the block puts dropout right before BN."
-    )
-    lines = ["# Study results (CPU size)", "", intro, ""]
-    for pid in sorted(results):
-        lines += study_md(results[pid])
-    path.write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

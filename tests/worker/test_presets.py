@@ -36,7 +36,8 @@ STUDY_IDS = {
     "pooling",
     "custom_inference",
 }
-MAX_CPU_RUNS = 8  # a CPU-sized study is at most this many runs (about two minutes on 2 cores)
+MAX_CPU_CELLS = 8  # a CPU-sized study is at most this many grid cells, each run per seed
+MIN_SEEDS = 3  # every sweep study and its full variant run this many seeds at least
 
 
 def preset_by_id(preset_id: str):
@@ -74,13 +75,26 @@ def test_size_preset_for_cpu(preset_id):
     """The default variant trains on a built-in dataset on the CPU in at most 8 runs."""
     preset = preset_by_id(preset_id)
     runs = configs(preset)
-    assert len(runs) == (1 if preset.kind == "run" else sweep_size(preset.sweep)) <= MAX_CPU_RUNS
+    seeds = len(preset.sweep.seeds or [0]) if preset.kind == "sweep" else 1
+    assert len(runs) == (1 if preset.kind == "run" else sweep_size(preset.sweep))
+    assert len(runs) <= MAX_CPU_CELLS * seeds
     for cfg in runs:
         assert cfg.dataset.name in ("digits", "mnist1d", "synthetic") and cfg.dataset.path is None
         assert cfg.train.device == "cpu"
     assert len({json.dumps(c.model_dump(exclude={"name"}), sort_keys=True) for c in runs}) == len(
         runs
     ), "two runs of the sweep are the same experiment"
+
+
+def test_run_every_sweep_preset_with_three_seeds_or_more():
+    """A study's conclusions are decided from the spread between seeds (bnlab/core/stats.py):
+    every sweep preset, and its full variant, runs at least MIN_SEEDS of them."""
+    for preset in load_presets():
+        if preset.kind != "sweep":
+            continue
+        assert len(set(preset.sweep.seeds or [])) >= MIN_SEEDS, preset.id
+        if preset.full is not None:
+            assert len(set(preset.full.get("seeds") or [])) >= MIN_SEEDS, preset.id
 
 
 @pytest.mark.parametrize("preset_id", sorted(STUDY_IDS))
