@@ -298,3 +298,15 @@ export function correlationLabel(c, digits = 2) {
     : "";
   return `r = ${c.r.toFixed(digits)}${ci}, n = ${c.n}`;
 }
+
+// The sentence a correlation panel prints under its chart: what r is computed from and every
+// warning; a relation is attributed to no paper here (the data are ours).
+export function correlationNote(c, what = "One point per run") {
+  const parts = [
+    `${what}; r is Pearson's with its ${Math.round((c?.level ?? 0.95) * 100)} % Fisher z interval.`,
+  ];
+  for (const w of c?.warnings ?? []) parts.push(`${w[0].toUpperCase()}${w.slice(1)}.`);
+  if (isNum(c?.lo) && c.lo <= 0 && c.hi >= 0)
+    parts.push("The interval includes 0: no relation is shown.");
+  return parts.join(" ");
+}

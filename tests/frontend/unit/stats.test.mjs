@@ -10,6 +10,7 @@ import {
   CONTRADICTED,
   UNRESOLVED,
   correlationLabel,
+  correlationNote,
   decide,
   formatInterval,
   meanInterval,
@@ -91,6 +92,12 @@ test("two design-fixed clusters: a large r, a warning and the within-group r", (
   assert.equal(c.groups, 2);
   assert.ok(c.warnings.some((w) => /2 groups fixed by the design/.test(w)));
   assert.ok(Math.abs(c.withinR - c.r) > 0.05);
+  const note = correlationNote(c);
+  assert.match(note, /Only 6 points/);
+  assert.match(note, /The points form 2 groups fixed by the design/);
+  assert.doesNotMatch(note, /Li et al/);
+  const none = pearson([1, 2, 3, 4, 5], [2, 1, 3, 1, 2]);
+  assert.match(correlationNote(none), /includes 0: no relation is shown/);
 });
 
 test("a real effect is resolved, pure noise is not", () => {
