@@ -384,6 +384,48 @@ def sync(
         raise _fail(f"{incomplete} of {len(files)} spool(s) not completely stored", 1)
 
 
+import_app = typer.Typer(help="Runs from other trackers into bnlab.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("tensorboard")
+def import_tensorboard(
+    logdir: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="A TensorBoard log folder (searched below)."
+    ),
+    url: str = URL,
+    token: str | None = TOKEN,
+    tag: list[str] = typer.Option([], help="Tags for the imported runs (repeatable)."),
+) -> None:
+    """Read TensorBoard event files into bnlab runs, one per folder holding them, so old runs
+    can be compared next to new ones. Safe to repeat: a folder imported again is the same run,
+    each point stored once."""
+    from bnlab.sdk.run import spool_dir
+    from bnlab.sdk.transport import Unreachable
+
+    with _needs("integrations", "import tensorboard"):
+        from bnlab.integrations.tensorboard import import_logdir
+    try:
+        done = import_logdir(logdir, url, token, spool_dir=spool_dir() / "imports", tags=tag)
+    except Unreachable as exc:
+        raise _fail(f"cannot reach {url}: {exc}", 1) from exc
+    if not done:
+        raise _fail(f"no TensorBoard event files (events.out.tfevents.*) under {logdir}")
+    refused = 0
+    for run, state in done:
+        console.print(
+            f"{run.name}: run {state.run_id}: {len(run.steps)} steps of {len(run.names)} "
+            f"scalars, {state.finished or 'not finished'} ({url.rstrip('/')}/runs/{state.run_id})",
+            highlight=False,
+            markup=False,
+        )
+        for reason in state.skipped:
+            err.print(f"  refused: {reason}", highlight=False, markup=False)
+        refused += bool(state.skipped)
+    if refused:
+        raise _fail(f"{refused} of {len(done)} run(s) not completely stored", 1)
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     database_url: str | None = typer.Option(

@@ -16,9 +16,10 @@ tensor on CPU, so that step() is one add). Training is bit-identical: the probe 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 from torch.overrides import TorchFunctionMode
 
 from bnlab.core.registry import DROPOUT_KINDS, LAYER_KEYS
@@ -64,6 +66,80 @@ NORM_FUNCTIONS = {
 }
 
 
+LABEL_KEYS = ("labels", "label", "y", "targets", "target")  # in a mapping batch
+TINY_BATCH = 8  # train-mode BN on fewer samples per batch than this: noisy batch statistics
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside DistributedDataParallel / DataParallel / torch.compile: the
+    probe's passes run on rank 0 alone, so they must not go through DDP's collectives."""
+    while True:
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def distributed() -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextmanager
+def local_sync_bn(model: nn.Module) -> Iterator[None]:
+    """SyncBatchNorm as plain BN for the probe's own train-mode passes: they run on one rank,
+    so the all-reduce SyncBatchNorm does in train mode would wait for ranks that never come
+    (and on CPU it refuses outright). Per-rank batch statistics are what a forgotten
+    model.eval() uses on each device anyway."""
+    # (nested: an evaluate() inside the probe's own passes patches once)
+    syncs = [
+        m for m in model.modules() if isinstance(m, nn.SyncBatchNorm) and "forward" not in vars(m)
+    ]
+    for m in syncs:
+        m.forward = MethodType(_BatchNorm.forward, m)
+    try:
+        yield
+    finally:
+        for m in syncs:
+            del m.forward
+
+
+def logits_of(out: Any) -> torch.Tensor:
+    """The logits in a model's output: the tensor itself, `.logits` / ["logits"] (Hugging
+    Face's ModelOutput), or the first tensor of a tuple."""
+    if isinstance(out, torch.Tensor):
+        return out
+    found = getattr(out, "logits", None)
+    if found is None and isinstance(out, Mapping):
+        found = out.get("logits")
+    if found is None and isinstance(out, (tuple, list)):
+        found = next((o for o in out if isinstance(o, torch.Tensor)), None)
+    if not isinstance(found, torch.Tensor):
+        raise TypeError(f"watch: cannot find logits in the model's output ({type(out).__name__})")
+    return found
+
+
+class _Logits(nn.Module):
+    """The user's model giving plain logits (the probe's passes cat and score them). The
+    model is held, not registered: its state_dict and module names stay the user's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "inner", model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return logits_of(self.inner(x))
+
+    def modules(self) -> Iterator[nn.Module]:  # mode() walks the model's modules
+        return self.inner.modules()
+
+    def train(self, mode: bool = True) -> _Logits:
+        self.inner.train(mode)
+        return self
+
+
 @dataclass
 class DropoutInfo:
     name: str
@@ -89,6 +165,17 @@ def as_batch(
     at most `limit` samples, on the model's device."""
     if isinstance(held_out, torch.Tensor):
         return held_out[:limit].to(device), None
+    if isinstance(held_out, Mapping):  # a Hugging Face style batch: {"pixel_values", "labels"}
+        y = next(
+            (held_out[k] for k in LABEL_KEYS if isinstance(held_out.get(k), torch.Tensor)), None
+        )
+        x = next(
+            (v for k, v in held_out.items() if k not in LABEL_KEYS and isinstance(v, torch.Tensor)),
+            None,
+        )
+        if x is None:
+            raise TypeError("held_out: a batch given as a mapping needs a tensor of inputs")
+        return as_batch(x if y is None else (x, y), limit, device)
     if (
         isinstance(held_out, (tuple, list))
         and len(held_out) == 2
@@ -204,16 +291,35 @@ class ModelProbe:
     def __init__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, batch_size: int | None
     ) -> None:
+        model = unwrap(model)
         self.model, self.x, self.y = model, x, y
         self.norm_calls: Counter = Counter()
         self.units, self.dropouts, self.skipped = layout(model, x, self.norm_calls)
-        self.probe = BNProbe(model, layers=self.units)
+        self.logits = _Logits(model)
+        # Under DDP the buffers are DDP's to broadcast (it keeps its own list of them): not
+        # re-seated into one flat tensor there.
+        self.probe = BNProbe(
+            self.logits, layers=self.units, flat_buffers=False if distributed() else None
+        )
+        self.has_sync_bn = any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+        self.check: ModeCheck | None = None
         self.batch_size = batch_size
         self._hook = None
         if batch_size is None:  # learn it from the first training forward, then unhook
             self._hook = model.register_forward_pre_hook(self._learn_batch)
 
+    def __deepcopy__(self, memo: dict) -> ModelProbe:  # as ModeCheck's: copies stay inert
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, _state: dict[str, Any]) -> None:
+        self.model, self._hook = None, None
+
     def _learn_batch(self, module: nn.Module, args: tuple) -> None:
+        if module is not self.model:
+            return
         if module.training and args and isinstance(args[0], torch.Tensor):
             self.batch_size = len(args[0])
             self._unhook()
@@ -238,6 +344,27 @@ class ModelProbe:
         labels). train_mode=False: no train-mode pass (val_acc_train_mode null), as the
         engine's probe.train_mode_every does between its passes."""
         batch = self.batch_size or len(self.x)
+        with self.own_passes():
+            return self._record(batch, train_mode)
+
+    @contextmanager
+    def own_passes(self) -> Iterator[None]:
+        """bnlab's own forwards: the mode check looks away, SyncBatchNorm stays local."""
+        if self.check is not None:
+            self.check.paused += 1
+        try:
+            if self.has_sync_bn:
+                with local_sync_bn(self.model):
+                    yield
+            else:
+                yield
+        finally:
+            if self.check is not None:
+                self.check.paused -= 1
+
+    def _record(
+        self, batch: int, train_mode: bool
+    ) -> tuple[list[list[float | None] | None], dict[str, float | None]]:
         logits, rows = self.probe.record(self.x, batch)
         layers = [[row[k] for k in LAYER_KEYS] for row in rows]
         metrics: dict[str, float | None] = {}
@@ -247,7 +374,7 @@ class ModelProbe:
                 # val_acc_train_mode as the engine records it: real model.train() (dropout on,
                 # BN on batch statistics), random state restored, a trailing batch of one left out
                 tm = train_mode_logits(
-                    self.model, self.x, batch, dropout=True, seed=None, fast_masks=True
+                    self.logits, self.x, batch, dropout=True, seed=None, fast_masks=True
                 )
                 vals.append((tm.argmax(1) == self.y[: len(tm)]).float().mean())
             values = torch.stack(vals).tolist() + [None] * (3 - len(vals))
@@ -328,12 +455,162 @@ class ModelProbe:
     def detach(self) -> None:
         """Leave the model as the user built it: no hook, each BN's buffers its own again."""
         self._unhook()
+        if self.check is not None:
+            self.check.remove()
         if self.probe.flat is not None:
             for bn in self.probe.bns:
                 bn.running_mean = bn.running_mean.clone()
                 bn.running_var = bn.running_var.clone()
             self.probe.flat = None
             self.probe.bufs = []
+
+
+class ModeCheck:
+    """The user's own mode mistakes, seen live in their loop (issue 23):
+
+    - an evaluation pass (a forward with gradients off: torch.no_grad / inference_mode) while
+      BN layers are in train mode (each such pass moves the running statistics and normalises
+      by the batch's own) or dropout is active: model.eval() was forgotten;
+    - BN layers whose running statistics never move while the loop trains (the model left in
+      eval mode, momentum 0, or layers never called);
+    - train-mode BN on batches of one sample, or mostly of fewer than TINY_BATCH.
+
+    Each is reported once through `report(text)` (a warning in the script and a note on the
+    run). Two forward pre-hooks (the model and its first BN), each a few attribute reads per
+    forward; nothing reads the device until a probe checks the running statistics.
+    """
+
+    def __init__(self, model: nn.Module, units: list[Unit], report: Callable[[str], None]) -> None:
+        self.model, self.report = model, report
+        self.bns = [u.bn for u in units if u.bn is not None]
+        self.drops = [m for m in model.modules() if isinstance(m, DROPOUTS) and _rate(m) > 0]
+        self.paused = 0  # > 0 inside bnlab's own passes
+        self.eval_in_train = 0  # forwards without gradients with BN in train mode
+        self.eval_dropout = 0  # ... with dropout active
+        self.train_forwards, self.ones, self.tiny = 0, 0, 0
+        self.sizes: Counter = Counter()
+        self.told: set[str] = set()
+        self.start = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in self.bns]
+        self.still = list(range(len(self.bns)))  # BNs not yet seen moving
+        self.handles = [model.register_forward_pre_hook(self._forward)]
+        if self.bns:
+            self.handles.append(self.bns[0].register_forward_pre_hook(self._first_bn))
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    # A copy of the model (an EMA model, a recalibration's copy, torch.save(model)) carries
+    # these hooks along: there they stay inert (they act on the watched modules only) and
+    # never drag the run (its threads and locks) into the copy.
+    def __deepcopy__(self, memo: dict) -> ModeCheck:
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, _state: dict[str, Any]) -> None:
+        self.model, self.bns, self.paused, self.handles = None, [], 1, []
+
+    def _once(self, kind: str, text: str) -> None:
+        if kind not in self.told:
+            self.told.add(kind)
+            self.report(text)
+
+    def _forward(self, module: nn.Module, _args: tuple) -> None:
+        if self.paused or torch.is_grad_enabled() or module is not self.model:
+            return  # training, bnlab's own pass, or a copy of the model: nothing to check
+        bn_train = [bn for bn in self.bns if bn.training and bn.track_running_stats]
+        drop_on = [d for d in self.drops if d.training]
+        if bn_train:
+            self.eval_in_train += 1
+            self._once(
+                "eval_bn_train",
+                f"an evaluation pass (a forward under torch.no_grad / inference_mode) ran with "
+                f"{len(bn_train)} BatchNorm layer(s) in train mode: it normalised by each "
+                f"batch's own statistics and moved the running statistics. Call model.eval() "
+                f"before evaluating (and model.train() after). If this was a deliberate BN "
+                f"recalibration, ignore this.",
+            )
+        if drop_on:
+            self.eval_dropout += 1
+            self._once(
+                "eval_dropout",
+                f"an evaluation pass (a forward under torch.no_grad / inference_mode) ran with "
+                f"{len(drop_on)} dropout layer(s) active ({_names(self.model, drop_on)}): its "
+                f"accuracy is that of a randomly thinned network. Call model.eval() before "
+                f"evaluating (MC dropout on purpose: ignore this).",
+            )
+
+    def _first_bn(self, module: nn.Module, args: tuple) -> None:
+        if self.paused or not module.training or not torch.is_grad_enabled():
+            return
+        if module is not self.bns[0]:  # the same BN in a copy of the model
+            return
+        n = args[0].shape[0] if args and isinstance(args[0], torch.Tensor) else None
+        if n is None:
+            return
+        self.train_forwards += 1
+        self.sizes[n] += 1
+        if n == 1:
+            self.ones += 1
+            self._once(
+                "batch_one",
+                "a training forward with BatchNorm in train mode got a batch of 1 sample: BN "
+                "then normalises each sample by its own statistics (BatchNorm1d refuses; "
+                "BatchNorm2d silently acts as instance norm). Drop the last incomplete batch "
+                "(DataLoader(drop_last=True)) or batch more samples.",
+            )
+        elif n < TINY_BATCH:
+            self.tiny += 1
+
+    def check(self, steps: int) -> None:
+        """At a probe: tiny batches (most of them) and BN statistics that never moved (after
+        a few steps; one device read while some layer has not been seen moving)."""
+        if self.train_forwards >= 4 and self.tiny * 2 > self.train_forwards:
+            typical = self.sizes.most_common(1)[0][0]
+            self._once(
+                "tiny_batches",
+                f"most training batches reach BatchNorm with fewer than {TINY_BATCH} samples "
+                f"(typically {typical}): batch statistics that noisy make BN's running "
+                f"statistics and its train/eval behaviour diverge. Use larger batches, "
+                f"GroupNorm/LayerNorm, or freeze BN (eval mode) for fine-tuning.",
+            )
+        if not self.still or steps < 10:
+            return
+        with torch.no_grad():
+            moved = torch.stack(
+                [
+                    torch.logical_or(
+                        (self.bns[i].running_mean != self.start[i][0]).any(),
+                        (self.bns[i].running_var != self.start[i][1]).any(),
+                    )
+                    for i in self.still
+                ]
+            ).tolist()
+        self.still = [i for i, m in zip(self.still, moved, strict=True) if not m]
+        if self.still:
+            names = _names(self.model, [self.bns[i] for i in self.still])
+            self._once(
+                "never_moved",
+                f"{len(self.still)} of {len(self.bns)} BatchNorm layer(s) kept their running "
+                f"statistics unchanged through {steps} training steps ({names}): the model "
+                f"trains in eval mode (model.train() missing?), their momentum is 0, or they "
+                f"are never called. Frozen on purpose: ignore this.",
+            )
+            self.still = []  # told once
+
+
+def _rate(m: nn.Module) -> float:
+    return float(getattr(m, "p", getattr(m, "rate", 0.0)) or 0.0)
+
+
+def _names(model: nn.Module, modules: list[nn.Module], shown: int = 5) -> str:
+    by = {m: n for n, m in model.named_modules()}
+    names = [by.get(m, type(m).__name__) or type(m).__name__ for m in modules]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 @torch.no_grad()
@@ -353,9 +630,10 @@ def summary_accuracies(
     RNG, so the user's random stream is what it would have been without bnlab."""
     data = SimpleNamespace(x_test=x, y_test=y, x_train=x_train)
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
+    model = unwrap(model)
+    with torch.random.fork_rng(devices=devices), local_sync_bn(model):
         acc = engine_summary_accuracies(
-            model,
+            _Logits(model),
             data,
             batch_size=batch_size,
             train_mode_sizes=list(train_mode_sizes),

@@ -41,6 +41,7 @@ import logging
 import math
 import numbers
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -53,7 +54,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bnlab.core.registry import LAYER_KEYS
+from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.sdk.alerts import Alerter, Alerts
+from bnlab.sdk.mirror import Mirrors, probe_scalars, summary_scalars
 from bnlab.sdk.transport import (
     Client,
     Rejected,
@@ -72,6 +75,11 @@ ENDS = ("succeeded", "failed", "cancelled", "diverged")
 MAX_STEP = 2**31 - 1  # the server's steps are 32-bit integers
 CANCELLED_ERROR = "cancelled from the dashboard"
 SHOWN = ("train_loss", "train_acc", "val_loss", "val_acc")  # on the progress line, per probe
+# What the server takes as the name of a script's own metric (backend/crud/script_runs.py,
+# EXTRA_KEY): checked here so a bad name is refused at run.log(), not with a whole batch.
+METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,63}$")
+MAX_LOG_KEYS = 64  # the server's limit of own names per record: more are split over records
+SHIFT_AT = LAYER_KEYS.index("shift")
 
 
 def say(text: str) -> None:
@@ -184,6 +192,10 @@ class Run:
         total_steps: int | None = None,
         raise_on_cancel: bool = True,
         progress: bool | None = None,
+        project: str | None = None,
+        group: str | None = None,
+        mirror: Any = None,
+        alerts: Alerts | str | None = None,
     ) -> None:
         if mode not in ("online", "offline"):
             raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
@@ -193,6 +205,9 @@ class Run:
         token = token or os.environ.get("BNLAB_API_TOKEN")
         self.offline = mode == "offline" or not url
         self.name, self.config, self.tags = name, dict(config or {}), list(tags or [])
+        self._place(project, group)
+        self.mirrors = Mirrors(mirror)
+        self.alerter = Alerter(alerts, self._describe)
         self.key = secrets.token_urlsafe(32)  # this process's secret for its run
         self._id: int | None = None
         self.url = None if self.offline else url.rstrip("/")
@@ -203,6 +218,7 @@ class Run:
         self.finished: str | None = None
         self.notes: list[str] = []  # summary.notes: what the run page tells a person
         self._bar: Any = None  # the progress line, once the run is under way
+        self._signals_before = len(_signalled)  # a SIGTERM an earlier run ended on is not ours
         self._window: dict[str, list[Any]] = {}
         self._last_probe = 0
         self._diverged_at: int | None = None
@@ -256,6 +272,12 @@ class Run:
         _live.add(self)
 
     @property
+    def terminated_by(self) -> int | None:
+        """The stop signal (SIGTERM) received since this run started, if any."""
+        later = _signalled[self._signals_before :]
+        return later[0] if later else None
+
+    @property
     def sync_command(self) -> str:
         """The exact command that sends this run's spool to a server (after an offline run, or
         when the server was away)."""
@@ -263,6 +285,28 @@ class Run:
         if self.url and self.url != os.environ.get("BNLAB_URL", "").rstrip("/"):
             cmd += f" --url {shlex.quote(self.url)}"
         return cmd
+
+    def _place(self, project: str | None, group: str | None) -> None:
+        """project / group: tags `project:NAME` / `group:NAME` (the runs table filters by tag)
+        and config.bnlab.project / .group (it groups by any config path)."""
+        where = {}
+        for field, value in (("project", project), ("group", group)):
+            if value is None:
+                continue
+            if not isinstance(value, str) or not 0 < len(value) <= 56 or "\x00" in value:
+                raise ValueError(f"{field} must be a name of 1-56 characters, got {value!r}")
+            where[field] = value
+            tag = f"{field}:{value}"
+            if tag not in self.tags:
+                self.tags.append(tag)
+        if where:
+            own = self.config.get("bnlab")
+            if own is not None and not isinstance(own, dict):
+                raise ValueError("config['bnlab'] is where bnlab keeps project/group: not a dict")
+            self.config["bnlab"] = {**(own or {}), **where}
+
+    def _describe(self) -> dict[str, Any]:  # what an alert says about the run
+        return {"run_id": self.id, "name": self.name, "url": self.link, "step": self.step_count}
 
     def _resume_header(
         self, client: Client | None, run_id: int, start_step: int | None, plan: dict[str, int]
@@ -300,6 +344,7 @@ class Run:
         batch_size: int | None = None,
         max_held_out: int = 256,
         train_mode_every: int = 5,
+        detect: bool = True,
     ) -> Run:
         """Measure every BN layer of `model` every `every` steps on `held_out` (a tensor batch,
         an (x, y) pair, or an iterable of either; at most max_held_out samples are kept).
@@ -309,9 +354,14 @@ class Run:
         at finish()'s final partial window, null at the others (as the engine's
         probe.train_mode_every; 1 = every probe). batch_size: samples per training batch
         (default: read from the first training forward). Call it after moving the model to
-        its device."""
+        its device. A DDP / DataParallel / compiled model is probed through the module inside.
+
+        detect: watch the loop for mode mistakes (bnlab.sdk.probe.ModeCheck): an evaluation
+        under torch.no_grad with BN in train mode or dropout active, BN statistics that never
+        move while training, train-mode BN on batches of 1 or mostly under 8; each a warning
+        now and a note on the run."""
         try:  # torch is the user's, never a dependency of the client: imported when used
-            from bnlab.sdk.probe import ModelProbe, as_batch
+            from bnlab.sdk.probe import ModeCheck, ModelProbe, as_batch
         except ModuleNotFoundError as exc:
             if exc.name != "torch":
                 raise
@@ -338,6 +388,9 @@ class Run:
         )
         for text in self.probe.notes():
             self.note(text, stacklevel=3)
+        if detect:
+            self.probe.check = ModeCheck(self.probe.model, self.probe.units, self.note)
+        self._watched_at = self.step_count
         return self
 
     def note(self, text: str, *, warn: bool = True, stacklevel: int = 2) -> None:
@@ -373,6 +426,51 @@ class Run:
             self._probe_now()
         if self.cancel_requested and self.raise_on_cancel:
             raise Cancelled(self.id, self.step_count)
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Record values at a step without advancing the training step: per-epoch validation
+        results, a learning-rate schedule, anything (W&B's run.log). Nested dicts become
+        slash-separated names ({"val": {"acc": x}} is val/acc); names are letters, digits and
+        _.-/ (at most 64 characters). Values are read now (a tensor costs one host sync).
+
+        step: default the current training step (the steps run.step() counted). bnlab's own
+        probe columns (epoch, train_loss, train_acc, lr, val_loss, val_acc, ...; loss and acc
+        as in step()) are the probe's: at the current step they join the probe window as
+        run.step()'s values do; at another step, log them under a name of your own."""
+        if self.finished is not None:
+            raise RuntimeError(f"bnlab: run already finished ({self.finished})")
+        if step is None:
+            at = self.step_count
+        elif isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise TypeError(f"step must be an int, got {type(step).__name__}")
+        elif not 0 <= int(step) <= MAX_STEP:
+            raise ValueError(f"step must be in [0, {MAX_STEP}], got {step}")
+        else:
+            at = int(step)
+        own: dict[str, float | None] = {}
+        for name, value in _flat(metrics):
+            column = ALIASES.get(name, name)
+            if column in METRIC_KEYS:
+                if at != self.step_count:
+                    raise ValueError(
+                        f"run.log: {name!r} is a bnlab probe column, recorded at the current "
+                        f"step only (step {self.step_count}); log it under your own name "
+                        f"(e.g. 'val/{column}') at step {at}"
+                    )
+                self._window.setdefault(column, []).append(_number(name, value, detach=True))
+                continue
+            if not METRIC_NAME.match(name):
+                raise ValueError(
+                    f"run.log: metric name {name!r}: letters, digits and _.-/ only, starting "
+                    f"with a letter or _, at most 64 characters"
+                )
+            own[name] = _finite(_number(name, value))
+        names = list(own)
+        for i in range(0, len(names), MAX_LOG_KEYS):
+            part = {k: own[k] for k in names[i : i + MAX_LOG_KEYS]}
+            self.sender.put({"step": at, "metrics": part})
+        if own and self.mirrors:
+            self.mirrors.send(at, {k: v for k, v in own.items() if v is not None})
 
     @property
     def should_stop(self) -> bool:
@@ -418,6 +516,15 @@ class Run:
             train_mode = last or planned_end or (self._probes - 1) % self.train_mode_every == 0
             layers, held = self.probe.record(train_mode=train_mode)
             metrics.update((k, _finite(v)) for k, v in held.items())
+            if self.probe.check is not None:
+                self.probe.check.check(self.step_count - self._watched_at)
+            if self.mirrors:
+                self.mirrors.send(self.step_count, probe_scalars(self.probe.names, layers, metrics))
+        if self.alerter:
+            shifts = [None if row is None else row[SHIFT_AT] for row in layers or []]
+            names = self.probe.names if self.probe is not None else []
+            loss = metrics.get("train_loss", 0.0)  # absent: no loss logged, nothing to judge
+            self.alerter.probe(self.step_count, names, shifts, loss)
         record: dict[str, Any] = {"step": self.step_count, "metrics": metrics}
         if self._bar is not None:
             shown = {k: metrics[k] for k in SHOWN if metrics.get(k) is not None}
@@ -440,18 +547,33 @@ class Run:
         """The accuracies bnlab's own runs report: eval mode, BN in train mode per test batch
         size, and PreciseBN-recalibrated (when train_data is given). test_data / train_data: an
         (x, y) pair or an iterable of them. The result also goes into the run's summary."""
-        from bnlab.sdk.probe import as_batch, summary_accuracies
+        from bnlab.sdk.probe import as_batch, summary_accuracies, unwrap
 
+        model = unwrap(model)
         device = next((p.device for p in model.parameters()), None)
         x, y = as_batch(test_data, max_samples, device)
         if y is None:
             raise ValueError("test_data: labels are needed for accuracies (give (x, y) pairs)")
         x_train = None if train_data is None else as_batch(train_data, max_samples, device)[0]
         batch = (self.probe.batch_size if self.probe is not None else None) or 64
-        out = summary_accuracies(
-            model, x, y, x_train=x_train, batch_size=batch, train_mode_sizes=train_mode_sizes
-        )
+        if self.probe is not None:
+            with self.probe.own_passes():  # bnlab's passes: not the user's mode mistakes
+                out = summary_accuracies(
+                    model,
+                    x,
+                    y,
+                    x_train=x_train,
+                    batch_size=batch,
+                    train_mode_sizes=train_mode_sizes,
+                )
+        else:
+            out = summary_accuracies(
+                model, x, y, x_train=x_train, batch_size=batch, train_mode_sizes=train_mode_sizes
+            )
         self._evaluated = out
+        if self.mirrors:
+            self.mirrors.send(self.step_count, summary_scalars(out))
+        self.alerter.evaluated(out)
         return out
 
     def finish(
@@ -484,8 +606,8 @@ class Run:
                 theirs = full.get("notes")
                 theirs = theirs if isinstance(theirs, list) else [] if theirs is None else [theirs]
                 full["notes"] = self.notes + theirs
-            if status is None and _signalled:  # SIGTERM, and the loop stopped itself
-                status, error = "cancelled", error or _signal_reason(_signalled[0])
+            if status is None and self.terminated_by:  # SIGTERM, the loop stopped itself
+                status, error = "cancelled", error or _signal_reason(self.terminated_by)
             if status is None and self.cancel_requested:
                 status, error = "cancelled", error or CANCELLED_ERROR
             if status is None:
@@ -493,10 +615,16 @@ class Run:
             if status == "diverged" and error is None and self._diverged_at is not None:
                 error = f"loss became NaN or infinite by step {self._diverged_at}"
             self.finished = status
+            if status in ("failed", "diverged"):
+                what = "crashed" if status == "failed" else "diverged"
+                self.alerter.event(status, f"{what}: {error or status}", error=error)
             self.sender.put({"type": "finish", "status": status, "summary": full, "error": error})
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
+            self.mirrors.close()
+            if self.alerter:
+                self.alerter.wait(self.alerter.alerts.timeout_s)
             sent = self.sender.flush(0.5 if self.offline else timeout_s)
             self.sender.stop()
             self.spool.close()
@@ -525,8 +653,8 @@ class Run:
             self.finish()
         elif issubclass(exc_type, Cancelled):
             self.finish(status="cancelled", error=CANCELLED_ERROR)
-        elif _signalled:  # Terminated, or what the user's own SIGTERM handler raised
-            self.finish(status="cancelled", error=_signal_reason(_signalled[0]))
+        elif self.terminated_by:  # Terminated, or what the user's own SIGTERM handler raised
+            self.finish(status="cancelled", error=_signal_reason(self.terminated_by))
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish(status="cancelled", error="interrupted (Ctrl-C)")
         else:
@@ -561,11 +689,97 @@ class Run:
         return f"<bnlab.Run id={self.id} step={self.step_count} spool={self.spool_path}>"
 
 
+def process_rank() -> int:
+    """This process's global rank: torch.distributed's once initialised (read only if the
+    script imported it), else torchrun's RANK; 0 for a single process."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    try:
+        return max(0, int(os.environ.get("RANK", "0")))
+    except ValueError:
+        return 0
+
+
+class RankRun:
+    """What bnlab.init() gives a process other than rank 0: the Run's methods, doing nothing
+    (no spool, no server, no probe), so one script runs unchanged on every rank and the job
+    makes exactly one run. It counts steps, never stops the loop (a cancel reaches rank 0,
+    whose exit ends the job under torchrun), and ends when the script does."""
+
+    id = link = spool_path = sync_command = None
+    cancel_requested = should_stop = False
+
+    def __init__(self, rank: int) -> None:
+        self.rank, self.step_count, self.finished = rank, 0, None
+        self.notes: list[str] = []
+
+    def watch(self, *_: Any, **__: Any) -> RankRun:
+        return self
+
+    def step(self, **_: Any) -> None:
+        self.step_count += 1
+
+    def log(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def note(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def evaluate(self, *_: Any, **__: Any) -> dict[str, Any]:
+        return {}
+
+    def finish(self, status: str | None = None, *_: Any, **__: Any) -> None:
+        self.finished = self.finished or status or "succeeded"
+
+    def __enter__(self) -> RankRun:
+        return self
+
+    def __exit__(self, *_: Any) -> bool:
+        self.finish()
+        return False
+
+    def __repr__(self) -> str:
+        return f"<bnlab.RankRun rank={self.rank} (rank 0 makes the run)>"
+
+
 def _device(values: list[Any]) -> Any:
     for v in values:
         if hasattr(v, "device"):
             return v.device
     return "cpu"
+
+
+def _flat(metrics: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """{"val": {"acc": x}} → [("val/acc", x)]."""
+    if not isinstance(metrics, dict):
+        raise TypeError(f"run.log takes a dict of name: value, got {type(metrics).__name__}")
+    out: list[tuple[str, Any]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _flat(value, f"{name}/")
+        else:
+            out.append((name, value))
+    return out
+
+
+def _number(name: str, value: Any, detach: bool = False) -> Any:
+    """A logged value as a float (tensors read now), or, for the window, a detached tensor."""
+    if value is None:
+        return None
+    if hasattr(value, "detach"):
+        value = value.detach()
+        if detach:
+            return value
+        if value.numel() != 1:
+            raise ValueError(f"run.log: {name!r} must be a scalar, got shape {tuple(value.shape)}")
+        return float(value.item())
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if hasattr(value, "item"):  # a NumPy scalar
+            return float(value.item())
+        raise TypeError(f"run.log: {name!r} must be a number, got {type(value).__name__}")
+    return float(value)
 
 
 def _plain(value: Any) -> Any:
@@ -616,7 +830,7 @@ def _on_stop_signal(signum: int, frame: Any) -> None:
     to the handler that was there before (chained), else raises Terminated. A second SIGTERM
     while the first is handled with no handler of the user's: the default (the process ends
     at once, as a second Ctrl-C would be expected to; the spool keeps what was written)."""
-    again = bool(_signalled)
+    again = any(run.terminated_by for run in list(_live))  # one already on its way out
     _signalled.append(signum)
     before = _saved_handlers.get(signum, signal.SIG_DFL)
     if not again:
@@ -671,8 +885,9 @@ def _install_hooks() -> None:
 
 def _finish_open_runs() -> None:
     for run in list(_live):
-        if _signalled:
-            run.finish(status="cancelled", error=_signal_reason(_signalled[0]), timeout_s=10.0)
+        if run.terminated_by:
+            reason = _signal_reason(run.terminated_by)
+            run.finish(status="cancelled", error=reason, timeout_s=10.0)
         elif _uncaught:
             exc = _uncaught[-1]
             status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -700,6 +915,11 @@ def init(
     total_steps: int | None = None,
     raise_on_cancel: bool = True,
     progress: bool | None = None,
+    project: str | None = None,
+    group: str | None = None,
+    mirror: Any = None,
+    alerts: Alerts | str | None = None,
+    all_ranks: bool = False,
 ) -> Run:
     """Start (or resume) a run of this script.
 
@@ -721,10 +941,25 @@ def init(
     command (offline, or when the server is away), and how the run ended. progress: the
     progress line (tqdm: step / total_steps, steps per second, the last probe's losses and
     accuracies); None (default) draws it only when stderr is a terminal, False never.
+
+    project / group: where the run belongs (tags `project:NAME`, `group:NAME`, and
+    config.bnlab.project / .group for the runs table's group-by). mirror: a TensorBoard
+    SummaryWriter, a W&B run, an MLflow run (or a list of them) that also gets bnlab's
+    diagnostics as scalars (bnlab.sdk.mirror). alerts: a webhook URL, or bnlab.sdk.alerts.Alerts
+    with thresholds: a JSON POST (Slack-compatible) when the run crashes or diverges, or a
+    shift / the recalibration gap crosses its threshold.
+
+    Distributed (torchrun, DDP, Accelerate, Lightning): only rank 0 makes the run; on the other
+    ranks init() returns a RankRun whose methods do nothing (all_ranks=True: one run per rank,
+    named and tagged with its rank). The rank comes from torch.distributed once initialised,
+    else from the RANK environment variable that torchrun sets.
     """
     name = name or Path(sys.argv[0] or "script").stem or "script"
-    if not _live:  # a SIGTERM some earlier run ended on is no reason to end this one
-        _signalled.clear()
+    rank = process_rank()
+    if rank and not all_ranks:
+        return RankRun(rank)
+    if rank and all_ranks:
+        name, tags = f"{name} [rank {rank}]", [*(tags or []), f"rank:{rank}"]
     run = Run(
         name=name,
         config=config,
@@ -740,6 +975,10 @@ def init(
         total_steps=total_steps,
         raise_on_cancel=raise_on_cancel,
         progress=progress,
+        project=project,
+        group=group,
+        mirror=mirror,
+        alerts=alerts,
     )
     _install_hooks()
     return run
