@@ -358,7 +358,7 @@ def test_static_files_compressed_and_plotly_only_on_chart_pages(stack, page, run
         .map(e => ({wire: e.encodedBodySize, body: e.decodedBodySize}))""")
     assert sizes and sizes[0]["wire"] < 0.4 * sizes[0]["body"], sizes
     with stack.client() as c:
-        res = c.get("/js/compare.js", headers={"Accept-Encoding": "gzip"})
+        res = c.get("/js/views/compare.js", headers={"Accept-Encoding": "gzip"})
         assert res.headers["content-encoding"] == "gzip"
     page.hover("#chart-layer-0")
     assert page.locator(".modebar-btn").count() > 0

@@ -1,4 +1,4 @@
-"""The story panels (frontend/js/story.js) in Chromium against the real stack: runs made from the
+"""The story panels (frontend/js/views/story.js) in Chromium against the real stack: runs made from the
 variance_shift preset (shrunk to seconds, its tags kept) show the preset's question, measured
 and predicted shift per layer, and the accuracy gaps, each equal to what the API's summaries
 say; the run page shows the same for one run."""
@@ -183,7 +183,7 @@ def test_compute_story_figures_like_independent_code(stack, page):
     page.goto(stack.url + "/")
     got = page.evaluate(
         """async ([xs, ys]) => {
-            const m = await import('/js/storydata.js');
+            const m = await import('/js/data/story.js');
             const s = m.stats([...xs, null, NaN]);
             const spreads = [0.05, 0.2, 0.7];
             const back = spreads.map((v) => m.unfold(m.foldMean(v)));

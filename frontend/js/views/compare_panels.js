@@ -140,7 +140,11 @@ function diffTable(ctx, paths) {
   );
 }
 
-/** The config fields that differ between the compared runs (within each kind of run). */
+/**
+ * The config fields that differ between the compared runs. Fields are compared within each
+ * kind of run (an engine run's ExperimentConfig against the others', a script's own config
+ * against the other scripts'): engine and script configs share no schema.
+ */
 export function diffPanel(ctx) {
   const paths = differingPaths(ctx.runs);
   const many = ctx.runs.length > TABLES_OPEN_UP_TO || paths.length > 30;
@@ -157,9 +161,11 @@ export function diffPanel(ctx) {
           : null,
     },
     () => {
-      table = paths.length
-        ? diffTable(ctx, paths)
-        : el("p", { class: "hint", text: "The selected runs have the same config." });
+      // Engine and script runs side by side: their kinds differ even where no field does.
+      table =
+        paths.length || mixedKinds(ctx.runs)
+          ? diffTable(ctx, paths)
+          : el("p", { class: "hint", text: "The selected runs have the same config." });
       return table;
     },
   );
@@ -207,25 +213,29 @@ export function summaryPanel(ctx) {
         ctx.runs.map((run) => summaryRow(run, sizes)),
       );
       return el(
-        "table",
-        { class: "summary" },
+        "div",
+        { class: "table-scroll" },
         el(
-          "thead",
-          {},
+          "table",
+          { class: "summary" },
           el(
-            "tr",
+            "thead",
             {},
-            [
-              "run",
-              "status",
-              "test eval",
-              ...sizes.map((s) => `train-mode @${s}`),
-              "recalibrated",
-              "max shift",
-            ].map((h) => el("th", { text: h })),
+            el(
+              "tr",
+              {},
+              [
+                "run",
+                "status",
+                "test eval",
+                ...sizes.map((s) => `train-mode @${s}`),
+                "recalibrated",
+                "max shift",
+              ].map((h) => el("th", { text: h })),
+            ),
           ),
+          tbody,
         ),
-        tbody,
       );
     },
   );

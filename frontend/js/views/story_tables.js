@@ -123,7 +123,7 @@ export function accuracyTable(ctx, { bs, sizes, onSize, open }) {
       class: "hint",
       text:
         "Grouped runs: mean ± sample standard deviation, n runs; hover a cell " +
-        "for min and max. A train-mode accuracy is undefined (–) where BN cannot run in train mode " +
+        "for min and max. A train-mode accuracy has no value (–) where BN cannot run in train mode " +
         "(one sample per channel at test batch size 1).",
     }),
   );
