@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The figures of README's "Measurement statistics" section and docs/science.md §1-§3.
+"""The figures of docs/user-guide.md's "Measurement statistics" section and docs/science.md §1-§3.
 
 1. The variance_shift preset's six runs and dropout_equal_noise's equal-noise Uout run
    (beta = sqrt(3)): per BN layer bnlab's `shift`, Li et al.'s `shift_li`, their noise floors,

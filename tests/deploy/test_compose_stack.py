@@ -10,7 +10,7 @@ then the stack goes down. tests/deploy/compose.hostnet.yml is the only differenc
 production: host network on free loopback ports, local stand-ins for the registry's images.
 
 Skipped, with the reason, only where no Docker daemon can start. Timings are printed (-s) and
-written to the README's "Cluster deployment" section by hand.
+written to docs/deployment.md by hand.
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ def test_killed_worker_and_restarted_postgres_lose_nothing(stack: Stack) -> None
 
 
 def test_worker_only_host_trains_without_shared_disk(stack: Stack) -> None:
-    """README's worker host: the same compose file and .env with the database, broker and S3
+    """docs/deployment.md's worker host: the same compose file and .env with the database, broker and S3
     URLs set, `docker compose up -d worker --no-deps` under another project (so a volume of
     its own: no disk shared with anything). With the main worker stopped, it trains a run
     whose export downloads through the API."""

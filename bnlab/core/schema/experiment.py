@@ -241,7 +241,7 @@ class ProbeConfig(_Strict):
     every_steps: int = Field(20, ge=1)  # optimizer steps between two probes
     # Held-out batches per probe for the eval-mode statistics and validation accuracies. Each
     # costs an eval-mode forward at every probe and a train-mode forward at one probe in
-    # train_mode_every (README "Performance" has the measured overhead). 4 gives smoother
+    # train_mode_every (docs/performance.md has the measured overhead). 4 gives smoother
     # per-probe curves for MLPs (shift's noise floor is ~1 + 0.8*sqrt(2/n) for n samples per
     # channel: ~1.1 at 128, ~1.05 at 512), so the study presets ask for 4.
     eval_batches: int = Field(1, ge=1)
