@@ -121,7 +121,8 @@ def test_group_by_config_field_shows_n_mean_sd(stack, page, runs):
         accs = expected[row["value"]]
         assert row["n"] == len(accs)
         mean, sd = statistics.mean(accs), statistics.stdev(accs)
-        assert row["cells"][-1] == f"{mean:.3f} ± {sd:.3f}", row
+        # accuracies as the plain rows show them: a percentage, the sd in points
+        assert row["cells"][-1] == f"{100 * mean:.1f}% ± {100 * sd:.1f} pt", row
     page.locator("tr.group-row button.group-toggle").first.click()
     wait_rows(page, rows[0]["n"])
     listed = {
@@ -349,7 +350,7 @@ def test_static_files_compressed_and_plotly_only_on_chart_pages(stack, page, run
     wait_rows(page, len(runs))
     assert page.evaluate("typeof window.Plotly") == "undefined"
     assert not page.evaluate(
-        "performance.getEntriesByType('resource').some(e => e.name.includes('plotly'))"
+        "performance.getEntriesByType('resource').some(e => e.name.includes('plotly.min.js'))"
     )
     page.goto(compare_url(stack, runs[:2]))
     page.wait_for_selector("body[data-ready=compare]", timeout=READY)

@@ -71,7 +71,12 @@ def test_show_preset_question_shift_and_gaps_on_compare_view(stack, page, preset
     assert len(asked) == 1, asked  # the story rides on the view's one request
     panel = page.locator(f'.story-preset[data-preset="{PRESET}"]')
     assert preset["question"] in panel.locator(".story-question").inner_text()
-    assert preset["expected"] in panel.locator(".story-expected").inner_text()
+    # plain words first; the formulas and field names behind a fold
+    expected, _, formulas = preset["expected"].partition("\n\nIn formulas: ")
+    assert expected in panel.locator(".story-expected").inner_text()
+    assert formulas and formulas not in panel.locator(".story-expected").inner_text()
+    panel.locator(".preset-formulas > summary").click()
+    assert formulas in panel.locator(".preset-formulas").inner_text()
     assert preset["look_at"] in panel.locator(".story-look").inner_text()
     # the story sits above the raw curves
     assert page.evaluate("""() => {

@@ -152,12 +152,35 @@ export async function getMetrics(id, { keys, maxPoints } = {}) {
   return { columns, rawPoints: Number.isFinite(raw) && raw > 0 ? raw : null };
 }
 
-export const getLayers = (id, { keys, maxPoints } = {}) =>
-  request("GET", `/api/runs/${id}/layers`, { query: { keys, max_points: maxPoints } });
+// At most this many layers come in one answer (bnlab/core/schema/metrics.py MAX_LAYERS_PER_READ):
+// a deeper net's answer says `truncated`, and the rest is asked for by `layers=` ranges.
+const LAYERS_PER_READ = 256;
 
-// A compare view's data in one request: per run {run, metrics, metrics_raw_points, layers}, each
-// what getRun/getMetrics/getLayers answer. Unknown ids are a 404 whose detail[0].input lists them.
-export const getCompare = (ids, { layerKeys, metricKeys, maxPoints, stepMin, stepMax } = {}) =>
+// "256-511", "512-767", ... for the layers from `from` to `total` - 1.
+export function layerSpans(from, total, per = LAYERS_PER_READ) {
+  const spans = [];
+  for (let start = from; start < total; start += per)
+    spans.push(`${start}-${Math.min(total, start + per) - 1}`);
+  return spans;
+}
+
+const oneLayerRead = (id, { keys, maxPoints, layers } = {}) =>
+  request("GET", `/api/runs/${id}/layers`, { query: { keys, max_points: maxPoints, layers } });
+
+// Every layer of a run: a deep net's (298 BN layers) in as many reads as the cap asks.
+export async function getLayers(id, options = {}) {
+  const first = await oneLayerRead(id, options);
+  if (!first?.truncated) return first;
+  const spans = layerSpans(first.layers.length, first.layers_total ?? first.layers.length);
+  const rest = await Promise.all(spans.map((layers) => oneLayerRead(id, { ...options, layers })));
+  return {
+    ...first,
+    truncated: false,
+    layers: [...first.layers, ...rest.flatMap((r) => r.layers ?? [])],
+  };
+}
+
+const oneCompare = (ids, { layerKeys, metricKeys, maxPoints, stepMin, stepMax, layers } = {}) =>
   request("GET", "/api/compare", {
     query: {
       runs: ids,
@@ -166,8 +189,37 @@ export const getCompare = (ids, { layerKeys, metricKeys, maxPoints, stepMin, ste
       max_points: maxPoints,
       step_min: stepMin,
       step_max: stepMax,
+      layers,
     },
   });
+
+// A compare view's data in one request: per run {run, metrics, metrics_raw_points, layers}, each
+// what getRun/getMetrics/getLayers answer. Unknown ids are a 404 whose detail[0].input lists them.
+// Runs of a deep net whose layers were cut (`truncated`) get the rest in further requests.
+export async function getCompare(ids, options = {}) {
+  const body = await oneCompare(ids, options);
+  const cut = body.runs.filter((e) => e.layers?.truncated);
+  if (!cut.length) return body;
+  const total = Math.max(...cut.map((e) => e.layers.layers_total ?? 0));
+  const from = Math.min(...cut.map((e) => e.layers.layers.length));
+  const more = await Promise.all(
+    layerSpans(from, total).map((layers) =>
+      oneCompare(
+        cut.map((e) => e.run.id),
+        { ...options, layers },
+      ),
+    ),
+  );
+  for (const entry of cut) {
+    const have = new Set(entry.layers.layers.map((l) => l.index));
+    for (const answer of more) {
+      const mine = answer.runs.find((e) => e.run.id === entry.run.id)?.layers.layers ?? [];
+      entry.layers.layers.push(...mine.filter((l) => !have.has(l.index)));
+    }
+    entry.layers.truncated = false;
+  }
+  return body;
+}
 
 export async function exportRun(id, format = "npz") {
   const response = await request("GET", `/api/runs/${id}/export`, {
