@@ -15,6 +15,11 @@ export function fmt(value, digits = 3) {
 
 export const finite = (v) => typeof v === "number" && Number.isFinite(v);
 
+// A statistic (a shift, its floor, its prediction) always with `digits` decimals: 2 → "2.000".
+export function fixed(value, digits = 3) {
+  return finite(value) ? value.toFixed(digits) : DASHLESS;
+}
+
 // An accuracy (a fraction 0..1) as a percentage: 0.9264 → "92.6%".
 export function pct(value) {
   return finite(value) ? `${(100 * value).toFixed(1)}%` : DASHLESS;

@@ -6,7 +6,7 @@
 // shift is judged by how many noise levels its own excess is: 2.035 against a floor of 1.050
 // is 1.035 / 0.050 = 21 noise levels, a real shift.
 
-import { finite, fmt, points, pct } from "./format.js";
+import { finite, fixed, points, pct } from "./format.js";
 import { accuracies, shiftRows, trainModeSizes } from "./story.js";
 
 // Rules of thumb (documented in docs/dashboard.md): up to 1.5 noise levels is what an
@@ -43,17 +43,17 @@ export function predictionVerdict(shift, predicted, floor) {
   const allowed = Math.max(noise, PREDICTION_TOLERANCE * Math.max(predicted - 1, 0));
   const diff = shift - predicted;
   if (Math.abs(diff) <= allowed) {
-    return { level: "matches", text: `matches the prediction (${fmt(predicted)})` };
+    return { level: "matches", text: `matches the prediction (${fixed(predicted)})` };
   }
   if (diff > 0) {
     return {
       level: "above",
       text:
-        `above the prediction (${fmt(predicted)}): more than this ` +
+        `above the prediction (${fixed(predicted)}): more than this ` +
         "layer's own dropout explains, it inherits shift from the layers before it",
     };
   }
-  return { level: "below", text: `below the prediction (${fmt(predicted)})` };
+  return { level: "below", text: `below the prediction (${fixed(predicted)})` };
 }
 
 /**
@@ -135,9 +135,9 @@ export function runFacts(data) {
 // "blocks.1.bn: shift 2.035, 21× the noise level: a real shift; matches the prediction (1.980)".
 export function layerSentence(row) {
   const v = row.verdict;
-  const floor = finite(row.floor) ? ` (noise floor ${fmt(row.floor)})` : "";
+  const floor = finite(row.floor) ? ` (noise floor ${fixed(row.floor)})` : "";
   const pred = v.prediction ? `; ${v.prediction.text}` : "";
-  return `${row.name}: shift ${fmt(row.shift)}${floor}, ${v.text}${pred}`;
+  return `${row.name}: shift ${fixed(row.shift)}${floor}, ${v.text}${pred}`;
 }
 
 function span(values, format) {

@@ -1,7 +1,7 @@
 // The run page's final shift per BN layer: its noise floor, the prediction and the verdict in
 // words beside every value; a deep net's layers in one collapsed table per stage.
 
-import { fmt } from "../data/format.js";
+import { fixed } from "../data/format.js";
 import { layerLabel, layerTitle } from "../data/layers.js";
 import { finite, layerStages, shiftRows } from "../data/story.js";
 import { shiftVerdict } from "../data/verdict.js";
@@ -23,9 +23,9 @@ function row(r, info) {
         ? el("span", { class: "layer-kind", text: label.slice(r.name.length).replace(/^ · /, "") })
         : null,
     ),
-    el("td", { class: "num", dataset: { col: "final-shift" }, text: fmt(r.shift) }),
-    el("td", { class: "num", dataset: { col: "floor" }, text: fmt(r.floor) }),
-    el("td", { class: "num", dataset: { col: "predicted" }, text: fmt(r.predicted) }),
+    el("td", { class: "num", dataset: { col: "final-shift" }, text: fixed(r.shift) }),
+    el("td", { class: "num", dataset: { col: "floor" }, text: fixed(r.floor) }),
+    el("td", { class: "num", dataset: { col: "predicted" }, text: fixed(r.predicted) }),
     verdictCell(r.verdict),
   );
 }
@@ -70,7 +70,7 @@ export function shiftSummary(data, info, maxFlat) {
       const mine = rows.filter((r) => st.names.includes(r.name));
       const values = mine.map((r) => r.shift);
       const range = values.length
-        ? `, shift ${fmt(Math.min(...values))}–${fmt(Math.max(...values))}`
+        ? `, shift ${fixed(Math.min(...values))}–${fixed(Math.max(...values))}`
         : "";
       return el(
         "details",

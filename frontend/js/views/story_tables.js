@@ -2,7 +2,7 @@
 // shift with its noise floor, the prediction and the verdict. Long tables (many runs, deep
 // nets) start collapsed and searchable; a small comparison shows them open.
 
-import { fmt, pct, points, sdPoints } from "../data/format.js";
+import { fixed, pct, points, sdPoints } from "../data/format.js";
 import { infoOf, layerLabel, layerTitle } from "../data/layers.js";
 import { accuracies, finite, layerStages, shiftRows, stats } from "../data/story.js";
 import { shiftVerdict } from "../data/verdict.js";
@@ -166,13 +166,13 @@ function shiftRowsOf(ctx, names) {
           { dataset: { entry: entry.key, layer: name, level: verdict.level } },
           el("td", { class: "story-entry" }, swatch(ctx.colourOf(entry)), entry.label),
           layerCell(ctx, entry, name),
-          statCell(pick("shift"), fmt, "measured"),
-          statCell(pick("floor"), fmt, "floor"),
-          statCell(pick("predicted"), fmt, "predicted"),
-          statCell(ratio, fmt, "ratio"),
+          statCell(pick("shift"), fixed, "measured"),
+          statCell(pick("floor"), fixed, "floor"),
+          statCell(pick("predicted"), fixed, "predicted"),
+          statCell(ratio, fixed, "ratio"),
           verdictCell(verdict),
-          statCell(pick("shiftLi"), fmt, "measured-li"),
-          statCell(pick("liFloor"), fmt, "floor-li"),
+          statCell(pick("shiftLi"), fixed, "measured-li"),
+          statCell(pick("liFloor"), fixed, "floor-li"),
         ),
       );
     }
