@@ -7,6 +7,7 @@
 // is 1.035 / 0.050 = 21 noise levels, a real shift.
 
 import { finite, fixed, points, pct } from "./format.js";
+import { layerLabel } from "./layers.js";
 import { accuracies, shiftRows, trainModeSizes } from "./story.js";
 
 // Rules of thumb (documented in docs/dashboard.md): up to 1.5 noise levels is what an
@@ -100,13 +101,17 @@ function dropoutKinds(run) {
 }
 
 /**
- * One run's facts for its verdict: every BN layer's figures with their verdict, the worst
+ * One run's facts for its verdict (`layerInfo`: its layers' names, data/layers.js): every BN layer's figures with their verdict, the worst
  * layer, and the accuracy gaps (recalibrated − eval, eval − train mode at the largest test
  * batch size).
  */
-export function runFacts(data) {
+export function runFacts(data, layerInfo = new Map()) {
   const run = data.run;
-  const layers = shiftRows(data).map((row) => ({ ...row, verdict: shiftVerdict(row) }));
+  const layers = shiftRows(data).map((row) => ({
+    ...row,
+    label: layerLabel(row.name, layerInfo.get(row.name)),
+    verdict: shiftVerdict(row),
+  }));
   const worst = layers.reduce((best, row) => {
     if (!best) return row;
     const a = RANK[row.verdict.level];
@@ -137,7 +142,7 @@ export function layerSentence(row) {
   const v = row.verdict;
   const floor = finite(row.floor) ? ` (noise floor ${fixed(row.floor)})` : "";
   const pred = v.prediction ? `; ${v.prediction.text}` : "";
-  return `${row.name}: shift ${fixed(row.shift)}${floor}, ${v.text}${pred}`;
+  return `${row.label ?? row.name}: shift ${fixed(row.shift)}${floor}, ${v.text}${pred}`;
 }
 
 function span(values, format) {

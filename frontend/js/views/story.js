@@ -115,13 +115,13 @@ async function buildStory(slots, ctx, mine) {
   const facts = visible
     .map((run) => ctx.data.get(run.id))
     .filter(Boolean)
-    .map(runFacts);
+    .map((data) => runFacts(data, ctx.layerInfo?.get(data.run.id)));
   const [presets, verdict] = await Promise.all([
     presetPanels(ctx.runs),
     verdictPanel(facts, { single: ctx.single }),
   ]);
   if (generation !== mine.generation) return null; // a newer build owns the slots
-  slots.top.replaceChildren(...presets, verdict);
+  slots.top.replaceChildren(verdict, ...presets); // the answer first, then the study's question
   drawTables(slots.tables, ctx, mine);
   const drawing = drawCharts(slots.charts, ctx, mine, generation);
   slots.top.dataset.ready = "story";
