@@ -18,7 +18,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-# The views the dashboard's router knows (frontend/js/state.js): anything else is a 404 page.
+# The views the dashboard's router knows (frontend/js/lib/router.js): anything else is a 404 page.
 SPA_ROUTES = re.compile(r"^(|index\.html|compare/?|sweep/?|runs/[0-9]{1,10}/?)$")
 COMPRESSIBLE = {".js", ".css", ".html", ".json", ".svg", ".map", ".txt"}
 MEDIA = {
@@ -78,9 +78,17 @@ def file_response(
     return FileResponse(path, media_type=media, headers=headers)
 
 
+# Browsers, feed readers and bookmark tools ask for /favicon.ico whatever the page links: the
+# dashboard's icon is an SVG (frontend/favicon.svg), served at both names, so no page logs a 404.
+FAVICON_ALIASES = {"favicon.ico": "favicon.svg"}
+
+
 def frontend_response(request: Request, root: Path, path: str) -> Response:
     """A file under `root`, index.html for a client-side route, else 404.html with status 404."""
     root = root.resolve()
+    alias = FAVICON_ALIASES.get(path)
+    if alias and (root / alias).is_file():
+        path = alias
     candidate = (root / path).resolve()
     if path and candidate.is_file() and root in candidate.parents:
         return file_response(request, candidate)
