@@ -214,13 +214,19 @@ def _batch_len(batch: Any) -> int:
 
 
 def _val_batches(trainer: Any, pl_module: Any, limit: int) -> list[Any]:
-    """The first validation batches from the user's own val_dataloader (the datamodule's or
-    the module's), read before the trainer does."""
-    source = getattr(trainer, "datamodule", None)
-    for owner in (source, pl_module):
-        make = getattr(owner, "val_dataloader", None)
-        if make is None:
-            continue
+    """The first validation batches of the user's own validation data, read before the
+    trainer does: what fit(val_dataloaders=) was given (the trainer's data source for its
+    validation loop; a private attribute, so tried first and quietly), else the datamodule's
+    or the module's val_dataloader()."""
+    val_loop = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "val_loop", None)
+    source = getattr(val_loop, "_data_source", None)
+    makers = []
+    if source is not None and getattr(source, "is_defined", lambda: False)():
+        makers.append(source.dataloader)
+    for owner in (getattr(trainer, "datamodule", None), pl_module):
+        if getattr(owner, "val_dataloader", None) is not None:
+            makers.append(owner.val_dataloader)
+    for make in makers:
         try:
             loader = make()
         except Exception:  # not implemented (Lightning's default raises), or needs setup

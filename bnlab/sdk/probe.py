@@ -440,6 +440,7 @@ class ModelProbe:
     def summary(self) -> dict[str, Any]:
         per_channel = self.probe.last_shift_per_channel
         return {
+            "held_out_samples": len(self.x),
             "shift_by_layer": {k: v.mean().item() for k, v in per_channel.items()},
             "shift_predicted_by_layer": self.predicted_shifts(),
             "model": {
