@@ -52,7 +52,7 @@ RunKey = Annotated[
 ]
 KEY_ERRORS = {
     403: {"description": "the run key belongs to another run"},
-    413: {"description": "more records or points than one request may carry"},
+    413: {"description": "a body past its cap, or more records or points than one request takes"},
 }
 BUSY = {
     503: {
@@ -109,7 +109,10 @@ def _writer(session: Session) -> Iterator[None]:
     response_model=ScriptRunCreated,
     status_code=status.HTTP_201_CREATED,
     dependencies=[TokenDep],
-    responses={200: {"description": "the key's existing run"}},
+    responses={
+        200: {"description": "the key's existing run"},
+        413: {"description": "a body past its cap (config: MAX_CONFIG_BYTES of JSON)"},
+    },
 )
 def create_script_run(session: SessionDep, body: ScriptRunCreate, response: Response) -> dict:
     """A run streamed from a user's own training loop (kind "script"), `running` from now.
@@ -127,6 +130,7 @@ def create_script_run(session: SessionDep, body: ScriptRunCreate, response: Resp
     dependencies=[TokenDep],
     responses={
         403: {"description": "the key in X-Bnlab-Run-Key is not one of this run's"},
+        413: {"description": "a body past 64 KiB"},
         409: {
             "description": "not a script run, already succeeded, or still alive (its client "
             "was heard from recently: Retry-After says when to try again)"
