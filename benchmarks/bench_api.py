@@ -7,10 +7,12 @@ running_var,shift&max_points=1000; that is the figure against the target. The ol
 requests (per run: the run, its metrics and its layers with the same keys and max_points), is
 still reported, labelled "60 requests".
 
-    python benchmarks/bench_api.py [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test]
+    python benchmarks/bench_api.py [--pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 
-Creates a scratch database `bnlab_api_bench_<pid>`, fills it with ended runs, serves it,
-measures, drops it. Every figure is the median (and best) over several passes.
+Creates a scratch database `bnlab_bench_<pid>_api` (on the server of --pg, default
+BNLAB_BENCH_PG: benchmarks/benchlib.py), fills it with ended runs, serves it (broker: the
+benchmarks' Redis database, BNLAB_BENCH_REDIS, db 12), measures, drops it. Every figure is
+the median (and best) over several passes.
 - "warm": answered from the API's in-memory cache of ended runs' encoded series.
 - "cold": that cache missed (each pass uses a max_points value not asked before, >= the 1000
   stored steps, so the same points come back): database read, decode and JSON encoding every
@@ -35,33 +37,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import benchlib
 import httpx
 from sqlalchemy import create_engine, insert, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from backend.db.migrate import upgrade
 from backend.db.models import LAYER_KEYS, METRIC_KEYS, LayerStat, Run, RunMetric
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def scratch_db(admin_url: str, name: str) -> str:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    return url
+    """Create and migrate the benchmark's own database `name` (bnlab_bench_<pid>_...) on the
+    server of admin_url (benchlib: never the tests' database)."""
+    os.environ["BNLAB_BENCH_PG"] = admin_url
+    return benchlib.create_database(name)
 
 
 def drop_db(admin_url: str, name: str) -> None:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    os.environ["BNLAB_BENCH_PG"] = admin_url
+    benchlib.drop_database(name)
 
 
 def fill(url: str, runs: int, layers: int, steps: int) -> list[int]:
@@ -128,7 +123,7 @@ def serve(url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
         **os.environ,
         "BNLAB_DATABASE_URL": url,
         "BNLAB_DATA_DIR": data_dir,
-        "BNLAB_BROKER_URL": os.environ.get("BNLAB_BENCH_BROKER", "redis://127.0.0.1:6379/1"),
+        "BNLAB_BROKER_URL": os.environ.get("BNLAB_BENCH_BROKER") or benchlib.redis_url(),
         # One reconciler pass at start-up (it packs the ended runs), none while measuring:
         # a pass could pack the runs between the "first read" passes' emptying and reading.
         "BNLAB_RECONCILE_S": "3600",
@@ -148,15 +143,12 @@ def serve(url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/api/presets", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("uvicorn did not start")
+    try:
+        benchlib.wait_for_health(f"{base}/api/health", what="uvicorn (the API)", proc=proc)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, base
 
 
 def cpu_ms(pid: int) -> float:
@@ -284,18 +276,17 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--pg",
-        default=os.environ.get(
-            "BNLAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
+        "--pg", default=None, help="PostgreSQL admin URL (default: BNLAB_BENCH_PG, benchlib)"
     )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=30)
+    benchlib.add_figures_argument(parser)
     args = parser.parse_args()
+    args.pg = args.pg or benchlib.admin_url()
 
-    name = f"bnlab_api_bench_{os.getpid()}"
+    name = benchlib.database_name("api")
     url = scratch_db(args.pg, name)
     proc = None
     try:
@@ -310,6 +301,7 @@ def main() -> None:
                     compare_view_60(client, ids, pool)
                 layers, views, cpu = measure(client, pool, ids, args, url, proc.pid)
         report(args, load0, layers, views, cpu)
+        figures(args, layers, views, cpu)
     finally:
         if proc is not None:
             proc.terminate()
@@ -345,6 +337,34 @@ def report(
         "API process CPU time (load-independent; PostgreSQL's own CPU not included): "
         + ", ".join(f"{label} {ms:.1f} ms" for label, ms in cpu.items())
     )
+
+
+def figures(args, layers, views, cpu) -> None:  # noqa: ANN001
+    med = statistics.median
+    out = benchlib.Figures("api", args.figures)
+    size = f"{args.layers} layers x {args.steps} steps"
+    for label in ("cold", "warm"):
+        value = med(layers[label])
+        out.add(
+            f"GET /api/runs/{{id}}/layers, {label} ({size})",
+            round(value, 1),
+            "ms",
+            spread=f"best {min(layers[label]):.1f}",
+            target="< 20 ms",
+            met=value < 20,
+        )
+    for label in ("GET /api/compare, cold", "GET /api/compare, warm"):
+        value = med(views[label])
+        out.add(
+            f"compare view of {args.runs} runs: {label}",
+            round(value),
+            "ms",
+            spread=f"best {min(views[label]):.0f}",
+            target="< 150 ms",
+            met=value < 150,
+        )
+    for label, ms in cpu.items():
+        out.add(f"API process CPU per {label}", round(ms, 1), "ms")
 
 
 if __name__ == "__main__":

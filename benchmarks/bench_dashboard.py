@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "frontend")]  # backend + the stack helper
+import benchlib  # noqa: E402
 from dashboard_stack import CHROMIUM, CHROMIUM_ARGS, seed_runs, start_stack  # noqa: E402
 
 COUNT_JS = """() => {
@@ -96,10 +97,13 @@ def main() -> None:
         help="WebGL traces: auto (hardware GL only), on, off",
     )
     ap.add_argument("--json", type=Path, help="also write the result here")
+    benchlib.add_figures_argument(ap)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bnlab-bench-dash-") as tmp:
-        stack = start_stack(Path(tmp), workers=0)
+        # SQLite and the embedded broker in a private data directory: no shared service
+        print(f"waiting up to {benchlib.start_seconds():.0f} s for bnlab serve's /api/health")
+        stack = start_stack(Path(tmp), workers=0, timeout_s=benchlib.start_seconds())
         try:
             ids = seed_runs(
                 stack.database_url, n_runs=args.runs, n_layers=args.layers, n_steps=args.points
@@ -126,6 +130,16 @@ def main() -> None:
     )
     if args.json:
         args.json.write_text(json.dumps({**result, "loads": loads}, indent=2))
+    out = benchlib.Figures("dashboard", args.figures)
+    out.add(
+        f"compare view, {args.runs} runs x {args.layers} layers x {args.points} points "
+        f"({result['traces']} traces): navigation to every chart drawn, warm",
+        round(result["ready_ms_median"]),
+        "ms",
+        spread=f"[{result['ready_ms_min']:.0f}, {result['ready_ms_max']:.0f}]",
+        baseline=f"of it fetching {result['fetch_ms_median']:.0f} ms; cold load "
+        f"{result['cold_ready_ms']:.0f} ms",
+    )
 
 
 if __name__ == "__main__":

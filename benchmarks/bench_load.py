@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "frontend")]
+import benchlib  # noqa: E402
 from dashboard_stack import seed_runs, start_stack  # noqa: E402
 
 TRAINING = {  # long enough to keep both workers busy for the whole measurement
@@ -63,15 +64,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=30.0)
+    benchlib.add_figures_argument(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bnlab-load-") as tmp:
-        stack = start_stack(Path(tmp), workers=2)
+        # SQLite and the embedded broker in a private data directory: no shared service
+        print(f"waiting up to {benchlib.start_seconds():.0f} s for bnlab serve's /api/health")
+        stack = start_stack(Path(tmp), workers=2, timeout_s=benchlib.start_seconds())
         try:
             ids = seed_runs(stack.database_url, n_runs=10, n_layers=8, n_steps=1000)
             with stack.client() as c:
                 ids += [c.post("/api/runs", json=TRAINING).json()["id"] for _ in range(2)]
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:  # wait until both are really training
+                # wait until both are really training (the workers import torch: slow when loaded)
+                print(f"waiting up to {benchlib.start_seconds():.0f} s for both runs to train")
+                deadline = time.monotonic() + benchlib.start_seconds()
+                while time.monotonic() < deadline:
                     if all(c.get(f"/api/runs/{i}").json()["status"] == "running" for i in ids[-2:]):
                         break
                     time.sleep(0.5)
@@ -107,6 +113,21 @@ def main() -> int:
         q = statistics.quantiles(xs, n=100)
         print(f"{label:<22}{len(xs):>10}{1e3 * statistics.median(xs):>10.1f}{1e3 * q[98]:>10.1f}")
     print(f"errors: {len(errors)}" + (f" (first: {errors[:3]})" if errors else ""))
+    out = benchlib.Figures("load", args.figures)
+    q = statistics.quantiles(everything, n=100)
+    out.add(
+        f"{args.clients} client threads x {args.seconds:.0f} s against bnlab serve --workers 2 "
+        "(SQLite) while two runs train: failed requests",
+        len(errors),
+        f"of {len(everything)}",
+        target="0",
+        met=not errors,
+    )
+    out.add(
+        "… latency over all endpoints, p50 / p99",
+        f"{1e3 * statistics.median(everything):.0f} / {1e3 * q[98]:.0f}",
+        "ms",
+    )
     return 1 if errors else 0
 
 

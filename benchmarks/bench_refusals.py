@@ -27,19 +27,35 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _timed(fn, repeats: int) -> str:
+FIGURES = None  # benchlib.Figures, set by main()
+
+
+def _timed(fn, repeats: int, what: str = "") -> str:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    if FIGURES is not None and what:
+        FIGURES.add(
+            what,
+            round(statistics.median(times), 3),
+            "s",
+            spread=f"[{min(times):.3f}, {max(times):.3f}]",
+        )
     return f"{statistics.median(times):.3f} s [{min(times):.3f}, {max(times):.3f}]"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import benchlib
+
+    benchlib.add_figures_argument(ap)
     args = ap.parse_args()
+    global FIGURES
+    FIGURES = benchlib.Figures("refusals", args.figures)
 
     from fastapi.testclient import TestClient
 
@@ -82,8 +98,14 @@ def main() -> None:
         def post_grid():
             assert c.post("/api/sweeps", json=grid).status_code == 422
 
-        print("npz bomb refused:       ", _timed(post_bomb, args.repeats))
-        print("10,000 grid keys refused:", _timed(post_grid, args.repeats))
+        print(
+            "npz bomb refused:       ",
+            _timed(post_bomb, args.repeats, "an .npz bomb (3 MB inflating to 3.2 GB) refused"),
+        )
+        print(
+            "10,000 grid keys refused:",
+            _timed(post_grid, args.repeats, "a sweep of 10,000 grid keys refused"),
+        )
 
         dead_db = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x?connect_timeout=2"
         dead_make = get_sessionmaker(dead_db)
@@ -97,7 +119,10 @@ def main() -> None:
         def read_dead():
             assert c.get("/api/runs").status_code == 503
 
-        print("runs, database down:    ", _timed(read_dead, args.repeats))
+        print(
+            "runs, database down:    ",
+            _timed(read_dead, args.repeats, "GET /api/runs with the database down: 503"),
+        )
         app.dependency_overrides[get_session] = override
         broker.celery_app = broker.make_celery(
             Settings(BNLAB_BROKER_URL=f"redis://127.0.0.1:{free_port()}/1")
@@ -106,7 +131,12 @@ def main() -> None:
         def health_dead_broker():
             assert c.get("/api/health").json()["status"] == "degraded"
 
-        print("health, broker down:    ", _timed(health_dead_broker, args.repeats))
+        print(
+            "health, broker down:    ",
+            _timed(
+                health_dead_broker, args.repeats, "GET /api/health with the broker down: degraded"
+            ),
+        )
 
 
 if __name__ == "__main__":

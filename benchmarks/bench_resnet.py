@@ -34,6 +34,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from benchlib import Figures, add_figures_argument
 
 from bnlab.core.schema.experiment import ExperimentConfig
 from bnlab.engine.cifar import synthetic_images
@@ -150,7 +151,9 @@ def main() -> None:
         help="probe.train_mode_every (default: the schema's)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    add_figures_argument(p)
     args = p.parse_args()
+    figures = Figures("resnet", args.figures)
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     if cuda:
@@ -184,6 +187,17 @@ def main() -> None:
             f"{statistics.median(ratio):13.3f}  [{min(ratio):.3f}, {max(ratio):.3f}]"
             f"  {runs[0]['probes']} ({runs[0]['train_mode']})",
             flush=True,
+        )
+        med = statistics.median(ratio)
+        figures.add(
+            f"{name} ({args.device}, {args.precision}), probe every {every} steps: "
+            f"probed / plain ({runs[0]['probes']} probes in the timed steps)",
+            round(med, 3),
+            "x",
+            spread=f"[{min(ratio):.3f}, {max(ratio):.3f}]",
+            target="≤ 1.03",
+            met=med <= 1.03,
+            baseline=f"plain {ips['plain']:.1f} img/s, probed {ips['probed']:.1f} img/s",
         )
 
 

@@ -12,7 +12,8 @@ Chromium (issue 17 item 4):
 
     python3 benchmarks/bench_scale.py [--runs 10000] [--compare-runs 100] [--json out.json]
 
-Creates a scratch database `bnlab_scale_<pid>`, fills it, serves it, measures, drops it. Wall
+Creates a scratch database `bnlab_bench_<pid>_scale` (benchmarks/benchlib.py: never the tests'
+database), fills it, serves it, measures, drops it. Wall
 times depend on the machine's load: the load average is printed beside the figures.
 """
 
@@ -33,6 +34,7 @@ from sqlalchemy import create_engine, insert, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests" / "frontend")]
 
+import benchlib  # noqa: E402
 from bench_api import cpu_ms, drop_db, scratch_db, serve  # noqa: E402
 from dashboard_stack import CHROMIUM, CHROMIUM_ARGS, PLACEMENTS, RATES, synthetic_config  # noqa: E402
 
@@ -221,10 +223,7 @@ def browser(base: str, ids: list[int], repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
-        "--pg",
-        default=os.environ.get(
-            "BNLAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
+        "--pg", default=None, help="PostgreSQL admin URL (default: BNLAB_BENCH_PG, benchlib)"
     )
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--compare-runs", type=int, default=100)
@@ -235,9 +234,11 @@ def main() -> None:
         "--repeats", type=int, default=2, help="browser loads measured (after one warm-up)"
     )
     ap.add_argument("--json", type=Path)
+    benchlib.add_figures_argument(ap)
     args = ap.parse_args()
+    args.pg = args.pg or benchlib.admin_url()
 
-    name = f"bnlab_scale_{os.getpid()}"
+    name = benchlib.database_name("scale")
     url = scratch_db(args.pg, name)
     proc = None
     try:
@@ -314,6 +315,47 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "per_chart"}, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    figures(args, result)
+
+
+def figures(args, result: dict) -> None:  # noqa: ANN001
+    out = benchlib.Figures("scale", args.figures)
+    for label, r in result["api_runs_page"].items():
+        page = not label.startswith("group")
+        out.add(
+            f"GET /api/runs ({args.runs:,} runs), {label}: wall p50",
+            r["p50_ms"],
+            "ms",
+            spread=f"best {r['best_ms']}, API CPU {r['api_cpu_ms']} ms",
+            target="< 50 ms" if page else "",
+            met=r["p50_ms"] < 50 if page else None,
+        )
+    c = result["compare_request"]
+    out.add(
+        f"GET /api/compare, {args.compare_runs} runs (warm, {c['bytes'] / 1e6:.1f} MB): wall p50",
+        c["p50_ms"],
+        "ms",
+        spread=f"best {c['best_ms']}, API CPU {c['api_cpu_ms']} ms",
+        target="< 300 ms",
+        met=c["p50_ms"] < 300,
+    )
+    table = statistics.median(result["table_draw_ms"])
+    out.add("runs table drawn (100 rows)", round(table), "ms", target="< 500 ms", met=table < 500)
+    ready = statistics.median(result["compare_ready_ms"])
+    out.add(
+        f"compare view of {args.compare_runs} runs: navigation to every chart drawn "
+        "(headless Chromium, software rendering)",
+        round(ready),
+        "ms",
+        spread=", ".join(map(str, result["compare_ready_ms"])),
+        target="< 1500 ms (issue 26)",
+        met=ready < 1500,
+    )
+    out.add(
+        "… its slowest chart's own Plotly draw / all charts' draws",
+        f"{result['slowest_chart_ms']} / {result['charts_total_ms']}",
+        "ms",
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
     python benchmarks/bench_sdk.py [--repeats 5] [--quick]
 
-A real `bnlab serve` (PostgreSQL, a scratch database) runs on this machine for the whole
-benchmark and receives every point.
+A real `bnlab serve` (PostgreSQL, the scratch database bnlab_bench_<pid>_sdk: never the tests'
+database, benchmarks/benchlib.py) runs on this machine for the whole benchmark and receives
+every point.
 
 1. Overhead. The same user loop (forward, loss, zero_grad, backward, step over resident
    tensors) on an MLP (784-256-256-256, dropout before each BatchNorm1d, batch 128) and a CNN
@@ -50,8 +51,11 @@ from torch import nn  # noqa: E402
 import bnlab  # noqa: E402
 from bnlab.core import wire  # noqa: E402
 from bnlab.core.registry import LAYER_KEYS  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import benchlib  # noqa: E402
+
 from tests.bnlab.sdk.servers import make_server  # noqa: E402
-from tests.conftest import _create_database, _drop_database  # noqa: E402
 
 # The training thread's CPU seconds; the sender thread's are measured apart and all charged to
 # bnlab (with process time, the sender's send of an SDK epoch's probes often fell in the plain
@@ -301,16 +305,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller data, 3 repeats")
     ap.add_argument("--ingest-only", action="store_true", help="skip the overhead part")
     ap.add_argument("--overhead-only", action="store_true", help="skip the ingest part")
+    benchlib.add_figures_argument(ap)
     args = ap.parse_args()
+    figures = benchlib.Figures("sdk", args.figures)
     torch.set_num_threads(1)
     repeats = 3 if args.quick else args.repeats
-    name = f"bnlab_bench_sdk_{os.getpid()}"
-    database_url = _create_database(name)
-    from backend.db.migrate import upgrade
-
-    upgrade(database_url)
-    server = make_server(Path(tempfile.mkdtemp()), database_url=database_url).start()
+    name = benchlib.database_name("sdk")
+    database_url = benchlib.create_database(name)
+    server = make_server(Path(tempfile.mkdtemp()), database_url=database_url)
+    print(f"waiting up to {benchlib.start_seconds():.0f} s for bnlab serve's /api/health")
     try:
+        server.start(timeout_s=benchlib.start_seconds())
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         scale = 4 if args.quick else 1
         rows = (
@@ -333,6 +338,21 @@ def main() -> None:
                 f"{100 * r['sender_share']:.2f} % | {r['probes']} | {r['stored_points']} "
                 f"({r['layers']} layers) | {r['finish_s']:.2f} |"
             )
+            figures.add(
+                f"{r['case']} user loop, probe every 20 steps: with bnlab / plain (training "
+                "thread CPU + the sender thread's)",
+                round(r["ratio"], 3),
+                "x",
+                spread=f"[{r['lo']:.3f}, {r['hi']:.3f}]",
+                target="≤ 1.02 (issue 26)",
+                met=r["ratio"] <= 1.02,
+                baseline=f"plain {r['plain_s']:.3f} s per repeat",
+            )
+            figures.add(
+                f"… {r['case']}: the sender thread's CPU, share of the plain loop's",
+                round(100 * r["sender_share"], 2),
+                "%",
+            )
         steps = 400 if args.quick else 2000
         if args.overhead_only:
             return
@@ -345,10 +365,19 @@ def main() -> None:
             server.url, database_url, steps, 50, 200, server.proc.pid
         ):
             print(f"| {label} | {rate:,.0f} | {'–' if per_cpu is None else f'{per_cpu:,.0f}'} |")
+            rest = label.startswith("REST, columns")
+            figures.add(
+                f"ingest of {steps * 50:,} layer points, one client: {label}",
+                round(rate),
+                "points/s (wall)",
+                spread="" if per_cpu is None else f"{per_cpu:,.0f} per CPU s of API + PostgreSQL",
+                target="≥ 100,000" if rest else "",
+                met=rate >= 100_000 if rest else None,
+            )
         print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     finally:
         server.stop()
-        _drop_database(name)
+        benchlib.drop_database(name)
 
 
 if __name__ == "__main__":
