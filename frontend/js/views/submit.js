@@ -17,7 +17,7 @@ import {
   setDotted,
 } from "../data/fields.js";
 import { defaultsOf, fieldOptions } from "../data/schema.js";
-import { el, notice } from "../lib/dom.js";
+import { el, notice, setChildren } from "../lib/dom.js";
 import { runUrl } from "../lib/router.js";
 import { clearErrors, markField, showErrors, summariseErrors } from "./form_errors.js";
 import { presetTexts } from "./presets.js";
@@ -251,7 +251,7 @@ function applyPreset(state, preset) {
   state.base = structuredClone({ ...(state.defaults ?? {}), ...parts.base });
   fillForm(state.form, state.base);
   state.sweep.load(parts.grid, parts.seeds);
-  state.presetNote.replaceChildren(...(preset ? presetTexts(preset) : []));
+  setChildren(state.presetNote, preset ? presetTexts(preset) : null);
   updateButton(state);
 }
 
