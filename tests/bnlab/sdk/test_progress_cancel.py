@@ -108,9 +108,7 @@ def test_resume_with_a_new_plan_recomputes_progress(client):
     post(client, run_id, h, [rows(50)])
     client.post(f"/api/runs/{run_id}/finish", json={"status": "failed"}, headers=h)
     k = key()
-    r = client.post(
-        f"/api/runs/{run_id}/resume", json={"key": k, "total_steps": 200}, headers=h
-    )
+    r = client.post(f"/api/runs/{run_id}/resume", json={"key": k, "total_steps": 200}, headers=h)
     assert r.status_code == 200, r.text
     assert (r.json()["total_steps"], r.json()["progress"]) == (200, 0.25)
     post(client, run_id, {"X-Bnlab-Run-Key": k}, [rows(100)])
