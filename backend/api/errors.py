@@ -20,6 +20,7 @@ from bnlab.core.errors import Conflict, FieldError, NotFound, TooLarge
 log = logging.getLogger(__name__)
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 DB_DOWN = {"detail": "database unavailable, retry shortly"}
+DB_LOCKED = {"detail": "the SQLite database is locked by another writer; retry later"}
 
 
 class ErrorPublic(BaseModel):
@@ -107,6 +108,12 @@ def _plain(code: int):
 
 
 async def on_db_down(_: Request, exc: Exception) -> JSONResponse:
+    # SQLite's lock is not an outage: say what happened (a client retries either way).
+    if "database is locked" in str(getattr(exc, "orig", exc)):
+        log.warning("SQLite database locked past the busy timeout")
+        return JSONResponse(
+            DB_LOCKED, status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"}
+        )
     log.warning("database unavailable: %s", type(exc).__name__)
     return JSONResponse(DB_DOWN, status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
 

@@ -54,3 +54,21 @@ def test_health_reports_database_down(dead_db_client):
     assert res.status_code == 503
     body = res.json()
     assert body["database"].startswith("error") and body["status"] == "unavailable"
+
+
+def test_locked_sqlite_is_named_not_called_down():
+    """SQLite's 'database is locked' past the busy timeout is a 503 that says so (with
+    Retry-After), not 'database unavailable'."""
+    import asyncio
+    import json as _json
+
+    from sqlalchemy.exc import OperationalError
+
+    from backend.api.errors import on_db_down
+
+    locked = OperationalError("INSERT ...", {}, Exception("database is locked"))
+    res = asyncio.run(on_db_down(None, locked))
+    assert res.status_code == 503 and res.headers["retry-after"] == "5"
+    assert "locked" in _json.loads(res.body)["detail"]
+    down = asyncio.run(on_db_down(None, OperationalError("SELECT 1", {}, Exception("refused"))))
+    assert _json.loads(down.body)["detail"] == "database unavailable, retry shortly"

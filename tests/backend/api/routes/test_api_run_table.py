@@ -179,3 +179,21 @@ def test_lean_list_drops_summary_arrays(table):
         "curve": [1, 2],
     }
     assert lean_summary(summary) == {"test_acc_eval": 0.9, "test_acc_train_mode": {"8": 0.5}}
+
+
+def test_lean_list_drops_layer_names(table):
+    """A run with thousands of long layer names: lean=1 answers without them (the names of a
+    4,096-layer run at 200 characters each would be 800 kB of one page)."""
+    client, ids, tag = table
+    from backend.db.models import Run
+
+    names = [f"{'block' * 39}.{i}" for i in range(4096)]
+    sessions = client.app.dependency_overrides[get_session]()
+    session = next(sessions)
+    session.get(Run, ids[0]).layer_names = names
+    session.commit()
+    sessions.close()
+    full = client.get("/api/runs", params={"ids": str(ids[0])}).json()["data"][0]
+    lean = client.get("/api/runs", params={"ids": str(ids[0]), "lean": 1})
+    assert full["layer_names"] == names
+    assert lean.json()["data"][0]["layer_names"] is None and len(lean.content) < 20_000
