@@ -117,16 +117,34 @@ def run_workers(gpus: list[str], cpu_workers: int = 1) -> None:
             f"{name} (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r})" for name, env in plan
         ),
     )
-    stop = threading.Event()
+    stop, hurry = threading.Event(), threading.Event()
+    failures: list[str] = []
+
+    def on_signal(*_: object) -> None:
+        if stop.is_set():  # a second signal while the workers stop: kill the busy ones now
+            hurry.set()
+        stop.set()
+
+    def fatal(message: str) -> None:
+        failures.append(message)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    supervisor = WorkerSupervisor(slots=plan).start()
+        signal.signal(sig, on_signal)
+    supervisor = WorkerSupervisor(slots=plan, on_fatal=fatal).start()
     try:
         stop.wait()
     finally:
-        # Warm shutdown: a task finishes its step and leaves its checkpoint (compose's
-        # stop_grace_period must be longer than this).
-        supervisor.stop(timeout_s=45)
+        # Warm shutdown: a busy worker stops at its next probe and gives its run back (no
+        # attempt spent); one still busy after BNLAB_STOP_GRACE_S is killed and its run given
+        # back here. Compose's stop_grace_period must be longer than this.
+        released = supervisor.stop(timeout_s=settings.stop_grace_s, hurry=hurry)
+        log.info(
+            "workers stopped%s",
+            f"; runs given back to the queue: {released}" if released else "",
+        )
+    if failures:  # one line and a non-zero exit, not a traceback (the CLI has no handler)
+        raise SystemExit(f"bnlab worker: {failures[0]}")
 
 
 def _clear_health_files() -> None:

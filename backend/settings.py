@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 class Settings(BaseSettings):
@@ -55,9 +56,26 @@ class Settings(BaseSettings):
     # SQLite file, the embedded broker) or the SQLite file's own disk has less free space than
     # this: a full disk stalls runs at their next checkpoint long before anything fails loudly.
     min_free_mb: int = Field(1024, ge=0)
+    # Stopping `bnlab serve` / `bnlab worker` (SIGTERM, SIGINT): a busy worker stops training at
+    # its next probe and gives its run back to the queue; one still busy after this long is
+    # killed and its run given back by the supervisor. Either way no attempt is spent and the
+    # run resumes from its last epoch checkpoint. Keep it below the orchestrator's own grace
+    # (docker's stop_grace_period, systemd's TimeoutStopSec, Slurm's KillWait).
+    stop_grace_s: float = Field(20.0, ge=0)
     # Set by `bnlab worker --gpus ...` for its children: a worker pinned to a GPU whose CUDA
     # cannot start takes no run (it would silently train on the CPU) and says why.
     require_cuda: bool = False
+    # PostgreSQL connections of one process (docs/operations.md, "Connection budget"): the pool
+    # keeps up to db_pool_size open and opens at most db_max_overflow more under load (closed
+    # again when returned); a request past both waits db_pool_timeout_s for a free one. A
+    # worker process needs 2 (compose sets 2 and 0 for the worker service); the API's default
+    # of 5 + 5 serves its request threads. SQLite ignores them.
+    db_pool_size: int = Field(5, ge=1)
+    db_max_overflow: int = Field(5, ge=0)
+    db_pool_timeout_s: float = Field(30.0, gt=0)
+    # libpq's connect_timeout: an unreachable server fails a connection attempt in this long
+    # instead of the OS's minutes, so a pool slot is never held by a hung connect.
+    db_connect_timeout_s: int = Field(10, ge=1)
 
     @model_validator(mode="after")
     def _reads_need_a_token(self) -> Settings:
@@ -70,6 +88,15 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.database_url_ or f"sqlite:///{self.data_dir / 'bnlab.db'}"
+
+    @property
+    def database_location(self) -> str:
+        """The database as a log line may name it (never its password): the SQLite file, or
+        the database and its host."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite":
+            return f"the SQLite file {Path(url.database or '').resolve()}"
+        return f"the database {url.database} on {url.host}:{url.port or 5432}"
 
     @computed_field
     @property

@@ -26,10 +26,46 @@ from backend.db.models import Run
 
 log = logging.getLogger(__name__)
 DB_ERRORS = (OperationalError, InterfaceError)  # the database is unreachable or restarting
+# Set when this worker process is asked to stop (SIGTERM: `bnlab serve` stopping, compose,
+# systemd, Slurm; worker/tasks.py connects it to Celery's worker_shutting_down): the training
+# loop stops at its next probe and the task gives the run back to the queue.
+SHUTDOWN = threading.Event()
+
+# The database's storage refuses writes (SQLite's messages; PostgreSQL's SQLSTATEs): retrying
+# for minutes while training on cannot help, the worker stops and says so (worker/tasks.py).
+_SQLITE_STORAGE = (
+    "attempt to write a readonly database",
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open database file",
+    "readonly database",
+)
+_PG_STORAGE = {
+    "53100": "disk full",
+    "53000": "insufficient resources",
+    "58030": "I/O error",
+    "25006": "read-only transaction",
+}
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """Why the database cannot store anything (a read-only or immutable file, a full or failing
+    disk), or None for any other error (a restart, a lost connection, a bad statement)."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in _PG_STORAGE:
+        return f"PostgreSQL: {_PG_STORAGE[code]}: {str(orig).strip().splitlines()[0]}"
+    text = str(orig).strip().lower()
+    if type(orig).__module__.startswith("sqlite3") and any(m in text for m in _SQLITE_STORAGE):
+        return f"SQLite: {str(orig).strip().splitlines()[0]}"
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A connection problem worth retrying (not a bad statement or a constraint violation)."""
+    """A connection problem worth retrying (not a bad statement or a constraint violation, nor
+    storage that refuses writes: see storage_failure)."""
+    if storage_failure(exc) is not None:
+        return False
     return isinstance(exc, DB_ERRORS) or (
         isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
     )
@@ -59,6 +95,7 @@ class DbSink:
         self.total_steps = 0
         self.last_step = 0
         self.lost = False  # True once the run is no longer ours: stop and write nothing more
+        self.stopping = False  # True once training stopped because the worker shuts down
         self._cancel = False
         self._check_due = True  # read cancel_requested at most once per probe
         self._next_flush = 0.0
@@ -102,7 +139,10 @@ class DbSink:
         self.flush()
 
     def should_stop(self) -> bool:
-        if self.lost or self._cancel:
+        if self.lost or self._cancel or self.stopping:
+            return True
+        if SHUTDOWN.is_set():  # not a cancel: the task gives the run back (worker/tasks.py)
+            self.stopping = True
             return True
         if not self._check_due:
             return False

@@ -4,7 +4,9 @@ truth: every transition is one guarded UPDATE, so two processes can never both w
 queued ──claim──► running ──finish──► succeeded | diverged | cancelled | failed
                      │ heartbeat stale (worker lost)
                      ├──► queued again (attempt < max_attempts), re-enqueued
-                     └──► failed "worker lost" (attempt >= max_attempts)
+                     ├──► failed "worker lost" (attempt >= max_attempts)
+                     │ its worker is being stopped (SIGTERM to serve / the worker)
+                     └──► queued again, the attempt given back (release_run), re-enqueued
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.db.models import Run, utcnow
@@ -93,6 +95,52 @@ def finish_run(
     if status == "succeeded":
         values["progress"] = 1.0
     return heartbeat(session=session, run_id=run_id, worker_id=worker_id, **values)
+
+
+def _release(session: Session, held, now: datetime) -> list[int]:
+    """Running runs matching `held` back to `queued`, the claim's attempt given back (a
+    stopped worker is not a failed attempt); one with a cancel pending ends `cancelled`."""
+    base = (
+        update(Run)
+        .where(Run.status == "running", held)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        base.where(Run.cancel_requested.is_(True)).values(status="cancelled", finished_at=now)
+    )
+    released = session.scalars(
+        base.where(Run.cancel_requested.is_(False))
+        .values(
+            status="queued",
+            claimed_by=None,
+            attempt=case((Run.attempt > 0, Run.attempt - 1), else_=0),
+            enqueued_at=now,
+        )
+        .returning(Run.id)
+    ).all()
+    return list(released)
+
+
+def release_run(*, session: Session, run_id: int, worker_id: str) -> bool:
+    """The worker holding `run_id` is shutting down: give the run back to the queue without
+    spending an attempt (it resumes from its last checkpoint). Commits; the caller enqueues.
+    False when this worker no longer held it."""
+    released = _release(session, and_(Run.id == run_id, Run.claimed_by == worker_id), utcnow())
+    session.commit()
+    return bool(released)
+
+
+def release_runs_of_workers(*, session: Session, worker_prefixes: Iterable[str]) -> list[int]:
+    """Runs still claimed by worker processes that were stopped (killed after their grace
+    period): their claims start with "<host>:<pid>:" (worker/identity.py). Commits; returns
+    the ids given back to the queue (the caller enqueues them, or the reconciler does)."""
+    prefixes = list(worker_prefixes)
+    if not prefixes:
+        return []
+    held = or_(*(Run.claimed_by.startswith(p, autoescape=True) for p in prefixes))
+    released = _release(session, held, utcnow())
+    session.commit()
+    return released
 
 
 def fail_run(*, session: Session, run_id: int, error: str, worker_id: str | None = None) -> bool:

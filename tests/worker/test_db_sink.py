@@ -16,7 +16,7 @@ from backend.db.session import make_engine
 from bnlab.engine.sinks import ProbeRecord
 from tests.utils.runs import add_bare_run
 from tests.worker.procs import free_port, scratch_pg_database
-from worker.db_sink import DbSink
+from worker.db_sink import DbSink, is_transient, storage_failure
 
 WORKER = "test-host:1:abc"
 
@@ -185,3 +185,27 @@ def test_stop_writing_when_run_taken_by_another_worker(sessions) -> None:
         s.get(Run, run_id).claimed_by = "other:2:def"
     sink.on_probe(record(20))
     assert sink.lost and sink.should_stop() and counts(sessions, run_id) == (1, 2)
+
+
+def test_read_only_sqlite_is_a_storage_failure_not_a_retry(tmp_path: Path) -> None:
+    """A SQLite file opened read-only (what an immutable file or a read-only mount gives):
+    the flush raises at once, named as storage that refuses writes (not retried for minutes
+    like a restarting server), while a server that is down stays a transient error."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    url = f"sqlite:///{tmp_path / 'sink.db'}"
+    upgrade(url)
+    with sessionmaker(bind=make_engine(url))() as s, s.begin():
+        run_id = add_bare_run(s, claimed_by=WORKER).id
+    read_only = create_engine(f"sqlite:///file:{tmp_path / 'sink.db'}?mode=ro&uri=true")
+    sink = DbSink(run_id=run_id, worker_id=WORKER, sessions=sessionmaker(bind=read_only))
+    with pytest.raises(OperationalError) as refused:  # at once: no backoff, no retry
+        sink.on_probe(record(10))
+    assert len(sink.buffer) == 1  # kept: nothing was stored
+    assert storage_failure(refused.value) == "SQLite: attempt to write a readonly database"
+    assert not is_transient(refused.value)
+    down = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x?connect_timeout=2")
+    with pytest.raises(OperationalError) as unreachable:
+        down.connect()
+    assert storage_failure(unreachable.value) is None and is_transient(unreachable.value)

@@ -12,6 +12,8 @@ from backend.crud.lifecycle import (
     finish_run,
     heartbeat,
     reconcile_queued,
+    release_run,
+    release_runs_of_workers,
     requeue_stale_runs,
 )
 from backend.crud.workers import live_workers, register_worker
@@ -196,3 +198,40 @@ def test_resend_run_never_sent_once_old_enough(sessions) -> None:
     new_run(sessions)  # just created: its submit may be sending it right now
     with sessions() as s:
         assert reconcile_queued(session=s, in_broker=set(), older_than_s=30) == [stale]
+
+
+# ---------------------------------------------------------------- a stopping worker's runs
+
+
+def test_release_gives_the_attempt_back(sessions) -> None:
+    """A worker being stopped gives its run back: queued, unclaimed, the attempt of its claim
+    not spent (a second claim is attempt 1 again), and only the holder can do it."""
+    run_id = new_run(sessions)
+    assert claim(sessions, run_id, "host:11:aa")
+    with sessions() as s:
+        assert not release_run(session=s, run_id=run_id, worker_id="host:12:bb")
+        assert release_run(session=s, run_id=run_id, worker_id="host:11:aa")
+    run = get(sessions, run_id)
+    assert (run.status, run.claimed_by, run.attempt) == ("queued", None, 0)
+    assert run.enqueued_at is not None
+    assert claim(sessions, run_id, "host:13:cc") and get(sessions, run_id).attempt == 1
+
+
+def test_release_runs_of_stopped_workers_by_pid(sessions) -> None:
+    """After the grace, the supervisor gives back what its killed workers (host:pid:) still
+    hold; a cancel pending on one ends it cancelled; other hosts' and pids' runs stay."""
+    mine, cancelled, other_pid, other_host = (new_run(sessions) for _ in range(4))
+    for run_id, worker in (
+        (mine, "h:7:a1"),
+        (cancelled, "h:7:a1"),
+        (other_pid, "h:71:b2"),
+        (other_host, "g:7:c3"),
+    ):
+        assert claim(sessions, run_id, worker)
+    with sessions() as s, s.begin():
+        s.get(Run, cancelled).cancel_requested = True
+    with sessions() as s:
+        assert release_runs_of_workers(session=s, worker_prefixes=["h:7:"]) == [mine]
+    assert (get(sessions, mine).status, get(sessions, mine).attempt) == ("queued", 0)
+    assert get(sessions, cancelled).status == "cancelled"
+    assert get(sessions, other_pid).status == get(sessions, other_host).status == "running"
