@@ -107,6 +107,12 @@ export const SECTIONS = [
         label: "train-mode test batch sizes",
         type: "intlist",
       },
+      {
+        path: "probe.train_mode_draws",
+        label:
+          "train-mode draws (the train-mode test accuracy is the mean over this many dropout draws)",
+        type: "int",
+      },
       { path: "probe.recalibrate", label: "recalibrate BN after training", type: "bool" },
       { path: "probe.recalibrate_samples", label: "recalibration samples", type: "int" },
       {

@@ -205,10 +205,13 @@ function bnLayerIndices(ctx, names) {
     );
 }
 
+// A chart's box: the plot, a note under it (how many raw points the curves stand for), and a
+// caption (a BN layer's type and what feeds it).
 function chartBox(id, title) {
   const plot = el("div", { class: "chart", id, role: "img", "aria-label": title });
   const note = el("div", { class: "chart-note" });
-  return { box: el("div", { class: "chart-box" }, plot, note), plot, note };
+  const caption = el("div", { class: "chart-note chart-caption" });
+  return { box: el("div", { class: "chart-box" }, plot, note, caption), plot, note, caption };
 }
 
 // The layers that get a chart each: the picked layer, else the picked stage's (or all), at most 12.
@@ -296,7 +299,8 @@ function drawLayerCharts(view, opts, revision, legend) {
   const layersRaw = [...ctx.data.values()].map((d) => d.layersRaw);
   return charts.layerCharts.map((c) => {
     const name = charts.names[c.index];
-    c.note.textContent = `${layerLabel(name, infoOf(ctx.layerInfo, name))} · ${rawNote(layersRaw, maxPointsFor(view.ids.length))}`;
+    c.note.textContent = rawNote(layersRaw, maxPointsFor(view.ids.length));
+    c.caption.textContent = layerLabel(name, infoOf(ctx.layerInfo, name));
     return render(
       c.plot,
       layerTraces(ctx, c.index, opts, single && legend),
