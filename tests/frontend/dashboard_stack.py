@@ -280,6 +280,13 @@ def seed_runs(
                     "test_acc_train_mode": {"1": 0.1, "8": 0.7, "64": 0.88},
                     "test_acc_recalibrated": 0.93,
                     "shift_by_layer": shifts,
+                    # what the engine records beside it: the reading with no shift (n = 1024
+                    # held-out samples: 1 + 0.8 sqrt(2/n)), and the prediction for the BN that
+                    # a dropout feeds directly (the first, with dropout before BN)
+                    "shift_floor_by_layer": {n: 1.0 + 0.8 * math.sqrt(2 / 1024) for n in shifts},
+                    "shift_predicted_by_layer": (
+                        {layer_names[0]: 1.0 / (1.0 - rate)} if placement == "before_bn" else {}
+                    ),
                     "shift_per_channel": {
                         n: list(rng.normal(v, 0.05, 64)) for n, v in shifts.items()
                     },
