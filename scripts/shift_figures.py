@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""The figures of docs/user-guide.md's "Measurement statistics" section and docs/science.md §1-§3.
+"""An independent recomputation of the statistics behind docs/science.md §1-§3 and
+docs/user-guide.md's "Measurement statistics" (the documents' own figures are generated from
+docs/studies_results.json by scripts/make_docs_figures.py, as means over three seeds; this script
+retrains seed 0 and prints its figures, a cross-check of the probe):
 
 1. The variance_shift preset's six runs and dropout_equal_noise's equal-noise Uout run
    (beta = sqrt(3)): per BN layer bnlab's `shift`, Li et al.'s `shift_li`, their noise floors,

@@ -116,8 +116,10 @@ def test_size_full_variant_for_gpu(preset_id):
 
 @pytest.mark.parametrize("preset_id", sorted(STUDY_IDS))
 def test_train_every_preset_run_tiny(preset_id):
-    """Every run of the preset trains to the end at a tiny size and reports the study's figures."""
-    for cfg in configs(preset_by_id(preset_id)):
+    """Every run of the preset trains to the end at a tiny size and reports the study's figures
+    (each grid cell once: its other seeds take the same code path)."""
+    cfgs = configs(preset_by_id(preset_id))
+    for cfg in [c for c in cfgs if c.train.seed == cfgs[0].train.seed]:
         result = train(tiny(cfg))
         assert result.status == "succeeded", (cfg.name, result.error)
         s = result.summary

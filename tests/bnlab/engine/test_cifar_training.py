@@ -404,43 +404,23 @@ def test_li_family_presets_cover_the_paper_grid(preset_id):
 
 
 def test_li_width_preset():
-    """WRN with dropout between the convolutions: k = 1, 2, 4 on CPU, 1 … 10 (WRN-28-k) full."""
+    """WRN with dropout between the convolutions: k = 1 and 4 on CPU (4 epochs: at 2 the nets
+    barely learned and the seeds' spread swamped every width difference), 1 … 10 (WRN-28-k)
+    full; three seeds each. The width claim is decided from the seeds in docs/studies.md §9
+    (tests/test_docs_results.py), not asserted here: at CPU size it is not resolved."""
     from backend.presets import load_presets
     from bnlab.core.schema.sweeps import SweepCreate
 
     preset = next(p for p in load_presets() if p.id == "li_wrn_width")
     cpu, full = _cells(preset.sweep), _cells(SweepCreate.model_validate(preset.full))
-    assert [c.model.widen for c in cpu] == [1, 2, 4]
-    assert [c.model.widen for c in full] == [1, 2, 4, 8, 10]
+    assert sorted({c.model.widen for c in cpu}) == [1, 4]
+    assert sorted({c.model.widen for c in full}) == [1, 2, 4, 8, 10]
+    assert preset.sweep.seeds == preset.full["seeds"] == [0, 1, 2]
     for c in cpu + full:
         assert c.model.arch == "wrn" and c.model.dropout_at == "before_conv"
         assert c.model.dropout.rate == 0.5
     assert {c.model.depth for c in full} == {28} and {c.train.device for c in cpu} == {"cpu"}
-
-
-@pytest.mark.slow
-def test_width_lowers_the_shift_of_dropout_inside_wrn_units(tmp_path):
-    """li_wrn_width's first two CPU runs, exactly as the preset ships them (WRN-10-k, k = 1
-    and 2, Dropout 0.5 between the convolutions, 1600 synthetic training images, 2 epochs, 500
-    test images): the wider net's BN layers show less variance shift — Li et al.'s layer
-    statistic averaged over the BN layers, and the last BN (head.bn, which sees every unit's
-    dropout through the residual sum). docs/studies.md §9 has the figures (mean shift_li 1.75
-    vs 1.62, head.bn shift 3.32 vs 2.59, and k = 4: 1.53, 2.32)."""
-    from backend.presets import load_presets
-
-    preset = next(p for p in load_presets() if p.id == "li_wrn_width")
-    # the files docs/studies.md's runs read (the preset uses the first 2000 training images)
-    write_synthetic(tmp_path / "synthetic-cifar10", classes=10, n=5000, n_test=500)
-    li, head = {}, {}
-    for cfg in _cells(preset.sweep):
-        if cfg.model.widen > 2:
-            continue
-        s = train(cfg, MemorySink(), datasets_root=tmp_path).summary
-        stat = list(s["shift_li_by_layer"].values())
-        li[cfg.model.widen] = sum(stat) / len(stat)
-        head[cfg.model.widen] = s["shift_by_layer"]["head.bn"]
-    assert li[2] < li[1] - 0.08, li
-    assert head[2] < head[1] - 0.3, head
+    assert {c.train.epochs for c in cpu} == {4}
 
 
 @needs_cuda
