@@ -97,34 +97,16 @@ def _dims(x: torch.Tensor) -> tuple[int, ...]:
     return (0,) if x.dim() == 2 else (0,) + tuple(range(2, x.dim()))
 
 
-@torch.no_grad()
-def eval_pass(
-    model: nn.Module,
-    x: torch.Tensor,
-    bns: list[_BatchNorm],
-    batch_size: int = EVAL_CHUNK,
-    *,
-    with_spread: bool = False,
-) -> tuple[Any, ...]:
-    """Eval-mode forward of x (every dropout off, BN on running stats).
+def _stat_forward(forward: Any, bn: _BatchNorm, slot: int, acc: list, with_spread: bool) -> Any:
+    """A BN layer's forward for one eval pass: the sums of what it receives, then its own
+    forward. Set as the instance's `forward` for the pass (see eval_pass), not a hook."""
+    rm = bn.running_mean  # fixed during an eval pass (BN in eval mode records nothing)
 
-    Returns the logits, then the mean and biased variance per channel of what each BN layer
-    receives, flat over the channels of `bns` in order (float64), and each BN's count of
-    values per channel. with_spread: also (per channel, per layer) Var(q)/E[q]² of each
-    sample's sum of squares q around the running mean (shiftstats.log_ratio_var, for the
-    noise floor): one more square and a few sums per BN input.
-    """
-    if not bns:
-        empty = torch.zeros(0, dtype=torch.float64, device=x.device)
-        out = (predict_logits(model, x, batch_size), empty, empty, [])
-        return out + ((empty, empty),) if with_spread else out
-    acc: dict[int, tuple[list[torch.Tensor], int]] = {}  # id(bn) → [Σh, Σh², ...], count
-
-    def pre_hook(module: nn.Module, args: tuple) -> None:
+    def stat_forward(x: torch.Tensor) -> torch.Tensor:
         # Sums, not var_mean: on CPU var_mean over the batch is ~20x slower than two sums.
-        # Centering on running_mean (fixed during an eval pass) avoids the cancellation of
-        # E[x²] − E[x]² in float32 when the mean is large against the spread.
-        h = args[0] - module.running_mean.view((1, -1) + (1,) * (args[0].dim() - 2))
+        # Centering on running_mean avoids the cancellation of E[x²] − E[x]² in float32 when
+        # the mean is large against the spread.
+        h = x - (rm if x.dim() == 2 else rm.view((1, -1) + (1,) * (x.dim() - 2)))
         h2 = h * h
         if h.dim() > 2:  # per sample and channel: sum over positions
             s1, q = h.sum((0, *range(2, h.dim()))), h2.sum(tuple(range(2, h.dim())))
@@ -135,33 +117,75 @@ def eval_pass(
             q_layer = q.sum(1)
             sums += [(q * q).sum(0), (q_layer @ q_layer).view(1)]
         n = h.numel() // h.shape[1]
-        prev = acc.get(id(module))  # a BN met twice in one forward adds up
+        prev = acc[slot]  # a BN met twice in one forward adds up
         if prev is not None:
             sums, n = [a + b for a, b in zip(prev[0], sums, strict=True)], prev[1] + n
-        acc[id(module)] = (sums, n)
+        acc[slot] = (sums, n)
+        return forward(bn, x)
 
-    handles = [bn.register_forward_pre_hook(pre_hook) for bn in bns]
+    return stat_forward
+
+
+@torch.no_grad()
+def eval_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    bns: list[_BatchNorm],
+    batch_size: int = EVAL_CHUNK,
+    *,
+    with_spread: bool = False,
+    running_mean: torch.Tensor | None = None,
+) -> tuple[Any, ...]:
+    """Eval-mode forward of x (every dropout off, BN on running stats).
+
+    Returns the logits, then the mean and biased variance per channel of what each BN layer
+    receives, flat over the channels of `bns` in order (float64), and each BN's count of
+    values per channel. with_spread: also (per channel, per layer) Var(q)/E[q]² of each
+    sample's sum of squares q around the running mean (shiftstats.log_ratio_var, for the
+    noise floor): one more square and a few sums per BN input. running_mean: the BN layers'
+    running means, flat in `bns` order, when the caller holds them (else they are gathered).
+
+    Each BN's sums are taken by a forward set on the BN instance for the pass and removed
+    after it (the class's forward is untouched): a forward pre-hook cost ~50 µs more per layer
+    and pass (the handle, and nn.Module's slow call path for every hooked call), the largest
+    fixed cost of a small model's probe. Nothing stays on the model.
+    """
+    if not bns:
+        empty = torch.zeros(0, dtype=torch.float64, device=x.device)
+        out = (predict_logits(model, x, batch_size), empty, empty, [])
+        return out + ((empty, empty),) if with_spread else out
+    acc: list[tuple[list[torch.Tensor], int] | None] = [None] * len(bns)
+    saved = [bn.__dict__.get("forward") for bn in bns]  # an instance forward of the user's
+    for i, bn in enumerate(bns):
+        inner = type(bn).forward if saved[i] is None else _unbound(saved[i])
+        bn.__dict__["forward"] = _stat_forward(inner, bn, i, acc, with_spread)
     logits, total, counts = [], None, [0] * len(bns)
     k = 4 if with_spread else 2  # part k-1 is one value per BN, the others one per channel
     try:
         with mode(model, bn_train=False):
             for i in range(0, len(x), batch_size):
                 logits.append(model(x[i : i + batch_size]))
-                parts = [acc.pop(id(bn)) for bn in bns]
+                parts = list(acc)
+                acc[:] = [None] * len(bns)
                 sums = torch.cat([p[0][j] for j in range(k) for p in parts])
                 # float32 within a chunk, float64 across chunks
                 total = sums.double() if total is None else total + sums
                 counts = [c + p[1] for c, p in zip(counts, parts, strict=True)]
     finally:
-        for h in handles:
-            h.remove()
+        for bn, own in zip(bns, saved, strict=True):
+            if own is None:
+                del bn.__dict__["forward"]
+            else:
+                bn.__dict__["forward"] = own
     logits = cat_chunks(logits)
     sizes = tuple(bn.num_features for bn in bns)
     inv_n = per_channel([1 / c for c in counts], sizes, x.device, torch.float64)
     n_ch = sum(sizes)
-    offset, m2 = total[:n_ch] * inv_n, total[n_ch : 2 * n_ch] * inv_n
+    offset, m2 = (total[: 2 * n_ch].view(2, n_ch) * inv_n).unbind()  # one multiply for both
     var = torch.addcmul(m2, offset, offset, value=-1).clamp_min_(0.0)
-    mean = offset + torch.cat([bn.running_mean for bn in bns])
+    if running_mean is None:
+        running_mean = torch.cat([bn.running_mean for bn in bns])
+    mean = offset + running_mean
     if not with_spread:
         return logits, mean, var, counts
     n = len(x)
@@ -171,6 +195,11 @@ def eval_pass(
         0, torch.arange(len(bns), device=x.device).repeat_interleave(torch.tensor(sizes)), sum_q
     )
     return logits, mean, var, counts, (per_ch, rel_var(q_layer, total[3 * n_ch :], n))
+
+
+def _unbound(forward: Any) -> Any:
+    """An instance's own forward (a bound method or a plain callable), as f(module, x)."""
+    return lambda _module, x: forward(x)
 
 
 def predicted_shift(kind: str, rate: float, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -195,6 +224,20 @@ def shift_per_channel(
 
 
 SPREAD_EVERY = 8  # records between two measurements of the noise floor's spread
+# The per-channel statistics a record averages per layer, in the order of its table's columns;
+# then the table's other columns (each layer's log-ratio quartiles and shift_li's floor).
+STAT_KEYS = (
+    "train_mean",
+    "train_var",
+    "running_mean",
+    "running_var",
+    "eval_mean",
+    "eval_var",
+    "shift",
+    "shift_floor",
+)
+DERIVED_KEYS = ("shift_log_q1", "shift_log_median", "shift_log_q3", "shift_li_floor")
+EVAL_VAR, RUNNING_VAR = STAT_KEYS.index("eval_var"), STAT_KEYS.index("running_var")
 
 
 class BNProbe:
@@ -225,6 +268,7 @@ class BNProbe:
         # model by its module tree and finds each BN's feeding weight by tracing a forward).
         self.model, self.units = model, (units(model) if layers is None else list(layers))
         self.bns = [u.bn for u in self.units if u.bn is not None]
+        self._weights = [u.weight for u in self.units]  # for grad_norm, read at each record
         # BN updates its buffers in place, so these references stay valid for the whole run
         # (and spare step() a Module.__getattr__ per buffer).
         self.bufs = [bn.running_mean for bn in self.bns] + [bn.running_var for bn in self.bns]
@@ -365,52 +409,60 @@ class BNProbe:
 
         train_batch: samples per training batch. Starts a new window. fresh_spread: measure
         the noise floor's spread in this pass (else every SPREAD_EVERY records).
+
+        Its fixed cost (what it adds to the eval pass's forward, whatever the model's size):
+        ~40 small tensor operations over the flat channel vectors, one host read of one
+        vector holding every layer's values and gradient norm, and one dict per layer; each
+        operation is a few µs of dispatch on CPU, more when the training steps in between
+        have evicted the probe's code and data from the caches (measured in
+        docs/performance.md).
         """
         want = fresh_spread or self.spread is None or self.records % SPREAD_EVERY == 0
-        out = eval_pass(self.model, x_eval, self.bns, with_spread=want)
+        current = self._current() if self.bns else None  # eval mode leaves the buffers alone
+        n_ch = sum(self.sizes)
+        out = eval_pass(
+            self.model,
+            x_eval,
+            self.bns,
+            with_spread=want,
+            running_mean=None if current is None else current[:n_ch],
+        )
         logits, emean, evar, counts = out[:4]
         if want:
             self.spread, self._floor_cache = out[4], None
         self.records += 1
-        spread = self.spread
-        values: list[dict[str, float | None]] = []
-        if self.bns:
-            current = self._current()
+        grads = [None if w is None else w.grad for w in self._weights]
+        present = [g for g in grads if g is not None]
+        norms = torch.stack(torch._foreach_norm(present)) if present else None
+        if current is None:
+            self.reset_window()
+            values: list[list[float]] = []
+            read = norms.tolist() if norms is not None else []
+        else:
             ns = [train_batch * (c // len(x_eval)) for c in counts]  # batch × H × W
             tmean, tvar = self.train_stats(ns, current)
             rmean, rvar = current.chunk(2)
-            floor_ch, floor_layer = self._floors(spread, len(x_eval), train_batch)
+            floor_ch, floor_layer = self._floors(self.spread, len(x_eval), train_batch)
             evar = evar.float()
-            shift = shift_per_channel(evar, rvar, self.eps)
+            ratio = (evar + self.eps) / (rvar + self.eps)  # eps (BN's own) guards dead channels
+            shift = torch.maximum(ratio, ratio.reciprocal())  # shift_per_channel, ratio kept
             # signed: < 0 when BN divides by more variance than inference feeds it
-            log_ratio = torch.log((evar + self.eps) / (rvar + self.eps))
+            log_ratio = ratio.log()
             self._last = (emean, evar, shift)
-            stats = {  # per channel, flat; each reported as its channel mean
-                "train_mean": tmean,
-                "train_var": tvar,
-                "running_mean": rmean,
-                "running_var": rvar,
-                "eval_mean": emean.float(),
-                "eval_var": evar,
-                "shift": shift,
-                "shift_floor": floor_ch,
-            }
-            rows = torch.stack(list(stats.values()))
-            extra = torch.cat([self.quantiles(log_ratio).float(), floor_layer[:, None]], 1)
-            table = torch.cat([self._layer_means(rows), extra], 1).tolist()  # CPU-GPU sync point
-            values = [
-                self._derived(dict(zip(stats, row, strict=False)), row[len(stats) :])
-                for row in table
-            ]
+            # per channel, flat, in STAT_KEYS order; each reported as its channel mean
+            rows = torch.stack([tmean, tvar, rmean, rvar, emean.float(), evar, shift, floor_ch])
+            table = torch.cat(  # (layers, 12): the 8 means, 3 quartiles, shift_li's floor
+                [self._layer_means(rows), self.quantiles(log_ratio).float(), floor_layer[:, None]],
+                1,
+            )
+            flat = table.view(-1) if norms is None else torch.cat([table.view(-1), norms])
+            read = flat.tolist()  # the one CPU-GPU sync point
+            width = len(STAT_KEYS) + 4
+            values = [read[i : i + width] for i in range(0, len(self.bns) * width, width)]
+            read = read[len(self.bns) * width :]
             self.reset_window(current)
-        else:
-            self.reset_window()
-        bn_units = [u for u in self.units if u.bn is not None]
-        self.last_layers = dict(zip([u.name for u in bn_units], values, strict=True))
-        grads = [None if u.weight is None else u.weight.grad for u in self.units]
-        present = [g for g in grads if g is not None]
-        norms = iter(torch.stack(torch._foreach_norm(present)).tolist() if present else [])
-        return logits, self._rows(values, [None if g is None else next(norms) for g in grads])
+        norm_of = iter(read)
+        return logits, self._rows(values, [None if g is None else next(norm_of) for g in grads])
 
     def _floors(
         self, spread: tuple[torch.Tensor, torch.Tensor], n_eval: int, train_batch: int
@@ -433,15 +485,6 @@ class BNProbe:
         self._floor_cache = (key, floors)
         return floors
 
-    @staticmethod
-    def _derived(means: dict[str, float], extra: list[float]) -> dict[str, float | None]:
-        """The per-layer values that are not channel means (docs/science.md §1)."""
-        out: dict[str, float | None] = dict(means)
-        out["shift_li"] = shift_li(means["eval_var"], means["running_var"])
-        out["shift_log_q1"], out["shift_log_median"], out["shift_log_q3"] = extra[:3]
-        out["shift_li_floor"] = extra[3]
-        return out
-
     def _split(self, flat: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if flat is None:  # no BN layer, or nothing recorded yet
             return {}
@@ -460,17 +503,31 @@ class BNProbe:
         means, variances = self._split(self._last[0]), self._split(self._last[1])
         return {k: (means[k], variances[k]) for k in means}
 
-    def _rows(
-        self, values: list[dict[str, float | None]], grads: list[float | None]
-    ) -> list[dict[str, Any]]:
-        """One dict per unit: index, name and every registry LAYER_KEYS entry, by name."""
-        rows, it = [], iter(values)
+    def _rows(self, values: list[list[float]], grads: list[float | None]) -> list[dict[str, Any]]:
+        """One dict per unit: index, name and every registry LAYER_KEYS entry, by name; and
+        `last_layers` (per BN unit, the measured values as read, before _finite).
+
+        values: per BN unit, its row of the record's table (STAT_KEYS means, the log-ratio
+        quartiles, shift_li's floor); grads: per unit, its weight's gradient norm or None."""
+        rows: list[dict[str, Any]] = []
+        last: dict[str, dict[str, float | None]] = {}
+        it = iter(values)
         for i, u in enumerate(self.units):
-            named = dict(next(it)) if u.bn is not None else dict.fromkeys(BN_LAYER_KEYS)
+            if u.bn is None:
+                named: dict[str, float | None] = dict.fromkeys(BN_LAYER_KEYS)
+            else:
+                v = next(it)
+                measured: dict[str, float | None] = dict(zip(STAT_KEYS, v, strict=False))
+                # docs/science.md §1: Li et al.'s statistic from the layer's mean variances
+                measured["shift_li"] = shift_li(v[EVAL_VAR], v[RUNNING_VAR])
+                measured.update(zip(DERIVED_KEYS, v[len(STAT_KEYS) :], strict=True))
+                last[u.name] = measured
+                named = dict(measured)
             named["grad_norm"] = grads[i]
-            row = {"index": i, "name": u.name}
-            row.update({k: _finite(named[k]) for k in LAYER_KEYS})  # KeyError: a key not measured
+            row: dict[str, Any] = {"index": i, "name": u.name}
+            row.update((k, _finite(named[k])) for k in LAYER_KEYS)  # KeyError: not measured
             rows.append(row)
+        self.last_layers = last
         return rows
 
 

@@ -7,7 +7,7 @@ MemorySink (and writes it as JSON), tests whichever they like.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -95,8 +95,11 @@ class JsonlSink(MemorySink):
 
     def on_probe(self, record: ProbeRecord) -> None:
         super().on_probe(record)
+        # The record's fields as they are (asdict() deep-copies every layer's dict first: the
+        # same JSON, built twice).
+        line = {"type": "probe", **{f.name: getattr(record, f.name) for f in fields(record)}}
         with self.path.open("a") as f:
-            f.write(json.dumps({"type": "probe", **asdict(record)}) + "\n")
+            f.write(json.dumps(line) + "\n")
 
     def on_summary(self, summary: dict[str, Any]) -> None:
         super().on_summary(summary)
