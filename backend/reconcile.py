@@ -5,6 +5,10 @@
 - queued but its broker message is gone (Redis restarted empty) → enqueued again
 - a script run (the SDK) whose client went silent past BNLAB_SCRIPT_TIMEOUT_S → crashed
 - an ended run's series packed (crud/packs.py), so its first reader does not pay for it
+
+One API process at a time reconciles (Leadership): with PostgreSQL the one holding a
+session-level advisory lock; the others stand by and try to take it at every sweep, so when the
+leader's process ends (crash, redeploy, its host gone) another takes over within a sweep or two.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from backend import broker
 from backend.crud.lifecycle import reconcile_queued, requeue_stale_runs
 from backend.crud.metrics import pack_ended_runs
 from backend.crud.script_runs import crash_silent_runs
 from backend.crud.workers import prune_workers
-from backend.db.session import get_sessionmaker
+from backend.db.session import get_sessionmaker, make_engine
 from backend.settings import Settings, settings
 
 log = logging.getLogger(__name__)
@@ -120,14 +126,100 @@ def reconcile_once(app: Celery | None = None, s: Settings = settings) -> dict[st
     return out
 
 
-def _loop(stop: threading.Event, app: Celery | None, s: Settings) -> None:
-    while True:
+# The advisory lock's key (a bigint of the database's one lock space): "bnlab-rc" in ASCII.
+LEADER_LOCK = int.from_bytes(b"bnlab-rc", "big") & (2**63 - 1)
+# Server-side TCP keepalive of the lock's connection (seconds: idle, interval, probes): the
+# server drops the session of a leader whose host vanished without closing it (power loss, a
+# network partition) after about idle + interval * probes, and the lock with it; the OS default
+# would keep it for two hours.
+LOCK_KEEPALIVE = (20, 5, 3)
+# Whether this session holds LEADER_LOCK (a bigint key is classid << 32 | objid, objsubid 1).
+HOLDS_LOCK = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND pid = pg_backend_pid() AND objsubid = 1"
+    " AND ((classid::bigint << 32) | objid::bigint) = :key)"
+)
+
+
+class Leadership:
+    """Whether this process is the one that reconciles.
+
+    PostgreSQL: a session-level advisory lock (pg_try_advisory_lock) taken on a connection of
+    its own, outside the request pool. The lock lives as long as that session, so it needs no
+    renewal and cannot outlive its holder: the process ending closes the connection and frees
+    it. A standby keeps its connection and tries again at every sweep. A leader checks its
+    session at every sweep; a broken one (the database restarted) means the lock is gone, and
+    it competes again like a standby. SQLite: one process serves the file, so it always leads.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+        self.sqlite = database_url.startswith("sqlite")
+        self.conn: Connection | None = None
+        self.leading = False
+
+    def check(self) -> bool:
+        """True when this process leads now (taking the lock if it is free)."""
+        if self.sqlite:
+            return True
         try:
-            reconcile_once(app, s)
-        except Exception as exc:  # database or broker down: the next sweep tries again
-            log.warning("reconciler pass failed: %s", exc)
-        if stop.wait(s.reconcile_s):
-            return
+            if self.conn is None:
+                self.conn = make_engine(self.url, pooled=False).connect()
+                idle, interval, count = LOCK_KEEPALIVE
+                self.conn.execute(
+                    text(
+                        f"SET tcp_keepalives_idle = {idle}; "
+                        f"SET tcp_keepalives_interval = {interval}; "
+                        f"SET tcp_keepalives_count = {count}"
+                    )
+                )
+            if self.leading:
+                # Still ours? (A SQLAlchemy connection may have silently reconnected.)
+                self.leading = bool(self.conn.execute(HOLDS_LOCK, {"key": LEADER_LOCK}).scalar())
+                if not self.leading:
+                    log.warning("reconciler: the leader lock is gone; competing again")
+            if not self.leading:
+                got = self.conn.execute(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK}
+                ).scalar()
+                if got:
+                    self.leading = True
+                    log.info("reconciler: this process leads (advisory lock %d)", LEADER_LOCK)
+        except SQLAlchemyError as exc:  # the database is away: whatever we held is gone
+            if self.leading:
+                log.warning("reconciler: lost the leader lock (%s); competing again", exc)
+            self._close()
+        return self.leading
+
+    def release(self) -> None:
+        """Hand the lead over now (API shutdown): closing the session frees the lock."""
+        if self.leading:
+            log.info("reconciler: giving up the lead")
+        self._close()
+
+    def _close(self) -> None:
+        self.leading = False
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except SQLAlchemyError:
+                pass
+            self.conn = None
+
+
+def _loop(stop: threading.Event, app: Celery | None, s: Settings) -> None:
+    leader = Leadership(s.database_url)
+    try:
+        while True:
+            try:
+                if leader.check():
+                    reconcile_once(app, s)
+            except Exception as exc:  # database or broker down: the next sweep tries again
+                log.warning("reconciler pass failed: %s", exc)
+            if stop.wait(s.reconcile_s):
+                return
+    finally:
+        leader.release()
 
 
 def start_background(app: Any = None, s: Settings = settings) -> threading.Event:
