@@ -18,6 +18,7 @@ from dashboard_stack import (
     REPO,
     screenshot,
     seed_runs,
+    start_stack,
     submit,
     tiny_config,
     wait_finished,
@@ -363,4 +364,40 @@ def test_group_rows_use_the_tables_accuracy_format(stack, open_page, long_named)
         mean = f"{100 * statistics.mean(accs):.1f}%"
         want = mean if len(accs) < 2 else f"{mean} ± {100 * statistics.stdev(accs):.1f} pt"
         assert row["text"] == want, (row, accs)
+    assert not pg.console_errors, pg.console_errors
+
+
+@pytest.fixture(scope="module")
+def empty_stack(tmp_path_factory):
+    """A stack with no run at all (no worker: nothing is trained)."""
+    s = start_stack(tmp_path_factory.mktemp("dashboard-empty"), workers=0)
+    yield s
+    s.stop()
+
+
+def test_empty_dashboard_opens_on_a_welcome_not_a_form(empty_stack, open_page):
+    """With no runs the first screen says what bnlab measures and lists the studies; the form
+    stays one click away (before: it opened by itself and filled the screen). Choosing a study
+    opens the form with that study's preset."""
+    pg = open_page(1280, 800)
+    pg.goto(empty_stack.url + "/")
+    pg.wait_for_selector("body[data-ready=runs]", timeout=READY)
+    welcome = pg.locator(".empty-state")
+    welcome.wait_for(timeout=READY)
+    assert pg.locator("aside.drawer").is_hidden() and pg.locator("form.submit-form").is_hidden()
+    assert "variance shift" in welcome.inner_text()
+    with empty_stack.client() as c:
+        presets = c.get("/api/presets").json()
+    studies = welcome.locator(".study-list button.link")
+    studies.first.wait_for(timeout=READY)
+    assert studies.all_inner_texts() == [p["title"] for p in presets]
+    studies.nth(1).click()
+    pg.wait_for_selector("form.submit-form[data-presets=ready]", timeout=READY)
+    pg.wait_for_function(
+        "t => { const s = document.querySelector('select[name=preset]');"
+        " return s.options[s.selectedIndex].text === t; }",
+        arg=presets[1]["title"],
+        timeout=READY,
+    )
+    assert pg.locator("aside.drawer").is_visible()
     assert not pg.console_errors, pg.console_errors

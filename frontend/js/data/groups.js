@@ -9,6 +9,14 @@ import { shortPath, shortValue } from "./fields.js";
  * Entries to draw: `by` = "" (one per run), "seed" (runs differing only in train.seed) or a
  * config path (one entry per value of that field). Each entry: {key, runs, label}.
  */
+// Deep nets (50-300 BN layers): at most this many layers get a chart each (pick a stage or a
+// layer for the others), and past this many a layer menu or table goes stage by stage.
+export const MAX_LAYER_CHARTS = 12;
+export const MAX_FLAT_LAYERS = 24;
+// Per-run panels (legend, tables) start open up to this many entries, collapsed past it.
+export const LEGEND_OPEN_UP_TO = 12;
+export const TABLES_OPEN_UP_TO = 8;
+
 const UNSET = "unset"; // the group of runs without the field (script runs, older configs)
 
 export function groupEntries(runs, by) {

@@ -20,13 +20,20 @@ import {
 import { runColour } from "../data/colours.js";
 import { differingPaths } from "../data/configs.js";
 import { storyContext } from "../data/context.js";
-import { depthTicks, groupEntries, stagesOf, stepRange, xMapper } from "../data/groups.js";
+import {
+  MAX_LAYER_CHARTS,
+  depthTicks,
+  groupEntries,
+  stagesOf,
+  stepRange,
+  xMapper,
+} from "../data/groups.js";
 import { describeKey, infoOf, layerInfos, layerLabel } from "../data/layers.js";
 import { isTerminal } from "../data/runs.js";
 import { el, notice, setChildren } from "../lib/dom.js";
 import { param, setParams } from "../lib/router.js";
 import { watch } from "../lib/stream.js";
-import { MAX_LAYER_CHARTS, controls, options } from "./compare_controls.js";
+import { controls, options } from "./compare_controls.js";
 import { diffPanel, legendPanel, summaryPanel } from "./compare_panels.js";
 import { STORY_LAYER_KEYS, renderStory } from "./story.js";
 

@@ -1,13 +1,10 @@
 // The compare view's controls, all kept in the URL: which layers (a deep net's stage first),
 // log y, running_var, grouping with its band, the x-axis, shared zoom and smoothing.
 
-import { stagesOf } from "../data/groups.js";
+import { MAX_FLAT_LAYERS, MAX_LAYER_CHARTS, stagesOf } from "../data/groups.js";
 import { infoOf, layerLabel } from "../data/layers.js";
 import { el } from "../lib/dom.js";
 import { flagParam, param, setParams } from "../lib/router.js";
-
-export const MAX_LAYER_CHARTS = 12; // beyond this many BN layers, pick a stage (deep nets have 50-300)
-const MAX_FLAT_MENU = 24; // more layers than this: the layer menu lists one stage at a time
 
 /** The view's options as the URL holds them. */
 export function options() {
@@ -52,7 +49,7 @@ function layerPickers({ names, bnIndices, places, infos }, opts) {
     "select",
     { name: "layer", "aria-label": "layer" },
     el("option", { value: "all", text: `all ${inStage.length} layers${many}` }),
-    inStage.length <= MAX_FLAT_MENU || stageSel.value !== "all"
+    inStage.length <= MAX_FLAT_LAYERS || stageSel.value !== "all"
       ? inStage.map((i) =>
           el("option", {
             value: String(i),

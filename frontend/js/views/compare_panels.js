@@ -5,12 +5,10 @@
 import { configValue, differingPaths, kindOf, mixedKinds } from "../data/configs.js";
 import { shortValue } from "../data/fields.js";
 import { fmt, pct } from "../data/format.js";
+import { LEGEND_OPEN_UP_TO, TABLES_OPEN_UP_TO } from "../data/groups.js";
 import { isTerminal } from "../data/runs.js";
 import { el, fold, statusBadge, swatch } from "../lib/dom.js";
 import { runUrl } from "../lib/router.js";
-
-export const LEGEND_OPEN_UP_TO = 12; // entries
-export const TABLES_OPEN_UP_TO = 8;
 
 // A fold whose rows are built on first opening (at once when it starts open).
 function lazyFold(options, build) {

@@ -10,7 +10,7 @@ import { colour } from "../data/colours.js";
 import { runContext } from "../data/context.js";
 import { metricsCsv, layersCsv } from "../data/csv.js";
 import { fmt, pct, when } from "../data/format.js";
-import { pickLayers } from "../data/groups.js";
+import { MAX_FLAT_LAYERS, MAX_LAYER_CHARTS, pickLayers } from "../data/groups.js";
 import { describeKey, fromDescription, fromScriptSummary, layerLabel } from "../data/layers.js";
 import { isTerminal, unplanned } from "../data/runs.js";
 import { el, downloadBlob, notice, progressBar, setChildren, statusBadge } from "../lib/dom.js";
@@ -21,8 +21,6 @@ import { shiftSummary } from "./run_shift.js";
 
 const MAX_POINTS = 2000;
 const REFRESH_MS = 1500;
-const MAX_LAYER_CHARTS = 12; // deep nets (50-300 BN layers): one stage or layer at a time
-const MAX_FLAT_MENU = 24; // more layers than this: the layer menu lists one stage at a time
 
 async function downloadCsv(id) {
   // The full series, not the downsampled view.
@@ -220,7 +218,7 @@ function layerControls(sel, info, onPick) {
       value: "all",
       text: `all ${pool.length} layers${pool.length > MAX_LAYER_CHARTS ? ` (first ${MAX_LAYER_CHARTS} drawn)` : ""}`,
     }),
-    pool.length <= MAX_FLAT_MENU || sel.stage !== "all"
+    pool.length <= MAX_FLAT_LAYERS || sel.stage !== "all"
       ? pool.map((i) =>
           el("option", {
             value: String(i),
@@ -409,7 +407,7 @@ function showRun(view, got) {
   const shifts = shiftSummary(
     { run, metrics: got.metrics, layers: got.layers },
     got.info,
-    MAX_FLAT_MENU,
+    MAX_FLAT_LAYERS,
   );
   setChildren(
     view.shifts,

@@ -18,6 +18,7 @@ import {
   shiftByLayerTraces,
 } from "../charts/story.js";
 import { finite } from "../data/format.js";
+import { MAX_FLAT_LAYERS } from "../data/groups.js";
 import { SERIES, layerOrder, layerStages, presetIdOf, trainModeSizes } from "../data/story.js";
 import { runFacts } from "../data/verdict.js";
 import { el, setChildren } from "../lib/dom.js";
@@ -32,7 +33,6 @@ export const STORY_LAYER_KEYS = [SERIES.gradNorm, SERIES.shiftLi];
 const DIST_KEYS = [SERIES.floor, SERIES.logQ1, SERIES.logMedian, SERIES.logQ3];
 const DIST_POINTS = 400; // per curve: a quartile band needs no more
 const distCache = new WeakMap(); // a run's data object → Promise of its layers with DIST_KEYS
-const MAX_FLAT = 24; // more BN layers than this (ResNets, DenseNets): menus by stage
 
 const hasDistKeys = (data) => data.layers.some((l) => DIST_KEYS.every((k) => Array.isArray(l[k])));
 
@@ -149,7 +149,7 @@ function drawTables(host, ctx, mine) {
 
 // The layer menu of the distribution panel: a deep net's stage first, then that stage's layers.
 function layerMenu(ctx, names, mine, redraw) {
-  const stages = names.length > MAX_FLAT ? layerStages(ctx.runs, names) : null;
+  const stages = names.length > MAX_FLAT_LAYERS ? layerStages(ctx.runs, names) : null;
   const stageNow = stages?.find((st) => st.names.includes(mine.layer)) ?? null;
   const stageSelect = stages
     ? el(

@@ -3,17 +3,15 @@
 // nets) start collapsed and searchable; a small comparison shows them open.
 
 import { fixed, pct, points, sdPoints } from "../data/format.js";
+import { MAX_FLAT_LAYERS, TABLES_OPEN_UP_TO } from "../data/groups.js";
 import { infoOf, layerLabel, layerTitle } from "../data/layers.js";
 import { accuracies, finite, layerStages, shiftRows, stats } from "../data/story.js";
 import { shiftVerdict } from "../data/verdict.js";
 import { el, fold, notice, swatch } from "../lib/dom.js";
 import { verdictCell } from "./verdict.js";
 
-export const OPEN_UP_TO = 8; // entries: up to this many, the tables start open
-const MAX_FLAT = 24; // BN layers: beyond, one collapsed table per stage
-
 export function tablesOpen(ctx) {
-  return ctx.entries.length <= OPEN_UP_TO;
+  return ctx.entries.length <= TABLES_OPEN_UP_TO;
 }
 
 // "54.5% ± 1.2 pt" for a group (hover: n, min, max), "54.5%" for one run.
@@ -95,7 +93,7 @@ export function accuracyTable(ctx, { bs, sizes, onSize, open }) {
       open,
       cls: "story-panel story-accuracy-fold",
       search:
-        ctx.entries.length > OPEN_UP_TO
+        ctx.entries.length > TABLES_OPEN_UP_TO
           ? { placeholder: "search runs", rows: () => tbody.children }
           : null,
     },
@@ -222,7 +220,7 @@ function shiftTable(ctx, names) {
  */
 export function shiftTables(ctx, names, { open }) {
   const content =
-    names.length <= MAX_FLAT
+    names.length <= MAX_FLAT_LAYERS
       ? shiftTable(ctx, names)
       : el(
           "div",
