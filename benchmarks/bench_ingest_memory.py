@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import benchlib
 import httpx
 import psutil
 
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--mb", type=float, default=42.0)
     ap.add_argument("--repo", type=Path, default=ROOT)
+    benchlib.add_figures_argument(ap)
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bnlab-bench-ingest-mem-"))
     with __import__("socket").socket() as s:
@@ -77,7 +79,8 @@ def main() -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        print(f"waiting up to {benchlib.start_seconds():.0f} s for bnlab serve's /api/health")
+        deadline = time.monotonic() + benchlib.start_seconds()
         while True:
             try:
                 if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
@@ -142,6 +145,21 @@ def main() -> None:
         )
         for i, (code, took, detail) in enumerate(answers):
             print(f"  client {i}: {code} in {took:.1f} s {detail}")
+        out = benchlib.Figures("ingest-memory", args.figures)
+        size = f"{args.clients} clients x {len(payloads[0]) / 2**20:.1f} MB JSON at once"
+        out.add(
+            f"{size}: the server's peak resident memory",
+            round(peak[0] / 2**20),
+            "MB",
+            baseline=f"idle {idle / 2**20:.0f} MB; wall {wall:.1f} s",
+        )
+        codes = [code for code, _, _ in answers]
+        out.add(
+            f"{size}: answered 200",
+            codes.count(200),
+            f"of {args.clients}",
+            spread="answers: " + ", ".join(map(str, codes)),
+        )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

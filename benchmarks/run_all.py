@@ -70,6 +70,12 @@ BENCHES: dict[str, Bench] = {
         ("--peers", "--repeats", "1", "--steps", "1000", "--mlflow-steps", "50"),
         "insert_points, and the same series through TensorBoard, MLflow and bnlab (item 4)",
     ),
+    "ingest-memory": Bench(
+        "bench_ingest_memory.py",
+        (),
+        ("--clients", "2", "--mb", "5"),
+        "concurrent large JSON batches against bnlab serve: its peak memory (issue 21)",
+    ),
     "api": Bench(
         "bench_api.py",
         (),
