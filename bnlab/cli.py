@@ -448,6 +448,136 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+DATA_DIR = typer.Option(None, help="Data directory (default: BNLAB_DATA_DIR, else ~/.bnlab).")
+DATABASE_URL = typer.Option(None, help="Default: BNLAB_DATABASE_URL, else SQLite in the data dir.")
+
+
+def _server_env(data_dir: Path | None, database_url: str | None) -> None:
+    """Point the server settings at a deployment before they are first read (as serve does):
+    the operations commands run on the server host, with its environment or these options."""
+    if data_dir is not None:
+        os.environ["BNLAB_DATA_DIR"] = str(data_dir.expanduser().resolve())
+    if database_url:
+        os.environ["BNLAB_DATABASE_URL"] = database_url
+
+
+@app.command()
+def gc(
+    older_than: str = typer.Option(
+        ..., help="Age: runs that ended longer ago than this, e.g. 90d, 12h, 2w (plain: days)."
+    ),
+    status: str = typer.Option(
+        "failed,cancelled,crashed", help="Ended statuses to collect (comma-separated) or all."
+    ),
+    uploads: bool = typer.Option(
+        True, "--uploads/--keep-uploads", help="Also uploaded datasets no remaining run uses."
+    ),
+    dry_run: bool = typer.Option(
+        True, "--dry-run/--delete", help="Print what would be deleted (the default), or delete it."
+    ),
+    data_dir: Path | None = DATA_DIR,
+    database_url: str | None = DATABASE_URL,
+) -> None:
+    """Retention: ended runs of --status older than --older-than with their series, exports
+    and checkpoints; files no run needs; uploads no run uses; sweeps left empty. Prints the
+    plan and deletes nothing unless --delete is given."""
+    _server_env(data_dir, database_url)
+    with _needs("server", "gc"):
+        from sqlalchemy.exc import OperationalError
+
+        from backend import ops
+        from backend.artifacts import get_store
+        from backend.db.session import get_sessionmaker
+    try:
+        age, statuses = ops.parse_age(older_than), ops.parse_statuses(status)
+    except ops.OpsError as exc:
+        raise _fail(str(exc)) from None
+    store = get_store()
+    try:
+        with get_sessionmaker()() as session:
+            plan = ops.plan_gc(
+                session=session, store=store, older_than=age, statuses=statuses, uploads=uploads
+            )
+            for line in ops.describe_plan(plan):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+            if dry_run:
+                console.print("dry run: nothing deleted (--delete deletes the above)")
+                return
+            done = ops.apply_gc(session=session, store=store, plan=plan)
+    except OperationalError as exc:
+        raise _fail(f"cannot reach the database: {exc.orig}", 1) from None
+    console.print(
+        f"deleted {done.runs} runs, {done.files} files ({done.bytes} bytes), "
+        f"{done.uploads} uploads, {done.sweeps} sweeps",
+        highlight=False,
+    )
+    for note in done.skipped:
+        err.print(f"  skipped {note}", highlight=False, markup=False)
+
+
+@app.command()
+def backup(
+    folder: Path = typer.Argument(..., file_okay=False, help="A new (or empty) folder."),
+    artifacts: bool = typer.Option(
+        True, "--artifacts/--no-artifacts", help="Also the store's checkpoints, exports, uploads."
+    ),
+    data_dir: Path | None = DATA_DIR,
+    database_url: str | None = DATABASE_URL,
+) -> None:
+    """Back up the database (pg_dump, or SQLite's online backup) and then the artifact store
+    (folder or S3 bucket) into FOLDER, with a manifest of row counts and file checksums. Safe
+    while the server runs. docs/operations.md has the procedure."""
+    _server_env(data_dir, database_url)
+    with _needs("server", "backup"):
+        from sqlalchemy.exc import OperationalError
+
+        from backend import ops
+        from backend.artifacts import get_store
+        from backend.settings import settings
+    try:
+        done = ops.backup(
+            url=settings.database_url, store=get_store(), folder=folder, artifacts=artifacts
+        )
+    except ops.OpsError as exc:
+        raise _fail(str(exc), 1) from None
+    except OperationalError as exc:
+        raise _fail(f"cannot reach the database: {exc.orig}", 1) from None
+    console.print(
+        f"backed up {done.database} ({done.counts.get('runs', 0)} runs, "
+        f"{sum(done.counts.values())} rows) and {done.files} files ({done.bytes} bytes) "
+        f"to {done.folder}",
+        highlight=False,
+    )
+
+
+@app.command()
+def restore(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="A `bnlab backup`."),
+    data_dir: Path | None = DATA_DIR,
+    database_url: str | None = DATABASE_URL,
+) -> None:
+    """Restore a backup into a fresh database (one without runs) and artifact store, then
+    migrate it to this version. Stop the API and workers of the target first."""
+    _server_env(data_dir, database_url)
+    with _needs("server", "restore"):
+        from sqlalchemy.exc import OperationalError
+
+        from backend import ops
+        from backend.artifacts import get_store
+        from backend.settings import settings
+    try:
+        done = ops.restore(url=settings.database_url, store=get_store(), folder=folder)
+    except ops.OpsError as exc:
+        raise _fail(str(exc), 1) from None
+    except OperationalError as exc:
+        raise _fail(f"cannot reach the database: {exc.orig}", 1) from None
+    console.print(
+        f"restored {done.counts.get('runs', 0)} runs ({sum(done.counts.values())} rows) and "
+        f"{done.files} files into {_redact(settings.database_url)}; schema at {done.revision}",
+        highlight=False,
+    )
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 
