@@ -496,24 +496,23 @@ function onEvent(view, event) {
 
 async function start(view) {
   const { ctx, ids } = view;
+  // Plotly (4.8 MB to parse) loads while the data is fetched and the layers are described.
+  const plotly = loadPlotly().catch(() => null);
   let loaded;
   try {
-    [loaded] = await Promise.all([
-      loadRunsData(ids, maxPointsFor(ids.length)),
-      loadPlotly().catch(() => null),
-    ]);
+    loaded = await loadRunsData(ids, maxPointsFor(ids.length));
   } catch (err) {
     loaded = { data: new Map(), missing: [err.message] };
   }
+  const fetched = performance.now();
   if (!view.alive) return;
   for (const [id, d] of loaded.data) ctx.data.set(id, d);
   ctx.runs = ids.filter((id) => ctx.data.has(id)).map((id) => ctx.data.get(id).run);
-  const fetched = performance.now();
   if (!ctx.runs.length) {
     view.body.replaceChildren(notice(`Nothing to compare. ${loaded.missing.join("; ")}`, "error"));
     return;
   }
-  ctx.layerInfo = await loadLayerInfo(ctx.runs);
+  [ctx.layerInfo] = await Promise.all([loadLayerInfo(ctx.runs), plotly]);
   if (!view.alive) return;
   view.header.firstChild.textContent = `Compare ${ctx.runs.length} run${ctx.runs.length === 1 ? "" : "s"}`;
   await build(view);
