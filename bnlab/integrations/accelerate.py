@@ -31,16 +31,17 @@ from bnlab.integrations._common import jsonable, log_values
 
 
 class BnlabTracker(GeneralTracker):
-    """See the module docstring; keywords go to bnlab.init (url, token, mode, tags, project,
-    group, mirror, alerts, total_steps, ...)."""
+    """See the module docstring. every: probe every this many steps (watch() may say
+    otherwise); the other keywords go to bnlab.init (url, token, mode, tags, project, group,
+    mirror, alerts, total_steps, ...)."""
 
     name = "bnlab"
     requires_logging_directory = False
     main_process_only = True
 
-    def __init__(self, run_name: str | None = None, **init_kwargs: Any) -> None:
+    def __init__(self, run_name: str | None = None, *, every: int = 20, **init_kwargs: Any) -> None:
         super().__init__()
-        self.run_name, self.init_kwargs = run_name, init_kwargs
+        self.run_name, self.every, self.init_kwargs = run_name, every, init_kwargs
         self.run: bnlab_run.Run | None = None
         self._hook: Any = None
         self._counted = False  # the optimizer hook counted the current step
@@ -78,7 +79,7 @@ class BnlabTracker(GeneralTracker):
         run = self._ensure()
         if run is None:
             return
-        run.watch(model, held_out, **watch)
+        run.watch(model, held_out, **{"every": self.every, **watch})
         if optimizer is not None:
             inner = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer
             if self._hook is not None:

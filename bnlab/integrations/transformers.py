@@ -65,7 +65,8 @@ class BnlabCallback(TrainerCallback):
         held, note = self.held_out, None
         if held is None:
             held = _first_batches(_eval_loader(kw.get("eval_dataloader")), self.max_held_out)
-        if not held:
+            held = held or None
+        if held is None:
             held = _first_batches(kw.get("train_dataloader"), self.max_held_out)
             note = (
                 "no eval data was given to the Trainer: the held-out batch comes from the "

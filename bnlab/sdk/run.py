@@ -920,7 +920,7 @@ def init(
     mirror: Any = None,
     alerts: Alerts | str | None = None,
     all_ranks: bool = False,
-) -> Run:
+) -> Run | RankRun:
     """Start (or resume) a run of this script.
 
     total_steps: the optimizer steps the loop plans (e.g. epochs * len(loader)); the dashboard

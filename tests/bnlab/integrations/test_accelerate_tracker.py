@@ -27,7 +27,6 @@ def test_accelerate_tracker_makes_the_run(tmp_path):
         tracker = BnlabTracker(
             "accelerate-run", url=server.url, dir=tmp_path / "spool", progress=False, every=2
         )
-        tracker.init_kwargs.pop("every")  # watch's, not init's: given to watch below
         accelerator = Accelerator(log_with=tracker, gradient_accumulation_steps=2, cpu=True)
         accelerator.init_trackers("cifar", config={"lr": 0.05, "arch": "tiny"})
         model = TinyResNet()
@@ -35,7 +34,7 @@ def test_accelerate_tracker_makes_the_run(tmp_path):
         train = DataLoader(TensorDataset(x, y), batch_size=16)
         val = DataLoader(TensorDataset(xv, yv), batch_size=16)
         model, opt, train, val = accelerator.prepare(model, opt, train, val)
-        tracker.watch(model, val, optimizer=opt, every=2)
+        tracker.watch(model, val, optimizer=opt)  # every=2 from the tracker
         for _epoch in range(2):
             for xb, yb in train:
                 with accelerator.accumulate(model):
