@@ -1,7 +1,7 @@
-"""The story panels (frontend/js/views/story.js) in Chromium against the real stack: runs made from the
-variance_shift preset (shrunk to seconds, its tags kept) show the preset's question, measured
-and predicted shift per layer, and the accuracy gaps, each equal to what the API's summaries
-say; the run page shows the same for one run."""
+"""The story panels (frontend/js/views/story.js) in Chromium against the real stack: runs made
+from the variance_shift preset (shrunk to seconds, its tags kept) show the preset's question,
+measured and predicted shift per layer, and the accuracy gaps, each equal to what the API's
+summaries say; the run page shows the same for one run."""
 
 from __future__ import annotations
 
