@@ -1,7 +1,7 @@
 """API read speed on PostgreSQL, through a real uvicorn server on loopback.
 
 Targets (issue 3): GET /api/runs/{id}/layers for a run of 8 layers x 1000 steps under 20 ms;
-the 20 runs a compare view needs under 150 ms in total. The dashboard (frontend/js/compare.js)
+the 20 runs a compare view needs under 150 ms in total. The dashboard (frontend/js/views/compare.js)
 loads a compare view with ONE request, GET /api/compare?runs=...&layer_keys=train_var,eval_var,
 running_var,shift&max_points=1000; that is the figure against the target. The old way, 60
 requests (per run: the run, its metrics and its layers with the same keys and max_points), is
@@ -163,7 +163,7 @@ def timed(fn) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-# The layer keys frontend/js/compare.js asks for; None = all keys.
+# The layer keys frontend/js/views/compare.js asks for; None = all keys.
 DASHBOARD_KEYS = "train_var,eval_var,running_var,shift"
 
 

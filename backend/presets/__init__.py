@@ -24,7 +24,7 @@ from bnlab.core.schema.experiment import ExperimentConfig
 from bnlab.core.schema.sweeps import SweepCreate
 
 PRESETS_DIR = Path(__file__).resolve().parent
-PRESET_TAG = "preset:"  # + the preset id; the dashboard (frontend/js/story.js) reads it back
+PRESET_TAG = "preset:"  # + the preset id; the dashboard (frontend/js/views/story.js) reads it back
 
 
 def preset_tag(preset_id: str) -> str:

@@ -123,21 +123,20 @@ def _js_strings(source: str, pattern: str) -> list[str]:
 
 
 def test_dashboard_statuses_match_registry():
-    """runs.js's filter list and dom.js's terminal set are the registry's statuses."""
-    runs_js = (FRONTEND / "runs.js").read_text()
-    dom_js = (FRONTEND / "dom.js").read_text()
+    """data/runs.js's filter list and terminal set are the registry's statuses."""
+    runs_js = (FRONTEND / "data" / "runs.js").read_text()
     assert _js_strings(runs_js, r"const STATUSES = \[(.*?)\]") == list(registry.RUN_STATUSES)
-    terminal = _js_strings(dom_js, r"const TERMINAL = new Set\(\[(.*?)\]\)")
+    terminal = _js_strings(runs_js, r"const TERMINAL = new Set\(\[(.*?)\]\)")
     assert terminal == list(registry.TERMINAL_STATUSES)
 
 
 def test_dashboard_series_keys_are_registry_keys():
     """Every per-layer key the dashboard asks for exists (each `const ...LAYER_KEYS = [...]`
     array in frontend/js), and the run page's layer CSV has a column for every key."""
-    for path in sorted(FRONTEND.glob("*.js")):
+    for path in sorted(FRONTEND.glob("**/*.js")):
         for match in re.finditer(r"const \w*LAYER_KEYS = \[(.*?)\]", path.read_text(), re.S):
             keys = re.findall(r'"([^"]+)"', match.group(1))  # names built from constants: skipped
             assert set(keys) <= set(registry.LAYER_KEYS), (path.name, keys)
-    runpage = (FRONTEND / "runpage.js").read_text()
-    csv_keys = _js_strings(runpage, r"function layersCsv.*?const keys = \[(.*?)\]")
+    csv_js = (FRONTEND / "data" / "csv.js").read_text()
+    csv_keys = _js_strings(csv_js, r"function layersCsv.*?const keys = \[(.*?)\]")
     assert csv_keys == list(registry.LAYER_KEYS)
