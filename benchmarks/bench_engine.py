@@ -2,7 +2,7 @@
 loop).
 
     python benchmarks/bench_engine.py [--repeats 5] [--eval-batches N] [--train-mode-every N]
-        [--quick] [--separate] [--only digits]
+        [--quick] [--separate] [--only digits] [--breakdown]
 
 For each case (digits and an MNIST-sized synthetic set, 60000×784; MLP and CNN) three loops
 train the same model (one instance built from the config and seed, data resident as tensors):
@@ -23,6 +23,14 @@ lowest and highest ratio in brackets. Times are process CPU seconds (time.proces
 one torch thread: on a machine shared with other jobs, CPU time counts this process's work
 only, where wall time would count the neighbours' too. On an idle machine (or with
 --clock wall) the two agree.
+
+--breakdown: where a probe's time goes, in the training loop itself (each case trained with
+probes, its parts timed by wrapping the engine's functions, CPU time of this thread): the
+eval pass (its forward and the BN layers' sums), the record's statistics, the train window's
+means, the train-mode passes (one probe in probe.train_mode_every), the rest of the probe
+(validation loss and accuracy, the record's dicts, the sink); and beside them the same eval
+forward without the probe's sums, timed right after each probe's training steps. What a probe
+costs beyond its forward passes is its fixed cost: it does not shrink with the model.
 """
 
 from __future__ import annotations
@@ -176,6 +184,93 @@ def cases(quick: bool, cnn_batches: int):
     ]
 
 
+def breakdown(cfg: ExperimentConfig, data, repeats: int) -> dict[str, float]:
+    """Per probe, mean ms of each part, measured in place during training (see the docstring)."""
+    from bnlab.engine import probes
+    from bnlab.engine import train as train_mod
+    from bnlab.engine.evaluate import mode
+    from bnlab.engine.train import Window
+
+    spent: dict[str, float] = {}
+    clock = time.thread_time
+
+    def timed(owner, name: str, key: str):  # noqa: ANN001
+        inner = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            t0 = clock()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[key] = spent.get(key, 0.0) + clock() - t0
+
+        setattr(owner, name, wrapper)
+        return inner
+
+    saved = [
+        (probes, "eval_pass", timed(probes, "eval_pass", "eval pass (forward + BN sums)")),
+        (probes.BNProbe, "record", timed(probes.BNProbe, "record", "record")),
+        (Window, "means", timed(Window, "means", "train window means")),
+        (
+            train_mod,
+            "train_mode_logits",
+            timed(train_mod, "train_mode_logits", "train-mode passes (their share)"),
+        ),
+        (Run, "probe_now", timed(Run, "probe_now", "probe")),
+    ]
+    counts = {"probed": 0, "alone": 0}
+    alone_s = [0.0]
+    train_s = 0.0
+    try:
+        for _ in range(repeats):
+            run = new_run(cfg, data)
+            plain_probe_now = Run.probe_now
+
+            def probe_now(run=run, wrapped=plain_probe_now):  # noqa: ANN001
+                # Every other probe, the eval forward alone is timed first (as cold as the
+                # probe's own would be) and that probe's parts are not counted.
+                if (counts["probed"] + counts["alone"]) % 2:
+                    before = dict(spent)
+                    t0 = clock()
+                    with torch.no_grad(), mode(run.model, bn_train=False):
+                        run.model(run.x_eval)
+                    alone = clock() - t0
+                    status = wrapped(run)
+                    spent.clear()
+                    spent.update(before)
+                    alone_s[0] += alone
+                    counts["alone"] += 1
+                    return status
+                counts["probed"] += 1
+                return wrapped(run)
+
+            run.probe_now = probe_now
+            t0, alone0 = clock(), alone_s[0]
+            for _ in range(cfg.train.epochs):
+                assert run.run_epoch(None) is None
+            train_s += clock() - t0 - (alone_s[0] - alone0)
+    finally:
+        for owner, name, inner in saved:
+            setattr(owner, name, inner)
+    n_probes = counts["probed"]
+    alone_ms = 1e3 * alone_s[0] / max(counts["alone"], 1)
+    out = {k: 1e3 * v / n_probes for k, v in spent.items()}
+    out["eval forward alone"] = alone_ms
+    out["record's statistics"] = out.pop("record") - out["eval pass (forward + BN sums)"]
+    out["rest (validation metrics, dicts, sink)"] = (
+        out["probe"]
+        - out["record's statistics"]
+        - out["eval pass (forward + BN sums)"]
+        - out["train window means"]
+        - out["train-mode passes (their share)"]
+    )
+    # the loop's time per probe interval without its probe (every interval holds one probe:
+    # the intervals whose probe was not counted ran one all the same)
+    intervals = counts["probed"] + counts["alone"]
+    out["training per probe"] = 1e3 * train_s / intervals - out["probe"]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
@@ -207,6 +302,9 @@ def main() -> None:
     p.add_argument(
         "--cnn-batches", type=int, default=40, help="training batches of the synthetic CNN case"
     )
+    p.add_argument(
+        "--breakdown", action="store_true", help="where a probe's time goes (see the docstring)"
+    )
     add_figures_argument(p)
     args = p.parse_args()
     figures = Figures("engine", args.figures)
@@ -225,6 +323,30 @@ def main() -> None:
         update = {k: v for k, v in update.items() if v is not None}
         cfg = cfg.model_copy(update={"probe": cfg.probe.model_copy(update=update)})
         steps = cfg.train.epochs * steps_per_epoch(len(data.x_train), cfg.train.batch_size)
+        if args.breakdown:
+            parts = breakdown(cfg, data, args.repeats)
+            per = parts.pop("training per probe")
+            probe = parts.pop("probe")
+            alone = parts.pop("eval forward alone")
+            fixed = probe - parts["train-mode passes (their share)"] - alone
+            print(f"{name} {arch}: per probe, mean ms in the training loop (CPU time)")
+            for k, v in parts.items():
+                print(f"  {k:42} {v:7.3f}")
+            print(f"  {'probe in all':42} {probe:7.3f}  ({100 * probe / per:.2f} % of training)")
+            print(f"  {'the eval forward alone (not in the probe)':42} {alone:7.3f}")
+            print(
+                f"  {'fixed cost: the probe less its forwards':42} {fixed:7.3f}  "
+                f"({100 * fixed / per:.2f} % of training, {per:.1f} ms per probe interval)"
+            )
+            figures.add(
+                f"{name}, {arch}: a probe's fixed cost (beyond its forward passes), per probe",
+                round(fixed, 3),
+                "ms",
+                spread=f"{100 * fixed / per:.2f} % of training",
+                baseline=f"probe {probe:.3f} ms; eval forward {alone:.3f} ms; "
+                + "; ".join(f"{k} {v:.3f}" for k, v in parts.items()),
+            )
+            continue
         runs = [interleaved(cfg, data, r, args.separate) for r in range(args.repeats)]
         med = {k: statistics.median(r[k] for r in runs) for k in LOOPS}
         ratio = {k: [r[k] / r["plain"] for r in runs] for k in ("probed", "loader")}

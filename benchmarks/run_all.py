@@ -52,6 +52,12 @@ BENCHES: dict[str, Bench] = {
         ("--repeats", "3", "--only", "digits"),
         "bnlab's own training loop with probes against a plain PyTorch loop (issue 26 item 2)",
     ),
+    "probe-cost": Bench(
+        "bench_engine.py",
+        ("--breakdown", "--only", "digits", "--repeats", "3"),
+        ("--breakdown", "--only", "digits", "--repeats", "1"),
+        "where a probe's time goes in the training loop: its forwards and its fixed cost",
+    ),
     "resnet": Bench(
         "bench_resnet.py",
         ("--repeats", "5", "--every", "20", "50"),
