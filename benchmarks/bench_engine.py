@@ -271,6 +271,39 @@ def breakdown(cfg: ExperimentConfig, data, repeats: int) -> dict[str, float]:
     return out
 
 
+def cold_ops(cfg: ExperimentConfig, data, rounds: int = 60) -> tuple[float, float]:
+    """ms for ten distinct small tensor operations (of the kinds a probe's statistics use, on a
+    vector as long as the model's BN channels) right after 19 training steps, as a probe meets
+    them, and back to back: what the training step's eviction of caches costs them."""
+    run = new_run(cfg, data)
+    n = sum(run.probe.sizes)
+    a, b = torch.rand(n) + 0.5, torch.rand(n) + 0.5
+    layer = torch.arange(len(run.probe.sizes)).repeat_interleave(torch.tensor(run.probe.sizes))
+
+    def ten() -> None:
+        c = (a + b) * a / b
+        d = torch.maximum(c.log(), c.reciprocal()).double().sort().values
+        torch.zeros(len(run.probe.sizes), dtype=torch.float64).index_add_(0, layer, d)
+        torch.stack([a, b]).tolist()
+
+    x, y = data.x_train, data.y_train
+    cold, hot = [], []
+    for _ in range(rounds):
+        run.model.train()
+        for idx in list(batches(len(x), cfg.train.batch_size, "cpu"))[:19]:
+            loss = F.cross_entropy(run.model(x[idx]), y[idx])
+            run.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            run.opt.step()
+        t0 = time.thread_time()
+        ten()
+        cold.append(time.thread_time() - t0)
+        t0 = time.thread_time()
+        ten()
+        hot.append(time.thread_time() - t0)
+    return 1e3 * statistics.median(cold), 1e3 * statistics.median(hot)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
@@ -337,6 +370,17 @@ def main() -> None:
             print(
                 f"  {'fixed cost: the probe less its forwards':42} {fixed:7.3f}  "
                 f"({100 * fixed / per:.2f} % of training, {per:.1f} ms per probe interval)"
+            )
+            cold, hot = cold_ops(cfg, data)
+            print(
+                f"  ten distinct small ops after 19 training steps {cold:.3f} ms, "
+                f"back to back {hot:.3f}"
+            )
+            figures.add(
+                f"{name}, {arch}: ten distinct small tensor ops after 19 training steps / "
+                "back to back",
+                f"{cold:.3f} / {hot:.3f}",
+                "ms",
             )
             figures.add(
                 f"{name}, {arch}: a probe's fixed cost (beyond its forward passes), per probe",

@@ -266,14 +266,16 @@ def bnlab_sdk_path(url: str, repeats: int) -> dict:
 def bnlab_online(url: str, repeats: int) -> dict:
     """The SDK's public API online: bnlab.init(url), run.log() of the step's 200 values (named
     as the TensorBoard tags) at each of the 100 steps, run.finish() (which returns once the
-    sender thread delivered the spool). Wall time from init() to finish()'s return."""
+    sender thread delivered the spool). Wall time from init() to finish()'s return, and its
+    three parts."""
     import bnlab
 
-    write, cpu = [], []
+    write, cpu, parts = [], [], {"init": [], "log": [], "finish": []}
     for _ in range(repeats):
         folder = tempfile.mkdtemp(prefix="bnlab-peer-online-")
         t0, c0 = time.perf_counter(), time.process_time()
         run = bnlab.init(name="peers online", url=url, dir=folder, progress=False)
+        t1 = time.perf_counter()
         for s in range(PEER_STEPS):
             run.log(
                 {
@@ -283,10 +285,14 @@ def bnlab_online(url: str, repeats: int) -> dict:
                 },
                 step=20 * (s + 1),
             )
+        t2 = time.perf_counter()
         run.finish()
-        write.append(time.perf_counter() - t0)
+        t3 = time.perf_counter()
+        write.append(t3 - t0)
         cpu.append(time.process_time() - c0)
-    return {"write_s": write, "cpu_s": cpu}
+        for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            parts[k].append(v)
+    return {"write_s": write, "cpu_s": cpu, "parts_s": parts}
 
 
 def bnlab_sync_cli(url: str, repeats: int) -> dict:
@@ -427,12 +433,16 @@ def peers(args, figures: benchlib.Figures) -> None:  # noqa: ANN001
             f"| {label}{version} | {w:.3f} [{min(r['write_s']):.3f}, {max(r['write_s']):.3f}] "
             f"| {n / w:,.0f} | {cpu} | {rd} |"
         )
+        parts = ""
+        if "parts_s" in r:  # where the SDK's online path spends its wall time
+            parts = "; " + ", ".join(f"{k} {med(v):.2f} s" for k, v in r["parts_s"].items())
+            print("  of it: " + parts[2:])
         figures.add(
             f"{n:,} values (20 layers x 10 statistics x 100 steps): {label}{version}, write",
             round(w, 3),
             "s",
             spread=f"[{min(r['write_s']):.3f}, {max(r['write_s']):.3f}]",
-            baseline=f"{n / w:,.0f} values/s; client CPU {cpu} s; read back {rd} s",
+            baseline=f"{n / w:,.0f} values/s; client CPU {cpu} s; read back {rd} s{parts}",
         )
     if tb_s is not None:
         tb_w = med(tb_s["write_s"])
