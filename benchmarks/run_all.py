@@ -61,7 +61,7 @@ BENCHES: dict[str, Bench] = {
     "resnet": Bench(
         "bench_resnet.py",
         ("--repeats", "5", "--every", "20", "50"),
-        ("--repeats", "3", "--epochs", "4"),
+        ("--repeats", "2", "--epochs", "4", "--batch-size", "32"),
         "PreResNet-20 on CIFAR-sized images, probed against plain",
     ),
     "sdk": Bench(
