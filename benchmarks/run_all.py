@@ -70,6 +70,12 @@ BENCHES: dict[str, Bench] = {
         ("--quick",),
         "the SDK in a user's own loop, and REST ingest from one client (issue 26 items 1, 4)",
     ),
+    "integrations": Bench(
+        "bench_integrations.py",
+        ("--repeats", "5"),
+        ("--quick",),
+        "each framework integration's cost to a training loop (issue 23)",
+    ),
     "ingest": Bench(
         "bench_ingest.py",
         ("--peers", "--repeats", "3"),
