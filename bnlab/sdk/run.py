@@ -99,6 +99,7 @@ def _progress_bar(enabled: bool | None, total: int | None, start: int, run_id: i
     probe's losses and accuracies. enabled None: only when stderr is a terminal (a batch job's
     log file gets no carriage-return updates); False: never; True: always. None when tqdm is
     missing (it comes with bnlab's worker extra; `pip install tqdm`)."""
+    asked = enabled is True
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -106,6 +107,8 @@ def _progress_bar(enabled: bool | None, total: int | None, start: int, run_id: i
     try:
         from tqdm import tqdm
     except ImportError:
+        if asked:
+            say("progress=True draws its line with tqdm, which is not installed: pip install tqdm")
         return None
     return tqdm(
         total=total,
