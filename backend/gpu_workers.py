@@ -17,16 +17,14 @@ import logging
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
-from backend.settings import settings
+from backend.settings import HEALTH_DIR, settings
 from backend.supervisor import WorkerSupervisor
 
 log = logging.getLogger("bnlab.workers")
 # Each worker process's health file (written by worker/device.py, read by worker/healthcheck.py).
-HEALTH_DIR = Path(tempfile.gettempdir()) / "bnlab-worker-health"
 
 
 class GpuSpecError(ValueError):

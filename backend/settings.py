@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pydantic import Field, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+# Where each supervised worker process writes its health file: the container healthcheck
+# (worker/healthcheck.py) reads them with nothing heavier than this module, no database, no torch.
+HEALTH_DIR = Path(tempfile.gettempdir()) / "bnlab-worker-health"
 
 
 class Settings(BaseSettings):

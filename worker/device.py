@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from backend.gpu_workers import HEALTH_DIR, query_gpus
-from backend.settings import settings
+from backend.gpu_workers import query_gpus
+from backend.settings import HEALTH_DIR, settings
 
 log = logging.getLogger(__name__)
 

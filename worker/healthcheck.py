@@ -12,8 +12,9 @@ import json
 import sys
 import time
 
-from backend.settings import settings
-from worker.device import HEALTH_DIR
+# Only the settings module: a healthcheck that imported torch or the database would miss its
+# timeout on a busy host and call a healthy worker sick.
+from backend.settings import HEALTH_DIR, settings
 
 
 def check(max_age_s: float | None = None) -> tuple[bool, str]:

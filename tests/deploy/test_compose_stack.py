@@ -338,9 +338,9 @@ def test_killed_worker_and_restarted_postgres_lose_nothing(stack: Stack) -> None
 
 
 def test_worker_only_host_trains_without_shared_disk(stack: Stack) -> None:
-    """docs/deployment.md's worker host: the same compose file and .env with the database, broker and S3
-    URLs set, `docker compose up -d worker --no-deps` under another project (so a volume of
-    its own: no disk shared with anything). With the main worker stopped, it trains a run
+    """docs/deployment.md's worker host: the same compose file and .env with the database,
+    broker and S3 URLs set, `docker compose up -d worker --no-deps` under another project (so a
+    volume of its own: no disk shared with anything). With the main worker stopped, it trains a run
     whose export downloads through the API."""
     other = f"{PROJECT}-host2"
     stack.run("stop", "worker", timeout=120)
