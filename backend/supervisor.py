@@ -72,6 +72,8 @@ def worker_command(name: str, loglevel: str = "INFO") -> list[str]:
 
 def worker_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
+    for key, value in (("BNLAB_DB_POOL_SIZE", "2"), ("BNLAB_DB_MAX_OVERFLOW", "0")):
+        env[key] = env.get(key) or value  # a worker needs 2 connections (docs/operations.md)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -25,7 +26,9 @@ from backend.crud.lifecycle import heartbeat
 from backend.db.models import Run
 
 log = logging.getLogger(__name__)
-DB_ERRORS = (OperationalError, InterfaceError)  # the database is unreachable or restarting
+# The database is unreachable or restarting, or every pooled connection is busy past the
+# pool's timeout (docs/operations.md): each is worth another try.
+DB_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
 # Set when this worker process is asked to stop (SIGTERM: `bnlab serve` stopping, compose,
 # systemd, Slurm; worker/tasks.py connects it to Celery's worker_shutting_down): the training
 # loop stops at its next probe and the task gives the run back to the queue.
@@ -274,5 +277,5 @@ class Heartbeat:
                         session=s, run_id=self.sink.run_id, worker_id=self.sink.worker_id
                     ):
                         self.sink.lost = True
-            except DBAPIError as exc:  # never kill the thread: the next beat tries again
+            except (DBAPIError, PoolTimeout) as exc:  # never kill the thread: next beat retries
                 log.warning("run %s: heartbeat failed: %s", self.sink.run_id, exc)
