@@ -13,7 +13,8 @@ shown as failed with its log's last lines, and the others still run; the exit co
 
 --quick: smaller sizes and fewer repeats (a check that everything runs, ~15 min on an idle
 2-core machine); the table says which mode measured each section. Logs and raw figures go
-to build/bench/<time>/.
+to --logs (default: bnlab-bench-<time> in the temporary directory; not build/, which wheel
+builds clear).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +170,7 @@ def install_figures(raw: dict) -> list[dict]:
 
 def run_one(name: str, bench: Bench, quick: bool, logs: Path) -> dict:
     args = bench.quick if quick else bench.full
+    logs.mkdir(parents=True, exist_ok=True)  # again: something may have removed it meanwhile
     figures_path = logs / f"{name}.json"
     log_path = logs / f"{name}.log"
     cmd = [sys.executable, str(ROOT / "benchmarks" / bench.script), *args]
@@ -216,8 +219,10 @@ def run_one(name: str, bench: Bench, quick: bool, logs: Path) -> dict:
         else:
             section["figures"] = install_figures(raw)
     if code != 0:
-        tail = log_path.read_text(errors="replace").splitlines()[-15:]
-        section["log_tail"] = tail
+        try:
+            section["log_tail"] = log_path.read_text(errors="replace").splitlines()[-15:]
+        except OSError as exc:  # the folder went away under us
+            section["log_tail"] = [f"(log unreadable: {exc})"]
     status = "ok" if code == 0 else f"FAILED ({code})"
     print(f"   {status} in {spent:.0f} s, {len(section['figures'])} figures; log {log_path}")
     for f in section["figures"]:
@@ -338,13 +343,15 @@ def main() -> int:
     ap.add_argument("--skip", nargs="+", choices=list(BENCHES), metavar="NAME", default=[])
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     ap.add_argument("--out", type=Path, default=DOC, help="the markdown table (its .json beside)")
+    ap.add_argument("--logs", type=Path, default=None, help="where logs and raw figures go")
     args = ap.parse_args()
     if args.list:
         for name, b in BENCHES.items():
             print(f"{name:10} benchmarks/{b.script}: {b.about}")
         return 0
     names = [n for n in (args.only or BENCHES) if n not in args.skip]
-    logs = ROOT / "build" / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logs = args.logs or Path(tempfile.gettempdir()) / f"bnlab-bench-{stamp}"
     logs.mkdir(parents=True, exist_ok=True)
     source = args.out.with_suffix(".json")
     previous = json.loads(source.read_text()) if source.exists() and args.only else {}
