@@ -13,8 +13,8 @@ S + (1 − m)/m · (running_K − running_0) with S = Σ running_t; for momentum
 per-step var_mean of the BN input costs 20-45 % on CPU (issue 2). step() is called by the
 training loop rather than from a forward hook on the model: a hook sends every training
 forward through nn.Module's slow call path, measured at 0.5-0.7 % of a small MLP's step, ten
-times the cost of the sum itself. The eval-mode pass uses temporary pre-hooks on the BN
-layers that are removed when it ends.
+times the cost of the sum itself. The eval-mode pass sets a forward on each BN instance that
+takes its input's sums, and removes it when the pass ends.
 """
 
 from __future__ import annotations
@@ -146,9 +146,9 @@ def eval_pass(
     running means, flat in `bns` order, when the caller holds them (else they are gathered).
 
     Each BN's sums are taken by a forward set on the BN instance for the pass and removed
-    after it (the class's forward is untouched): a forward pre-hook cost ~50 µs more per layer
-    and pass (the handle, and nn.Module's slow call path for every hooked call), the largest
-    fixed cost of a small model's probe. Nothing stays on the model.
+    after it (the class's forward is untouched): forward pre-hooks cost ~50 µs more per layer
+    and probe on a small MLP in its training loop (a handle per layer, and nn.Module's slow
+    call path for every hooked call). Nothing stays on the model.
     """
     if not bns:
         empty = torch.zeros(0, dtype=torch.float64, device=x.device)
@@ -248,8 +248,8 @@ class BNProbe:
     >>> for xb, yb in batches: train_step(xb, yb); probe.step()
     >>> probe.record(x_val, batch_size)
 
-    It puts no lasting hook on the model: record()'s eval pass hooks the BN layers and
-    removes its hooks before it returns.
+    It puts nothing lasting on the model: record()'s eval pass sets a forward on each BN
+    instance and removes it before it returns (any forward of the user's is put back).
 
     Its state is flat: one vector over the channels of every BN layer, running means first,
     then running variances, so a probe costs a few dozen tensor operations whatever the depth
