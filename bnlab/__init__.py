@@ -24,13 +24,34 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bnlab.sdk.alerts import Alerts
     from bnlab.sdk.api import Api
-    from bnlab.sdk.run import Cancelled, Run, init
+    from bnlab.sdk.run import BnlabWarning, Cancelled, RankRun, Run, Terminated, init
     from bnlab.sdk.transport import sync
 
 # name -> the bnlab.sdk module that defines it
-_SDK = {"Api": "api", "Cancelled": "run", "Run": "run", "init": "run", "sync": "transport"}
-__all__ = ["Api", "Cancelled", "Run", "init", "sync"]
+_SDK = {
+    "Alerts": "alerts",
+    "Api": "api",
+    "BnlabWarning": "run",
+    "Cancelled": "run",
+    "RankRun": "run",
+    "Run": "run",
+    "Terminated": "run",
+    "init": "run",
+    "sync": "transport",
+}
+__all__ = [
+    "Alerts",
+    "Api",
+    "BnlabWarning",
+    "Cancelled",
+    "RankRun",
+    "Run",
+    "Terminated",
+    "init",
+    "sync",
+]
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: `bnlab.init` loads bnlab.sdk on first use

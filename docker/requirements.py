@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+
 import tomllib
 
 parser = argparse.ArgumentParser()

@@ -44,7 +44,7 @@ from backend.crud.ingest import write_rows
 from backend.db.models import ExtraMetric, Run, ScriptKey, SeriesPack, utcnow
 from bnlab.core import wire
 from bnlab.core.errors import Conflict, FieldError, NotFound, TooLarge
-from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS, RUN_KEY_HEADER
+from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS, METRIC_NAME_PATTERN, RUN_KEY_HEADER
 from bnlab.core.schema.script_runs import ScriptRunCreate, ScriptRunFinish
 
 # One ingest request: bounded so one client cannot hold the database (or the API's memory) for
@@ -54,7 +54,7 @@ MAX_LAYER_ROWS = 500_000  # (layer, step) points per request
 MAX_LAYERS = 4096  # reported layers of one model
 MAX_EXTRA_KEYS = 64  # metrics outside METRIC_KEYS, per record
 MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the database
-EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,63}$")
+EXTRA_KEY = re.compile(METRIC_NAME_PATTERN)
 ACCEPTS_POINTS = ("running", "crashed")  # crashed: a spool synced after the client died
 RUNNING_CAP = 0.99  # a script run's progress while it runs: 1.0 only once it has succeeded
 # A run heard from (points or heartbeat) this recently is alive: nobody may resume it. The

@@ -282,6 +282,9 @@ RUN_STATUSES: tuple[str, ...] = ACTIVE_STATUSES + TERMINAL_STATUSES
 RUN_KINDS: tuple[str, ...] = ("engine", "script")
 # The header a script run's writes carry its key in (the SDK sends it, the API checks it).
 RUN_KEY_HEADER = "X-Bnlab-Run-Key"
+# A script run's own metric names (`run.step(**metrics)`, `run.log({...})`) beside METRIC_KEYS:
+# what the SDK checks before sending and the server before storing.
+METRIC_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,63}$"
 # The binary body of layer points (bnlab/core/wire.py), beside JSON on the ingest endpoint.
 COLUMNS_MEDIA_TYPE = "application/x-bnlab-columns"
 

@@ -5,9 +5,9 @@ vectors are (N, 1, 1, D). The training split is standardised per channel with it
 statistics, a seeded validation split is held out of it, and the whole set lives on the
 training device: a batch is `x[idx[i:i + B]]`, no per-sample DataLoader.
 
-Readers: the bundled UCI 8x8 digits (datasets/digits.csv.gz); an MNIST-1D-style generator (Greydanus 2020,
-arXiv 2011.14439, compact); seeded Gaussian clusters; MNIST / Fashion-MNIST IDX files;
-CIFAR-10 python-pickle batches (restricted unpickler: no code runs); uploaded .npz
+Readers: the bundled UCI 8x8 digits (datasets/digits.csv.gz); an MNIST-1D-style generator
+(Greydanus 2020, arXiv 2011.14439, compact); seeded Gaussian clusters; MNIST / Fashion-MNIST
+IDX files; CIFAR-10 python-pickle batches (restricted unpickler: no code runs); uploaded .npz
 (allow_pickle=False) or .csv.
 """
 

@@ -54,7 +54,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS
+from bnlab.core.registry import LAYER_KEYS, METRIC_KEYS, METRIC_NAME_PATTERN
 from bnlab.sdk.alerts import Alerter, Alerts
 from bnlab.sdk.mirror import Mirrors, probe_scalars, summary_scalars
 from bnlab.sdk.transport import (
@@ -77,7 +77,7 @@ CANCELLED_ERROR = "cancelled from the dashboard"
 SHOWN = ("train_loss", "train_acc", "val_loss", "val_acc")  # on the progress line, per probe
 # What the server takes as the name of a script's own metric (backend/crud/script_runs.py,
 # EXTRA_KEY): checked here so a bad name is refused at run.log(), not with a whole batch.
-METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,63}$")
+METRIC_NAME = re.compile(METRIC_NAME_PATTERN)
 MAX_LOG_KEYS = 64  # the server's limit of own names per record: more are split over records
 SHIFT_AT = LAYER_KEYS.index("shift")
 
