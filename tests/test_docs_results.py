@@ -141,7 +141,9 @@ def test_decide_a_real_study_effect_and_leave_pure_noise_unresolved():
     """A claim put to a study's seeds: a real effect (the arms 0.5 apart, seed noise 0.1) is
     resolved; arms drawn from one distribution (pure noise) are not, for 200 such studies at
     most a few percent; and the seeds of a study decide, not its first seed."""
-    claim = mdf.Claim("b above a", "test", mdf.at("a", mdf.summ("x")), mdf.at("b", mdf.summ("x")), +1)
+    claim = mdf.Claim(
+        "b above a", "test", mdf.at("a", mdf.summ("x")), mdf.at("b", mdf.summ("x")), +1
+    )
     rng = random.Random(0)
     base = [rng.gauss(1.0, 0.3) for _ in range(3)]
     real = _study({"a": base, "b": [v + 0.5 + rng.gauss(0, 0.1) for v in base]})
