@@ -10,6 +10,7 @@ import importlib.util
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ def _load_script():
         "make_docs_figures", ROOT / "scripts" / "make_docs_figures.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
