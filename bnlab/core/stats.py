@@ -15,7 +15,9 @@ numpy-free, and SciPy is in no install, so the Student t distribution is compute
   when the t interval excludes zero on the expected side, or when every seed has the expected
   sign and the exact sign test rejects "no effect" at 1 − level (n ≥ 6 at 95 %: three seeds of
   one sign happen one time in four by chance); it is *contradicted* by the same evidence on
-  the other side, and *not resolved at this size* otherwise.
+  the other side, and *not resolved at this size* otherwise. ``decide_within`` decides "the
+  two agree within a tolerance" (a prediction and its measurement) the same way: the interval
+  inside ±tol, wholly beyond it, or neither.
 - ``pearson``: Pearson's r with the Fisher z interval, atanh(r) ± z_{(1+level)/2}/√(n − 3)
   (Fisher 1921), and the pooled within-group r when the points come in groups fixed by the
   design (two clusters make a large r out of two points' worth of evidence).
@@ -184,7 +186,7 @@ class Verdict:
     """A claim "b − a has sign `expected`" decided from the seeds."""
 
     verdict: str  # AGREES, CONTRADICTED or UNRESOLVED
-    expected: int  # +1: b > a expected, −1: b < a
+    expected: int  # +1: b > a expected, −1: b < a, 0: b ≈ a (decide_within)
     paired: Paired
     reason: str
 
@@ -228,6 +230,39 @@ def decide(
         f"the {int(level * 100)} % interval contains 0 and the seeds' signs split "
         f"{p.n_pos} up / {p.n_neg} down",
     )
+
+
+def decide_within(
+    a: Sequence[float | None],
+    b: Sequence[float | None],
+    tol: float,
+    *,
+    relative: bool = False,
+    level: float = 0.95,
+) -> Verdict:
+    """Decide "b and a agree within tol" (a prediction against its measurement, two arms the
+    literature expects to be the same): the paired differences b − a (or (b − a)/a when
+    `relative`) have a t interval at `level` lying inside (−tol, tol): agrees; lying wholly
+    outside it: contradicted; otherwise not resolved (an interval-inclusion test, as two
+    one-sided tests at (1 − level)/2 each)."""
+    if relative:
+        a, b = (
+            [1.0 if x is not None else None for x in a],
+            [
+                (y / x if x not in (None, 0.0) and y is not None else None)
+                for x, y in zip(a, b, strict=True)
+            ],
+        )
+    p = paired(a, b, level)
+    d = p.diff
+    what = f"{'relative ' if relative else ''}difference"
+    if d.n < 2 or d.lo is None or d.hi is None:
+        return Verdict(UNRESOLVED, 0, p, f"{d.n} seed(s): no spread to test against")
+    if -tol < d.lo and d.hi < tol:
+        return Verdict(AGREES, 0, p, f"the {what}'s interval lies within ±{tol:g}")
+    if d.lo >= tol or d.hi <= -tol:
+        return Verdict(CONTRADICTED, 0, p, f"the {what}'s interval lies beyond ±{tol:g}")
+    return Verdict(UNRESOLVED, 0, p, f"the {what}'s interval crosses ±{tol:g}")
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,17 @@ def test_unanimous_signs_decide_only_when_the_sign_test_can():
     assert v.verdict == stats.AGREES and "sign test" in v.reason
     assert stats.decide(a3, b3, expected=1).paired.n_pos == 3
     assert math.isclose(stats.sign_test_p(3, 0), 0.25)
+
+
+def test_decide_agreement_within_a_tolerance():
+    """A prediction within 1 % of its measurement in every seed agrees within 5 %; one 20 % off
+    is contradicted; a noisy one (±10 % between seeds) is not resolved."""
+    measured = [2.03, 2.10, 1.97]
+    assert stats.decide_within(measured, [2.06, 2.11, 1.99], 0.05, relative=True).verdict == (
+        stats.AGREES
+    )
+    far = stats.decide_within(measured, [2.45, 2.50, 2.38], 0.05, relative=True)
+    assert far.verdict == stats.CONTRADICTED
+    noisy = stats.decide_within(measured, [1.85, 2.35, 2.0], 0.05, relative=True)
+    assert noisy.verdict == stats.UNRESOLVED
+    assert stats.decide_within([0.0, 0.0], [0.01, -0.01], 0.05).verdict == stats.UNRESOLVED
