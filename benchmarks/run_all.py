@@ -237,11 +237,13 @@ def cell(v: object) -> str:
 
 def value_text(f: dict) -> str:
     v = f["value"]
-    if isinstance(v, float) and abs(v) >= 1000:
+    unit = f.get("unit") or ""
+    if isinstance(v, float) and unit == "x" and abs(v) < 10:
+        v = f"{v:.3f}"  # a ratio: the 3 decimals its target is judged at
+    elif isinstance(v, float) and abs(v) >= 1000:
         v = f"{v:,.0f}"
     elif isinstance(v, int) and abs(v) >= 10000:
         v = f"{v:,}"
-    unit = f.get("unit") or ""
     return f"{v} {unit}".strip()
 
 
